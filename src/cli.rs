@@ -1,0 +1,774 @@
+//! The command line (SPEC section 7): the daemon, `check-config`, `sim`, and the operator
+//! subcommands, which are clients of the local API. Exit codes: 0 ok, 1 failure, 2 usage.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lexopt::Arg::{Long, Short, Value as Positional};
+use lexopt::ValueExt;
+use serde_json::Value;
+
+use crate::config::{self, Listen, Settings};
+use crate::snapshot::Snapshot;
+
+pub const USAGE: &str = "\
+yurt-ota: decides when OpenYurt OTA upgrades happen on this node
+
+Usage:
+  yurt-ota run [--config PATH] [--sim]     run the agent (--sim: on the built-in simulator)
+  yurt-ota check-config [--config PATH]    validate and print the effective configuration
+  yurt-ota sim [--listen ADDR] [--config PATH]
+                                           serve a simulated YurtHub (default 127.0.0.1:10267)
+  yurt-ota status [--json]                 the agent's view: upstream, pods needing upgrade
+  yurt-ota pods [--needs-upgrade] [--json] the node's pods
+  yurt-ota upgrade NS/POD [--wait] [--timeout 5m] [--json]
+                                           upgrade one pod now (--wait: until its replacement is Ready)
+  yurt-ota imagepull NS/POD [--json]       ask the node to pre-pull the pod's new images
+  yurt-ota --version | help
+
+Client options (status, pods, upgrade, imagepull):
+  --api URL          the agent: http://127.0.0.1:10290 or unix:/path (default: api.listen
+                     from the config file)
+  --config PATH      config file to read api.listen and api.token_file from
+                     (default /etc/yurt-ota/config.toml)
+  --token-file PATH  bearer token for upgrade and imagepull
+
+Exit codes: 0 ok, 1 operational failure, 2 usage error.
+Logging: YURT_OTA_LOG=debug|info|warn (default info).";
+
+/// Why a command failed, and so its exit code.
+#[derive(Debug)]
+pub enum Failure {
+    /// The command line is wrong: exit 2.
+    Usage(String),
+    /// The command could not do its job: exit 1.
+    Failed(String),
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Failure::Usage(_) => 2,
+            Failure::Failed(_) => 1,
+        }
+    }
+}
+
+impl From<lexopt::Error> for Failure {
+    fn from(e: lexopt::Error) -> Failure {
+        Failure::Usage(e.to_string())
+    }
+}
+
+enum Command {
+    Run {
+        config: Option<PathBuf>,
+        sim: bool,
+    },
+    CheckConfig {
+        config: Option<PathBuf>,
+    },
+    Sim {
+        config: Option<PathBuf>,
+        listen: Option<String>,
+    },
+    Status,
+    Pods {
+        needs_upgrade: bool,
+    },
+    Upgrade {
+        pod: (String, String),
+        wait: bool,
+        timeout: Duration,
+    },
+    Imagepull {
+        pod: (String, String),
+    },
+    Version,
+    Help,
+}
+
+#[derive(Default)]
+struct ClientOpts {
+    api: Option<String>,
+    config: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+    json: bool,
+}
+
+/// Parses the arguments and runs the command; returns the process exit code.
+pub fn main(args: Vec<OsString>, stop: Arc<AtomicBool>) -> i32 {
+    let result = parse(args).and_then(|(cmd, opts)| execute(cmd, opts, stop));
+    match result {
+        Ok(()) => 0,
+        Err(f) => {
+            match &f {
+                Failure::Usage(m) => eprintln!("yurt-ota: {m}\nRun 'yurt-ota help' for usage."),
+                Failure::Failed(m) => eprintln!("yurt-ota: {m}"),
+            }
+            f.exit_code()
+        }
+    }
+}
+
+fn parse(args: Vec<OsString>) -> Result<(Command, ClientOpts), Failure> {
+    let mut p = lexopt::Parser::from_args(args);
+    let mut opts = ClientOpts::default();
+    let sub = match p.next()? {
+        Some(Long("version") | Short('V')) => return Ok((Command::Version, opts)),
+        Some(Long("help") | Short('h')) => return Ok((Command::Help, opts)),
+        Some(Positional(v)) => v.string()?,
+        Some(other) => return Err(other.unexpected().into()),
+        None => return Err(Failure::Usage("no command given".into())),
+    };
+    let mut positional: Vec<String> = Vec::new();
+    let (mut sim, mut needs_upgrade, mut wait) = (false, false, false);
+    let mut listen = None;
+    let mut timeout = Duration::from_secs(300);
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("config") | Short('c') => opts.config = Some(p.value()?.into()),
+            Long("sim") if sub == "run" => sim = true,
+            Long("listen") if sub == "sim" => listen = Some(p.value()?.string()?),
+            Long("needs-upgrade") if sub == "pods" => needs_upgrade = true,
+            Long("wait") if sub == "upgrade" => wait = true,
+            Long("timeout") if sub == "upgrade" => {
+                let v = p.value()?.string()?;
+                timeout = config::parse_duration(&v)
+                    .map_err(|e| Failure::Usage(format!("--timeout: {e}")))?;
+            }
+            Long("api") => opts.api = Some(p.value()?.string()?),
+            Long("token-file") => opts.token_file = Some(p.value()?.into()),
+            Long("json") => opts.json = true,
+            Long("help") | Short('h') => return Ok((Command::Help, opts)),
+            Positional(v) => positional.push(v.string()?),
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    let takes_pod = matches!(sub.as_str(), "upgrade" | "imagepull");
+    let want = usize::from(takes_pod);
+    if positional.len() != want {
+        return Err(Failure::Usage(match want {
+            0 => format!(
+                "'{sub}' takes no argument {:?}",
+                positional.first().map(String::as_str).unwrap_or_default()
+            ),
+            _ => format!("'{sub}' takes one NAMESPACE/POD"),
+        }));
+    }
+    let pod = || parse_pod(&positional[0]);
+    let cmd = match sub.as_str() {
+        "run" => Command::Run {
+            config: opts.config.clone(),
+            sim,
+        },
+        "check-config" => Command::CheckConfig {
+            config: opts.config.clone(),
+        },
+        "sim" => Command::Sim {
+            config: opts.config.clone(),
+            listen,
+        },
+        "status" => Command::Status,
+        "pods" => Command::Pods { needs_upgrade },
+        "upgrade" => Command::Upgrade {
+            pod: pod()?,
+            wait,
+            timeout,
+        },
+        "imagepull" => Command::Imagepull { pod: pod()? },
+        "help" => Command::Help,
+        "version" => Command::Version,
+        other => return Err(Failure::Usage(format!("unknown command {other:?}"))),
+    };
+    Ok((cmd, opts))
+}
+
+fn parse_pod(s: &str) -> Result<(String, String), Failure> {
+    let (ns, pod) = s.split_once('/').ok_or_else(|| {
+        Failure::Usage(format!(
+            "{s:?}: give the pod as NAMESPACE/POD, e.g. kube-system/kube-proxy-x7k2p"
+        ))
+    })?;
+    crate::names::check_label(ns).map_err(|e| Failure::Usage(format!("namespace {e}")))?;
+    crate::names::check_subdomain(pod).map_err(|e| Failure::Usage(format!("pod name {e}")))?;
+    Ok((ns.to_owned(), pod.to_owned()))
+}
+
+fn load_settings(path: Option<&Path>) -> Result<Settings, Failure> {
+    let (path, must_exist) = match path {
+        Some(p) => (p, true),
+        None => (Path::new(config::DEFAULT_PATH), false),
+    };
+    Settings::load(path, must_exist)
+        .map_err(|e| Failure::Failed(format!("invalid configuration:\n{e}")))
+}
+
+fn execute(cmd: Command, opts: ClientOpts, stop: Arc<AtomicBool>) -> Result<(), Failure> {
+    match cmd {
+        Command::Version => {
+            println!("yurt-ota {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Help => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Command::CheckConfig { config } => {
+            let settings = load_settings(config.as_deref())?;
+            print!("{}", settings.to_toml());
+            Ok(())
+        }
+        Command::Run { config, sim } => {
+            let mut settings = load_settings(config.as_deref())?;
+            if sim {
+                settings.upstream.kind = config::UpstreamKind::Sim;
+            }
+            crate::agent::run(settings, stop).map_err(Failure::Failed)
+        }
+        Command::Sim { config, listen } => {
+            let settings = load_settings(config.as_deref())?;
+            let listen = listen.as_deref().unwrap_or("127.0.0.1:10267");
+            let listen = listen
+                .parse()
+                .map(Listen::Tcp)
+                .map_err(|_| Failure::Usage(format!("--listen {listen:?} is not an IP:port")))?;
+            crate::sim::server::run(crate::sim::Node::new(settings.sim), &listen, &stop)
+                .map_err(Failure::Failed)
+        }
+        Command::Status => status(&Client::new(&opts)?, opts.json),
+        Command::Pods { needs_upgrade } => pods(&Client::new(&opts)?, needs_upgrade, opts.json),
+        Command::Upgrade { pod, wait, timeout } => {
+            upgrade(&Client::new(&opts)?, &pod, wait, timeout, opts.json)
+        }
+        Command::Imagepull { pod: (ns, name) } => {
+            let client = Client::new(&opts)?;
+            let a = client.call(
+                "POST",
+                &format!("/openyurt.io/v1/namespaces/{ns}/pods/{name}/imagepull"),
+            )?;
+            report("imagepull", &a, opts.json)
+        }
+    }
+}
+
+/// An answer from the agent.
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Result<Value, Failure> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| Failure::Failed(format!("the agent sent invalid JSON: {e}")))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).trim().to_owned()
+    }
+
+    /// The agent's own error sentence, or the relayed body.
+    fn message(&self) -> String {
+        match serde_json::from_slice::<Value>(&self.body) {
+            Ok(v) if v.get("error").is_some() => {
+                v["message"].as_str().unwrap_or_default().to_owned()
+            }
+            _ => self.text(),
+        }
+    }
+}
+
+enum Target {
+    Http(String),
+    Unix(PathBuf),
+}
+
+struct Client {
+    target: Target,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    fn new(opts: &ClientOpts) -> Result<Client, Failure> {
+        let settings = match (&opts.api, &opts.config) {
+            // An explicit --api needs nothing from the file unless a token is wanted.
+            (Some(_), None) => None,
+            (_, explicit) => match load_settings(explicit.as_deref()) {
+                Ok(s) => Some(s),
+                Err(e) if explicit.is_some() => return Err(e),
+                Err(Failure::Failed(m) | Failure::Usage(m)) => {
+                    eprintln!("yurt-ota: warning: ignoring {}: {m}", config::DEFAULT_PATH);
+                    None
+                }
+            },
+        };
+        let api =
+            match &opts.api {
+                Some(a) => a.clone(),
+                None => settings
+                    .as_ref()
+                    .map_or(format!("http://{}", config::DEFAULT_API), |s| {
+                        match &s.api.listen {
+                            Listen::Tcp(addr) => format!("http://{addr}"),
+                            Listen::Unix(p) => format!("unix:{}", p.display()),
+                        }
+                    }),
+            };
+        let target = if let Some(path) = api.strip_prefix("unix:") {
+            Target::Unix(PathBuf::from(path))
+        } else if api.starts_with("http://") {
+            Target::Http(api.trim_end_matches('/').to_owned())
+        } else {
+            return Err(Failure::Usage(format!(
+                "--api {api:?}: give http://HOST:PORT or unix:/PATH"
+            )));
+        };
+        let token_file = opts
+            .token_file
+            .clone()
+            .or_else(|| settings.and_then(|s| s.api.token_file));
+        let token = match token_file {
+            Some(path) if opts.token_file.is_some() => {
+                Some(crate::api::read_token(&path).map_err(Failure::Failed)?)
+            }
+            // The config's token is used when this user may read it (root, or the service's group).
+            Some(path) => crate::api::read_token(&path).ok(),
+            None => None,
+        };
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(30)))
+            .http_status_as_error(false)
+            .proxy(None)
+            .build()
+            .new_agent();
+        Ok(Client {
+            target,
+            token,
+            agent,
+        })
+    }
+
+    fn describe(&self) -> String {
+        match &self.target {
+            Target::Http(base) => base.clone(),
+            Target::Unix(p) => format!("unix:{}", p.display()),
+        }
+    }
+
+    fn unreachable(&self, e: impl std::fmt::Display) -> Failure {
+        Failure::Failed(format!(
+            "agent not reachable at {} ({e}) — is yurt-ota running? (systemctl status yurt-ota; or pass --api)",
+            self.describe()
+        ))
+    }
+
+    fn call(&self, method: &str, path: &str) -> Result<Answer, Failure> {
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        match &self.target {
+            Target::Http(base) => {
+                let url = format!("{base}{path}");
+                let result = if method == "POST" {
+                    let mut req = self.agent.post(&url);
+                    if let Some(a) = &auth {
+                        req = req.header("Authorization", a);
+                    }
+                    req.send_empty()
+                } else {
+                    self.agent.get(&url).call()
+                };
+                let mut resp = result.map_err(|e| self.unreachable(e))?;
+                let status = resp.status().as_u16();
+                let body = resp
+                    .body_mut()
+                    .with_config()
+                    .limit(crate::upstream::MAX_BODY)
+                    .read_to_vec()
+                    .map_err(|e| self.unreachable(e))?;
+                Ok(Answer { status, body })
+            }
+            Target::Unix(p) => {
+                unix_call(p, method, path, auth.as_deref()).map_err(|e| self.unreachable(e))
+            }
+        }
+    }
+
+    fn get_json(&self, path: &str) -> Result<Value, Failure> {
+        let a = self.call("GET", path)?;
+        if a.status != 200 {
+            return Err(Failure::Failed(format!(
+                "GET {path}: the agent answered {}: {}",
+                a.status,
+                a.message()
+            )));
+        }
+        a.json()
+    }
+
+    fn pods(&self) -> Result<Snapshot, Failure> {
+        let a = self.call("GET", "/pods")?;
+        if a.status != 200 {
+            return Err(Failure::Failed(format!(
+                "the agent has no pod list ({}): {}",
+                a.status,
+                a.message()
+            )));
+        }
+        Snapshot::build(&a.body).map_err(|e| Failure::Failed(format!("the agent sent {e}")))
+    }
+}
+
+/// One HTTP/1.1 request over a Unix socket, with `Connection: close` so the answer ends at EOF.
+fn unix_call(
+    path: &Path,
+    method: &str,
+    target: &str,
+    auth: Option<&str>,
+) -> std::io::Result<Answer> {
+    use std::io::{Error, ErrorKind};
+    let mut s = std::os::unix::net::UnixStream::connect(path)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let auth = auth
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    write!(s, "{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n{auth}\r\n")?;
+    let mut raw = Vec::new();
+    s.take(crate::upstream::MAX_BODY + 65536)
+        .read_to_end(&mut raw)?;
+    let bad = || Error::new(ErrorKind::InvalidData, "not an HTTP answer");
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(bad)?;
+    let head = std::str::from_utf8(&raw[..end]).map_err(|_| bad())?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(bad)?;
+    if head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    }) {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            "chunked answers are not expected from the agent",
+        ));
+    }
+    Ok(Answer {
+        status,
+        body: raw[end + 4..].to_vec(),
+    })
+}
+
+/// Left-aligned columns, two spaces apart.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        s.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+fn status(client: &Client, json: bool) -> Result<(), Failure> {
+    let v = client.get_json("/v1/status")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(());
+    }
+    let s = |v: &Value| v.as_str().map(str::to_owned).unwrap_or_else(|| "-".into());
+    let u = &v["upstream"];
+    let mut out = format!(
+        "yurt-ota {}  mode: {}  ready: {}\n",
+        s(&v["version"]),
+        s(&v["mode"]),
+        if v["ready"] == true {
+            "yes".to_owned()
+        } else {
+            format!("no ({})", s(&v["not_ready_reason"]))
+        }
+    );
+    out += &format!(
+        "upstream: {} {}  last success: {}\n",
+        s(&u["kind"]),
+        s(&u["url"]),
+        s(&u["last_success"])
+    );
+    if let Some(e) = u["last_error"].as_object() {
+        out += &format!(
+            "last error: {} ({} failures in a row, at {})\n",
+            s(&e["message"]),
+            u["consecutive_failures"],
+            s(&e["at"])
+        );
+    }
+    let outdated = v["pods_needing_upgrade"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    match v["snapshot"].as_object() {
+        Some(snap) => {
+            out += &format!(
+                "pods: {} on the node, {} need upgrade (list {}s old)\n",
+                snap["pods"],
+                outdated.len(),
+                snap["age_seconds"]
+            )
+        }
+        None => out += "pods: no pod list yet\n",
+    }
+    if !outdated.is_empty() {
+        let rows: Vec<Vec<String>> = outdated
+            .iter()
+            .map(|p| {
+                vec![
+                    s(&p["namespace"]),
+                    s(&p["name"]),
+                    s(&p["target_revision"]),
+                    s(&p["image"]),
+                    s(&p["why_not_yet"]),
+                ]
+            })
+            .collect();
+        out += "\n";
+        out += &table(
+            &["NAMESPACE", "POD", "TO REVISION", "IMAGE", "WHY NOT YET"],
+            &rows,
+        );
+    }
+    if let Some(recent) = v["recent_upgrades"].as_array().filter(|r| !r.is_empty()) {
+        let rows: Vec<Vec<String>> = recent
+            .iter()
+            .map(|r| {
+                vec![
+                    s(&r["at"]),
+                    s(&r["pod"]),
+                    r["status"].to_string(),
+                    s(&r["detail"]),
+                ]
+            })
+            .collect();
+        out += "\nrecent upgrade calls:\n";
+        out += &table(&["AT", "POD", "STATUS", "DETAIL"], &rows);
+    }
+    print!("{out}");
+    Ok(())
+}
+
+fn pods(client: &Client, needs_upgrade: bool, json: bool) -> Result<(), Failure> {
+    let snap = client.pods()?;
+    let chosen: Vec<usize> = (0..snap.pods.len())
+        .filter(|&i| !needs_upgrade || snap.pods[i].needs_upgrade())
+        .collect();
+    if json {
+        let list: Value =
+            serde_json::from_slice(&snap.body).map_err(|e| Failure::Failed(e.to_string()))?;
+        let items: Vec<Value> = chosen.iter().map(|&i| list["items"][i].clone()).collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"kind": "PodList", "apiVersion": "v1", "items": items})
+            )
+            .unwrap_or_default()
+        );
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = chosen
+        .iter()
+        .map(|&i| {
+            let p = &snap.pods[i];
+            let upgrade = if p.needs_upgrade() {
+                "yes"
+            } else if p.condition(crate::pod::NEED_UPGRADE).is_some() {
+                "no"
+            } else {
+                "-"
+            };
+            vec![
+                p.metadata.namespace.clone(),
+                p.metadata.name.clone(),
+                p.owner()
+                    .map_or("-".into(), |o| format!("{}/{}", o.kind, o.name)),
+                if p.is_deleting() {
+                    "deleting".into()
+                } else if p.is_ready() {
+                    "yes".into()
+                } else {
+                    "no".into()
+                },
+                upgrade.into(),
+                p.spec
+                    .containers
+                    .first()
+                    .map_or(String::new(), |c| c.image.clone()),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &[
+                "NAMESPACE",
+                "NAME",
+                "OWNER",
+                "READY",
+                "NEEDS UPGRADE",
+                "IMAGE"
+            ],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+fn report(call: &str, a: &Answer, json: bool) -> Result<(), Failure> {
+    let ok = (200..300).contains(&a.status);
+    if json {
+        let body = a.json().unwrap_or_else(|_| Value::String(a.text()));
+        println!("{}", serde_json::json!({"status": a.status, "body": body}));
+    } else if ok {
+        println!("{}", a.text());
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(Failure::Failed(format!(
+            "{call} refused ({}): {}",
+            a.status,
+            a.message()
+        )))
+    }
+}
+
+fn upgrade(
+    client: &Client,
+    (ns, name): &(String, String),
+    wait: bool,
+    timeout: Duration,
+    json: bool,
+) -> Result<(), Failure> {
+    // Learn the pod's uid and owner before it is deleted, to recognise its replacement.
+    let before = if wait {
+        let snap = client.pods()?;
+        let p = snap
+            .pods
+            .iter()
+            .find(|p| p.metadata.namespace == *ns && p.metadata.name == *name)
+            .ok_or_else(|| {
+                Failure::Failed(format!(
+                    "{ns}/{name} is not in the agent's pod list; check `yurt-ota pods`"
+                ))
+            })?;
+        let owner = p.owner().map(|o| o.uid.clone()).unwrap_or_default();
+        Some((p.metadata.uid.clone(), owner))
+    } else {
+        None
+    };
+    let a = client.call(
+        "POST",
+        &format!("/openyurt.io/v1/namespaces/{ns}/pods/{name}/upgrade"),
+    )?;
+    report("upgrade", &a, json)?;
+    let Some((uid, owner)) = before else {
+        return Ok(());
+    };
+    let deadline = Instant::now() + timeout;
+    eprintln!(
+        "waiting up to {} for the replacement of {ns}/{name} to be Ready…",
+        config::format_duration(timeout)
+    );
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        let snap = client.pods()?;
+        if let Some(new) = crate::pod::replacement(&snap.pods, &uid, &owner) {
+            eprintln!("upgraded: {} is Ready", new.key());
+            return Ok(());
+        }
+    }
+    Err(Failure::Failed(format!(
+        "{ns}/{name}: no Ready replacement after {}",
+        config::format_duration(timeout)
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<OsString> {
+        a.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn usage_errors_exit_2() {
+        for bad in [
+            &[][..],
+            &["frobnicate"],
+            &["upgrade"],
+            &["upgrade", "no-slash"],
+            &["upgrade", "Bad/x"],
+            &["pods", "--wait"],
+            &["upgrade", "a/b", "--timeout", "soon"],
+            &["status", "extra"],
+        ] {
+            let err = parse(args(bad))
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} parsed"));
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn commands_parse() {
+        let (cmd, opts) = parse(args(&[
+            "upgrade",
+            "kube-system/kube-proxy-abc",
+            "--wait",
+            "--timeout",
+            "2m",
+            "--api",
+            "unix:/run/a.sock",
+        ]))
+        .unwrap();
+        assert!(
+            matches!(cmd, Command::Upgrade { wait: true, timeout, .. } if timeout == Duration::from_secs(120))
+        );
+        assert_eq!(opts.api.as_deref(), Some("unix:/run/a.sock"));
+        assert!(matches!(
+            parse(args(&["run", "--sim"])).unwrap().0,
+            Command::Run { sim: true, .. }
+        ));
+        assert!(matches!(
+            parse(args(&["--version"])).unwrap().0,
+            Command::Version
+        ));
+    }
+
+    #[test]
+    fn tables_align() {
+        let t = table(&["A", "LONGER"], &[vec!["xyz".into(), "1".into()]]);
+        assert_eq!(t, "A    LONGER\nxyz  1\n");
+    }
+}

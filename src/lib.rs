@@ -1,0 +1,13 @@
+//! yurt-ota: decides when OpenYurt OTA upgrades happen on an edge node.
+#![forbid(unsafe_code)]
+
+pub mod agent; // the daemon: poller, shared state, run()
+pub mod api; // the local HTTP API: routing, relays, status, worker pool
+pub mod cli; // operator subcommands, as clients of the local API
+pub mod config; // TOML file -> validated Settings
+pub mod metrics; // Prometheus counters and gauges
+pub mod names; // DNS-1123 name rules for names in URLs
+pub mod pod; // the pod fields we read and the OpenYurt upgrade rules
+pub mod sim; // the YurtHub simulator (in-process node + `yurt-ota sim`)
+pub mod snapshot; // the validated, pre-rendered pod list
+pub mod upstream; // trait Upstream: YurtHub over HTTP, or the simulator

@@ -1,0 +1,32 @@
+//! The `yurt-ota` binary: logging, signals, then the command line in `cli`.
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+fn main() {
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    let daemon = args.first().is_some_and(|a| a == "run" || a == "sim");
+    init_logging(if daemon { "info" } else { "warn" });
+
+    // SIGTERM (systemd stop) and SIGINT set the flag; the daemon's loops watch it and stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            eprintln!("yurt-ota: cannot handle signal {sig}: {e}");
+            std::process::exit(1);
+        }
+    }
+    std::process::exit(yurt_ota::cli::main(args, stop));
+}
+
+/// Plain lines to stderr: no timestamps (journald adds its own), level first.
+fn init_logging(default: &str) {
+    let filter = std::env::var("YURT_OTA_LOG").unwrap_or_else(|_| default.to_owned());
+    env_logger::Builder::new()
+        .parse_filters(&filter)
+        .format(|buf, record| writeln!(buf, "{}: {}", record.level(), record.args()))
+        .target(env_logger::Target::Stderr)
+        .init();
+}

@@ -1,0 +1,196 @@
+//! Counters for `/metrics`, in Prometheus text format. Label sets are small and fixed (route
+//! templates, status codes, error kinds), never raw paths or pod names.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+use crate::upstream::UpstreamError;
+
+#[derive(Default)]
+pub struct Metrics {
+    polls_ok: AtomicU64,
+    polls_failed: [AtomicU64; UpstreamError::KINDS.len()],
+    /// `(route, status)` → count.
+    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    /// `(call, status)` → count; status 0 is a transport failure.
+    upstream_calls: Mutex<BTreeMap<(&'static str, u16), u64>>,
+}
+
+/// Values read from elsewhere at render time.
+pub struct Gauges {
+    pub snapshot_age: Option<f64>,
+    pub pods: usize,
+    pub pods_needing_upgrade: usize,
+    pub ready: bool,
+}
+
+fn bump(map: &Mutex<BTreeMap<(&'static str, u16), u64>>, key: (&'static str, u16)) {
+    *map.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(key)
+        .or_default() += 1;
+}
+
+impl Metrics {
+    pub fn poll_ok(&self) {
+        self.polls_ok.fetch_add(1, Relaxed);
+    }
+
+    pub fn poll_failed(&self, kind: &str) {
+        if let Some(i) = UpstreamError::KINDS.iter().position(|k| *k == kind) {
+            self.polls_failed[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn request(&self, route: &'static str, status: u16) {
+        bump(&self.requests, (route, status));
+    }
+
+    pub fn upstream_call(&self, call: &'static str, status: u16) {
+        bump(&self.upstream_calls, (call, status));
+    }
+
+    pub fn render(&self, g: &Gauges) -> String {
+        let mut out = String::with_capacity(2048);
+        let head = |out: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        head(
+            &mut out,
+            "yurt_ota_snapshot_age_seconds",
+            "gauge",
+            "Seconds since the last successful poll of the upstream (absent before the first).",
+        );
+        if let Some(age) = g.snapshot_age {
+            let _ = writeln!(out, "yurt_ota_snapshot_age_seconds {age:.3}");
+        }
+        head(
+            &mut out,
+            "yurt_ota_ready",
+            "gauge",
+            "1 when a snapshot newer than 3 poll intervals exists.",
+        );
+        let _ = writeln!(out, "yurt_ota_ready {}", u8::from(g.ready));
+        head(
+            &mut out,
+            "yurt_ota_pods",
+            "gauge",
+            "Pods on the node in the current snapshot.",
+        );
+        let _ = writeln!(out, "yurt_ota_pods {}", g.pods);
+        head(
+            &mut out,
+            "yurt_ota_pods_needing_upgrade",
+            "gauge",
+            "DaemonSet pods with PodNeedUpgrade=True.",
+        );
+        let _ = writeln!(
+            out,
+            "yurt_ota_pods_needing_upgrade {}",
+            g.pods_needing_upgrade
+        );
+        head(
+            &mut out,
+            "yurt_ota_polls_total",
+            "counter",
+            "Polls of the upstream pod list, by result.",
+        );
+        let _ = writeln!(
+            out,
+            "yurt_ota_polls_total{{result=\"ok\"}} {}",
+            self.polls_ok.load(Relaxed)
+        );
+        for (kind, n) in UpstreamError::KINDS.iter().zip(&self.polls_failed) {
+            let _ = writeln!(
+                out,
+                "yurt_ota_polls_total{{result=\"{kind}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
+        head(
+            &mut out,
+            "yurt_ota_upstream_calls_total",
+            "counter",
+            "Upgrade and imagepull calls sent upstream, by upstream status (0: no answer).",
+        );
+        for ((call, code), n) in self
+            .upstream_calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "yurt_ota_upstream_calls_total{{call=\"{call}\",code=\"{code}\"}} {n}"
+            );
+        }
+        head(
+            &mut out,
+            "yurt_ota_api_requests_total",
+            "counter",
+            "Requests to the local API, by route and status.",
+        );
+        for ((route, code), n) in self
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "yurt_ota_api_requests_total{{route=\"{route}\",code=\"{code}\"}} {n}"
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_gauges() {
+        let m = Metrics::default();
+        m.poll_ok();
+        m.poll_failed("timeout");
+        m.poll_failed("timeout");
+        m.request("pods", 200);
+        m.request("pods", 200);
+        m.request("upgrade", 400);
+        m.upstream_call("upgrade", 503);
+        let text = m.render(&Gauges {
+            snapshot_age: Some(1.5),
+            pods: 8,
+            pods_needing_upgrade: 2,
+            ready: true,
+        });
+        for line in [
+            "yurt_ota_snapshot_age_seconds 1.500",
+            "yurt_ota_polls_total{result=\"ok\"} 1",
+            "yurt_ota_polls_total{result=\"timeout\"} 2",
+            "yurt_ota_polls_total{result=\"connect\"} 0",
+            "yurt_ota_api_requests_total{route=\"pods\",code=\"200\"} 2",
+            "yurt_ota_api_requests_total{route=\"upgrade\",code=\"400\"} 1",
+            "yurt_ota_upstream_calls_total{call=\"upgrade\",code=\"503\"} 1",
+            "yurt_ota_pods_needing_upgrade 2",
+            "yurt_ota_ready 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        let none = m.render(&Gauges {
+            snapshot_age: None,
+            pods: 0,
+            pods_needing_upgrade: 0,
+            ready: false,
+        });
+        assert!(!none
+            .lines()
+            .any(|l| l.starts_with("yurt_ota_snapshot_age_seconds ")));
+    }
+}

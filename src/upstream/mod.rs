@@ -1,0 +1,95 @@
+//! Where pods come from and where upgrades go: YurtHub's OTA API, or the in-process simulator.
+//!
+//! Non-2xx answers to upgrade and imagepull are data (`Relay`), passed to the device app
+//! verbatim; only transport failures are errors. There are no retries on the request path.
+
+use std::fmt;
+
+pub mod sim;
+pub mod yurthub;
+
+/// Upstream bodies above this are refused (a YurtHub pod list for 110 pods is about 1 MiB).
+pub const MAX_BODY: u64 = 32 * 1024 * 1024;
+
+/// An upstream answer to relay: status, content type and body as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relay {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// Could not connect (refused, no route, DNS).
+    Connect(String),
+    Timeout(String),
+    /// `GET /pods` answered something other than 200.
+    Status {
+        code: u16,
+        body: String,
+    },
+    TooLarge,
+    /// The list arrived but is not a valid PodList.
+    InvalidJson(String),
+    /// The connection broke mid-way, or the answer was not HTTP.
+    Io(String),
+}
+
+impl UpstreamError {
+    /// A stable word for metrics labels and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Connect(_) => "connect",
+            UpstreamError::Timeout(_) => "timeout",
+            UpstreamError::Status { .. } => "status",
+            UpstreamError::TooLarge => "too_large",
+            UpstreamError::InvalidJson(_) => "invalid_json",
+            UpstreamError::Io(_) => "io",
+        }
+    }
+
+    pub const KINDS: [&'static str; 6] = [
+        "connect",
+        "timeout",
+        "status",
+        "too_large",
+        "invalid_json",
+        "io",
+    ];
+}
+
+impl fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpstreamError::Connect(e) => write!(f, "cannot connect: {e}"),
+            UpstreamError::Timeout(e) => write!(f, "timed out: {e}"),
+            UpstreamError::Status { code, body } => write!(f, "answered {code}: {body}"),
+            UpstreamError::TooLarge => write!(f, "answer larger than {} MiB", MAX_BODY >> 20),
+            UpstreamError::InvalidJson(e) => write!(f, "{e}"),
+            UpstreamError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+pub trait Upstream: Send + Sync {
+    /// The body of a 200 answer to `GET /pods`.
+    fn list_pods(&self) -> Result<Vec<u8>, UpstreamError>;
+    fn upgrade(&self, namespace: &str, pod: &str) -> Result<Relay, UpstreamError>;
+    fn imagepull(&self, namespace: &str, pod: &str) -> Result<Relay, UpstreamError>;
+    /// `yurthub`, `sim`: for status and metrics.
+    fn kind(&self) -> &'static str;
+    /// Where it is, for status and error messages.
+    fn url(&self) -> &str;
+}
+
+/// Keeps the first part of an error body for a log line or status field.
+pub fn excerpt(body: &[u8]) -> String {
+    const MAX: usize = 200;
+    let text = String::from_utf8_lossy(&body[..body.len().min(MAX)]);
+    let mut s: String = text.trim().chars().filter(|c| !c.is_control()).collect();
+    if body.len() > MAX {
+        s.push('…');
+    }
+    s
+}

@@ -1,0 +1,114 @@
+//! YurtHub's OTA API over plain HTTP (SPEC section 2).
+
+use std::time::Duration;
+
+use ureq::Agent;
+
+use super::{excerpt, Relay, Upstream, UpstreamError, MAX_BODY};
+
+pub struct Yurthub {
+    base: String,
+    agent: Agent,
+}
+
+impl Yurthub {
+    /// `base` is `http://host:port` without a trailing slash; `timeout` bounds each whole call.
+    pub fn new(base: &str, timeout: Duration) -> Yurthub {
+        let agent = Agent::config_builder()
+            .timeout_connect(Some(timeout))
+            .timeout_global(Some(timeout))
+            // Non-2xx is data to relay, not an error.
+            .http_status_as_error(false)
+            // YurtHub is on loopback: never send its traffic through an environment proxy.
+            .proxy(None)
+            .max_redirects(0)
+            .user_agent(concat!("yurt-ota/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .new_agent();
+        Yurthub {
+            base: base.to_owned(),
+            agent,
+        }
+    }
+
+    fn post(&self, path: &str) -> Result<Relay, UpstreamError> {
+        let resp = self.agent.post(format!("{}{path}", self.base)).send_empty();
+        read(resp)
+    }
+}
+
+fn read(
+    resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> Result<Relay, UpstreamError> {
+    let mut resp = resp.map_err(map_error)?;
+    let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(MAX_BODY)
+        .read_to_vec()
+        .map_err(map_error)?;
+    Ok(Relay {
+        status,
+        content_type,
+        body,
+    })
+}
+
+fn map_error(e: ureq::Error) -> UpstreamError {
+    match e {
+        ureq::Error::Timeout(t) => UpstreamError::Timeout(format!("no complete answer ({t})")),
+        ureq::Error::BodyExceedsLimit(_) => UpstreamError::TooLarge,
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
+            UpstreamError::Connect(e.to_string())
+        }
+        ureq::Error::Io(io) => match io.kind() {
+            std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::AddrNotAvailable
+            | std::io::ErrorKind::NotFound => UpstreamError::Connect(io.to_string()),
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
+                UpstreamError::Timeout(io.to_string())
+            }
+            _ => UpstreamError::Io(io.to_string()),
+        },
+        other => UpstreamError::Io(other.to_string()),
+    }
+}
+
+impl Upstream for Yurthub {
+    fn list_pods(&self) -> Result<Vec<u8>, UpstreamError> {
+        let relay = read(self.agent.get(format!("{}/pods", self.base)).call())?;
+        if relay.status != 200 {
+            return Err(UpstreamError::Status {
+                code: relay.status,
+                body: excerpt(&relay.body),
+            });
+        }
+        Ok(relay.body)
+    }
+
+    fn upgrade(&self, namespace: &str, pod: &str) -> Result<Relay, UpstreamError> {
+        self.post(&format!(
+            "/openyurt.io/v1/namespaces/{namespace}/pods/{pod}/upgrade"
+        ))
+    }
+
+    fn imagepull(&self, namespace: &str, pod: &str) -> Result<Relay, UpstreamError> {
+        self.post(&format!(
+            "/openyurt.io/v1/namespaces/{namespace}/pods/{pod}/imagepull"
+        ))
+    }
+
+    fn kind(&self) -> &'static str {
+        "yurthub"
+    }
+
+    fn url(&self) -> &str {
+        &self.base
+    }
+}
