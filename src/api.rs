@@ -215,7 +215,10 @@ impl Reply {
                 (BodyReader::Snapshot(s, 0), len)
             }
         };
+        // The length is always known: send Content-Length, never chunked (tiny_http chunks
+        // bodies over 32 KiB by default, which costs the client work for nothing).
         Response::new(StatusCode(self.status), headers, reader, Some(len), None)
+            .with_chunked_threshold(usize::MAX)
     }
 }
 
@@ -449,9 +452,15 @@ impl Api {
         let h = self.shared.health();
         let snap = self.shared.snapshot();
         let ready = self.shared.readiness(now);
-        let pods: Vec<Value> = snap
-            .iter()
-            .flat_map(|s| s.needing_upgrade())
+        let mut outdated: Vec<&crate::pod::Pod> =
+            snap.iter().flat_map(|s| s.needing_upgrade()).collect();
+        // The order automatic upgrades will take: namespace, then name.
+        outdated.sort_by(|a, b| {
+            (&a.metadata.namespace, &a.metadata.name)
+                .cmp(&(&b.metadata.namespace, &b.metadata.name))
+        });
+        let pods: Vec<Value> = outdated
+            .into_iter()
             .map(|p| {
                 let image = match p.image_state() {
                     ImageState::NotRequested => "not_requested",

@@ -22,6 +22,11 @@ impl Yurthub {
             // YurtHub is on loopback: never send its traffic through an environment proxy.
             .proxy(None)
             .max_redirects(0)
+            // A fresh connection per call: a pooled one left over from before a YurtHub restart
+            // would fail the call, and the request path does not retry. On loopback a connect
+            // costs microseconds.
+            .max_idle_connections(0)
+            .max_idle_connections_per_host(0)
             .user_agent(concat!("yurt-ota/", env!("CARGO_PKG_VERSION")))
             .build()
             .new_agent();

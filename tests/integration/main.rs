@@ -1,0 +1,8 @@
+//! Integration tests: the real `yurt-ota` binary against a scripted YurtHub on loopback (serving
+//! the recorded fixture pod lists) and against the simulator.
+
+mod api;
+mod cli;
+mod sim;
+mod snapshot;
+mod util;

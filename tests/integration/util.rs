@@ -1,0 +1,371 @@
+//! Helpers for driving the real `yurt-ota` binary: a config in a temp dir, the agent process,
+//! a scripted upstream HTTP server on loopback, and a small HTTP client.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_yurt-ota");
+
+pub fn fixture(version: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/tests/fixtures/kind-v{version}-kube-system-podlist.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+/// A real fixture list with `PodNeedUpgrade=True` (v1.7 message form) on the named pods.
+pub fn fixture_needing_upgrade(version: &str, name_prefixes: &[&str]) -> Vec<u8> {
+    let mut list: Value = serde_json::from_slice(&fixture(version)).unwrap();
+    for pod in list["items"].as_array_mut().unwrap() {
+        let name = pod["metadata"]["name"].as_str().unwrap().to_owned();
+        if name_prefixes.iter().any(|p| name.starts_with(p)) {
+            pod["status"]["conditions"].as_array_mut().unwrap().push(serde_json::json!({
+                "type": "PodNeedUpgrade", "status": "True", "lastProbeTime": null,
+                "lastTransitionTime": "2026-11-25T10:00:00Z", "message": "controllerrevision: 7f9c8d6b5"
+            }));
+        }
+    }
+    serde_json::to_vec(&list).unwrap()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub content_type: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Reply {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .proxy(None)
+        .allow_non_standard_methods(true)
+        .build()
+        .new_agent();
+    let req = ureq::http::Request::builder().method(method).uri(url);
+    let req = headers.iter().fold(req, |r, (k, v)| r.header(*k, *v));
+    let mut resp = agent
+        .run(req.body(body.unwrap_or_default().to_vec()).unwrap())
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = resp.status().as_u16();
+    let headers: Vec<(String, String)> = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
+        .collect();
+    let content_type = headers
+        .iter()
+        .find(|(k, _)| k == "content-type")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_vec()
+        .unwrap();
+    Reply {
+        status,
+        content_type,
+        headers,
+        body,
+    }
+}
+
+pub fn get(url: &str) -> Reply {
+    request("GET", url, &[], None)
+}
+
+pub fn post(url: &str) -> Reply {
+    request("POST", url, &[], None)
+}
+
+/// The agent process, killed on drop.
+pub struct Agent {
+    pub child: Child,
+    pub base: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Starts `yurt-ota run` with `extra` TOML appended to an `[api]` section on a free port, and
+    /// waits for its API to answer.
+    pub fn start(extra: &str) -> Agent {
+        let port = free_port();
+        Agent::start_with(
+            &format!("[api]\nlisten = \"127.0.0.1:{port}\"\n{extra}"),
+            &format!("http://127.0.0.1:{port}"),
+        )
+    }
+
+    pub fn start_with(config: &str, base: &str) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("YURT_OTA_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut agent = Agent {
+            child,
+            base: base.to_owned(),
+            dir,
+        };
+        if base.starts_with("http") {
+            let url = format!("{base}/v1/healthz");
+            let child = &mut agent.child;
+            wait_for("the agent's API", Duration::from_secs(10), || {
+                assert!(
+                    child.try_wait().unwrap().is_none(),
+                    "the agent exited early"
+                );
+                std::net::TcpStream::connect(
+                    url.trim_start_matches("http://").split('/').next().unwrap(),
+                )
+                .is_ok()
+            });
+        }
+        agent
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    pub fn metric(&self, line_prefix: &str) -> f64 {
+        let text = get(&self.url("/metrics")).text();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(line_prefix)
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// Runs a CLI subcommand against this agent.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .args(["--api", &self.base])
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the scripted upstream answers to `GET /pods`.
+#[derive(Clone)]
+pub enum Pods {
+    Serve(Vec<u8>),
+    Status(u16, &'static str),
+    /// Accept the request and never answer.
+    Hang,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Call {
+    pub method: String,
+    pub path: String,
+    pub at: Instant,
+}
+
+pub struct Script {
+    pub pods: Pods,
+    /// Answers to POSTs, `(status, content type, body)`, used in order; the last one repeats.
+    pub answers: Vec<(u16, &'static str, String)>,
+    pub calls: Vec<Call>,
+}
+
+/// A YurtHub stand-in on loopback whose answers a test sets.
+pub struct Upstream {
+    pub port: u16,
+    pub script: Arc<Mutex<Script>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Upstream {
+    pub fn start(pods: Pods) -> Upstream {
+        Upstream::start_on(
+            free_port(),
+            Arc::new(Mutex::new(Script {
+                pods,
+                answers: Vec::new(),
+                calls: Vec::new(),
+            })),
+        )
+    }
+
+    /// Listens on `port` (again, after `stop`), with the same script.
+    pub fn start_on(port: u16, script: Arc<Mutex<Script>>) -> Upstream {
+        let mut server = None;
+        wait_for("the upstream port", Duration::from_secs(5), || {
+            server = tiny_http::Server::http(("127.0.0.1", port)).ok();
+            server.is_some()
+        });
+        let server = server.unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, st) = (script.clone(), stop.clone());
+        let thread = thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                let Ok(Some(mut req)) = server.recv_timeout(Duration::from_millis(20)) else {
+                    continue;
+                };
+                let mut sink = Vec::new();
+                let _ = req.as_reader().read_to_end(&mut sink);
+                let mut script = s.lock().unwrap();
+                script.calls.push(Call {
+                    method: req.method().to_string(),
+                    path: req.url().to_owned(),
+                    at: Instant::now(),
+                });
+                let (status, ct, body): (u16, &str, Vec<u8>) = if req.url() == "/pods" {
+                    match script.pods.clone() {
+                        Pods::Serve(b) => (200, "application/json", b),
+                        Pods::Status(code, text) => {
+                            (code, "text/plain; charset=utf-8", text.as_bytes().to_vec())
+                        }
+                        Pods::Hang => {
+                            drop(script);
+                            thread::spawn(move || {
+                                thread::sleep(Duration::from_secs(5));
+                                drop(req);
+                            });
+                            continue;
+                        }
+                    }
+                } else {
+                    let a = if script.answers.len() > 1 {
+                        script.answers.remove(0)
+                    } else {
+                        script.answers.first().cloned().unwrap_or((
+                            404,
+                            "text/plain; charset=utf-8",
+                            "404 page not found\n".into(),
+                        ))
+                    };
+                    (a.0, a.1, a.2.into_bytes())
+                };
+                drop(script);
+                let header = tiny_http::Header::from_bytes("Content-Type", ct).unwrap();
+                let _ = req.respond(
+                    tiny_http::Response::from_data(body)
+                        .with_status_code(status)
+                        .with_header(header),
+                );
+            }
+        });
+        Upstream {
+            port,
+            script,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn set_pods(&self, pods: Pods) {
+        self.script.lock().unwrap().pods = pods;
+    }
+
+    pub fn answer(&self, answers: Vec<(u16, &'static str, String)>) {
+        self.script.lock().unwrap().answers = answers;
+    }
+
+    pub fn calls(&self, method: &str) -> Vec<Call> {
+        self.script
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .filter(|c| c.method == method)
+            .cloned()
+            .collect()
+    }
+
+    /// Closes the listening socket: the agent now gets "connection refused".
+    pub fn stop(mut self) -> (u16, Arc<Mutex<Script>>) {
+        self.halt();
+        (self.port, self.script.clone())
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+pub fn config_for(upstream: &str, poll: &str, timeout: &str) -> String {
+    format!(
+        "[upstream]\nurl = \"{upstream}\"\npoll_interval = \"{poll}\"\ntimeout = \"{timeout}\"\n"
+    )
+}
