@@ -1,1 +1,245 @@
-fn main() {}
+//! `cargo bench --bench api`: latency and throughput of `GET /pods` with 110 real-shaped pods,
+//! against the real agent binary and, in the same run, a bare tiny_http server serving the same
+//! bytes; then the agent's resident memory after those 10,000 requests.
+//!
+//! Clients are 4 threads, each with one keep-alive connection and a minimal HTTP/1.1 reader, so
+//! that the client costs as little as possible and both servers see the same load.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const PODS: usize = 110;
+const CLIENTS: usize = 4;
+const REQUESTS: usize = 10_000;
+const WARMUP: usize = 400;
+
+fn main() {
+    let list = pod_list();
+    let upstream = serve(list.clone(), 1, false);
+    let api_port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, format!("[api]\nlisten = \"127.0.0.1:{api_port}\"\n[upstream]\nurl = \"http://127.0.0.1:{upstream}\"\n")).unwrap();
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_yurt-ota"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("YURT_OTA_LOG", "warn")
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        if let Ok(b) = fetch_once(api_port) {
+            break b;
+        }
+        assert!(Instant::now() < deadline, "the agent did not serve /pods");
+        thread::sleep(Duration::from_millis(50));
+    };
+    let served: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(served["items"].as_array().unwrap().len(), PODS);
+    let rss_idle = rss_kib(agent.id());
+
+    let bare = serve(body.clone(), 4, false);
+    let bare_nodelay = serve(body.clone(), 4, true);
+    let a = load(api_port, body.len());
+    let b = load(bare_nodelay, body.len());
+    let c = load(bare, body.len());
+    let rss = rss_kib(agent.id());
+    let _ = agent.kill();
+    let _ = agent.wait();
+
+    println!("GET /pods: {PODS} pods, {} bytes upstream, {} bytes served; {CLIENTS} clients x {} requests each", list.len(), body.len(), REQUESTS / CLIENTS);
+    println!("| server | p50 | p99 | max | throughput |");
+    println!("|---|---|---|---|---|");
+    for (name, r) in [
+        ("yurt-ota", &a),
+        ("bare tiny_http, TCP_NODELAY listener", &b),
+        ("bare tiny_http, defaults", &c),
+    ] {
+        println!(
+            "| {name} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} req/s |",
+            r.p50, r.p99, r.max, r.rps
+        );
+    }
+    println!(
+        "throughput ratio yurt-ota / bare (same socket options): {:.2} (target >= 0.80); / bare with defaults: {:.2}; yurt-ota p50 {:.0} µs (target < 1000)",
+        a.rps / b.rps,
+        a.rps / c.rps,
+        a.p50
+    );
+    println!("agent resident memory: {rss_idle} KiB after the first poll, {rss} KiB after {REQUESTS} requests (target < 8192 KiB)");
+}
+
+struct Result {
+    p50: f64,
+    p99: f64,
+    max: f64,
+    rps: f64,
+}
+
+fn load(port: u16, expect_len: usize) -> Result {
+    let run = |n: usize| {
+        let started = Instant::now();
+        let handles: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                thread::spawn(move || {
+                    let mut c = Conn::new(port);
+                    (0..n)
+                        .map(|_| {
+                            let t = Instant::now();
+                            let len = c.get();
+                            assert_eq!(len, expect_len);
+                            t.elapsed().as_secs_f64() * 1e6
+                        })
+                        .collect::<Vec<f64>>()
+                })
+            })
+            .collect();
+        let mut lat: Vec<f64> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        (lat.drain(..).collect::<Vec<_>>(), started.elapsed())
+    };
+    run(WARMUP / CLIENTS);
+    let (mut lat, took) = run(REQUESTS / CLIENTS);
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    Result {
+        p50: pct(0.50),
+        p99: pct(0.99),
+        max: lat[lat.len() - 1],
+        rps: lat.len() as f64 / took.as_secs_f64(),
+    }
+}
+
+/// One keep-alive connection with a minimal HTTP/1.1 reader.
+struct Conn {
+    r: BufReader<TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    fn new(port: u16) -> Conn {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_nodelay(true).unwrap();
+        Conn {
+            r: BufReader::with_capacity(256 * 1024, s),
+            buf: Vec::new(),
+        }
+    }
+
+    fn get(&mut self) -> usize {
+        self.r
+            .get_mut()
+            .write_all(b"GET /pods HTTP/1.1\r\nHost: bench\r\n\r\n")
+            .unwrap();
+        let mut len = None;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            self.r.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if line.starts_with("HTTP/1.1 ") {
+                assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = Some(v.trim().parse::<usize>().unwrap());
+            }
+        }
+        let len = len.expect("Content-Length");
+        self.buf.resize(len, 0);
+        self.r.read_exact(&mut self.buf).unwrap();
+        len
+    }
+}
+
+fn fetch_once(port: u16) -> std::io::Result<Vec<u8>> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.write_all(b"GET /pods HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or(std::io::ErrorKind::InvalidData)?;
+    if !raw.starts_with(b"HTTP/1.1 200") {
+        return Err(std::io::ErrorKind::NotFound.into());
+    }
+    Ok(raw[end + 4..].to_vec())
+}
+
+/// A bare tiny_http server answering every request with `body`, with `workers` threads;
+/// `nodelay` sets TCP_NODELAY on its listener as the agent does.
+fn serve(body: Vec<u8>, workers: usize, nodelay: bool) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    socket2::SockRef::from(&listener)
+        .set_tcp_nodelay(nodelay)
+        .unwrap();
+    let server = Arc::new(tiny_http::Server::from_listener(listener, None).unwrap());
+    let port = server.server_addr().to_ip().unwrap().port();
+    let body = Arc::new(body);
+    for _ in 0..workers {
+        let (server, body) = (server.clone(), body.clone());
+        thread::spawn(move || {
+            for req in server.incoming_requests() {
+                let header =
+                    tiny_http::Header::from_bytes("Content-Type", "application/json").unwrap();
+                // Same framing as the agent: Content-Length, not chunked.
+                let resp = tiny_http::Response::from_data(body.as_slice())
+                    .with_header(header)
+                    .with_chunked_threshold(usize::MAX);
+                let _ = req.respond(resp);
+            }
+        });
+    }
+    port
+}
+
+/// 110 pods from the recorded fixtures, cloned under new names and uids.
+fn pod_list() -> Vec<u8> {
+    let mut templates = Vec::new();
+    for v in ["1.32", "1.33", "1.35", "1.36"] {
+        let path = format!(
+            "{}/tests/fixtures/kind-v{v}-kube-system-podlist.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let list: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        templates.extend(list["items"].as_array().unwrap().iter().cloned());
+    }
+    let items: Vec<Value> = (0..PODS)
+        .map(|i| {
+            let mut p = templates[i % templates.len()].clone();
+            let name = format!("{}-{i:03}", p["metadata"]["name"].as_str().unwrap());
+            p["metadata"]["name"] = name.into();
+            p["metadata"]["uid"] = format!("00000000-0000-4000-8000-{i:012}").into();
+            p
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items})).unwrap()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}

@@ -573,7 +573,10 @@ pub fn read_token(path: &Path) -> Result<String, String> {
 /// Binds the API socket. A stale Unix socket from an earlier run is replaced.
 pub fn bind(listen: &Listen) -> Result<Server, String> {
     let result = match listen {
-        Listen::Tcp(addr) => Server::http(addr),
+        Listen::Tcp(addr) => std::net::TcpListener::bind(addr)
+            .and_then(|l| socket2::SockRef::from(&l).set_tcp_nodelay(true).map(|_| l))
+            .map_err(Into::into)
+            .and_then(|l| Server::from_listener(l, None)),
         Listen::Unix(path) => {
             if let Some(dir) = path.parent() {
                 let _ = std::fs::create_dir_all(dir);
