@@ -101,11 +101,11 @@ fn load(port: u16, expect_len: usize) -> Result {
                 })
             })
             .collect();
-        let mut lat: Vec<f64> = handles
+        let lat: Vec<f64> = handles
             .into_iter()
             .flat_map(|h| h.join().unwrap())
             .collect();
-        (lat.drain(..).collect::<Vec<_>>(), started.elapsed())
+        (lat, started.elapsed())
     };
     run(WARMUP / CLIENTS);
     let (mut lat, took) = run(REQUESTS / CLIENTS);
