@@ -707,6 +707,45 @@ mod tests {
         assert_eq!(r.content_type, JSON);
     }
 
+    /// An upstream whose upgrade call panics, to prove one request cannot take the server down.
+    struct Panicking;
+
+    impl Upstream for Panicking {
+        fn list_pods(&self) -> Result<Vec<u8>, UpstreamError> {
+            Err(UpstreamError::Connect("test".into()))
+        }
+        fn upgrade(&self, _: &str, _: &str) -> Result<Relay, UpstreamError> {
+            panic!("upgrade exploded")
+        }
+        fn imagepull(&self, _: &str, _: &str) -> Result<Relay, UpstreamError> {
+            Ok(Relay { status: 200, content_type: None, body: b"pulled".to_vec() })
+        }
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+        fn url(&self) -> &str {
+            "test://"
+        }
+    }
+
+    #[test]
+    fn a_panicking_request_is_answered_500_and_the_next_one_served() {
+        let shared = Arc::new(Shared::new(Duration::from_secs(5)));
+        let api = Api::new(shared.clone(), Arc::new(Panicking), None, None);
+        let req = |method, path: &str| tiny_http::TestRequest::new().with_method(method).with_path(path).into();
+        api.handle(req(tiny_http::Method::Post, "/openyurt.io/v1/namespaces/a/pods/b/upgrade"));
+        api.handle(req(tiny_http::Method::Post, "/openyurt.io/v1/namespaces/a/pods/b/imagepull"));
+        api.handle(req(tiny_http::Method::Get, "/pods"));
+        let m = shared.metrics.render(&shared.gauges(Instant::now()));
+        for line in [
+            "yurt_ota_api_requests_total{route=\"panic\",code=\"500\"} 1",
+            "yurt_ota_api_requests_total{route=\"imagepull\",code=\"200\"} 1",
+            "yurt_ota_api_requests_total{route=\"pods\",code=\"503\"} 1",
+        ] {
+            assert!(m.lines().any(|l| l == line), "{line} in {m}");
+        }
+    }
+
     #[test]
     fn token_comparison() {
         assert!(constant_time_eq(b"secret", b"secret"));
