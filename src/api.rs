@@ -718,7 +718,11 @@ mod tests {
             panic!("upgrade exploded")
         }
         fn imagepull(&self, _: &str, _: &str) -> Result<Relay, UpstreamError> {
-            Ok(Relay { status: 200, content_type: None, body: b"pulled".to_vec() })
+            Ok(Relay {
+                status: 200,
+                content_type: None,
+                body: b"pulled".to_vec(),
+            })
         }
         fn kind(&self) -> &'static str {
             "test"
@@ -732,9 +736,20 @@ mod tests {
     fn a_panicking_request_is_answered_500_and_the_next_one_served() {
         let shared = Arc::new(Shared::new(Duration::from_secs(5)));
         let api = Api::new(shared.clone(), Arc::new(Panicking), None, None);
-        let req = |method, path: &str| tiny_http::TestRequest::new().with_method(method).with_path(path).into();
-        api.handle(req(tiny_http::Method::Post, "/openyurt.io/v1/namespaces/a/pods/b/upgrade"));
-        api.handle(req(tiny_http::Method::Post, "/openyurt.io/v1/namespaces/a/pods/b/imagepull"));
+        let req = |method, path: &str| {
+            tiny_http::TestRequest::new()
+                .with_method(method)
+                .with_path(path)
+                .into()
+        };
+        api.handle(req(
+            tiny_http::Method::Post,
+            "/openyurt.io/v1/namespaces/a/pods/b/upgrade",
+        ));
+        api.handle(req(
+            tiny_http::Method::Post,
+            "/openyurt.io/v1/namespaces/a/pods/b/imagepull",
+        ));
         api.handle(req(tiny_http::Method::Get, "/pods"));
         let m = shared.metrics.render(&shared.gauges(Instant::now()));
         for line in [
