@@ -215,7 +215,15 @@ impl Poller {
         let Some(snap) = self.shared.snapshot() else {
             return;
         };
-        let outdated: Vec<String> = snap.needing_upgrade().map(|p| p.key()).collect();
+        let mut outdated: Vec<(&str, &str)> = snap
+            .needing_upgrade()
+            .map(|p| (p.metadata.namespace.as_str(), p.metadata.name.as_str()))
+            .collect();
+        outdated.sort_unstable();
+        let outdated: Vec<String> = outdated
+            .iter()
+            .map(|(ns, name)| format!("{ns}/{name}"))
+            .collect();
         if first {
             log::info!(
                 "first pod list: {} pods, {} need upgrade",

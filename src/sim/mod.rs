@@ -318,14 +318,9 @@ impl Node {
     }
 
     fn upgrade(&self, st: &mut State, now: Instant, ns: &str, pod: &str) -> Answer {
-        if !st.connected {
-            return Answer::text(
-                503,
-                "OTA upgrade is not allowed when node is disconnected to cloud",
-            );
-        }
-        let Some(i) = st.find(ns, pod) else {
-            return Answer::text(500, format!("Get pod failed, pods \"{pod}\" not found"));
+        let i = match st.locate(ns, pod) {
+            Ok(i) => i,
+            Err(answer) => return answer,
         };
         if let Err(e) = check_status(&st.pods[i]) {
             return Answer::text(403, format!("Pre check update pod failed, Failed to check pod {ns}/{pod} status, error: {e}"));
@@ -366,14 +361,9 @@ impl Node {
     }
 
     fn imagepull(&self, st: &mut State, now: Instant, ns: &str, pod: &str) -> Answer {
-        if !st.connected {
-            return Answer::text(
-                503,
-                "OTA upgrade is not allowed when node is disconnected to cloud",
-            );
-        }
-        let Some(i) = st.find(ns, pod) else {
-            return Answer::text(500, format!("Get pod failed, pods \"{pod}\" not found"));
+        let i = match st.locate(ns, pod) {
+            Ok(i) => i,
+            Err(answer) => return answer,
         };
         if let Err(e) = check_status(&st.pods[i]) {
             return Answer::text(
@@ -577,6 +567,18 @@ impl State {
         self.pods
             .iter()
             .position(|p| p.namespace == ns && p.name == name)
+    }
+
+    /// What YurtHub checks before either OTA call: the cloud is reachable, the pod exists.
+    fn locate(&self, ns: &str, name: &str) -> Result<usize, Answer> {
+        if !self.connected {
+            return Err(Answer::text(
+                503,
+                "OTA upgrade is not allowed when node is disconnected to cloud",
+            ));
+        }
+        self.find(ns, name)
+            .ok_or_else(|| Answer::text(500, format!("Get pod failed, pods \"{name}\" not found")))
     }
 
     fn schedule(&mut self, at: Instant, due: Due) {
