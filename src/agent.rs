@@ -4,7 +4,6 @@
 //! take their effects as arguments so tests can drive them.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -12,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::api::{self, Api};
 use crate::config::{Settings, UpstreamKind};
 use crate::metrics::{Gauges, Metrics};
+use crate::shutdown::Shutdown;
 use crate::snapshot::{self, Snapshot};
 use crate::upstream::{self, Upstream, UpstreamError};
 
@@ -241,29 +241,21 @@ impl Poller {
         }
     }
 
-    /// Polls every `interval` until `stop` is set.
-    pub fn run(mut self, interval: Duration, stop: &AtomicBool) {
-        while !stop.load(Ordering::Relaxed) {
+    /// Polls every `interval` until `stop` is triggered.
+    pub fn run(mut self, interval: Duration, stop: &Shutdown) {
+        loop {
             let started = Instant::now();
             self.poll_once();
-            sleep_until(started + interval, stop);
+            let next = (started + interval).saturating_duration_since(Instant::now());
+            if stop.wait_timeout(next) {
+                return;
+            }
         }
     }
 }
 
-/// Sleeps in short steps so that a stop request is noticed within 100 ms.
-pub fn sleep_until(deadline: Instant, stop: &AtomicBool) {
-    loop {
-        let now = Instant::now();
-        if now >= deadline || stop.load(Ordering::Relaxed) {
-            return;
-        }
-        thread::sleep((deadline - now).min(Duration::from_millis(100)));
-    }
-}
-
-/// Runs the daemon until `stop` is set (by SIGTERM or SIGINT in `main`).
-pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<(), String> {
+/// Runs the daemon until `stop` is triggered (by SIGTERM or SIGINT in `main`).
+pub fn run(settings: Settings, stop: Arc<Shutdown>) -> Result<(), String> {
     let sim = (settings.upstream.kind == UpstreamKind::Sim)
         .then(|| Arc::new(crate::sim::Node::new(settings.sim.clone())));
     let upstream: Arc<dyn Upstream> = match &sim {

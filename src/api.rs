@@ -8,7 +8,6 @@ use std::borrow::Cow;
 use std::io::{self, Read};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -20,6 +19,7 @@ use crate::agent::{Outcome, Shared};
 use crate::config::Listen;
 use crate::names;
 use crate::pod::ImageState;
+use crate::shutdown::Shutdown;
 use crate::sim;
 use crate::snapshot::Snapshot;
 use crate::upstream::{excerpt, Relay, Upstream, UpstreamError};
@@ -595,35 +595,38 @@ pub fn bind(listen: &Listen) -> Result<Server, String> {
     })
 }
 
-/// Runs `workers` threads that take requests from `server` until `stop` is set.
+/// Runs `workers` threads that take requests from `server` until `stop` is triggered, then
+/// lets them finish the requests already queued. Idle workers block; nothing polls.
 pub fn serve(
     server: Server,
     workers: usize,
-    stop: &AtomicBool,
-    handle: impl Fn(Request) + Send + Sync + 'static,
+    stop: &Shutdown,
+    handle: impl Fn(Request) + Send + Sync,
 ) {
-    let server = Arc::new(server);
-    let handle = Arc::new(handle);
+    let workers = workers.max(1);
     thread::scope(|s| {
-        for i in 0..workers.max(1) {
-            let (server, handle) = (server.clone(), handle.clone());
+        for i in 0..workers {
+            let (server, handle) = (&server, &handle);
             let spawned = thread::Builder::new()
                 .name(format!("api-{i}"))
-                .spawn_scoped(s, move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        match server.recv_timeout(Duration::from_millis(100)) {
-                            Ok(Some(req)) => handle(req),
-                            Ok(None) => {}
-                            Err(e) => {
-                                log::warn!("API listener: {e}");
-                                thread::sleep(Duration::from_millis(100));
-                            }
+                .spawn_scoped(s, move || loop {
+                    match server.recv() {
+                        Ok(req) => handle(req),
+                        // `unblock` below: this worker is done.
+                        Err(_) if stop.is_triggered() => return,
+                        Err(e) => {
+                            log::warn!("API listener: {e}");
+                            thread::sleep(Duration::from_millis(100));
                         }
                     }
                 });
             if let Err(e) = spawned {
                 log::error!("cannot start API worker {i}: {e}");
             }
+        }
+        stop.wait();
+        for _ in 0..workers {
+            server.unblock();
         }
     });
 }

@@ -4,7 +4,6 @@
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +12,7 @@ use lexopt::ValueExt;
 use serde_json::Value;
 
 use crate::config::{self, Listen, Settings};
+use crate::shutdown::Shutdown;
 use crate::snapshot::Snapshot;
 
 pub const USAGE: &str = "\
@@ -101,7 +101,7 @@ struct ClientOpts {
 }
 
 /// Parses the arguments and runs the command; returns the process exit code.
-pub fn main(args: Vec<OsString>, stop: Arc<AtomicBool>) -> i32 {
+pub fn main(args: Vec<OsString>, stop: Arc<Shutdown>) -> i32 {
     let result = parse(args).and_then(|(cmd, opts)| execute(cmd, opts, stop));
     match result {
         Ok(()) => 0,
@@ -208,7 +208,7 @@ fn load_settings(path: Option<&Path>) -> Result<Settings, Failure> {
         .map_err(|e| Failure::Failed(format!("invalid configuration:\n{e}")))
 }
 
-fn execute(cmd: Command, opts: ClientOpts, stop: Arc<AtomicBool>) -> Result<(), Failure> {
+fn execute(cmd: Command, opts: ClientOpts, stop: Arc<Shutdown>) -> Result<(), Failure> {
     match cmd {
         Command::Version => {
             println!("yurt-ota {}", env!("CARGO_PKG_VERSION"));

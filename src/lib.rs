@@ -8,6 +8,7 @@ pub mod config; // TOML file -> validated Settings
 pub mod metrics; // Prometheus counters and gauges
 pub mod names; // DNS-1123 name rules for names in URLs
 pub mod pod; // the pod fields we read and the OpenYurt upgrade rules
+pub mod shutdown; // the stop request: signals in, condition variable out
 pub mod sim; // the YurtHub simulator (in-process node + `yurt-ota sim`)
 pub mod snapshot; // the validated, pre-rendered pod list
 pub mod upstream; // trait Upstream: YurtHub over HTTP, or the simulator

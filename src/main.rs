@@ -2,19 +2,19 @@
 #![forbid(unsafe_code)]
 
 use std::io::Write;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+
+use yurt_ota::shutdown::Shutdown;
 
 fn main() {
     let args: Vec<_> = std::env::args_os().skip(1).collect();
     let daemon = args.first().is_some_and(|a| a == "run" || a == "sim");
     init_logging(if daemon { "info" } else { "warn" });
 
-    // SIGTERM (systemd stop) and SIGINT set the flag; the daemon's loops watch it and stop.
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
-            eprintln!("yurt-ota: cannot handle signal {sig}: {e}");
+    // SIGTERM (systemd stop) and SIGINT trip `stop`; the daemon's threads wait on it.
+    let stop = Shutdown::new();
+    if daemon {
+        if let Err(e) = stop.on_signals() {
+            eprintln!("yurt-ota: cannot handle SIGTERM/SIGINT: {e}");
             std::process::exit(1);
         }
     }

@@ -1,14 +1,14 @@
 //! `yurt-ota sim`: the simulated node served over HTTP, as YurtHub serves its OTA API.
 
-use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use tiny_http::{Header, Request, Response, StatusCode};
 
 use super::Node;
 use crate::config::Listen;
+use crate::shutdown::Shutdown;
 
-pub fn run(node: Node, listen: &Listen, stop: &AtomicBool) -> Result<(), String> {
+pub fn run(node: Node, listen: &Listen, stop: &Shutdown) -> Result<(), String> {
     let server = crate::api::bind(listen)?;
     log::info!(
         "simulated YurtHub for node {} on {listen}; try GET /pods, POST /sim/rollout/NS/DS",
