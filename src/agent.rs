@@ -270,7 +270,7 @@ pub fn run(settings: Settings, stop: Arc<Shutdown>) -> Result<(), String> {
         None => None,
     };
     let shared = Arc::new(Shared::new(settings.upstream.poll_interval));
-    let server = api::bind(&settings.api.listen)?;
+    let server = api::bind(&settings.api.listen, settings.api.connection_timeout)?;
     log::info!(
         "yurt-ota {} serving the OTA API on {}; upstream {} {} every {}",
         env!("CARGO_PKG_VERSION"),

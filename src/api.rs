@@ -571,12 +571,29 @@ pub fn read_token(path: &Path) -> Result<String, String> {
 }
 
 /// Binds the API socket. A stale Unix socket from an earlier run is replaced.
-pub fn bind(listen: &Listen) -> Result<Server, String> {
-    let result = match listen {
-        Listen::Tcp(addr) => std::net::TcpListener::bind(addr)
-            .and_then(|l| socket2::SockRef::from(&l).set_tcp_nodelay(true).map(|_| l))
-            .map_err(Into::into)
-            .and_then(|l| Server::from_listener(l, None)),
+///
+/// Socket options are set on the listener because tiny_http gives no access to the sockets it
+/// accepts, and Linux copies them to every accepted socket: `TCP_NODELAY` (tiny_http does not
+/// set it, and the last segment of a large response would wait for a delayed ACK) and the
+/// read and write timeouts (`timeout`), so that a client that leaks connections or stops
+/// reading cannot hold a thread forever.
+pub fn bind(listen: &Listen, timeout: Duration) -> Result<Server, String> {
+    let fail = |e: &dyn std::fmt::Display| {
+        format!("cannot listen on {listen} (api.listen): {e}; is another yurt-ota running?")
+    };
+    let set = |sock: socket2::SockRef| -> io::Result<()> {
+        sock.set_read_timeout(Some(timeout))?;
+        sock.set_write_timeout(Some(timeout))
+    };
+    let listener: tiny_http::Listener = match listen {
+        Listen::Tcp(addr) => {
+            let l = std::net::TcpListener::bind(addr).map_err(|e| fail(&e))?;
+            let sock = socket2::SockRef::from(&l);
+            sock.set_tcp_nodelay(true)
+                .and_then(|_| set(sock))
+                .map_err(|e| fail(&e))?;
+            l.into()
+        }
         Listen::Unix(path) => {
             if let Some(dir) = path.parent() {
                 let _ = std::fs::create_dir_all(dir);
@@ -587,12 +604,12 @@ pub fn bind(listen: &Listen) -> Result<Server, String> {
             }) {
                 let _ = std::fs::remove_file(path);
             }
-            Server::http_unix(path)
+            let l = std::os::unix::net::UnixListener::bind(path).map_err(|e| fail(&e))?;
+            set(socket2::SockRef::from(&l)).map_err(|e| fail(&e))?;
+            l.into()
         }
     };
-    result.map_err(|e| {
-        format!("cannot listen on {listen} (api.listen): {e}; is another yurt-ota running?")
-    })
+    Server::from_listener(listener, None).map_err(|e| fail(&e))
 }
 
 /// Runs `workers` threads that take requests from `server` until `stop` is triggered, then
@@ -762,6 +779,22 @@ mod tests {
         ] {
             assert!(m.lines().any(|l| l == line), "{line} in {m}");
         }
+    }
+
+    /// `bind` relies on Linux copying these options from the listener to accepted sockets.
+    #[test]
+    fn accepted_sockets_inherit_the_listener_options() {
+        const T: Duration = Duration::from_secs(30);
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let sock = socket2::SockRef::from(&l);
+        sock.set_tcp_nodelay(true).unwrap();
+        sock.set_read_timeout(Some(T)).unwrap();
+        sock.set_write_timeout(Some(T)).unwrap();
+        let _client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (accepted, _) = l.accept().unwrap();
+        assert!(accepted.nodelay().unwrap());
+        assert_eq!(accepted.read_timeout().unwrap(), Some(T));
+        assert_eq!(accepted.write_timeout().unwrap(), Some(T));
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub struct ApiSettings {
     pub token_file: Option<PathBuf>,
     /// Threads that handle requests; more requests wait in a queue.
     pub workers: usize,
+    /// A connection idle, or stalled mid-request or mid-response, this long is closed.
+    pub connection_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +118,7 @@ impl Default for Settings {
                 listen: Listen::Tcp(DEFAULT_API.parse().expect("valid default")),
                 token_file: None,
                 workers: 4,
+                connection_timeout: Duration::from_secs(30),
             },
             policy: PolicySettings {
                 mode: Mode::Manual,
@@ -248,7 +251,11 @@ impl Settings {
             s.upstream.timeout = v;
         }
 
-        let t = r.section(&root, "api", &["listen", "token_file", "workers"]);
+        let t = r.section(
+            &root,
+            "api",
+            &["listen", "token_file", "workers", "connection_timeout"],
+        );
         if let Some(v) = r.parse(t, "api", "listen", parse_listen) {
             s.api.listen = v;
         }
@@ -257,6 +264,9 @@ impl Settings {
         }
         if let Some(v) = r.integer(t, "api", "workers", 1, 64) {
             s.api.workers = v as usize;
+        }
+        if let Some(v) = r.duration(t, "api", "connection_timeout") {
+            s.api.connection_timeout = v;
         }
         if let Listen::Tcp(addr) = s.api.listen {
             if !addr.ip().is_loopback() && s.api.token_file.is_none() {
@@ -362,7 +372,7 @@ impl Settings {
         let sim = &self.sim;
         format!(
             "[upstream]\nkind = \"{}\"\nurl = {:?}\npoll_interval = {}\ntimeout = {}\n\n\
-             [api]\nlisten = \"{}\"\ntoken_file = {:?}\nworkers = {}\n\n\
+             [api]\nlisten = \"{}\"\ntoken_file = {:?}\nworkers = {}\nconnection_timeout = {}\n\n\
              [policy]\nmode = \"manual\"\non_closed = \"{}\"\nstable_for = {}\n\
              max_concurrent = {}\nready_timeout = {}\ngate_check_interval = {}\nprepull = {}\n\
              include = {}\nexclude = {}\n\n\
@@ -381,6 +391,7 @@ impl Settings {
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
             a.workers,
+            d(a.connection_timeout),
             match p.on_closed {
                 OnClosed::Reject => "reject",
                 OnClosed::Queue => "queue",

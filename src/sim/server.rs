@@ -9,7 +9,7 @@ use crate::config::Listen;
 use crate::shutdown::Shutdown;
 
 pub fn run(node: Node, listen: &Listen, stop: &Shutdown) -> Result<(), String> {
-    let server = crate::api::bind(listen)?;
+    let server = crate::api::bind(listen, std::time::Duration::from_secs(30))?;
     log::info!(
         "simulated YurtHub for node {} on {listen}; try GET /pods, POST /sim/rollout/NS/DS",
         node.node_name()

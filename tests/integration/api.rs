@@ -366,6 +366,43 @@ fn mutating_routes_need_the_token() {
 }
 
 #[test]
+fn idle_and_stalled_connections_are_closed() {
+    use std::io::{Read, Write};
+    let up = Upstream::start(Pods::Serve(fixture("1.36")));
+    let port = free_port();
+    let agent = Agent::start_with(
+        &format!(
+            "[api]\nlisten = \"127.0.0.1:{port}\"\nconnection_timeout = \"300ms\"\n{}",
+            config_for(&up.url(), "200ms", "1s")
+        ),
+        &format!("http://127.0.0.1:{port}"),
+    );
+    let started = Instant::now();
+    let mut idle = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut half = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    half.write_all(b"GET /pods HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    // Meanwhile others are served.
+    assert_eq!(get(&agent.url("/v1/healthz")).status, 200);
+    for conn in [&mut idle, &mut half] {
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut rest = Vec::new();
+        // The agent closes the connection (tiny_http may first send a bare 408).
+        conn.read_to_end(&mut rest).unwrap();
+        assert!(
+            rest.is_empty() || rest.starts_with(b"HTTP/1.1 408"),
+            "{:?}",
+            String::from_utf8_lossy(&rest)
+        );
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}
+
+#[test]
 fn non_loopback_listen_without_a_token_is_refused_at_startup() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.toml");
