@@ -270,7 +270,7 @@ pub fn run(settings: Settings, stop: Arc<Shutdown>) -> Result<(), String> {
         None => None,
     };
     let shared = Arc::new(Shared::new(settings.upstream.poll_interval));
-    let server = api::bind(&settings.api.listen, settings.api.connection_timeout)?;
+    let listener = api::bind(&settings.api.listen)?;
     log::info!(
         "yurt-ota {} serving the OTA API on {}; upstream {} {} every {}",
         env!("CARGO_PKG_VERSION"),
@@ -289,9 +289,7 @@ pub fn run(settings: Settings, stop: Arc<Shutdown>) -> Result<(), String> {
             .spawn(move || Poller::new(upstream, shared).run(interval, &stop))
             .map_err(|e| format!("cannot start the poll thread: {e}"))?
     };
-    api::serve(server, settings.api.workers, &stop, move |req| {
-        api.handle(req)
-    });
+    crate::http::serve(listener, api::limits(&settings.api), &stop, &*api);
     let _ = poller.join();
     if let crate::config::Listen::Unix(path) = &settings.api.listen {
         let _ = std::fs::remove_file(path);

@@ -58,8 +58,8 @@ impl fmt::Display for Listen {
 pub struct ApiSettings {
     pub listen: Listen,
     pub token_file: Option<PathBuf>,
-    /// Threads that handle requests; more requests wait in a queue.
-    pub workers: usize,
+    /// Connections served at once, each by its own thread; one more is answered 503.
+    pub max_connections: usize,
     /// A connection idle, or stalled mid-request or mid-response, this long is closed.
     pub connection_timeout: Duration,
 }
@@ -117,7 +117,7 @@ impl Default for Settings {
             api: ApiSettings {
                 listen: Listen::Tcp(DEFAULT_API.parse().expect("valid default")),
                 token_file: None,
-                workers: 4,
+                max_connections: 32,
                 connection_timeout: Duration::from_secs(30),
             },
             policy: PolicySettings {
@@ -254,7 +254,12 @@ impl Settings {
         let t = r.section(
             &root,
             "api",
-            &["listen", "token_file", "workers", "connection_timeout"],
+            &[
+                "listen",
+                "token_file",
+                "max_connections",
+                "connection_timeout",
+            ],
         );
         if let Some(v) = r.parse(t, "api", "listen", parse_listen) {
             s.api.listen = v;
@@ -262,8 +267,8 @@ impl Settings {
         if let Some(v) = r.string(t, "api", "token_file") {
             s.api.token_file = (!v.is_empty()).then(|| PathBuf::from(v));
         }
-        if let Some(v) = r.integer(t, "api", "workers", 1, 64) {
-            s.api.workers = v as usize;
+        if let Some(v) = r.integer(t, "api", "max_connections", 1, 1024) {
+            s.api.max_connections = v as usize;
         }
         if let Some(v) = r.duration(t, "api", "connection_timeout") {
             s.api.connection_timeout = v;
@@ -372,7 +377,7 @@ impl Settings {
         let sim = &self.sim;
         format!(
             "[upstream]\nkind = \"{}\"\nurl = {:?}\npoll_interval = {}\ntimeout = {}\n\n\
-             [api]\nlisten = \"{}\"\ntoken_file = {:?}\nworkers = {}\nconnection_timeout = {}\n\n\
+             [api]\nlisten = \"{}\"\ntoken_file = {:?}\nmax_connections = {}\nconnection_timeout = {}\n\n\
              [policy]\nmode = \"manual\"\non_closed = \"{}\"\nstable_for = {}\n\
              max_concurrent = {}\nready_timeout = {}\ngate_check_interval = {}\nprepull = {}\n\
              include = {}\nexclude = {}\n\n\
@@ -390,7 +395,7 @@ impl Settings {
                 .as_deref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
-            a.workers,
+            a.max_connections,
             d(a.connection_timeout),
             match p.on_closed {
                 OnClosed::Reject => "reject",
@@ -701,7 +706,7 @@ mod tests {
             [api]
             listen = "unix:/run/yurt-ota/api.sock"
             token_file = "/etc/yurt-ota/token"
-            workers = 2
+            max_connections = 2
             [policy]
             on_closed = "queue"
             stable_for = "10s"
@@ -725,7 +730,7 @@ mod tests {
             s.api.token_file.as_deref(),
             Some(Path::new("/etc/yurt-ota/token"))
         );
-        assert_eq!(s.api.workers, 2);
+        assert_eq!(s.api.max_connections, 2);
         assert_eq!(s.policy.on_closed, OnClosed::Queue);
         assert_eq!(s.policy.max_concurrent, 2);
         assert_eq!(s.policy.include, vec!["edge-apps/*"]);
@@ -746,7 +751,7 @@ mod tests {
             bogus = 1
             [api]
             listen = "localhost"
-            workers = 0
+            max_connections = 0
             [policy]
             mode = "auto"
             stable_for = "0s"
@@ -763,7 +768,7 @@ mod tests {
             "`upstream.poll_interval`: \"5 parsecs\" is not a duration",
             "`upstream.timeout`: expected a string, found integer",
             "`api.listen`: \"localhost\" is not an IP:port",
-            "`api.workers`: 0 is out of range",
+            "`api.max_connections`: 0 is out of range",
             "`policy.mode`: \"auto\" is not supported",
             "`policy.stable_for`: \"0s\" must be longer than zero",
             "`policy.include[0]`: \"no-slash\" must look like",

@@ -24,6 +24,13 @@ pub struct Snapshot {
     pub source_hash: u64,
 }
 
+/// The `GET /pods` body, so the API can send it straight from the shared snapshot.
+impl AsRef<[u8]> for Snapshot {
+    fn as_ref(&self) -> &[u8] {
+        &self.body
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub struct InvalidList(pub String);
 

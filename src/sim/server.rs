@@ -1,34 +1,37 @@
 //! `yurt-ota sim`: the simulated node served over HTTP, as YurtHub serves its OTA API.
 
-use std::time::Instant;
-
-use tiny_http::{Header, Request, Response, StatusCode};
+use std::time::{Duration, Instant};
 
 use super::Node;
 use crate::config::Listen;
+use crate::http::{self, Request, Response};
 use crate::shutdown::Shutdown;
 
+impl http::Handler for Node {
+    fn handle(&self, req: Request) -> Response {
+        let a = self.handle(Instant::now(), &req.method, &req.target);
+        log::debug!("{} {} -> {}", req.method, req.target, a.status);
+        Response::new(a.status, a.content_type, a.body)
+    }
+
+    /// Go's net/http answers malformed requests with a bare status line and text.
+    fn reject(&self, status: u16, _: &'static str, message: String) -> Response {
+        Response::new(status, "text/plain; charset=utf-8", message.into_bytes())
+    }
+}
+
 pub fn run(node: Node, listen: &Listen, stop: &Shutdown) -> Result<(), String> {
-    let server = crate::api::bind(listen, std::time::Duration::from_secs(30))?;
+    let listener = crate::api::bind(listen)?;
     log::info!(
         "simulated YurtHub for node {} on {listen}; try GET /pods, POST /sim/rollout/NS/DS",
         node.node_name()
     );
-    crate::api::serve(server, 2, stop, move |req: Request| {
-        let a = node.handle(Instant::now(), req.method().as_str(), req.url());
-        log::debug!("{} {} -> {}", req.method(), req.url(), a.status);
-        let headers: Vec<Header> = Header::from_bytes("Content-Type", a.content_type)
-            .into_iter()
-            .collect();
-        let len = a.body.len();
-        let resp = Response::new(
-            StatusCode(a.status),
-            headers,
-            std::io::Cursor::new(a.body),
-            Some(len),
-            None,
-        );
-        let _ = req.respond(resp);
-    });
+    let limits = http::Limits {
+        max_connections: 64,
+        max_head: crate::api::MAX_REQUEST_HEAD,
+        max_body: crate::api::MAX_REQUEST_BODY,
+        timeout: Duration::from_secs(30),
+    };
+    http::serve(listener, limits, stop, &node);
     Ok(())
 }
