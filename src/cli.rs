@@ -296,17 +296,14 @@ struct Client {
 
 impl Client {
     fn new(opts: &ClientOpts) -> Result<Client, Failure> {
-        let settings = match (&opts.api, &opts.config) {
-            // An explicit --api needs nothing from the file unless a token is wanted.
-            (Some(_), None) => None,
-            (_, explicit) => match load_settings(explicit.as_deref()) {
-                Ok(s) => Some(s),
-                Err(e) if explicit.is_some() => return Err(e),
-                Err(Failure::Failed(m) | Failure::Usage(m)) => {
-                    eprintln!("yurt-ota: warning: ignoring {}: {m}", config::DEFAULT_PATH);
-                    None
-                }
-            },
+        // The file gives the address (unless --api does) and the token (unless --token-file does).
+        let settings = match load_settings(opts.config.as_deref()) {
+            Ok(s) => Some(s),
+            Err(e) if opts.config.is_some() => return Err(e),
+            Err(Failure::Failed(m) | Failure::Usage(m)) => {
+                eprintln!("yurt-ota: warning: ignoring {}: {m}", config::DEFAULT_PATH);
+                None
+            }
         };
         let api =
             match &opts.api {

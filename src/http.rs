@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown as Both, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -259,7 +260,13 @@ pub fn serve(listener: Listener, limits: Limits, stop: &Shutdown, handler: &dyn 
                 .stack_size(256 * 1024)
                 .spawn_scoped(s, move || {
                     let _registered = Registered(open, id);
-                    connection(stream, limits, handler);
+                    // A panic ends this connection only; left to unwind, `thread::scope` would
+                    // re-raise it when serving ends.
+                    if catch_unwind(AssertUnwindSafe(|| connection(stream, limits, handler)))
+                        .is_err()
+                    {
+                        log::error!("a connection's handler panicked; connection closed");
+                    }
                 });
             if let Err(e) = spawned {
                 log::warn!("cannot start a connection thread: {e}");
@@ -597,6 +604,31 @@ mod tests {
         );
         stop.trigger();
         t.join().unwrap();
+    }
+
+    struct Panics;
+
+    impl Handler for Panics {
+        fn handle(&self, req: Request) -> Response {
+            assert!(req.target != "/panic", "handler exploded");
+            Response::new(200, "text/plain", b"fine".to_vec())
+        }
+        fn reject(&self, status: u16, _: &'static str, _: String) -> Response {
+            Response::new(status, "text/plain", Vec::new())
+        }
+    }
+
+    #[test]
+    fn a_panicking_handler_ends_one_connection_not_the_server() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let stop = Shutdown::new();
+        let st = stop.clone();
+        let t = thread::spawn(move || serve(Listener::Tcp(l), LIMITS, &st, &Panics));
+        assert_eq!(exchange(port, b"GET /panic HTTP/1.1\r\n\r\n"), "");
+        assert!(exchange(port, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").ends_with("fine"));
+        stop.trigger();
+        assert!(t.join().is_ok(), "serve returns normally");
     }
 
     #[test]
