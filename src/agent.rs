@@ -279,7 +279,7 @@ pub fn run(settings: Settings, stop: Arc<Shutdown>) -> Result<(), String> {
         upstream.url(),
         crate::config::format_duration(settings.upstream.poll_interval)
     );
-    let api = Arc::new(Api::new(shared.clone(), upstream.clone(), sim, token));
+    let api = Api::new(shared.clone(), upstream.clone(), sim, token);
 
     let poller = {
         let (shared, stop, upstream) = (shared.clone(), stop.clone(), upstream.clone());
@@ -289,7 +289,7 @@ pub fn run(settings: Settings, stop: Arc<Shutdown>) -> Result<(), String> {
             .spawn(move || Poller::new(upstream, shared).run(interval, &stop))
             .map_err(|e| format!("cannot start the poll thread: {e}"))?
     };
-    crate::http::serve(listener, api::limits(&settings.api), &stop, &*api);
+    crate::http::serve(listener, api::limits(&settings.api), &stop, &api);
     let _ = poller.join();
     if let crate::config::Listen::Unix(path) = &settings.api.listen {
         let _ = std::fs::remove_file(path);

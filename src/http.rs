@@ -606,6 +606,50 @@ mod tests {
         t.join().unwrap();
     }
 
+    #[test]
+    fn random_bytes_never_stop_the_server() {
+        let (port, stop, t) = server(LIMITS);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let prefixes: [&[u8]; 4] = [
+            b"",
+            b"GET / HTTP/1.1\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: ",
+            b"GET /",
+        ];
+        for i in 0..200 {
+            let mut raw = prefixes[i % prefixes.len()].to_vec();
+            let len = (next() % 300) as usize;
+            raw.extend((0..len).map(|_| match next() % 8 {
+                0 => b'\r',
+                1 => b'\n',
+                2 => b':',
+                _ => (next() % 256) as u8,
+            }));
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let _ = s.write_all(&raw);
+            let _ = s.shutdown(Both::Write);
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out);
+            assert!(
+                out.is_empty() || out.starts_with(b"HTTP/1.1 "),
+                "{:?}",
+                String::from_utf8_lossy(&out)
+            );
+        }
+        assert!(
+            exchange(port, b"GET /ok HTTP/1.1\r\nConnection: close\r\n\r\n").ends_with("GET /ok 0")
+        );
+        stop.trigger();
+        t.join().unwrap();
+    }
+
     struct Panics;
 
     impl Handler for Panics {
