@@ -351,7 +351,7 @@ impl Node {
             }
         }
         let uid = p.uid.clone();
-        st.change(i, |p, _| {
+        st.change(i, |p| {
             p.deleting = true;
             p.json["metadata"]["deletionTimestamp"] = json!(rfc3339(SystemTime::now()));
             p.json["metadata"]["deletionGracePeriodSeconds"] = json!(30);
@@ -377,16 +377,7 @@ impl Node {
         let hash = revision_hash(&st.daemonsets[d], st.daemonsets[d].revision);
         let uid = st.pods[i].uid.clone();
         let h = hash.clone();
-        st.change(i, move |p, _| {
-            p.image = Some((h.clone(), false));
-            set_condition(
-                &mut p.json,
-                crate::pod::IMAGE_READY,
-                "False",
-                "",
-                &format!("controllerrevision: {h}"),
-            );
-        });
+        st.change(i, move |p| set_image(p, h, false));
         st.schedule(
             now + self.settings.pull_delay,
             Due::ImagePulled { uid, hash },
@@ -418,7 +409,7 @@ impl Node {
         for i in 0..st.pods.len() {
             if st.pods[i].owner == Owner::DaemonSet(d) && !st.pods[i].deleting {
                 let h = hash.clone();
-                st.change(i, move |p, _| {
+                st.change(i, move |p| {
                     set_condition(
                         &mut p.json,
                         crate::pod::NEED_UPGRADE,
@@ -460,21 +451,15 @@ impl Node {
                 }
                 Due::Ready { uid } => {
                     if let Some(i) = st.pods.iter().position(|p| p.uid == uid) {
-                        st.change(i, |p, _| set_ready(&mut p.json, true));
+                        st.change(i, |p| set_ready(&mut p.json, true));
                     }
                 }
                 Due::ImagePulled { uid, hash } => {
                     if let Some(i) = st.pods.iter().position(|p| p.uid == uid) {
-                        st.change(i, move |p, _| {
+                        st.change(i, move |p| {
+                            // A pull for an older revision no longer counts.
                             if p.image.as_ref().is_some_and(|(h, _)| *h == hash) {
-                                p.image = Some((hash.clone(), true));
-                                set_condition(
-                                    &mut p.json,
-                                    crate::pod::IMAGE_READY,
-                                    "True",
-                                    "PullImageSuccess",
-                                    &format!("controllerrevision: {hash}"),
-                                );
+                                set_image(p, hash, true);
                             }
                         });
                     }
@@ -596,12 +581,11 @@ impl State {
     }
 
     /// Changes pod `i` and bumps its resourceVersion.
-    fn change(&mut self, i: usize, f: impl FnOnce(&mut SimPod, u64)) {
+    fn change(&mut self, i: usize, f: impl FnOnce(&mut SimPod)) {
         self.touch();
-        let rv = self.resource_version;
         let p = &mut self.pods[i];
-        f(p, rv);
-        p.json["metadata"]["resourceVersion"] = json!(rv.to_string());
+        f(p);
+        p.json["metadata"]["resourceVersion"] = json!(self.resource_version.to_string());
     }
 
     fn next(&mut self) -> u64 {
@@ -665,6 +649,23 @@ fn set_condition(pod: &mut Value, kind: &str, status: &str, reason: &str, messag
         Some(old) => *old = c,
         None => conditions.push(c),
     }
+}
+
+/// `PodImageReady` for revision `hash`: `False` when requested, `True` once pulled.
+fn set_image(p: &mut SimPod, hash: String, pulled: bool) {
+    let (status, reason) = if pulled {
+        ("True", "PullImageSuccess")
+    } else {
+        ("False", "")
+    };
+    set_condition(
+        &mut p.json,
+        crate::pod::IMAGE_READY,
+        status,
+        reason,
+        &format!("controllerrevision: {hash}"),
+    );
+    p.image = Some((hash, pulled));
 }
 
 fn set_ready(pod: &mut Value, ready: bool) {
