@@ -297,3 +297,92 @@ pub fn run(settings: Settings, stop: Arc<Shutdown>) -> Result<(), String> {
     log::info!("stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::Relay;
+
+    /// An upstream whose pod list a test sets.
+    struct Fixed(Mutex<Result<Vec<u8>, UpstreamError>>);
+
+    impl Upstream for Fixed {
+        fn list_pods(&self) -> Result<Vec<u8>, UpstreamError> {
+            self.0.lock().unwrap().clone()
+        }
+        fn upgrade(&self, _: &str, _: &str) -> Result<Relay, UpstreamError> {
+            unreachable!("the poller never upgrades")
+        }
+        fn imagepull(&self, _: &str, _: &str) -> Result<Relay, UpstreamError> {
+            unreachable!("the poller never pulls")
+        }
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+        fn url(&self) -> &str {
+            "test://"
+        }
+    }
+
+    fn fixture(v: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/tests/fixtures/kind-v{v}-kube-system-podlist.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_snapshot_is_rebuilt_once_per_change_not_per_poll() {
+        let upstream = Arc::new(Fixed(Mutex::new(Ok(fixture("1.33")))));
+        let shared = Arc::new(Shared::new(Duration::from_secs(5)));
+        let mut poller = Poller::new(upstream.clone(), shared.clone());
+        poller.poll_once();
+        let first = shared.snapshot().unwrap();
+        let first_success = shared.health().last_success.unwrap().0;
+        poller.poll_once();
+        assert!(
+            Arc::ptr_eq(&first, &shared.snapshot().unwrap()),
+            "same bytes: same snapshot"
+        );
+        assert!(
+            shared.health().last_success.unwrap().0 > first_success,
+            "but the poll counts as a success"
+        );
+
+        *upstream.0.lock().unwrap() = Err(UpstreamError::Connect("refused".into()));
+        poller.poll_once();
+        assert!(
+            Arc::ptr_eq(&first, &shared.snapshot().unwrap()),
+            "a failure keeps the last good one"
+        );
+        assert_eq!(shared.health().consecutive_failures, 1);
+
+        *upstream.0.lock().unwrap() = Ok(fixture("1.36"));
+        poller.poll_once();
+        let next = shared.snapshot().unwrap();
+        assert!(!Arc::ptr_eq(&first, &next));
+        assert!(next
+            .pods
+            .iter()
+            .any(|p| p.spec.node_name == "v1.36-control-plane"));
+        assert_eq!(shared.health().consecutive_failures, 0);
+    }
+
+    #[test]
+    fn readiness_needs_a_snapshot_newer_than_three_intervals() {
+        let shared = Shared::new(Duration::from_secs(5));
+        let now = Instant::now();
+        assert!(shared
+            .readiness(now)
+            .unwrap_err()
+            .contains("first poll has not finished"));
+        shared.succeeded(None);
+        assert!(shared.readiness(Instant::now()).is_ok());
+        let later = Instant::now() + Duration::from_secs(16);
+        assert!(shared
+            .readiness(later)
+            .unwrap_err()
+            .contains("more than 3 poll intervals"));
+    }
+}

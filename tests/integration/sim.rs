@@ -148,12 +148,14 @@ fn standalone_simulator_speaks_yurthub_over_http() {
     let cfg = dir.path().join("sim.toml");
     std::fs::write(&cfg, FAST_SIM).unwrap();
     let port = free_port();
-    let mut sim = Command::new(BIN)
-        .args(["sim", "--listen", &format!("127.0.0.1:{port}"), "--config"])
-        .arg(&cfg)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let _sim = KillOnDrop(
+        Command::new(BIN)
+            .args(["sim", "--listen", &format!("127.0.0.1:{port}"), "--config"])
+            .arg(&cfg)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let url = format!("http://127.0.0.1:{port}");
     wait_for("the simulator", Duration::from_secs(5), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
@@ -170,6 +172,4 @@ fn standalone_simulator_speaks_yurthub_over_http() {
 
     let agent = Agent::start(&config_for(&url, "100ms", "1s"));
     check_flow(&agent);
-    let _ = sim.kill();
-    let _ = sim.wait();
 }

@@ -211,6 +211,16 @@ impl Drop for Agent {
     }
 }
 
+/// A child process killed when the test ends, passing or not.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// What the scripted upstream answers to `GET /pods`.
 #[derive(Clone)]
 pub enum Pods {
