@@ -247,7 +247,8 @@ pub fn serve(listener: Listener, limits: Limits, stop: &Shutdown, handler: &dyn 
                             limits.max_connections
                         ),
                     );
-                    let _ = write_response(&mut stream, r, true);
+                    // Briefly: this is the accept thread.
+                    refuse(&mut stream, r, Duration::from_millis(100));
                     continue;
                 }
                 match stream.try_clone() {
@@ -284,7 +285,7 @@ fn connection(mut stream: Stream, limits: Limits, handler: &dyn Handler) {
             Ok(Some(h)) => h,
             Ok(None) => return,
             Err(Refusal(status, error, message)) => {
-                let _ = write_response(&mut stream, handler.reject(status, error, message), true);
+                refuse(&mut stream, handler.reject(status, error, message), LINGER);
                 return;
             }
         };
@@ -309,7 +310,7 @@ fn connection(mut stream: Stream, limits: Limits, handler: &dyn Handler) {
             Ok(n) => n,
             Err(Refusal(status, error, message)) => {
                 // The body is not read, so the connection cannot be reused.
-                let _ = write_response(&mut stream, handler.reject(status, error, message), true);
+                refuse(&mut stream, handler.reject(status, error, message), LINGER);
                 return;
             }
         };
@@ -334,6 +335,37 @@ fn connection(mut stream: Stream, limits: Limits, handler: &dyn Handler) {
         let resp = handler.handle(req);
         if write_response(&mut stream, resp, close).is_err() || close {
             return;
+        }
+    }
+}
+
+/// How long a refused connection is drained before it is closed.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Sends a refusal and closes without destroying it. Closing a socket with unread input makes
+/// the kernel send a reset, which can discard the answer before a client that is still
+/// sending its body reads it; so stop writing, then read and discard what still arrives,
+/// with a fixed buffer and within fixed bounds, before closing.
+fn refuse(stream: &mut Stream, resp: Response, max_wait: Duration) {
+    const MAX_DRAIN: usize = 1 << 20;
+    if write_response(stream, resp, true).is_err() {
+        return;
+    }
+    let _ = match stream {
+        Stream::Tcp(s) => s
+            .shutdown(Both::Write)
+            .and_then(|_| s.set_read_timeout(Some(max_wait))),
+        Stream::Unix(s) => s
+            .shutdown(Both::Write)
+            .and_then(|_| s.set_read_timeout(Some(max_wait))),
+    };
+    let started = std::time::Instant::now();
+    let mut sink = [0u8; 4096];
+    let mut drained = 0;
+    while drained < MAX_DRAIN && started.elapsed() < max_wait {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
         }
     }
 }
@@ -673,6 +705,26 @@ mod tests {
         assert!(exchange(port, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").ends_with("fine"));
         stop.trigger();
         assert!(t.join().is_ok(), "serve returns normally");
+    }
+
+    #[test]
+    fn a_client_still_sending_its_body_receives_the_413() {
+        let (port, stop, t) = server(LIMITS);
+        for _ in 0..20 {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let body = vec![b'x'; 256 * 1024];
+            s.write_all(
+                format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes(),
+            )
+            .unwrap();
+            s.write_all(&body).unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            assert!(out.starts_with("HTTP/1.1 413 "), "{out}");
+        }
+        stop.trigger();
+        t.join().unwrap();
     }
 
     #[test]
