@@ -67,7 +67,10 @@ fn read(
 
 fn map_error(e: ureq::Error) -> UpstreamError {
     match e {
-        ureq::Error::Timeout(t) => UpstreamError::Timeout(format!("no complete answer ({t})")),
+        // Which ureq timer fired is noise; the same outage must read the same each poll.
+        ureq::Error::Timeout(_) => {
+            UpstreamError::Timeout("no complete answer within upstream.timeout".into())
+        }
         ureq::Error::BodyExceedsLimit(_) => UpstreamError::TooLarge,
         ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
             UpstreamError::Connect(e.to_string())
