@@ -301,6 +301,7 @@ pub fn run(settings: Settings, stop: Arc<Shutdown>) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::fixture;
     use crate::upstream::Relay;
 
     /// An upstream whose pod list a test sets.
@@ -322,14 +323,6 @@ mod tests {
         fn url(&self) -> &str {
             "test://"
         }
-    }
-
-    fn fixture(v: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/tests/fixtures/kind-v{v}-kube-system-podlist.json",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
     }
 
     #[test]

@@ -13,3 +13,18 @@ pub mod shutdown; // the stop request: signals in, condition variable out
 pub mod sim; // the YurtHub simulator (in-process node + `yurt-ota sim`)
 pub mod snapshot; // the validated, pre-rendered pod list
 pub mod upstream; // trait Upstream: YurtHub over HTTP, or the simulator
+
+/// Helpers shared by the unit tests.
+#[cfg(test)]
+mod testing {
+    /// The recorded kube-system pod list of a kind cluster of Kubernetes `v1.<minor>`.
+    pub fn fixture(version: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/tests/fixtures/kind-v{version}-kube-system-podlist.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    pub const VERSIONS: [&str; 4] = ["1.32", "1.33", "1.35", "1.36"];
+}

@@ -213,13 +213,9 @@ mod tests {
 
     #[test]
     fn real_fixture_pods_parse_and_none_needs_upgrade() {
-        for v in ["1.32", "1.33", "1.35", "1.36"] {
-            let path = format!(
-                "{}/tests/fixtures/kind-v{v}-kube-system-podlist.json",
-                env!("CARGO_MANIFEST_DIR")
-            );
+        for v in crate::testing::VERSIONS {
             let list: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+                serde_json::from_slice(&crate::testing::fixture(v)).unwrap();
             let pods: Vec<Pod> = serde_json::from_value(list["items"].clone()).unwrap();
             assert_eq!(pods.len(), 8);
             assert_eq!(

@@ -190,19 +190,12 @@ fn write_without_managed_fields(out: &mut Vec<u8>, pod: &RawValue) -> serde_json
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{fixture, VERSIONS};
     use serde_json::Value;
-
-    fn fixture(v: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/tests/fixtures/kind-v{v}-kube-system-podlist.json",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
 
     #[test]
     fn fixture_lists_render_as_received_without_managed_fields() {
-        for v in ["1.32", "1.33", "1.35", "1.36"] {
+        for v in VERSIONS {
             let raw = fixture(v);
             let snap = Snapshot::build(&raw).unwrap();
             assert_eq!(snap.pods.len(), 8);
