@@ -274,6 +274,11 @@ pub fn serve(listener: Listener, limits: Limits, stop: &Shutdown, handler: &dyn 
                 open.lock().remove(&id);
             }
         }
+        // Registration happens only in this loop, so every connection is in `open` now, also
+        // one accepted while the thread above was ending the others.
+        for stream in open.lock().values() {
+            stream.shutdown_read();
+        }
     });
 }
 
