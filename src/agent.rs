@@ -215,14 +215,10 @@ impl Poller {
         let Some(snap) = self.shared.snapshot() else {
             return;
         };
-        let mut outdated: Vec<(&str, &str)> = snap
-            .needing_upgrade()
-            .map(|p| (p.metadata.namespace.as_str(), p.metadata.name.as_str()))
-            .collect();
-        outdated.sort_unstable();
-        let outdated: Vec<String> = outdated
-            .iter()
-            .map(|(ns, name)| format!("{ns}/{name}"))
+        let outdated: Vec<String> = snap
+            .needing_upgrade_in_order()
+            .into_iter()
+            .map(|p| p.key())
             .collect();
         if first {
             log::info!(

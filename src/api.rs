@@ -348,15 +348,9 @@ impl Api {
         let h = self.shared.health();
         let snap = self.shared.snapshot();
         let ready = self.shared.readiness(now);
-        let mut outdated: Vec<&crate::pod::Pod> =
-            snap.iter().flat_map(|s| s.needing_upgrade()).collect();
-        // The order automatic upgrades will take: namespace, then name.
-        outdated.sort_by(|a, b| {
-            (&a.metadata.namespace, &a.metadata.name)
-                .cmp(&(&b.metadata.namespace, &b.metadata.name))
-        });
-        let pods: Vec<Value> = outdated
-            .into_iter()
+        let pods: Vec<Value> = snap
+            .iter()
+            .flat_map(|s| s.needing_upgrade_in_order())
             .map(|p| {
                 let image = match p.image_state() {
                     ImageState::NotRequested => "not_requested",

@@ -579,14 +579,8 @@ fn pods(client: &Client, needs_upgrade: bool, json: bool) -> Result<(), Failure>
     let mut chosen: Vec<usize> = (0..snap.pods.len())
         .filter(|&i| !needs_upgrade || snap.pods[i].needs_upgrade())
         .collect();
-    // Stable order, as automatic upgrades take them: namespace, then name.
-    let key = |i: &usize| {
-        (
-            &snap.pods[*i].metadata.namespace,
-            &snap.pods[*i].metadata.name,
-        )
-    };
-    chosen.sort_by(|a, b| key(a).cmp(&key(b)));
+    // Indices, not pods: --json prints the served items at the same positions.
+    chosen.sort_by(|&a, &b| crate::pod::upgrade_order(&snap.pods[a], &snap.pods[b]));
     if json {
         let list: Value =
             serde_json::from_slice(&snap.body).map_err(|e| Failure::Failed(e.to_string()))?;

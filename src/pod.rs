@@ -180,6 +180,11 @@ impl Pod {
     }
 }
 
+/// The order automatic upgrades take pods in (SPEC section 6): namespace, then name.
+pub fn upgrade_order(a: &Pod, b: &Pod) -> std::cmp::Ordering {
+    (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
+}
+
 /// SPEC section 2, "the upgrade of pod X finished": the old uid is gone, and a pod with the same
 /// owner is present, Ready, and no longer needs upgrade. Returns that replacement.
 pub fn replacement<'a>(pods: &'a [Pod], old_uid: &str, owner_uid: &str) -> Option<&'a Pod> {

@@ -100,6 +100,13 @@ impl Snapshot {
     pub fn needing_upgrade(&self) -> impl Iterator<Item = &Pod> {
         self.pods.iter().filter(|p| p.needs_upgrade())
     }
+
+    /// The pods needing upgrade, in the order automatic upgrades take them.
+    pub fn needing_upgrade_in_order(&self) -> Vec<&Pod> {
+        let mut pods: Vec<&Pod> = self.needing_upgrade().collect();
+        pods.sort_by(|a, b| crate::pod::upgrade_order(a, b));
+        pods
+    }
 }
 
 /// A JSON object's members in their original order, values left as raw text.
