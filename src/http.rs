@@ -112,24 +112,31 @@ impl Stream {
 
     fn prepare(&self, timeout: Duration) -> io::Result<()> {
         match self {
-            Stream::Tcp(s) => {
-                // Head and body go out in two writes; do not hold the second for an ACK.
-                s.set_nodelay(true)?;
-                s.set_read_timeout(Some(timeout))?;
-                s.set_write_timeout(Some(timeout))
-            }
-            Stream::Unix(s) => {
-                s.set_read_timeout(Some(timeout))?;
-                s.set_write_timeout(Some(timeout))
-            }
+            // Head and body go out in two writes; do not hold the second for an ACK.
+            Stream::Tcp(s) => s
+                .set_nodelay(true)
+                .and_then(|_| s.set_write_timeout(Some(timeout))),
+            Stream::Unix(s) => s.set_write_timeout(Some(timeout)),
+        }?;
+        self.set_read_timeout(timeout)
+    }
+
+    fn shutdown(&self, how: Both) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(how),
+            Stream::Unix(s) => s.shutdown(how),
+        }
+    }
+
+    fn set_read_timeout(&self, timeout: Duration) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_read_timeout(Some(timeout)),
+            Stream::Unix(s) => s.set_read_timeout(Some(timeout)),
         }
     }
 
     fn shutdown_read(&self) {
-        let _ = match self {
-            Stream::Tcp(s) => s.shutdown(Both::Read),
-            Stream::Unix(s) => s.shutdown(Both::Read),
-        };
+        let _ = self.shutdown(Both::Read);
     }
 }
 
@@ -356,14 +363,9 @@ fn refuse(stream: &mut Stream, resp: Response, max_wait: Duration) {
     if write_response(stream, resp, true).is_err() {
         return;
     }
-    let _ = match stream {
-        Stream::Tcp(s) => s
-            .shutdown(Both::Write)
-            .and_then(|_| s.set_read_timeout(Some(max_wait))),
-        Stream::Unix(s) => s
-            .shutdown(Both::Write)
-            .and_then(|_| s.set_read_timeout(Some(max_wait))),
-    };
+    let _ = stream
+        .shutdown(Both::Write)
+        .and_then(|_| stream.set_read_timeout(max_wait));
     let started = std::time::Instant::now();
     let mut sink = [0u8; 4096];
     let mut drained = 0;
