@@ -21,6 +21,78 @@ pub struct Settings {
     pub policy: PolicySettings,
     pub state: StateSettings,
     pub sim: SimSettings,
+    /// `[[gate]]` tables, in file order.
+    pub gates: Vec<GateSettings>,
+}
+
+/// One `[[gate]]`: a local signal that must read open before an upgrade (SPEC section 5).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GateSettings {
+    pub name: String,
+    /// Never skipped, not even by `?force=true`.
+    pub safety: bool,
+    /// Checked before upgrades (the default).
+    pub upgrade: bool,
+    /// Checked before image pre-pulls.
+    pub pull: bool,
+    pub kind: GateKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum GateKind {
+    File {
+        path: PathBuf,
+        open_when: FileOpen,
+        /// A signal file whose mtime is older than this reads closed.
+        max_age: Option<Duration>,
+    },
+    Gpio {
+        chip: PathBuf,
+        line: GpioLine,
+        open_high: bool,
+    },
+    GpioSysfs {
+        /// `/sys/class/gpio` normally; a test points it at a fake tree.
+        root: PathBuf,
+        line: u32,
+        open_high: bool,
+    },
+    Command {
+        argv: Vec<String>,
+        interval: Duration,
+        timeout: Duration,
+    },
+    Window {
+        windows: Vec<crate::gate::window::Window>,
+        /// `None`: the system's local time zone.
+        timezone: Option<String>,
+    },
+}
+
+impl GateKind {
+    pub fn word(&self) -> &'static str {
+        match self {
+            GateKind::File { .. } => "file",
+            GateKind::Gpio { .. } => "gpio",
+            GateKind::GpioSysfs { .. } => "gpio-sysfs",
+            GateKind::Command { .. } => "command",
+            GateKind::Window { .. } => "window",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileOpen {
+    Exists,
+    Absent,
+    /// The file's content, trimmed, equals this.
+    Equals(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GpioLine {
+    Offset(u32),
+    Name(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +138,10 @@ pub struct ApiSettings {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// Only API calls (and the queue they fill) upgrade.
     Manual,
+    /// The agent upgrades outdated pods by itself when the gates allow (SPEC section 6).
+    Auto,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +215,7 @@ impl Default for Settings {
                 ready_delay: Duration::from_secs(4),
                 pull_delay: Duration::from_secs(2),
             },
+            gates: Vec::new(),
         }
     }
 }
@@ -220,15 +296,7 @@ impl Settings {
         let mut s = Settings::default();
         for key in root.keys() {
             match key.as_str() {
-                "upstream" | "api" | "policy" | "state" | "sim" => {}
-                // Gates arrive with the gates issue; a gate the agent would silently ignore is
-                // a safety signal that would not be honoured, so refuse it loudly.
-                "gate" => r.error(
-                    "gate",
-                    "gates are not supported by this version of yurt-ota; remove the [[gate]] \
-                     tables or install a version with gate support"
-                        .into(),
-                ),
+                "upstream" | "api" | "policy" | "state" | "sim" | "gate" => {}
                 _ => r.error(key, "unknown section".into()),
             }
         }
@@ -357,6 +425,8 @@ impl Settings {
             s.sim.pull_delay = v;
         }
 
+        s.gates = r.gates(&root);
+
         if r.errors.is_empty() {
             Ok(s)
         } else {
@@ -378,7 +448,7 @@ impl Settings {
         format!(
             "[upstream]\nkind = \"{}\"\nurl = {:?}\npoll_interval = {}\ntimeout = {}\n\n\
              [api]\nlisten = \"{}\"\ntoken_file = {:?}\nmax_connections = {}\nconnection_timeout = {}\n\n\
-             [policy]\nmode = \"manual\"\non_closed = \"{}\"\nstable_for = {}\n\
+             [policy]\nmode = \"{}\"\non_closed = \"{}\"\nstable_for = {}\n\
              max_concurrent = {}\nready_timeout = {}\ngate_check_interval = {}\nprepull = {}\n\
              include = {}\nexclude = {}\n\n\
              [state]\ndir = {:?}\n\n\
@@ -397,6 +467,10 @@ impl Settings {
                 .unwrap_or_default(),
             a.max_connections,
             d(a.connection_timeout),
+            match p.mode {
+                Mode::Manual => "manual",
+                Mode::Auto => "auto",
+            },
             match p.on_closed {
                 OnClosed::Reject => "reject",
                 OnClosed::Queue => "queue",
@@ -413,8 +487,88 @@ impl Settings {
             d(sim.recreate_delay),
             d(sim.ready_delay),
             d(sim.pull_delay),
-        )
+        ) + &self.gates.iter().map(gate_toml).collect::<String>()
     }
+}
+
+fn gate_toml(g: &GateSettings) -> String {
+    let d = |d: Duration| format!("\"{}\"", format_duration(d));
+    let list = |v: &mut dyn Iterator<Item = String>| {
+        format!("[{}]", v.map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "))
+    };
+    let applies = [("upgrade", g.upgrade), ("pull", g.pull)]
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(w, _)| w.to_string())
+        .collect::<Vec<_>>();
+    let mut out = format!(
+        "\n[[gate]]\nname = {:?}\nkind = \"{}\"\nsafety = {}\napplies_to = {}\n",
+        g.name,
+        g.kind.word(),
+        g.safety,
+        list(&mut applies.into_iter())
+    );
+    let level = |high: bool| if high { "high" } else { "low" };
+    match &g.kind {
+        GateKind::File {
+            path,
+            open_when,
+            max_age,
+        } => {
+            out += &format!("path = {:?}\n", path.display().to_string());
+            out += &match open_when {
+                FileOpen::Exists => "open_when = \"exists\"\n".to_owned(),
+                FileOpen::Absent => "open_when = \"absent\"\n".to_owned(),
+                FileOpen::Equals(v) => format!("open_when = \"equals\"\nvalue = {v:?}\n"),
+            };
+            if let Some(m) = max_age {
+                out += &format!("max_age = {}\n", d(*m));
+            }
+        }
+        GateKind::Gpio {
+            chip,
+            line,
+            open_high,
+        } => {
+            out += &format!("chip = {:?}\n", chip.display().to_string());
+            out += &match line {
+                GpioLine::Offset(n) => format!("line = {n}\n"),
+                GpioLine::Name(n) => format!("line = {n:?}\n"),
+            };
+            out += &format!("open_when = \"{}\"\n", level(*open_high));
+        }
+        GateKind::GpioSysfs {
+            root,
+            line,
+            open_high,
+        } => {
+            out += &format!(
+                "line = {line}\nopen_when = \"{}\"\nsysfs_root = {:?}\n",
+                level(*open_high),
+                root.display().to_string()
+            );
+        }
+        GateKind::Command {
+            argv,
+            interval,
+            timeout,
+        } => {
+            out += &format!(
+                "argv = {}\ninterval = {}\ntimeout = {}\n",
+                list(&mut argv.iter().cloned()),
+                d(*interval),
+                d(*timeout)
+            );
+        }
+        GateKind::Window { windows, timezone } => {
+            out += &format!(
+                "windows = {}\ntimezone = {:?}\n",
+                list(&mut windows.iter().map(|w| w.to_string())),
+                timezone.as_deref().unwrap_or("local")
+            );
+        }
+    }
+    out
 }
 
 /// Walks the table, collecting errors instead of stopping at the first.
@@ -550,6 +704,301 @@ impl Reader<'_> {
     }
 }
 
+impl Reader<'_> {
+    /// The `[[gate]]` array of tables.
+    fn gates(&mut self, root: &Table) -> Vec<GateSettings> {
+        let Some(v) = root.get("gate") else {
+            return Vec::new();
+        };
+        let Value::Array(items) = v else {
+            self.error("gate", "expected [[gate]] tables".into());
+            return Vec::new();
+        };
+        let mut out: Vec<GateSettings> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let Value::Table(t) = item else {
+                self.error(&format!("gate[{i}]"), "expected a table".into());
+                continue;
+            };
+            if let Some(g) = self.gate(t, i) {
+                if out.iter().any(|o| o.name == g.name) {
+                    let key = format!("gate[{i}].name");
+                    self.error(&key, format!("{:?} is the name of an earlier gate", g.name));
+                    continue;
+                }
+                out.push(g);
+            }
+        }
+        out
+    }
+
+    fn gate(&mut self, t: &Table, i: usize) -> Option<GateSettings> {
+        let sec = format!("gate[{i}]");
+        let t = Some(t);
+        let errors_before = self.errors.len();
+        let name = self.parse(t, &sec, "name", check_gate_name);
+        if name.is_none() && t.and_then(|t| t.get("name")).is_none() {
+            self.error(&format!("{sec}.name"), "required: every gate needs a name".into());
+        }
+        let kind = self.string(t, &sec, "kind");
+        if kind.is_none() && t.and_then(|t| t.get("kind")).is_none() {
+            self.error(
+                &format!("{sec}.kind"),
+                "required: file, gpio, gpio-sysfs, command or window".into(),
+            );
+        }
+        let common = ["name", "kind", "safety", "applies_to"];
+        let specific: &[&str] = match kind.unwrap_or_default() {
+            "file" => &["path", "open_when", "value", "max_age"],
+            "gpio" => &["chip", "line", "open_when"],
+            "gpio-sysfs" => &["line", "open_when", "sysfs_root"],
+            "command" => &["argv", "interval", "timeout"],
+            "window" => &["windows", "timezone"],
+            "" => &[],
+            other => {
+                self.error(
+                    &format!("{sec}.kind"),
+                    format!(
+                        "unknown kind {other:?}; expected file, gpio, gpio-sysfs, command or window"
+                    ),
+                );
+                &[]
+            }
+        };
+        if let Some(t) = t {
+            for key in t.keys() {
+                if !common.contains(&key.as_str()) && !specific.contains(&key.as_str()) {
+                    let takes = common.iter().chain(specific).copied().collect::<Vec<_>>();
+                    self.error(
+                        &format!("{sec}.{key}"),
+                        format!(
+                            "unknown key for a {:?} gate; it takes {}",
+                            kind.unwrap_or("?"),
+                            takes.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+        let safety = self.boolean(t, &sec, "safety").unwrap_or(false);
+        let (mut upgrade, mut pull) = (true, false);
+        if let Some(list) = self.strings(t, &sec, "applies_to") {
+            (upgrade, pull) = (false, false);
+            for (j, a) in list.iter().enumerate() {
+                match a.as_str() {
+                    "upgrade" => upgrade = true,
+                    "pull" => pull = true,
+                    other => self.error(
+                        &format!("{sec}.applies_to[{j}]"),
+                        format!("{other:?}: expected \"upgrade\" or \"pull\""),
+                    ),
+                }
+            }
+            if list.is_empty() {
+                self.error(
+                    &format!("{sec}.applies_to"),
+                    "must name \"upgrade\", \"pull\" or both".into(),
+                );
+            }
+        }
+        let required = |r: &mut Self, key: &str| {
+            if t.and_then(|t| t.get(key)).is_none() {
+                r.error(&format!("{sec}.{key}"), "required for this kind of gate".into());
+            }
+        };
+        let kind = match kind? {
+            "file" => {
+                required(self, "path");
+                let path = self.parse(t, &sec, "path", absolute_path);
+                let open_when = self.string(t, &sec, "open_when").unwrap_or("exists");
+                let value = self.string(t, &sec, "value");
+                let open_when = match (open_when, value) {
+                    ("exists", None) => Some(FileOpen::Exists),
+                    ("absent", None) => Some(FileOpen::Absent),
+                    ("equals", Some(v)) => Some(FileOpen::Equals(v.trim().to_owned())),
+                    ("equals", None) => {
+                        required(self, "value");
+                        None
+                    }
+                    ("exists" | "absent", Some(_)) => {
+                        self.error(
+                            &format!("{sec}.value"),
+                            "only used with open_when = \"equals\"".into(),
+                        );
+                        None
+                    }
+                    (other, _) => {
+                        self.error(
+                            &format!("{sec}.open_when"),
+                            format!("{other:?}: expected \"exists\", \"absent\" or \"equals\""),
+                        );
+                        None
+                    }
+                };
+                let max_age = self.duration(t, &sec, "max_age");
+                GateKind::File {
+                    path: path?,
+                    open_when: open_when?,
+                    max_age,
+                }
+            }
+            "gpio" => {
+                required(self, "chip");
+                required(self, "line");
+                let chip = self.parse(t, &sec, "chip", absolute_path);
+                let line = match t.and_then(|t| t.get("line")) {
+                    Some(Value::Integer(n)) if (0..=u32::MAX as i64).contains(n) => {
+                        Some(GpioLine::Offset(*n as u32))
+                    }
+                    Some(Value::String(s)) if !s.is_empty() => Some(GpioLine::Name(s.clone())),
+                    Some(_) => {
+                        self.error(
+                            &format!("{sec}.line"),
+                            "expected a line offset (17) or a line name (\"PARK_BRAKE\")".into(),
+                        );
+                        None
+                    }
+                    None => None,
+                };
+                let open_high = self.level(t, &sec);
+                GateKind::Gpio {
+                    chip: chip?,
+                    line: line?,
+                    open_high: open_high?,
+                }
+            }
+            "gpio-sysfs" => {
+                required(self, "line");
+                let line = self.integer(t, &sec, "line", 0, 65535);
+                let root = match t.and_then(|t| t.get("sysfs_root")) {
+                    Some(_) => self.parse(t, &sec, "sysfs_root", absolute_path),
+                    None => Some(PathBuf::from("/sys/class/gpio")),
+                };
+                let open_high = self.level(t, &sec);
+                GateKind::GpioSysfs {
+                    root: root?,
+                    line: line? as u32,
+                    open_high: open_high?,
+                }
+            }
+            "command" => {
+                required(self, "argv");
+                let argv = self.strings(t, &sec, "argv");
+                if let Some(argv) = &argv {
+                    match argv.first() {
+                        None => self.error(
+                            &format!("{sec}.argv"),
+                            "must name a program: [\"/usr/lib/yurt-ota/idle-check\"]".into(),
+                        ),
+                        Some(p) if !Path::new(p).is_absolute() => self.error(
+                            &format!("{sec}.argv[0]"),
+                            format!("{p:?} must be an absolute path (no shell, no PATH search)"),
+                        ),
+                        _ => {}
+                    }
+                }
+                let interval = self.duration(t, &sec, "interval");
+                let timeout = self.duration(t, &sec, "timeout");
+                GateKind::Command {
+                    argv: argv?,
+                    interval: interval.unwrap_or(Duration::from_secs(10)),
+                    timeout: timeout.unwrap_or(Duration::from_secs(2)),
+                }
+            }
+            "window" => {
+                required(self, "windows");
+                let mut windows = Vec::new();
+                let texts = self.strings(t, &sec, "windows");
+                for (j, w) in texts.iter().flatten().enumerate() {
+                    match crate::gate::window::Window::parse(w) {
+                        Ok(w) => windows.push(w),
+                        Err(e) => self.error(&format!("{sec}.windows[{j}]"), e),
+                    }
+                }
+                if texts.is_some_and(|t| t.is_empty()) {
+                    self.error(&format!("{sec}.windows"), "must hold at least one window".into());
+                }
+                let timezone = match self.string(t, &sec, "timezone") {
+                    None | Some("local") => None,
+                    Some(name) => match crate::gate::window::zone(Some(name)) {
+                        Ok(_) => Some(name.to_owned()),
+                        Err(e) => {
+                            self.error(&format!("{sec}.timezone"), e);
+                            None
+                        }
+                    },
+                };
+                GateKind::Window { windows, timezone }
+            }
+            _ => return None,
+        };
+        if self.errors.len() != errors_before {
+            return None;
+        }
+        Some(GateSettings {
+            name: name?,
+            safety,
+            upgrade,
+            pull,
+            kind,
+        })
+    }
+
+    /// `open_when = "high" | "low"` for GPIO gates; high by default.
+    fn level(&mut self, t: Option<&Table>, sec: &str) -> Option<bool> {
+        match self.string(t, sec, "open_when") {
+            None | Some("high") => Some(true),
+            Some("low") => Some(false),
+            Some(other) => {
+                self.error(
+                    &format!("{sec}.open_when"),
+                    format!("{other:?}: expected \"high\" or \"low\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn strings(&mut self, t: Option<&Table>, sec: &str, key: &str) -> Option<Vec<String>> {
+        let name = format!("{sec}.{key}");
+        let Value::Array(items) = t?.get(key)? else {
+            self.error(&name, "expected a list of strings".into());
+            return None;
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            match item.as_str() {
+                Some(s) => out.push(s.to_owned()),
+                None => self.error(&format!("{name}[{i}]"), "expected a string".into()),
+            }
+        }
+        Some(out)
+    }
+}
+
+/// Gate names appear in logs, metrics labels and `blocked_by`: keep them plain.
+fn check_gate_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?}: 1 to 63 of letters, digits, '-', '_' and '.'"
+        ))
+    }
+}
+
+fn absolute_path(s: &str) -> Result<PathBuf, String> {
+    if Path::new(s).is_absolute() {
+        Ok(PathBuf::from(s))
+    } else {
+        Err(format!("{s:?} must be an absolute path"))
+    }
+}
+
 fn parse_kind(s: &str) -> Result<UpstreamKind, String> {
     match s {
         "yurthub" => Ok(UpstreamKind::Yurthub),
@@ -566,12 +1015,10 @@ fn parse_kind(s: &str) -> Result<UpstreamKind, String> {
 fn parse_mode(s: &str) -> Result<Mode, String> {
     match s {
         "manual" => Ok(Mode::Manual),
-        // Refused rather than accepted and ignored: an operator who asks for automatic
-        // upgrades must not get an agent that silently never upgrades.
-        "auto" => {
-            Err("\"auto\" is not supported by this version (it needs gates); use \"manual\"".into())
-        }
-        other => Err(format!("unknown mode {other:?}; expected \"manual\"")),
+        "auto" => Ok(Mode::Auto),
+        other => Err(format!(
+            "unknown mode {other:?}; expected \"manual\" or \"auto\""
+        )),
     }
 }
 
@@ -753,7 +1200,7 @@ mod tests {
             listen = "localhost"
             max_connections = 0
             [policy]
-            mode = "auto"
+            mode = "sometimes"
             stable_for = "0s"
             include = ["no-slash"]
             [state]
@@ -769,7 +1216,7 @@ mod tests {
             "`upstream.timeout`: expected a string, found integer",
             "`api.listen`: \"localhost\" is not an IP:port",
             "`api.max_connections`: 0 is out of range",
-            "`policy.mode`: \"auto\" is not supported",
+            "`policy.mode`: unknown mode \"sometimes\"",
             "`policy.stable_for`: \"0s\" must be longer than zero",
             "`policy.include[0]`: \"no-slash\" must look like",
             "`state.dir`: \"relative/dir\" must be an absolute path",
@@ -796,12 +1243,142 @@ mod tests {
     }
 
     #[test]
-    fn gates_are_refused_until_supported() {
-        let errs = parse("[[gate]]\nname = \"x\"\nkind = \"file\"\n").unwrap_err();
-        assert!(
-            errs[0].contains("`gate`: gates are not supported"),
-            "{errs:?}"
+    fn gates_of_every_kind_are_read() {
+        let s = parse(
+            r#"
+            [policy]
+            mode = "auto"
+            [[gate]]
+            name = "vehicle-stopped"
+            kind = "file"
+            path = "/run/vehicle/stopped"
+            open_when = "equals"
+            value = "1"
+            max_age = "10s"
+            safety = true
+            applies_to = ["upgrade", "pull"]
+            [[gate]]
+            name = "park-brake"
+            kind = "gpio"
+            chip = "/dev/gpiochip0"
+            line = "PARK_BRAKE"
+            open_when = "low"
+            [[gate]]
+            name = "old-bsp"
+            kind = "gpio-sysfs"
+            line = 17
+            [[gate]]
+            name = "night"
+            kind = "window"
+            windows = ["Mon-Fri 01:00-05:00", "Sat-Sun 00:00-24:00"]
+            timezone = "Europe/Berlin"
+            [[gate]]
+            name = "idle-check"
+            kind = "command"
+            argv = ["/usr/lib/yurt-ota/idle-check", "--quiet"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.policy.mode, Mode::Auto);
+        assert_eq!(s.gates.len(), 5);
+        let g = &s.gates[0];
+        assert!(g.safety && g.upgrade && g.pull);
+        assert_eq!(
+            g.kind,
+            GateKind::File {
+                path: "/run/vehicle/stopped".into(),
+                open_when: FileOpen::Equals("1".into()),
+                max_age: Some(Duration::from_secs(10)),
+            }
         );
+        assert_eq!(
+            s.gates[1].kind,
+            GateKind::Gpio {
+                chip: "/dev/gpiochip0".into(),
+                line: GpioLine::Name("PARK_BRAKE".into()),
+                open_high: false
+            }
+        );
+        assert!(!s.gates[1].safety && s.gates[1].upgrade && !s.gates[1].pull);
+        assert_eq!(
+            s.gates[2].kind,
+            GateKind::GpioSysfs {
+                root: "/sys/class/gpio".into(),
+                line: 17,
+                open_high: true
+            }
+        );
+        assert_eq!(
+            s.gates[4].kind,
+            GateKind::Command {
+                argv: vec!["/usr/lib/yurt-ota/idle-check".into(), "--quiet".into()],
+                interval: Duration::from_secs(10),
+                timeout: Duration::from_secs(2),
+            }
+        );
+        // check-config's output reads back to the same settings.
+        assert_eq!(parse(&s.to_toml()).unwrap(), s, "{}", s.to_toml());
+    }
+
+    #[test]
+    fn bad_gates_name_the_key() {
+        let errs = parse(
+            r#"
+            [[gate]]
+            kind = "file"
+            path = "relative"
+            [[gate]]
+            name = "a"
+            kind = "gpio"
+            chip = "/dev/gpiochip0"
+            line = 1.5
+            open_when = "up"
+            [[gate]]
+            name = "a"
+            kind = "command"
+            argv = ["idle-check"]
+            [[gate]]
+            name = "w"
+            kind = "window"
+            windows = ["Mon-Fri 1-5"]
+            timezone = "Mars/Base"
+            colour = "red"
+            [[gate]]
+            name = "x"
+            kind = "smoke"
+            [[gate]]
+            name = "f"
+            kind = "file"
+            path = "/run/x"
+            open_when = "equals"
+            applies_to = ["reboot"]
+            "#,
+        )
+        .unwrap_err();
+        let want = [
+            "`gate[0].name`: required",
+            "`gate[0].path`: \"relative\" must be an absolute path",
+            "`gate[1].line`: expected a line offset",
+            "`gate[1].open_when`: \"up\": expected \"high\" or \"low\"",
+            "`gate[2].argv[0]`: \"idle-check\" must be an absolute path",
+            "`gate[3].colour`: unknown key for a \"window\" gate",
+            "`gate[3].windows[0]`: \"Mon-Fri 1-5\"",
+            "`gate[3].timezone`: \"Mars/Base\" is not a time zone",
+            "`gate[4].kind`: unknown kind \"smoke\"",
+            "`gate[5].applies_to[0]`: \"reboot\"",
+            "`gate[5].value`: required",
+        ];
+        for w in want {
+            assert!(errs.iter().any(|e| e.contains(w)), "missing {w:?} in {errs:#?}");
+        }
+        assert_eq!(errs.len(), want.len(), "{errs:#?}");
+        // Two gates with one name: the second is refused.
+        let errs = parse(
+            "[[gate]]\nname = \"a\"\nkind = \"file\"\npath = \"/a\"\n\
+             [[gate]]\nname = \"a\"\nkind = \"file\"\npath = \"/b\"\n",
+        )
+        .unwrap_err();
+        assert!(errs[0].contains("`gate[1].name`: \"a\" is the name of an earlier gate"));
     }
 
     #[test]

@@ -1,0 +1,126 @@
+//! A command gate: runs argv (no shell) every `interval`; exit 0 means open. A command that runs
+//! past `timeout` is killed and reads closed.
+
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::{Reading, Signal};
+
+pub struct CommandGate {
+    argv: Vec<String>,
+    interval: Duration,
+    timeout: Duration,
+    last: Option<(Instant, Result<Reading, String>)>,
+}
+
+impl CommandGate {
+    pub fn new(argv: Vec<String>, interval: Duration, timeout: Duration) -> CommandGate {
+        CommandGate {
+            argv,
+            interval,
+            timeout,
+            last: None,
+        }
+    }
+
+    fn run(&self) -> Result<Reading, String> {
+        let prog = &self.argv[0];
+        let mut child = Command::new(prog)
+            .args(&self.argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("{prog}: cannot start: {e}"))?;
+        let started = Instant::now();
+        // Short sleeps while it runs: a check normally ends in milliseconds.
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    return match status.code() {
+                        Some(code) => Ok(Reading {
+                            open: code == 0,
+                            detail: format!("{prog} exited {code}"),
+                        }),
+                        None => Err(format!("{prog} was killed by a signal ({status})")),
+                    }
+                }
+                Ok(None) if started.elapsed() >= self.timeout => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!(
+                        "{prog} ran longer than {} and was killed",
+                        crate::config::format_duration(self.timeout)
+                    ));
+                }
+                Ok(None) => {
+                    thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(20));
+                }
+                Err(e) => return Err(format!("{prog}: {e}")),
+            }
+        }
+    }
+}
+
+impl Signal for CommandGate {
+    fn read(&mut self, _now: SystemTime, fresh: bool) -> Result<Reading, String> {
+        let now = Instant::now();
+        match &self.last {
+            Some((at, r)) if !fresh && now.duration_since(*at) < self.interval => r.clone(),
+            _ => {
+                let r = self.run();
+                self.last = Some((now, r.clone()));
+                r
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(argv: &[&str], timeout_ms: u64) -> CommandGate {
+        CommandGate::new(
+            argv.iter().map(|s| s.to_string()).collect(),
+            Duration::from_secs(60),
+            Duration::from_millis(timeout_ms),
+        )
+    }
+
+    #[test]
+    fn exit_codes_timeouts_and_missing_programs() {
+        let now = SystemTime::now();
+        assert!(gate(&["/bin/true"], 2000).read(now, false).unwrap().open);
+        let r = gate(&["/bin/sh", "-c", "exit 3"], 2000)
+            .read(now, false)
+            .unwrap();
+        assert!(!r.open && r.detail.contains("exited 3"), "{}", r.detail);
+        let started = Instant::now();
+        let e = gate(&["/bin/sleep", "30"], 200)
+            .read(now, false)
+            .unwrap_err();
+        assert!(e.contains("killed"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(10), "the hang was cut short");
+        assert!(gate(&["/nonexistent/check"], 200)
+            .read(now, false)
+            .unwrap_err()
+            .contains("cannot start"));
+    }
+
+    #[test]
+    fn the_result_is_reused_within_the_interval_unless_fresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let flag = dir.path().join("ok");
+        let script = format!("test -e {}", flag.display());
+        let mut g = gate(&["/bin/sh", "-c", &script], 2000);
+        let now = SystemTime::now();
+        assert!(!g.read(now, false).unwrap().open);
+        std::fs::write(&flag, "").unwrap();
+        assert!(!g.read(now, false).unwrap().open, "cached within the interval");
+        assert!(g.read(now, true).unwrap().open, "a fresh read runs it again");
+    }
+}

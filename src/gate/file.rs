@@ -1,0 +1,122 @@
+//! A signal file, such as `/run/vehicle/stopped` written by the vehicle's CAN service.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use super::{Reading, Signal};
+use crate::config::FileOpen;
+
+/// Contents above this are not read: a signal file holds a word, not a document.
+const MAX_CONTENT: u64 = 4096;
+
+pub struct FileGate {
+    path: PathBuf,
+    open_when: FileOpen,
+    max_age: Option<Duration>,
+}
+
+impl FileGate {
+    pub fn new(path: PathBuf, open_when: FileOpen, max_age: Option<Duration>) -> FileGate {
+        FileGate {
+            path,
+            open_when,
+            max_age,
+        }
+    }
+}
+
+impl Signal for FileGate {
+    fn read(&mut self, now: SystemTime, _fresh: bool) -> Result<Reading, String> {
+        let p = self.path.display();
+        let meta = match std::fs::metadata(&self.path) {
+            Ok(m) => Some(m),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            // Permission denied, a broken mount: unreadable, so closed (fail closed).
+            Err(e) => return Err(format!("{p}: {e}")),
+        };
+        let Some(meta) = meta else {
+            return Ok(Reading {
+                open: self.open_when == FileOpen::Absent,
+                detail: format!("{p} absent"),
+            });
+        };
+        // A stale signal reads closed whatever it says: its writer may have died.
+        if let Some(max) = self.max_age {
+            let modified = meta.modified().map_err(|e| format!("{p}: mtime: {e}"))?;
+            let age = now.duration_since(modified).unwrap_or_default();
+            if age > max {
+                return Err(format!(
+                    "{p} is stale: last written {}s ago, max_age is {}",
+                    age.as_secs(),
+                    crate::config::format_duration(max)
+                ));
+            }
+        }
+        match &self.open_when {
+            FileOpen::Exists => Ok(Reading {
+                open: true,
+                detail: format!("{p} exists"),
+            }),
+            FileOpen::Absent => Ok(Reading {
+                open: false,
+                detail: format!("{p} exists"),
+            }),
+            FileOpen::Equals(want) => {
+                let mut text = String::new();
+                std::fs::File::open(&self.path)
+                    .and_then(|f| f.take(MAX_CONTENT).read_to_string(&mut text))
+                    .map_err(|e| format!("{p}: {e}"))?;
+                let have = text.trim();
+                Ok(Reading {
+                    open: have == want,
+                    detail: format!("{p} = {:?}", crate::upstream::excerpt(have.as_bytes())),
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exists_absent_equals_and_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stopped");
+        let now = SystemTime::now();
+        let mut exists = FileGate::new(path.clone(), FileOpen::Exists, None);
+        let mut absent = FileGate::new(path.clone(), FileOpen::Absent, None);
+        let mut equals = FileGate::new(path.clone(), FileOpen::Equals("1".into()), None);
+        let mut fresh = FileGate::new(
+            path.clone(),
+            FileOpen::Exists,
+            Some(Duration::from_secs(10)),
+        );
+        assert!(!exists.read(now, false).unwrap().open);
+        assert!(absent.read(now, false).unwrap().open);
+        assert!(!equals.read(now, false).unwrap().open);
+
+        std::fs::write(&path, "1\n").unwrap();
+        assert!(exists.read(now, false).unwrap().open);
+        assert!(!absent.read(now, false).unwrap().open);
+        let r = equals.read(now, false).unwrap();
+        assert!(r.open, "{}", r.detail);
+        assert!(fresh.read(now, false).unwrap().open);
+        // The same file, eleven seconds later, is stale: an error, so the gate is closed.
+        let later = now + Duration::from_secs(11);
+        assert!(fresh.read(later, false).unwrap_err().contains("stale"));
+
+        std::fs::write(&path, "0").unwrap();
+        assert!(!equals.read(now, false).unwrap().open);
+    }
+
+    #[test]
+    fn unreadable_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory cannot be read as a file: the equals gate reports it, it does not guess.
+        let mut g = FileGate::new(dir.path().to_owned(), FileOpen::Equals("1".into()), None);
+        assert!(g.read(SystemTime::now(), false).is_err());
+    }
+}

@@ -1,0 +1,312 @@
+//! Gates (SPEC section 5): local signals that must read open before an upgrade.
+//!
+//! Each kind of signal sits behind `Signal`; `Gates` reads them, remembers since when each has
+//! been open or closed, logs each change once, and re-reads them afresh at the moment of action.
+//! A signal that cannot be read is closed (fail closed), with its error kept for `/v1/status`.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::config::{GateKind, GateSettings};
+
+pub mod command;
+pub mod file;
+pub mod gpio;
+pub mod window;
+
+/// What a signal says when it could be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reading {
+    pub open: bool,
+    /// For a person: the path and what it holds, the GPIO level, the exit code.
+    pub detail: String,
+}
+
+pub trait Signal: Send {
+    /// Reads the signal. `Err` means it could not be read, so the gate is closed. `fresh` asks
+    /// for a new reading even where the signal may reuse a recent one (a command's interval).
+    fn read(&mut self, now: SystemTime, fresh: bool) -> Result<Reading, String>;
+
+    /// When it will open, where that can be known (a window); for `Retry-After`.
+    fn next_open(&self, _now: SystemTime) -> Option<SystemTime> {
+        None
+    }
+}
+
+/// What a gate is checked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Upgrade,
+    Pull,
+}
+
+/// A gate's configuration and its last reading.
+#[derive(Debug, Clone)]
+pub struct GateState {
+    pub name: String,
+    pub kind: &'static str,
+    pub safety: bool,
+    pub upgrade: bool,
+    pub pull: bool,
+    pub open: bool,
+    /// When it last became open or closed (as first seen by this agent).
+    pub since: Instant,
+    pub since_wall: SystemTime,
+    pub detail: String,
+    /// Why the last read failed, while it fails.
+    pub error: Option<String>,
+    /// The last error ever seen, and when, even after the gate recovered.
+    pub last_error: Option<(String, SystemTime)>,
+    pub next_open: Option<SystemTime>,
+    /// How many times it changed between open and closed.
+    pub changes: u64,
+}
+
+impl GateState {
+    pub fn applies(&self, purpose: Purpose) -> bool {
+        match purpose {
+            Purpose::Upgrade => self.upgrade,
+            Purpose::Pull => self.pull,
+        }
+    }
+
+    /// How long it has been open; `None` when closed.
+    pub fn open_for(&self, now: Instant) -> Option<Duration> {
+        self.open.then(|| now.saturating_duration_since(self.since))
+    }
+}
+
+/// A gate: its name and flags, and the signal behind it.
+pub struct Gate {
+    pub name: String,
+    pub kind: &'static str,
+    pub safety: bool,
+    pub upgrade: bool,
+    pub pull: bool,
+    pub signal: Box<dyn Signal>,
+}
+
+impl Gate {
+    /// The real signal for a configured gate.
+    pub fn from_settings(s: &GateSettings) -> Gate {
+        let signal: Box<dyn Signal> = match &s.kind {
+            GateKind::File {
+                path,
+                open_when,
+                max_age,
+            } => Box::new(file::FileGate::new(path.clone(), open_when.clone(), *max_age)),
+            GateKind::Gpio {
+                chip,
+                line,
+                open_high,
+            } => Box::new(gpio::CdevGate::new(chip.clone(), line.clone(), *open_high)),
+            GateKind::GpioSysfs {
+                root,
+                line,
+                open_high,
+            } => Box::new(gpio::SysfsGate::new(root.clone(), *line, *open_high)),
+            GateKind::Command {
+                argv,
+                interval,
+                timeout,
+            } => Box::new(command::CommandGate::new(argv.clone(), *interval, *timeout)),
+            GateKind::Window { windows, timezone } => {
+                Box::new(window::WindowGate::new(windows.clone(), timezone.clone()))
+            }
+        };
+        Gate {
+            name: s.name.clone(),
+            kind: s.kind.word(),
+            safety: s.safety,
+            upgrade: s.upgrade,
+            pull: s.pull,
+            signal,
+        }
+    }
+}
+
+/// Every configured gate with its last reading.
+pub struct Gates {
+    inner: Mutex<Vec<(Gate, GateState)>>,
+}
+
+impl Gates {
+    /// All gates start closed until first read: nothing is open before it has been seen open.
+    pub fn new(gates: Vec<Gate>) -> Gates {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let inner = gates
+            .into_iter()
+            .map(|g| {
+                let state = GateState {
+                    name: g.name.clone(),
+                    kind: g.kind,
+                    safety: g.safety,
+                    upgrade: g.upgrade,
+                    pull: g.pull,
+                    open: false,
+                    since: now,
+                    since_wall: wall,
+                    detail: "not read yet".into(),
+                    error: None,
+                    last_error: None,
+                    next_open: None,
+                    changes: 0,
+                };
+                (g, state)
+            })
+            .collect();
+        Gates {
+            inner: Mutex::new(inner),
+        }
+    }
+
+    pub fn from_settings(settings: &[GateSettings]) -> Gates {
+        Gates::new(settings.iter().map(Gate::from_settings).collect())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Gate, GateState)>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Reads every gate (a command gate may reuse its reading within its interval).
+    pub fn check(&self) {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        for (gate, state) in self.lock().iter_mut() {
+            read_into(gate, state, now, wall, false);
+        }
+    }
+
+    /// Re-reads afresh, now, every gate that applies to `purpose`, and returns the names of
+    /// those that read closed and block: all of them, or with `force` only the safety gates.
+    pub fn recheck(&self, purpose: Purpose, force: bool) -> Vec<String> {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let mut closed = Vec::new();
+        for (gate, state) in self.lock().iter_mut() {
+            if !state.applies(purpose) {
+                continue;
+            }
+            read_into(gate, state, now, wall, true);
+            if !state.open && (state.safety || !force) {
+                closed.push(state.name.clone());
+            }
+        }
+        closed
+    }
+
+    pub fn states(&self) -> Vec<GateState> {
+        self.lock().iter().map(|(_, s)| s.clone()).collect()
+    }
+}
+
+fn read_into(gate: &mut Gate, s: &mut GateState, now: Instant, wall: SystemTime, fresh: bool) {
+    let (open, detail, error) = match gate.signal.read(wall, fresh) {
+        Ok(r) => (r.open, r.detail, None),
+        Err(e) => (false, String::new(), Some(e)),
+    };
+    let first = s.detail == "not read yet" && s.error.is_none();
+    if open != s.open || first {
+        if open != s.open {
+            s.since = now;
+            s.since_wall = wall;
+            s.changes += 1;
+        }
+        match (&error, open) {
+            (Some(e), _) => log::warn!("gate {} closed: cannot read it: {e}", s.name),
+            (None, true) => log::info!("gate {} open: {detail}", s.name),
+            (None, false) => log::info!("gate {} closed: {detail}", s.name),
+        }
+    } else if error.is_some() && s.error.is_none() {
+        // Closed before, and now also unreadable: say so once.
+        log::warn!(
+            "gate {} closed: cannot read it: {}",
+            s.name,
+            error.as_deref().unwrap_or_default()
+        );
+    }
+    s.open = open;
+    if let Some(e) = &error {
+        s.last_error = Some((e.clone(), wall));
+    }
+    s.detail = if error.is_some() {
+        "unreadable".into()
+    } else {
+        detail
+    };
+    s.error = error;
+    s.next_open = if open {
+        None
+    } else {
+        gate.signal.next_open(wall)
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// Answers from a list, shared so the test can count reads.
+    struct Script(Vec<Result<bool, &'static str>>, Arc<AtomicUsize>);
+
+    impl Signal for Script {
+        fn read(&mut self, _: SystemTime, _: bool) -> Result<Reading, String> {
+            let i = self.1.fetch_add(1, Ordering::SeqCst);
+            match self.0[i.min(self.0.len() - 1)] {
+                Ok(open) => Ok(Reading {
+                    open,
+                    detail: format!("read {i}"),
+                }),
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+
+    fn gate(name: &str, safety: bool, script: Vec<Result<bool, &'static str>>) -> Gate {
+        Gate {
+            name: name.into(),
+            kind: "test",
+            safety,
+            upgrade: true,
+            pull: false,
+            signal: Box::new(Script(script, Arc::new(AtomicUsize::new(0)))),
+        }
+    }
+
+    #[test]
+    fn closed_until_read_and_errors_close() {
+        let gates = Gates::new(vec![gate("a", true, vec![Ok(true), Err("gone"), Ok(true)])]);
+        assert!(!gates.states()[0].open, "closed before the first read");
+        gates.check();
+        let s = &gates.states()[0];
+        assert!(s.open && s.error.is_none() && s.changes == 1);
+        gates.check();
+        let s = &gates.states()[0];
+        assert!(!s.open);
+        assert_eq!(s.error.as_deref(), Some("gone"));
+        gates.check();
+        let s = &gates.states()[0];
+        assert!(s.open && s.error.is_none());
+        assert_eq!(s.last_error.as_ref().unwrap().0, "gone", "kept for status");
+        assert_eq!(s.changes, 3);
+    }
+
+    #[test]
+    fn recheck_reads_afresh_and_force_spares_only_convenience_gates() {
+        let gates = Gates::new(vec![
+            gate("stopped", true, vec![Ok(true), Ok(false)]),
+            gate("night", false, vec![Ok(false)]),
+        ]);
+        gates.check();
+        assert_eq!(gates.recheck(Purpose::Upgrade, true), vec!["stopped"]);
+        assert_eq!(
+            gates.recheck(Purpose::Upgrade, false),
+            vec!["stopped", "night"]
+        );
+        assert!(gates.recheck(Purpose::Pull, false).is_empty(), "no pull gates");
+    }
+}
