@@ -10,9 +10,11 @@ pub mod http; // the small blocking HTTP/1.1 server: bounded connections, capped
 pub mod metrics; // Prometheus counters and gauges
 pub mod names; // DNS-1123 name rules for names in URLs
 pub mod pod; // the pod fields we read and the OpenYurt upgrade rules
+pub mod policy; // pure: (pods, gates, state, now, settings) -> actions and "why not yet"
 pub mod shutdown; // the stop request: signals in, condition variable out
 pub mod sim; // the YurtHub simulator (in-process node + `yurt-ota sim`)
 pub mod snapshot; // the validated, pre-rendered pod list
+pub mod state; // persisted in-flight upgrades, queue, holds, breaker, events; atomic writes
 pub mod upstream; // trait Upstream: YurtHub over HTTP, or the simulator
 
 /// Helpers shared by the unit tests.

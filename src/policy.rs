@@ -1,0 +1,951 @@
+//! The decision (SPEC sections 5 and 6), as a pure function: from the pods, the gate readings,
+//! the persisted state, "now" and the settings, to the actions to take and, for every pod that
+//! needs upgrade, why it is not upgraded yet. The loop in `agent` performs the actions.
+
+use std::fmt;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::config::{Mode, PolicySettings};
+use crate::gate::{GateState, Purpose};
+use crate::pod::{ImageState, Pod};
+use crate::state::{from_unix_ms, Hold, State};
+
+/// A replacement pod whose containers restarted this often is crash-looping.
+pub const CRASH_LOOP_RESTARTS: u32 = 3;
+
+/// The pod an action is about, with what identifies its replacement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub owner_uid: String,
+}
+
+impl Target {
+    pub fn of(p: &Pod) -> Target {
+        Target {
+            namespace: p.metadata.namespace.clone(),
+            name: p.metadata.name.clone(),
+            uid: p.metadata.uid.clone(),
+            owner_uid: p.owner().map(|o| o.uid.clone()).unwrap_or_default(),
+        }
+    }
+
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Re-check the gates, then send the upgrade call.
+    Upgrade { pod: Target, force: bool },
+    /// Ask for the image pre-pull; `pull_key` says which revision, so it is asked once.
+    Pull { pod: Target, pull_key: String },
+    /// The replacement is Ready and up to date.
+    Finished { uid: String, replacement: String },
+    /// Not Ready in time, or crash-looping: trip the breaker.
+    Failed { uid: String, reason: String },
+    Dequeue { uid: String, reason: String },
+    /// A parked pod's conditions changed: it may be tried again.
+    Unpark { uid: String },
+}
+
+/// Why a pod that needs upgrade is not being upgraded now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Why {
+    Manual,
+    NotIncluded,
+    Excluded,
+    InFlight,
+    Parked(String),
+    Backoff { retry_in: Duration, attempts: u32 },
+    Breaker(String),
+    PullGatesClosed(Vec<String>),
+    /// Pre-pull asked for; waiting for `PodImageReady=True`.
+    ImagePulling,
+    /// `PodImageReady` exists and is not True for the current revision; YurtHub would refuse.
+    ImageNotReady(String),
+    /// Gates closed or holds active: `hold:NAME` for holds.
+    Blocked(Vec<String>),
+    NotStable(Duration),
+    MaxConcurrent(u32),
+}
+
+impl fmt::Display for Why {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = |d: &Duration| d.as_secs_f64().ceil() as u64;
+        match self {
+            Why::Manual => write!(f, "manual mode: upgraded when an app or operator calls POST .../upgrade"),
+            Why::NotIncluded => write!(f, "not matched by policy.include"),
+            Why::Excluded => write!(f, "matched by policy.exclude"),
+            Why::InFlight => write!(f, "upgrade in flight: waiting for the replacement to be Ready"),
+            Why::Parked(d) => write!(f, "upstream refused it ({d}); waiting until its conditions change"),
+            Why::Backoff { retry_in, attempts } => write!(f, "upstream failed {attempts} time(s); retrying in {}s", secs(retry_in)),
+            Why::Breaker(r) => write!(f, "circuit breaker tripped ({r}); POST /v1/breaker/reset to resume"),
+            Why::PullGatesClosed(g) => write!(f, "image pre-pull waits for gate {}", g.join(", ")),
+            Why::ImagePulling => write!(f, "image pre-pull requested; waiting for PodImageReady=True"),
+            Why::ImageNotReady(m) => write!(f, "image not ready ({m}); YurtHub refuses the upgrade until PodImageReady=True"),
+            Why::Blocked(b) => write!(f, "blocked by {}", b.join(", ")),
+            Why::NotStable(d) => write!(f, "gates open but not yet stable for policy.stable_for: {}s left", secs(d)),
+            Why::MaxConcurrent(n) => write!(f, "policy.max_concurrent ({n}) upgrades in flight"),
+        }
+    }
+}
+
+impl Why {
+    /// A stable word for scripts and dashboards.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Why::Manual => "manual",
+            Why::NotIncluded => "not_included",
+            Why::Excluded => "excluded",
+            Why::InFlight => "in_flight",
+            Why::Parked(_) => "parked",
+            Why::Backoff { .. } => "backoff",
+            Why::Breaker(_) => "breaker",
+            Why::PullGatesClosed(_) => "pull_gate_closed",
+            Why::ImagePulling => "image_pulling",
+            Why::ImageNotReady(_) => "image_not_ready",
+            Why::Blocked(_) => "blocked",
+            Why::NotStable(_) => "not_stable",
+            Why::MaxConcurrent(_) => "max_concurrent",
+        }
+    }
+}
+
+/// What blocks an upgrade now, by the last readings (the moment of action re-reads).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Blockers {
+    /// Closed gates, and `hold:NAME` for active holds.
+    pub names: Vec<String>,
+    /// All open, but not yet for `stable_for`: how long until they are.
+    pub stable_in: Option<Duration>,
+}
+
+impl Blockers {
+    pub fn clear(&self) -> bool {
+        self.names.is_empty() && self.stable_in.is_none()
+    }
+}
+
+/// The upgrade gates and holds (SPEC section 5). With `force`, only safety gates count, and
+/// holds do not.
+pub fn blockers(
+    gates: &[GateState],
+    holds: &[&Hold],
+    force: bool,
+    now: Instant,
+    stable_for: Duration,
+) -> Blockers {
+    let relevant = || {
+        gates
+            .iter()
+            .filter(move |g| g.applies(Purpose::Upgrade) && (g.safety || !force))
+    };
+    let mut names: Vec<String> = relevant()
+        .filter(|g| !g.open)
+        .map(|g| g.name.clone())
+        .collect();
+    if !force {
+        names.extend(holds.iter().map(|h| format!("hold:{}", h.name)));
+    }
+    let stable_in = if names.is_empty() {
+        relevant()
+            .filter_map(|g| g.open_for(now))
+            .min()
+            .and_then(|open_for| stable_for.checked_sub(open_for))
+            .filter(|left| !left.is_zero())
+    } else {
+        None
+    };
+    Blockers { names, stable_in }
+}
+
+/// When the blockers may clear, where every one of them can be estimated: a window's next
+/// opening, a hold's expiry, the rest of `stable_for`. For `Retry-After`.
+pub fn retry_after(
+    gates: &[GateState],
+    holds: &[&Hold],
+    b: &Blockers,
+    now: SystemTime,
+    stable_for: Duration,
+) -> Option<Duration> {
+    if let Some(left) = b.stable_in {
+        return Some(left);
+    }
+    let mut longest = Duration::ZERO;
+    for name in &b.names {
+        let until = if let Some(hold) = name.strip_prefix("hold:") {
+            let h = holds.iter().find(|h| h.name == hold)?;
+            from_unix_ms(h.expires_ms).duration_since(now).ok()?
+        } else {
+            let g = gates.iter().find(|g| &g.name == name)?;
+            g.next_open?.duration_since(now).ok()? + stable_for
+        };
+        longest = longest.max(until);
+    }
+    (!longest.is_zero()).then_some(longest)
+}
+
+/// `namespace/name-prefix*` patterns (validated by config): each side exact, or a prefix when it
+/// ends in `*`.
+pub fn matches(pattern: &str, p: &Pod) -> bool {
+    let Some((ns, name)) = pattern.split_once('/') else {
+        return false;
+    };
+    let side = |pat: &str, s: &str| match pat.strip_suffix('*') {
+        Some(prefix) => s.starts_with(prefix),
+        None => pat == s,
+    };
+    side(ns, &p.metadata.namespace) && side(name, &p.metadata.name)
+}
+
+/// Identifies a pod's conditions, to tell when a parked pod's situation changed. FNV-1a, so the
+/// value persisted in the state file means the same in the next version.
+pub fn fingerprint(p: &Pod) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for c in &p.status.conditions {
+        for part in [&c.kind, &c.status, &c.reason, &c.message] {
+            for b in part.bytes().chain([0xff]) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+    }
+    h
+}
+
+/// The pre-pull asked for a pod at a revision: asked once.
+pub fn pull_key(p: &Pod) -> String {
+    format!(
+        "{}@{}",
+        p.metadata.uid,
+        p.target_revision().unwrap_or_default()
+    )
+}
+
+pub struct Inputs<'a> {
+    /// `None` before the first successful poll.
+    pub pods: Option<&'a [Pod]>,
+    pub gates: &'a [GateState],
+    pub state: &'a State,
+    pub now: Instant,
+    pub now_ms: u64,
+    pub settings: &'a PolicySettings,
+    /// False once the upstream answered 404 to an imagepull (YurtHub before v1.7).
+    pub imagepull_supported: bool,
+    /// `pull_key`s already asked for.
+    pub pulls_requested: &'a [String],
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Decision {
+    pub actions: Vec<Action>,
+    /// `(namespace/name, why, queued)` for every pod needing upgrade that is not acted on.
+    pub waiting: Vec<(String, Why, bool)>,
+    /// The upgrade gates without force, for status.
+    pub blockers: Blockers,
+}
+
+pub fn decide(i: &Inputs) -> Decision {
+    let mut d = Decision::default();
+    let holds: Vec<&Hold> = i.state.active_holds(i.now_ms).collect();
+    let s = i.settings;
+    d.blockers = blockers(i.gates, &holds, false, i.now, s.stable_for);
+    let Some(pods) = i.pods else {
+        return d;
+    };
+
+    // Upgrades in flight: finished, failed, or still going.
+    for f in &i.state.in_flight {
+        if let Some(new) = crate::pod::replacement(pods, &f.uid, &f.owner_uid) {
+            d.actions.push(Action::Finished {
+                uid: f.uid.clone(),
+                replacement: new.key(),
+            });
+            continue;
+        }
+        let looping = pods.iter().find(|p| {
+            p.metadata.uid != f.uid
+                && p.owner().is_some_and(|o| o.uid == f.owner_uid)
+                && p.restarts() >= CRASH_LOOP_RESTARTS
+        });
+        if let Some(p) = looping {
+            d.actions.push(Action::Failed {
+                uid: f.uid.clone(),
+                reason: format!(
+                    "replacement {} restarted {} times",
+                    p.key(),
+                    p.restarts()
+                ),
+            });
+        } else if i.now_ms.saturating_sub(f.started_ms) > s.ready_timeout.as_millis() as u64 {
+            d.actions.push(Action::Failed {
+                uid: f.uid.clone(),
+                reason: format!(
+                    "no Ready replacement for {}/{} within policy.ready_timeout ({})",
+                    f.namespace,
+                    f.name,
+                    crate::config::format_duration(s.ready_timeout)
+                ),
+            });
+        }
+    }
+
+    // The candidates: the queue first (in order asked), then, in auto mode, the rest in stable
+    // order.
+    let mut candidates: Vec<(&Pod, Option<bool>)> = Vec::new();
+    for q in &i.state.queue {
+        match pods.iter().find(|p| p.metadata.uid == q.uid) {
+            None => d.actions.push(Action::Dequeue {
+                uid: q.uid.clone(),
+                reason: "the pod is gone".into(),
+            }),
+            Some(p) if !p.upgrade_offered() || p.is_deleting() => {
+                d.actions.push(Action::Dequeue {
+                    uid: q.uid.clone(),
+                    reason: "the pod no longer needs upgrade".into(),
+                })
+            }
+            Some(p) => candidates.push((p, Some(q.force))),
+        }
+    }
+    let mut outdated: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| p.needs_upgrade() && !i.state.queue.iter().any(|q| q.uid == p.metadata.uid))
+        .collect();
+    outdated.sort_by(|a, b| crate::pod::upgrade_order(a, b));
+    for p in outdated {
+        let why = if s.mode == Mode::Manual {
+            Some(Why::Manual)
+        } else if !s.include.is_empty() && !s.include.iter().any(|pat| matches(pat, p)) {
+            Some(Why::NotIncluded)
+        } else if s.exclude.iter().any(|pat| matches(pat, p)) {
+            Some(Why::Excluded)
+        } else {
+            None
+        };
+        match why {
+            Some(why) if !i.state.in_flight.iter().any(|f| f.uid == p.metadata.uid) => {
+                d.waiting.push((p.key(), why, false))
+            }
+            _ => candidates.push((p, None)),
+        }
+    }
+
+    let pull_blockers: Vec<String> = i
+        .gates
+        .iter()
+        .filter(|g| g.applies(Purpose::Pull) && !g.open)
+        .map(|g| g.name.clone())
+        .collect();
+    let mut in_flight = i.state.in_flight.len() as u32;
+    for (p, queued) in candidates {
+        let uid = &p.metadata.uid;
+        let force = queued == Some(true);
+        let mut wait = |why: Why| d.waiting.push((p.key(), why, queued.is_some()));
+        if i.state.in_flight.iter().any(|f| &f.uid == uid) {
+            wait(Why::InFlight);
+            continue;
+        }
+        if let Some(pk) = i.state.parked.iter().find(|pk| &pk.uid == uid) {
+            if pk.fingerprint == fingerprint(p) {
+                wait(Why::Parked(pk.detail.clone()));
+                continue;
+            }
+            d.actions.push(Action::Unpark { uid: uid.clone() });
+        }
+        if let Some(b) = i.state.backoff.iter().find(|b| &b.uid == uid) {
+            if b.retry_ms > i.now_ms {
+                wait(Why::Backoff {
+                    retry_in: Duration::from_millis(b.retry_ms - i.now_ms),
+                    attempts: b.attempts,
+                });
+                continue;
+            }
+        }
+        if queued.is_none() {
+            if let Some(b) = &i.state.breaker {
+                wait(Why::Breaker(b.reason.clone()));
+                continue;
+            }
+        }
+        match p.image_state() {
+            ImageState::Pending => {
+                let c = p.condition(crate::pod::IMAGE_READY);
+                let m = c.map_or(String::new(), |c| {
+                    format!("{}: {}", c.reason, c.message).trim_matches([' ', ':']).to_owned()
+                });
+                wait(Why::ImageNotReady(m));
+                continue;
+            }
+            ImageState::NotRequested
+                if queued.is_none() && s.prepull && i.imagepull_supported =>
+            {
+                let key = pull_key(p);
+                if !i.pulls_requested.contains(&key) {
+                    if !pull_blockers.is_empty() {
+                        wait(Why::PullGatesClosed(pull_blockers.clone()));
+                        continue;
+                    }
+                    d.actions.push(Action::Pull {
+                        pod: Target::of(p),
+                        pull_key: key,
+                    });
+                }
+                wait(Why::ImagePulling);
+                continue;
+            }
+            _ => {}
+        }
+        let b = if force {
+            blockers(i.gates, &holds, true, i.now, s.stable_for)
+        } else {
+            d.blockers.clone()
+        };
+        if !b.names.is_empty() {
+            wait(Why::Blocked(b.names));
+            continue;
+        }
+        if let Some(left) = b.stable_in {
+            wait(Why::NotStable(left));
+            continue;
+        }
+        if in_flight >= s.max_concurrent {
+            wait(Why::MaxConcurrent(s.max_concurrent));
+            continue;
+        }
+        in_flight += 1;
+        d.actions.push(Action::Upgrade {
+            pod: Target::of(p),
+            force,
+        });
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+    use crate::pod::Condition;
+    use crate::state::{Backoff, Breaker, InFlight, Parked, Queued};
+    use crate::testing::fixture;
+
+    const KP: &str = "kube-system/kube-proxy-hsdvx";
+    const KN: &str = "kube-system/kindnet-4pxt7";
+    const KP_UID: &str = "25835dbf-21bb-4b20-bbd2-c5491d8362eb";
+    const KN_UID: &str = "a69231e3-187c-41e3-b626-722e701fb78c";
+
+    fn cond(kind: &str, status: &str, reason: &str, message: &str) -> Condition {
+        Condition {
+            kind: kind.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The recorded v1.36 pods, with both DaemonSet pods (kindnet, kube-proxy) outdated.
+    fn pods() -> Vec<Pod> {
+        let snap = crate::snapshot::Snapshot::build(&fixture("1.36")).unwrap();
+        let mut pods = snap.pods;
+        for p in &mut pods {
+            if p.owner().is_some_and(|o| o.kind == "DaemonSet") {
+                p.status.conditions.push(cond(
+                    "PodNeedUpgrade",
+                    "True",
+                    "",
+                    "controllerrevision: 7f9c8d6b5",
+                ));
+            }
+        }
+        pods
+    }
+
+    fn gate(name: &str, safety: bool, open_for: Option<u64>, now: Instant) -> GateState {
+        GateState {
+            name: name.into(),
+            kind: "file",
+            safety,
+            upgrade: true,
+            pull: false,
+            open: open_for.is_some(),
+            since: now - Duration::from_secs(open_for.unwrap_or(5)),
+            since_wall: SystemTime::now(),
+            detail: String::new(),
+            error: None,
+            last_error: None,
+            next_open: None,
+            changes: 1,
+        }
+    }
+
+    struct Case {
+        name: &'static str,
+        mode: Mode,
+        pods: Vec<Pod>,
+        gates: Vec<GateState>,
+        state: State,
+        prepull: bool,
+        imagepull_supported: bool,
+        pulls: Vec<String>,
+        max_concurrent: u32,
+        include: Vec<String>,
+        exclude: Vec<String>,
+    }
+
+    fn case(name: &'static str, now: Instant) -> Case {
+        Case {
+            name,
+            mode: Mode::Auto,
+            pods: pods(),
+            gates: vec![gate("stopped", true, Some(60), now)],
+            state: State::default(),
+            prepull: false,
+            imagepull_supported: true,
+            pulls: Vec::new(),
+            max_concurrent: 1,
+            include: Vec::new(),
+            exclude: Vec::new(),
+        }
+    }
+
+    const NOW_MS: u64 = 1_800_000_000_000;
+
+    fn run(c: &Case, now: Instant) -> Decision {
+        let mut s = Settings::default().policy;
+        s.mode = c.mode;
+        s.prepull = c.prepull;
+        s.max_concurrent = c.max_concurrent;
+        s.include = c.include.clone();
+        s.exclude = c.exclude.clone();
+        s.stable_for = Duration::from_secs(30);
+        s.ready_timeout = Duration::from_secs(300);
+        decide(&Inputs {
+            pods: Some(&c.pods),
+            gates: &c.gates,
+            state: &c.state,
+            now,
+            now_ms: NOW_MS,
+            settings: &s,
+            imagepull_supported: c.imagepull_supported,
+            pulls_requested: &c.pulls,
+        })
+    }
+
+    fn upgrades(d: &Decision) -> Vec<String> {
+        d.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Upgrade { pod, .. } => Some(pod.key()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn why<'d>(d: &'d Decision, key: &str) -> Option<&'d Why> {
+        d.waiting.iter().find(|w| w.0 == key).map(|w| &w.1)
+    }
+
+    fn in_flight(uid: &str, owner: &str, started_ms: u64) -> InFlight {
+        InFlight {
+            namespace: "kube-system".into(),
+            name: "x".into(),
+            uid: uid.into(),
+            owner_uid: owner.into(),
+            started_ms,
+            accepted: true,
+        }
+    }
+
+    /// Each row: a situation, the upgrades it starts, and the reason given for kube-proxy.
+    #[test]
+    fn table() {
+        let now = Instant::now();
+        let kp_owner = "5b09aa5c-a098-4dd2-ad37-b7226b561ac0";
+        let mut cases: Vec<(Case, Vec<&str>, Option<Why>)> = Vec::new();
+
+        let c = case("open and stable: the first in order (kindnet) goes", now);
+        cases.push((c, vec![KN], Some(Why::MaxConcurrent(1))));
+
+        let mut c = case("max_concurrent 2: both", now);
+        c.max_concurrent = 2;
+        cases.push((c, vec![KN, KP], None));
+
+        let mut c = case("manual mode: nothing by itself", now);
+        c.mode = Mode::Manual;
+        cases.push((c, vec![], Some(Why::Manual)));
+
+        let mut c = case("a closed gate blocks", now);
+        c.gates = vec![gate("stopped", true, None, now)];
+        cases.push((c, vec![], Some(Why::Blocked(vec!["stopped".into()]))));
+
+        let mut c = case("open 10s of 30s: not stable", now);
+        c.gates = vec![gate("stopped", true, Some(10), now)];
+        cases.push((c, vec![], Some(Why::NotStable(Duration::from_secs(20)))));
+
+        let mut c = case("stability counts from the gate that opened last", now);
+        c.gates = vec![
+            gate("stopped", true, Some(600), now),
+            gate("night", false, Some(5), now),
+        ];
+        cases.push((c, vec![], Some(Why::NotStable(Duration::from_secs(25)))));
+
+        let mut c = case("no gates at all: allowed at once", now);
+        c.gates = vec![];
+        c.max_concurrent = 2;
+        cases.push((c, vec![KN, KP], None));
+
+        let mut c = case("an active hold blocks", now);
+        c.state.holds.push(Hold {
+            name: "nav".into(),
+            reason: "navigation".into(),
+            created_ms: 0,
+            expires_ms: NOW_MS + 1,
+        });
+        cases.push((c, vec![], Some(Why::Blocked(vec!["hold:nav".into()]))));
+
+        let mut c = case("an expired hold does not", now);
+        c.state.holds.push(Hold {
+            name: "nav".into(),
+            reason: "navigation".into(),
+            created_ms: 0,
+            expires_ms: NOW_MS,
+        });
+        cases.push((c, vec![KN], Some(Why::MaxConcurrent(1))));
+
+        let mut c = case("breaker tripped: automatic upgrades stop", now);
+        c.state.breaker = Some(Breaker {
+            tripped_ms: 0,
+            reason: "timeout".into(),
+        });
+        cases.push((c, vec![], Some(Why::Breaker("timeout".into()))));
+
+        let mut c = case("one in flight fills max_concurrent", now);
+        c.state.in_flight.push(in_flight("old-uid", "some-ds", NOW_MS - 1000));
+        cases.push((c, vec![], Some(Why::MaxConcurrent(1))));
+
+        let mut c = case("a pod in flight is not called again", now);
+        c.max_concurrent = 5;
+        c.state.in_flight.push(in_flight(KP_UID, kp_owner, NOW_MS - 1000));
+        cases.push((c, vec![KN], Some(Why::InFlight)));
+
+        let mut c = case("include narrows", now);
+        c.include = vec!["kube-system/kube-proxy*".into()];
+        cases.push((c, vec![KP], None));
+
+        let mut c = case("exclude removes", now);
+        c.exclude = vec!["kube-system/kube-proxy*".into()];
+        c.max_concurrent = 2;
+        cases.push((c, vec![KN], Some(Why::Excluded)));
+
+        let mut c = case("include that does not match", now);
+        c.include = vec!["edge-apps/*".into()];
+        cases.push((c, vec![], Some(Why::NotIncluded)));
+
+        let mut c = case("parked with unchanged conditions: waits", now);
+        let kp = c.pods.iter().find(|p| p.key() == KP).unwrap();
+        c.state.parked.push(Parked {
+            uid: KP_UID.into(),
+            key: KP.into(),
+            fingerprint: fingerprint(kp),
+            detail: "403".into(),
+        });
+        c.max_concurrent = 2;
+        cases.push((c, vec![KN], Some(Why::Parked("403".into()))));
+
+        let mut c = case("parked, conditions changed: unparked and upgraded", now);
+        c.state.parked.push(Parked {
+            uid: KP_UID.into(),
+            key: KP.into(),
+            fingerprint: 1,
+            detail: "403".into(),
+        });
+        c.max_concurrent = 2;
+        cases.push((c, vec![KN, KP], None));
+
+        let mut c = case("backoff not over: waits", now);
+        c.state.backoff.push(Backoff {
+            uid: KP_UID.into(),
+            key: KP.into(),
+            attempts: 2,
+            retry_ms: NOW_MS + 10_000,
+            detail: "500".into(),
+        });
+        c.max_concurrent = 2;
+        cases.push((
+            c,
+            vec![KN],
+            Some(Why::Backoff {
+                retry_in: Duration::from_secs(10),
+                attempts: 2,
+            }),
+        ));
+
+        let mut c = case("backoff over: tried again", now);
+        c.state.backoff.push(Backoff {
+            uid: KP_UID.into(),
+            key: KP.into(),
+            attempts: 2,
+            retry_ms: NOW_MS,
+            detail: "500".into(),
+        });
+        c.max_concurrent = 2;
+        cases.push((c, vec![KN, KP], None));
+
+        let mut c = case("prepull: images are asked for, not upgraded yet", now);
+        c.prepull = true;
+        cases.push((c, vec![], Some(Why::ImagePulling)));
+
+        let mut c = case("prepull unsupported (404): upgrade without", now);
+        c.prepull = true;
+        c.imagepull_supported = false;
+        cases.push((c, vec![KN], Some(Why::MaxConcurrent(1))));
+
+        let mut c = case("image ready: upgraded", now);
+        c.prepull = true;
+        for p in &mut c.pods {
+            p.status.conditions.push(cond(
+                "PodImageReady",
+                "True",
+                "PullImageSuccess",
+                "controllerrevision: 7f9c8d6b5",
+            ));
+        }
+        cases.push((c, vec![KN], Some(Why::MaxConcurrent(1))));
+
+        let mut c = case("image pulled for an older revision: not ready", now);
+        for p in &mut c.pods {
+            p.status.conditions.push(cond(
+                "PodImageReady",
+                "True",
+                "PullImageSuccess",
+                "controllerrevision: 0ld",
+            ));
+        }
+        cases.push((
+            c,
+            vec![],
+            Some(Why::ImageNotReady(
+                "PullImageSuccess: controllerrevision: 0ld".into(),
+            )),
+        ));
+
+        let mut c = case("queued in manual mode: upgraded when the gates allow", now);
+        c.mode = Mode::Manual;
+        c.state.queue.push(Queued {
+            namespace: "kube-system".into(),
+            name: "kube-proxy-hsdvx".into(),
+            uid: KP_UID.into(),
+            at_ms: 0,
+            force: false,
+        });
+        cases.push((c, vec![KP], None));
+
+        let mut c = case("queued, gate closed: waits, listed as queued", now);
+        c.mode = Mode::Manual;
+        c.gates = vec![gate("stopped", true, None, now)];
+        c.state.queue.push(Queued {
+            namespace: "kube-system".into(),
+            name: "kube-proxy-hsdvx".into(),
+            uid: KP_UID.into(),
+            at_ms: 0,
+            force: true,
+        });
+        cases.push((c, vec![], Some(Why::Blocked(vec!["stopped".into()]))));
+
+        let mut c = case("queued with force: a closed convenience gate is skipped", now);
+        c.mode = Mode::Manual;
+        c.gates = vec![
+            gate("stopped", true, Some(60), now),
+            gate("night", false, None, now),
+        ];
+        c.state.holds.push(Hold {
+            name: "nav".into(),
+            reason: String::new(),
+            created_ms: 0,
+            expires_ms: NOW_MS + 1,
+        });
+        c.state.queue.push(Queued {
+            namespace: "kube-system".into(),
+            name: "kube-proxy-hsdvx".into(),
+            uid: KP_UID.into(),
+            at_ms: 0,
+            force: true,
+        });
+        cases.push((c, vec![KP], None));
+
+        for (c, want, kp_why) in cases {
+            let d = run(&c, now);
+            assert_eq!(upgrades(&d), want, "{}: {:?}", c.name, d);
+            assert_eq!(why(&d, KP), kp_why.as_ref(), "{}: {:?}", c.name, d.waiting);
+        }
+    }
+
+    #[test]
+    fn prepull_asks_once_per_revision_and_waits_for_pull_gates() {
+        let now = Instant::now();
+        let mut c = case("prepull", now);
+        c.prepull = true;
+        let d = run(&c, now);
+        let pulls: Vec<_> = d
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Pull { pod, pull_key } => Some((pod.key(), pull_key.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            pulls,
+            vec![
+                (KN.to_owned(), format!("{KN_UID}@7f9c8d6b5")),
+                (KP.to_owned(), format!("{KP_UID}@7f9c8d6b5"))
+            ]
+        );
+        c.pulls = pulls.into_iter().map(|p| p.1).collect();
+        let d = run(&c, now);
+        assert!(d.actions.is_empty(), "asked once: {:?}", d.actions);
+
+        let mut c = case("pull gate", now);
+        c.prepull = true;
+        let mut g = gate("metered-link", false, None, now);
+        g.upgrade = false;
+        g.pull = true;
+        c.gates.push(g);
+        let d = run(&c, now);
+        assert!(d.actions.is_empty());
+        assert_eq!(
+            why(&d, KP),
+            Some(&Why::PullGatesClosed(vec!["metered-link".into()]))
+        );
+    }
+
+    #[test]
+    fn in_flight_upgrades_finish_fail_or_time_out() {
+        let now = Instant::now();
+        let owner = "5b09aa5c-a098-4dd2-ad37-b7226b561ac0";
+        let replaced = |ready: bool, restarts: u32| {
+            let mut pods = pods();
+            let p = pods.iter_mut().find(|p| p.key() == KP).unwrap();
+            p.metadata.uid = "new-uid".into();
+            p.metadata.name = "kube-proxy-n3w".into();
+            p.status.conditions.retain(|c| c.kind != "PodNeedUpgrade");
+            for c in &mut p.status.conditions {
+                if c.kind == "Ready" {
+                    c.status = if ready { "True" } else { "False" }.into();
+                }
+            }
+            p.status.container_statuses[0].restart_count = restarts;
+            pods
+        };
+        for (name, pods, started, want) in [
+            ("old pod still there", pods(), NOW_MS - 1000, None),
+            (
+                "replacement Ready",
+                replaced(true, 0),
+                NOW_MS - 1000,
+                Some(Action::Finished {
+                    uid: KP_UID.into(),
+                    replacement: "kube-system/kube-proxy-n3w".into(),
+                }),
+            ),
+            ("replacement not Ready yet", replaced(false, 1), NOW_MS - 1000, None),
+            (
+                "replacement crash-looping",
+                replaced(false, 3),
+                NOW_MS - 1000,
+                Some(Action::Failed {
+                    uid: KP_UID.into(),
+                    reason: "replacement kube-system/kube-proxy-n3w restarted 3 times".into(),
+                }),
+            ),
+            (
+                "not Ready within ready_timeout",
+                replaced(false, 0),
+                NOW_MS - 301_000,
+                Some(Action::Failed {
+                    uid: KP_UID.into(),
+                    reason: "no Ready replacement for kube-system/x within policy.ready_timeout (5m)"
+                        .into(),
+                }),
+            ),
+        ] {
+            let mut c = case("in flight", now);
+            c.pods = pods;
+            c.max_concurrent = 5;
+            c.state.in_flight.push(in_flight(KP_UID, owner, started));
+            let d = run(&c, now);
+            let tracked: Vec<_> = d
+                .actions
+                .iter()
+                .filter(|a| matches!(a, Action::Finished { .. } | Action::Failed { .. }))
+                .cloned()
+                .collect();
+            assert_eq!(tracked, want.into_iter().collect::<Vec<_>>(), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_queue_drops_pods_that_are_gone_or_done() {
+        let now = Instant::now();
+        let mut c = case("queue", now);
+        c.mode = Mode::Manual;
+        for uid in ["gone-uid", "f78db027-d69e-485e-9a9e-a6dc7493b6d7"] {
+            c.state.queue.push(Queued {
+                namespace: "kube-system".into(),
+                name: "x".into(),
+                uid: uid.into(),
+                at_ms: 0,
+                force: false,
+            });
+        }
+        let d = run(&c, now);
+        let reasons: Vec<_> = d
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Dequeue { reason, .. } => Some(reason.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            reasons,
+            vec!["the pod is gone", "the pod no longer needs upgrade"]
+        );
+    }
+
+    #[test]
+    fn retry_after_estimates_only_what_it_can() {
+        let now = Instant::now();
+        // Whole milliseconds, as persisted hold expiries are.
+        let wall = from_unix_ms(crate::state::unix_ms(SystemTime::now()));
+        let stable = Duration::from_secs(30);
+        let mut night = gate("night", false, None, now);
+        night.next_open = Some(wall + Duration::from_secs(600));
+        let stopped = gate("stopped", true, None, now);
+        let hold = Hold {
+            name: "nav".into(),
+            reason: String::new(),
+            created_ms: 0,
+            expires_ms: crate::state::unix_ms(wall) + 900_000,
+        };
+        let est = |gates: &[GateState], holds: &[&Hold]| {
+            let b = blockers(gates, holds, false, now, stable);
+            retry_after(gates, holds, &b, wall, stable)
+        };
+        assert_eq!(est(&[night.clone()], &[]), Some(Duration::from_secs(630)));
+        assert_eq!(
+            est(&[night.clone()], &[&hold]),
+            Some(Duration::from_secs(900))
+        );
+        assert_eq!(est(&[night, stopped], &[]), None, "a file gate: unknown");
+        assert_eq!(
+            est(&[gate("stopped", true, Some(10), now)], &[]),
+            Some(Duration::from_secs(20))
+        );
+    }
+}
