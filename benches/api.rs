@@ -25,7 +25,7 @@ fn main() {
     let api_port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.toml");
-    std::fs::write(&cfg, format!("[api]\nlisten = \"127.0.0.1:{api_port}\"\n[upstream]\nurl = \"http://127.0.0.1:{upstream}\"\n")).unwrap();
+    std::fs::write(&cfg, format!("[api]\nlisten = \"127.0.0.1:{api_port}\"\n[upstream]\nurl = \"http://127.0.0.1:{upstream}\"\n[state]\ndir = \"{}\"\n", dir.path().join("state").display())).unwrap();
     let mut agent = Command::new(env!("CARGO_BIN_EXE_yurt-ota"))
         .args(["run", "--config"])
         .arg(&cfg)

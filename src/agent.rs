@@ -1,19 +1,28 @@
-//! The daemon: poll the upstream into a snapshot, serve the local API, stop on SIGTERM.
+//! The daemon: poll the upstream into a snapshot, read the gates, decide, act, persist; serve
+//! the local API; stop on SIGTERM.
 //!
-//! `run` wires the real parts together; the pieces it joins (`Shared`, `Poller`, `api::Api`)
-//! take their effects as arguments so tests can drive them.
+//! `run` wires the real parts together; the pieces it joins (`Shared`, `Poller`, `Control`,
+//! `Autopilot`, `api::Api`) take their effects as arguments so tests can drive them.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::api::{self, Api};
-use crate::config::{Settings, UpstreamKind};
+use crate::config::{PolicySettings, Settings, UpstreamKind};
+use crate::gate::{Gates, Purpose};
 use crate::metrics::{Gauges, Metrics};
+use crate::policy::{self, Action, Decision, Target};
 use crate::shutdown::Shutdown;
 use crate::snapshot::{self, Snapshot};
-use crate::upstream::{self, Upstream, UpstreamError};
+use crate::state::{self, Backoff, Breaker, InFlight, Parked, Store};
+use crate::upstream::{self, excerpt, Upstream, UpstreamError};
+
+/// Backoff after a 5xx or no answer: 5 s, doubling, at most 5 minutes.
+const BACKOFF_FIRST: Duration = Duration::from_secs(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 /// How many upgrade outcomes `/v1/status` remembers.
 const RECENT: usize = 10;
@@ -123,6 +132,7 @@ impl Shared {
             pods: snap.as_ref().map_or(0, |s| s.pods.len()),
             pods_needing_upgrade: snap.as_ref().map_or(0, |s| s.needing_upgrade().count()),
             ready: self.readiness(now).is_ok(),
+            ..Gauges::default()
         }
     }
 
@@ -250,6 +260,342 @@ impl Poller {
     }
 }
 
+/// What the decision loop and the API share besides the pod snapshot.
+pub struct Control {
+    pub gates: Gates,
+    pub store: Store,
+    pub policy: PolicySettings,
+    /// Why `store` is memory only, when it is.
+    pub store_error: Option<String>,
+    /// False once the upstream answered 404 to an imagepull (YurtHub before v1.7).
+    pub imagepull_supported: AtomicBool,
+    /// Image pre-pulls asked for (`policy::pull_key`), so each is asked once.
+    pulls: Mutex<Vec<String>>,
+}
+
+impl Control {
+    pub fn new(gates: Gates, store: Store, policy: PolicySettings) -> Control {
+        Control {
+            gates,
+            store,
+            policy,
+            store_error: None,
+            imagepull_supported: AtomicBool::new(true),
+            pulls: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn pulls(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.pulls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The decision on `pods` with the gates' last readings and the state now. The loop acts on
+    /// it; `/v1/status` shows it.
+    pub fn decide(&self, pods: Option<&[crate::pod::Pod]>) -> Decision {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let gates = self.gates.states();
+        let pulls = self.pulls().clone();
+        self.store.read(|s| {
+            policy::decide(&policy::Inputs {
+                pods,
+                gates: &gates,
+                state: s,
+                now,
+                now_ms: state::unix_ms(wall),
+                settings: &self.policy,
+                imagepull_supported: self.imagepull_supported.load(Ordering::Relaxed),
+                pulls_requested: &pulls,
+            })
+        })
+    }
+}
+
+/// The decision loop (SPEC section 6): every `gate_check_interval`, read the gates, decide on
+/// the newest snapshot, and act.
+pub struct Autopilot {
+    upstream: Arc<dyn Upstream>,
+    shared: Arc<Shared>,
+    control: Arc<Control>,
+}
+
+impl Autopilot {
+    pub fn new(upstream: Arc<dyn Upstream>, shared: Arc<Shared>, control: Arc<Control>) -> Self {
+        Autopilot {
+            upstream,
+            shared,
+            control,
+        }
+    }
+
+    /// One cycle; returns how long to wait before the next.
+    pub fn tick(&mut self) -> Duration {
+        let c = self.control.clone();
+        c.gates.check();
+        let wall = SystemTime::now();
+        let now_ms = state::unix_ms(wall);
+        // Each store update writes the file: only when something is due.
+        if c.store.read(|s| s.holds.iter().any(|h| h.expires_ms <= now_ms)) {
+            c.store.update(|s| {
+            let expired: Vec<String> = s
+                .holds
+                .iter()
+                .filter(|h| h.expires_ms <= now_ms)
+                .map(|h| h.name.clone())
+                .collect();
+            for name in expired {
+                s.holds.retain(|h| h.name != name);
+                log::info!("hold {name} expired");
+                s.event(wall, "hold_expired", None, format!("hold {name} expired"));
+            }
+        });
+        }
+        let snap = self.shared.snapshot();
+        let decision = c.decide(snap.as_ref().map(|s| s.pods.as_slice()));
+        for action in &decision.actions {
+            self.act(action, snap.as_deref());
+        }
+        if let Some(snap) = &snap {
+            let present = |uid: &str| snap.pods.iter().any(|p| p.metadata.uid == uid);
+            c.pulls()
+                .retain(|k| present(k.split('@').next().unwrap_or_default()));
+            let stale = c.store.read(|s| {
+                s.parked.iter().any(|p| !present(&p.uid))
+                    || s.backoff.iter().any(|b| !present(&b.uid))
+            });
+            if stale {
+                c.store.update(|s| {
+                    s.parked.retain(|p| present(&p.uid));
+                    s.backoff.retain(|b| present(&b.uid));
+                });
+            }
+        }
+        let next = decision
+            .blockers
+            .stable_in
+            .map_or(c.policy.gate_check_interval, |d| {
+                d.min(c.policy.gate_check_interval)
+            });
+        next.max(Duration::from_millis(1))
+    }
+
+    fn act(&mut self, action: &Action, snap: Option<&Snapshot>) {
+        let c = &self.control;
+        let wall = SystemTime::now();
+        match action {
+            Action::Upgrade { pod, force } => self.upgrade(pod, *force, snap),
+            Action::Pull { pod, pull_key } => {
+                let closed = c.gates.recheck(Purpose::Pull, false);
+                if !closed.is_empty() {
+                    return;
+                }
+                let result = self.upstream.imagepull(&pod.namespace, &pod.name);
+                self.shared
+                    .metrics
+                    .upstream_call("imagepull", result.as_ref().map_or(0, |r| r.status));
+                match result {
+                    Ok(r) if r.status == 404 => {
+                        if c.imagepull_supported.swap(false, Ordering::Relaxed) {
+                            log::info!(
+                                "imagepull answered 404: the upstream predates pre-pull (YurtHub < v1.7); upgrading without it"
+                            );
+                        }
+                    }
+                    Ok(r) => {
+                        log::info!(
+                            "imagepull {}: upstream answered {} {}",
+                            pod.key(),
+                            r.status,
+                            excerpt(&r.body)
+                        );
+                        c.pulls().push(pull_key.clone());
+                    }
+                    Err(e) => {
+                        log::warn!("imagepull {}: upstream {e}", pod.key());
+                        c.pulls().push(pull_key.clone());
+                    }
+                }
+            }
+            Action::Finished { uid, replacement } => {
+                self.shared.metrics.upgrade("succeeded");
+                c.store.update(|s| {
+                    if let Some(f) = take(&mut s.in_flight, |f| &f.uid == uid) {
+                        let msg = format!(
+                            "upgrade of {}/{} finished: {replacement} is Ready",
+                            f.namespace, f.name
+                        );
+                        log::info!("{msg}");
+                        let key = format!("{}/{}", f.namespace, f.name);
+                        s.event(wall, "upgrade_finished", Some(&key), msg);
+                    }
+                });
+            }
+            Action::Failed { uid, reason } => {
+                self.shared.metrics.upgrade("failed");
+                c.store.update(|s| {
+                    let f = take(&mut s.in_flight, |f| &f.uid == uid);
+                    let key = f.map(|f| format!("{}/{}", f.namespace, f.name));
+                    log::warn!(
+                        "upgrade of {} failed: {reason}; circuit breaker tripped, automatic upgrades stop until POST /v1/breaker/reset",
+                        key.as_deref().unwrap_or("?")
+                    );
+                    s.event(wall, "upgrade_failed", key.as_deref(), reason.clone());
+                    s.breaker = Some(Breaker {
+                        tripped_ms: state::unix_ms(wall),
+                        reason: reason.clone(),
+                    });
+                    s.event(wall, "breaker_tripped", key.as_deref(), reason.clone());
+                });
+            }
+            Action::Dequeue { uid, reason } => c.store.update(|s| {
+                if let Some(q) = take(&mut s.queue, |q| &q.uid == uid) {
+                    let key = format!("{}/{}", q.namespace, q.name);
+                    log::info!("{key} left the queue: {reason}");
+                    s.event(wall, "dequeued", Some(&key), reason.clone());
+                }
+            }),
+            Action::Unpark { uid } => c.store.update(|s| s.parked.retain(|p| &p.uid != uid)),
+        }
+    }
+
+    /// Records the intent, re-reads the gates, and only then calls the upstream.
+    fn upgrade(&mut self, pod: &Target, force: bool, snap: Option<&Snapshot>) {
+        let c = &self.control;
+        let key = pod.key();
+        let started = SystemTime::now();
+        // Persisted first: after a crash in the call, the restarted agent does not call again.
+        c.store.update(|s| {
+            s.in_flight.push(InFlight {
+                namespace: pod.namespace.clone(),
+                name: pod.name.clone(),
+                uid: pod.uid.clone(),
+                owner_uid: pod.owner_uid.clone(),
+                started_ms: state::unix_ms(started),
+                accepted: false,
+            })
+        });
+        // The moment of action (SPEC section 5): every upgrade gate read afresh, and holds.
+        let mut closed = c.gates.recheck(Purpose::Upgrade, force);
+        if !force {
+            let now_ms = state::unix_ms(SystemTime::now());
+            c.store.read(|s| {
+                closed.extend(s.active_holds(now_ms).map(|h| format!("hold:{}", h.name)))
+            });
+        }
+        if !closed.is_empty() {
+            let msg = format!(
+                "not upgrading {key}: {} closed at the moment of action",
+                closed.join(", ")
+            );
+            log::info!("{msg}");
+            c.store.update(|s| {
+                s.in_flight.retain(|f| f.uid != pod.uid);
+                s.event(SystemTime::now(), "upgrade_held_back", Some(&key), msg);
+            });
+            return;
+        }
+        let result = self.upstream.upgrade(&pod.namespace, &pod.name);
+        let status = result.as_ref().map_or(0, |r| r.status);
+        self.shared.metrics.upstream_call("upgrade", status);
+        let detail = match &result {
+            Ok(r) => format!("{} {}", r.status, excerpt(&r.body)),
+            Err(e) => e.to_string(),
+        };
+        self.shared.record_outcome(Outcome {
+            pod: key.clone(),
+            at: SystemTime::now(),
+            status,
+            detail: detail.clone(),
+        });
+        let wall = SystemTime::now();
+        match status {
+            200..=299 => {
+                self.shared.metrics.upgrade("started");
+                log::info!("upgrade {key} started: upstream answered {detail}");
+                c.store.update(|s| {
+                    if let Some(f) = s.in_flight.iter_mut().find(|f| f.uid == pod.uid) {
+                        f.accepted = true;
+                    }
+                    s.backoff.retain(|b| b.uid != pod.uid);
+                    s.event(wall, "upgrade_started", Some(&key), detail);
+                });
+            }
+            400..=499 => {
+                self.shared.metrics.upgrade("refused");
+                log::warn!("upgrade {key} refused: upstream answered {detail}; parked until its conditions change");
+                let fingerprint = snap
+                    .and_then(|s| s.pods.iter().find(|p| p.metadata.uid == pod.uid))
+                    .map_or(0, policy::fingerprint);
+                c.store.update(|s| {
+                    s.in_flight.retain(|f| f.uid != pod.uid);
+                    s.parked.retain(|p| p.uid != pod.uid);
+                    s.parked.push(Parked {
+                        uid: pod.uid.clone(),
+                        key: key.clone(),
+                        fingerprint,
+                        detail: detail.clone(),
+                    });
+                    s.event(wall, "upgrade_refused", Some(&key), detail);
+                });
+            }
+            _ => {
+                self.shared.metrics.upgrade("error");
+                c.store.update(|s| {
+                    s.in_flight.retain(|f| f.uid != pod.uid);
+                    let attempts = s
+                        .backoff
+                        .iter()
+                        .find(|b| b.uid == pod.uid)
+                        .map_or(0, |b| b.attempts)
+                        + 1;
+                    let wait = BACKOFF_FIRST
+                        .saturating_mul(1 << (attempts - 1).min(16))
+                        .min(BACKOFF_MAX);
+                    log::warn!(
+                        "upgrade {key} failed: {detail}; retrying in {}s (attempt {attempts})",
+                        wait.as_secs()
+                    );
+                    s.backoff.retain(|b| b.uid != pod.uid);
+                    s.backoff.push(Backoff {
+                        uid: pod.uid.clone(),
+                        key: key.clone(),
+                        attempts,
+                        retry_ms: state::unix_ms(wall + wait),
+                        detail: detail.clone(),
+                    });
+                    s.event(wall, "upgrade_error", Some(&key), detail);
+                });
+            }
+        }
+    }
+
+    pub fn run(mut self, stop: &Shutdown) {
+        loop {
+            let next = self.tick();
+            if stop.wait_timeout(next) {
+                return;
+            }
+        }
+    }
+}
+
+/// Removes and returns the first element matching `f`.
+fn take<T>(v: &mut Vec<T>, f: impl Fn(&T) -> bool) -> Option<T> {
+    let i = v.iter().position(f)?;
+    Some(v.remove(i))
+}
+
+/// The state store in `state.dir`; memory only (with the reason) when it cannot be used, so a
+/// read-only or full disk never stops the agent from serving and guarding.
+fn open_store(dir: &std::path::Path) -> (Store, Option<String>) {
+    match Store::open(dir) {
+        Ok(s) => (s, None),
+        Err(e) => {
+            log::error!("{e}; state is kept in memory only and will not survive a restart");
+            (Store::in_memory(), Some(e))
+        }
+    }
+}
+
 /// Runs the daemon until `stop` is triggered (by SIGTERM or SIGINT in `main`).
 pub fn run(settings: Settings, stop: Arc<Shutdown>) -> Result<(), String> {
     let sim = (settings.upstream.kind == UpstreamKind::Sim)
@@ -275,7 +621,22 @@ pub fn run(settings: Settings, stop: Arc<Shutdown>) -> Result<(), String> {
         upstream.url(),
         crate::config::format_duration(settings.upstream.poll_interval)
     );
-    let api = Api::new(shared.clone(), upstream.clone(), sim, token);
+    let (store, store_error) = open_store(&settings.state.dir);
+    let control = Arc::new(Control {
+        store_error,
+        ..Control::new(
+            Gates::from_settings(&settings.gates),
+            store,
+            settings.policy.clone(),
+        )
+    });
+    let api = Api::new(
+        shared.clone(),
+        upstream.clone(),
+        sim,
+        token,
+        control.clone(),
+    );
 
     let poller = {
         let (shared, stop, upstream) = (shared.clone(), stop.clone(), upstream.clone());
@@ -285,8 +646,16 @@ pub fn run(settings: Settings, stop: Arc<Shutdown>) -> Result<(), String> {
             .spawn(move || Poller::new(upstream, shared).run(interval, &stop))
             .map_err(|e| format!("cannot start the poll thread: {e}"))?
     };
+    let autopilot = {
+        let (shared, stop, upstream) = (shared.clone(), stop.clone(), upstream.clone());
+        thread::Builder::new()
+            .name("decide".into())
+            .spawn(move || Autopilot::new(upstream, shared, control).run(&stop))
+            .map_err(|e| format!("cannot start the decision thread: {e}"))?
+    };
     crate::http::serve(listener, api::limits(&settings.api), &stop, &api);
     let _ = poller.join();
+    let _ = autopilot.join();
     if let crate::config::Listen::Unix(path) = &settings.api.listen {
         let _ = std::fs::remove_file(path);
     }

@@ -12,13 +12,19 @@ use std::time::{Instant, SystemTime};
 
 use serde_json::{json, Value};
 
-use crate::agent::{Outcome, Shared};
-use crate::config::{ApiSettings, Listen};
+use crate::agent::{Control, Outcome, Shared};
+use crate::config::{ApiSettings, Listen, Mode, OnClosed};
+use crate::gate::Purpose;
 use crate::http::{self, Body, Request, Response};
 use crate::names;
 use crate::pod::ImageState;
+use crate::policy;
 use crate::sim;
+use crate::state::{self, from_unix_ms, unix_ms, Hold, Queued};
 use crate::upstream::{excerpt, Relay, Upstream, UpstreamError};
+
+/// A hold lasts at most this long: an app that crashed holding one cannot block forever.
+pub const MAX_HOLD_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
 /// Request bodies above this are refused with 413.
 pub const MAX_REQUEST_BODY: usize = 64 * 1024;
@@ -38,6 +44,10 @@ pub enum Endpoint {
     Readyz,
     Status,
     Metrics,
+    Holds,
+    Hold,
+    BreakerReset,
+    Events,
     /// `/sim/...`, when the upstream is the in-process simulator.
     Sim,
 }
@@ -53,13 +63,18 @@ impl Endpoint {
             Endpoint::Readyz => "readyz",
             Endpoint::Status => "status",
             Endpoint::Metrics => "metrics",
+            Endpoint::Holds => "holds",
+            Endpoint::Hold => "hold",
+            Endpoint::BreakerReset => "breaker_reset",
+            Endpoint::Events => "events",
             Endpoint::Sim => "sim",
         }
     }
 
     fn allow(self) -> &'static str {
         match self {
-            Endpoint::Upgrade | Endpoint::Imagepull => "POST",
+            Endpoint::Upgrade | Endpoint::Imagepull | Endpoint::BreakerReset => "POST",
+            Endpoint::Hold => "GET, PUT, DELETE",
             Endpoint::Sim => "GET, POST",
             _ => "GET",
         }
@@ -72,13 +87,23 @@ pub struct Route<'a> {
     pub endpoint: Endpoint,
     /// `(namespace, pod)` for upgrade and imagepull.
     pub pod: Option<(&'a str, &'a str)>,
+    /// The hold's name for `/v1/holds/{name}`.
+    pub hold: Option<&'a str>,
 }
 
 /// The routing table. `Err` carries the endpoint (for metrics) when the path was known.
 pub fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, (Option<Endpoint>, ApiError)> {
     let parts: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+    let mut hold = None;
     let (endpoint, pod) = match parts.as_slice() {
         ["pods"] => (Endpoint::Pods, None),
+        ["v1", "holds"] => (Endpoint::Holds, None),
+        ["v1", "holds", name] => {
+            hold = Some(*name);
+            (Endpoint::Hold, None)
+        }
+        ["v1", "breaker", "reset"] => (Endpoint::BreakerReset, None),
+        ["v1", "events"] => (Endpoint::Events, None),
         ["openyurt.io", "v1", "namespaces", ns, "pods", pod, "upgrade"] => {
             (Endpoint::Upgrade, Some((*ns, *pod)))
         }
@@ -123,7 +148,40 @@ pub fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, (Option<Endpo
             return Err((Some(endpoint), ApiError::new(400, "invalid_name", message)));
         }
     }
-    Ok(Route { endpoint, pod })
+    if let Some(name) = hold {
+        if let Err(message) = check_hold_name(name) {
+            return Err((Some(endpoint), ApiError::new(400, "invalid_name", message)));
+        }
+    }
+    Ok(Route {
+        endpoint,
+        pod,
+        hold,
+    })
+}
+
+/// Hold names, like gate names: 1 to 63 of letters, digits, `-`, `_` and `.`.
+fn check_hold_name(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "hold name {s:?}: 1 to 63 of letters, digits, '-', '_' and '.'"
+        ))
+    }
+}
+
+/// The value of `key` in a query string, if present.
+fn query_value<'q>(query: &'q str, key: &str) -> Option<&'q str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
 }
 
 /// An error this agent produces: `{"error": word, "message": sentence, ...extra}`.
@@ -134,6 +192,8 @@ pub struct ApiError {
     pub message: String,
     pub extra: Option<Value>,
     pub allow: Option<&'static str>,
+    /// Seconds, for a `Retry-After` header.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -144,6 +204,7 @@ impl ApiError {
             message: message.into(),
             extra: None,
             allow: None,
+            retry_after: None,
         }
     }
 
@@ -157,8 +218,42 @@ impl ApiError {
         if let Some(allow) = self.allow {
             r.headers.push(("Allow", allow.into()));
         }
+        if let Some(secs) = self.retry_after {
+            r.headers.push(("Retry-After", secs.to_string()));
+        }
         r
     }
+}
+
+/// 409 `gate_closed`, naming what blocks, with `Retry-After` when it can be estimated.
+fn gate_closed(
+    ns: &str,
+    pod: &str,
+    blocked_by: Vec<String>,
+    retry: Option<std::time::Duration>,
+    call: &str,
+) -> ApiError {
+    let mut e = ApiError::new(
+        409,
+        "gate_closed",
+        format!(
+            "the {call} of {ns}/{pod} is not allowed now: {} (add ?when=idle to queue it)",
+            blocked_by.join(", ")
+        ),
+    );
+    let secs = retry.map(|d| d.as_secs_f64().ceil() as u64);
+    e.extra = Some(json!({"blocked_by": blocked_by, "retry_after_seconds": secs}));
+    e.retry_after = secs;
+    e
+}
+
+fn hold_json(h: &Hold) -> Value {
+    json!({
+        "name": h.name,
+        "reason": h.reason,
+        "created": sim::rfc3339(from_unix_ms(h.created_ms)),
+        "expires": sim::rfc3339(from_unix_ms(h.expires_ms)),
+    })
 }
 
 fn json_response(status: u16, v: &Value) -> Response {
@@ -177,7 +272,7 @@ pub struct Api {
     upstream: Arc<dyn Upstream>,
     sim: Option<Arc<sim::Node>>,
     token: Option<String>,
-    mode: &'static str,
+    control: Arc<Control>,
 }
 
 impl Api {
@@ -186,13 +281,14 @@ impl Api {
         upstream: Arc<dyn Upstream>,
         sim: Option<Arc<sim::Node>>,
         token: Option<String>,
+        control: Arc<Control>,
     ) -> Api {
         Api {
             shared,
             upstream,
             sim,
             token,
-            mode: "manual",
+            control,
         }
     }
 
@@ -219,9 +315,57 @@ impl Api {
         let now = Instant::now();
         match route.endpoint {
             Endpoint::Pods => self.pods(now),
-            Endpoint::Upgrade | Endpoint::Imagepull => {
+            Endpoint::Upgrade => {
                 let (ns, pod) = route.pod.expect("pod routes carry a pod");
-                self.forward(route.endpoint, ns, pod, query)
+                self.upgrade(ns, pod, query)
+            }
+            Endpoint::Imagepull => {
+                let (ns, pod) = route.pod.expect("pod routes carry a pod");
+                let closed = self.control.gates.recheck(Purpose::Pull, false);
+                if !closed.is_empty() {
+                    return Err(gate_closed(ns, pod, closed, None, "pull"));
+                }
+                self.forward(route.endpoint, ns, pod)
+            }
+            Endpoint::Holds => Ok(json_response(200, &json!({"holds": self.holds()}))),
+            Endpoint::Hold => {
+                let name = route.hold.expect("hold routes carry a name");
+                self.hold(&req.method, name, &req.body)
+            }
+            Endpoint::BreakerReset => {
+                let was = self.control.store.update(|s| {
+                    let was = s.breaker.take();
+                    if let Some(b) = &was {
+                        log::info!("circuit breaker reset by the API (was: {})", b.reason);
+                        s.event(
+                            SystemTime::now(),
+                            "breaker_reset",
+                            None,
+                            format!("reset by the API; it had tripped: {}", b.reason),
+                        );
+                    }
+                    was
+                });
+                Ok(json_response(
+                    200,
+                    &json!({"tripped": false, "was_tripped": was.is_some(), "reason": was.map(|b| b.reason)}),
+                ))
+            }
+            Endpoint::Events => {
+                let limit = match query_value(query, "limit") {
+                    None => 50,
+                    Some(v) => v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        ApiError::new(400, "invalid_limit", format!("limit={v:?}: give a whole number from 1 to {}", state::MAX_EVENTS))
+                    })?,
+                };
+                let events: Vec<Value> = self.control.store.read(|s| {
+                    s.events
+                        .iter()
+                        .take(limit)
+                        .map(|e| json!({"at": sim::rfc3339(from_unix_ms(e.at_ms)), "kind": e.kind, "pod": e.pod, "message": e.message}))
+                        .collect()
+                });
+                Ok(json_response(200, &json!({"events": events})))
             }
             Endpoint::Healthz => Ok(Response::new(200, TEXT, b"ok".to_vec())),
             Endpoint::Readyz => match self.shared.readiness(now) {
@@ -232,10 +376,7 @@ impl Api {
             Endpoint::Metrics => Ok(Response::new(
                 200,
                 "text/plain; version=0.0.4; charset=utf-8",
-                self.shared
-                    .metrics
-                    .render(&self.shared.gauges(now))
-                    .into_bytes(),
+                self.shared.metrics.render(&self.gauges(now)).into_bytes(),
             )),
             Endpoint::Sim => match &self.sim {
                 Some(node) => {
@@ -287,16 +428,158 @@ impl Api {
         })
     }
 
-    /// Upgrade or imagepull. The place where gates are checked before forwarding.
-    fn forward(
-        &self,
-        endpoint: Endpoint,
-        ns: &str,
-        pod: &str,
-        _query: &str,
-    ) -> Result<Response, ApiError> {
-        // This build has no gates or holds (SPEC section 5: with none configured, upgrades are
-        // always allowed), so every call is forwarded at once.
+    /// The gated upgrade (SPEC sections 3 and 5): forwarded only when the gates are open and
+    /// stable and read open afresh now; else 409, or queued with `?when=idle`.
+    fn upgrade(&self, ns: &str, pod: &str, query: &str) -> Result<Response, ApiError> {
+        let c = &self.control;
+        let force = query_value(query, "force") == Some("true");
+        let queue = query_value(query, "when") == Some("idle") || c.policy.on_closed == OnClosed::Queue;
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let gates = c.gates.states();
+        let holds: Vec<Hold> = c.store.read(|s| s.active_holds(unix_ms(wall)).cloned().collect());
+        let hold_refs: Vec<&Hold> = holds.iter().collect();
+        let b = policy::blockers(&gates, &hold_refs, force, now, c.policy.stable_for);
+        let blocked_by = if b.clear() {
+            // The moment of action: every upgrade gate read afresh.
+            let closed = c.gates.recheck(Purpose::Upgrade, force);
+            if closed.is_empty() {
+                return self.forward(Endpoint::Upgrade, ns, pod);
+            }
+            closed
+        } else if b.names.is_empty() {
+            b.settling.clone()
+        } else {
+            b.names.clone()
+        };
+        if queue {
+            return self.enqueue(ns, pod, force, blocked_by);
+        }
+        let retry = policy::retry_after(&gates, &hold_refs, &b, wall, c.policy.stable_for);
+        Err(gate_closed(ns, pod, blocked_by, retry, "upgrade"))
+    }
+
+    fn enqueue(&self, ns: &str, pod: &str, force: bool, blocked_by: Vec<String>) -> Result<Response, ApiError> {
+        let key = format!("{ns}/{pod}");
+        let snap = self.shared.snapshot();
+        let p = snap
+            .as_ref()
+            .and_then(|s| s.pods.iter().find(|p| p.metadata.namespace == ns && p.metadata.name == pod))
+            .ok_or_else(|| ApiError::new(404, "pod_not_found", format!("{key} is not in the node's pod list; it cannot be queued")))?;
+        if !p.upgrade_offered() || p.is_deleting() {
+            return Err(ApiError::new(409, "not_upgradable", format!("{key} does not need upgrade (PodNeedUpgrade is not True, or it is being deleted)")));
+        }
+        let uid = p.metadata.uid.clone();
+        let position = self.control.store.update(|s| {
+            if let Some(i) = s.queue.iter().position(|q| q.uid == uid) {
+                // Asked again: a force from either request stands.
+                s.queue[i].force |= force;
+                return i;
+            }
+            s.queue.push(Queued {
+                namespace: ns.to_owned(),
+                name: pod.to_owned(),
+                uid: uid.clone(),
+                at_ms: unix_ms(SystemTime::now()),
+                force,
+            });
+            log::info!("{key} queued: upgraded when {} allow", blocked_by.join(", "));
+            s.event(SystemTime::now(), "queued", Some(&key), format!("waiting for {}", blocked_by.join(", ")));
+            s.queue.len() - 1
+        });
+        Ok(json_response(
+            202,
+            &json!({"queued": true, "pod": key, "uid": uid, "position": position, "force": force, "blocked_by": blocked_by}),
+        ))
+    }
+
+    fn holds(&self) -> Vec<Value> {
+        let now_ms = unix_ms(SystemTime::now());
+        self.control.store.read(|s| s.active_holds(now_ms).map(hold_json).collect())
+    }
+
+    fn hold(&self, method: &str, name: &str, body: &[u8]) -> Result<Response, ApiError> {
+        let now = SystemTime::now();
+        let now_ms = unix_ms(now);
+        match method {
+            "GET" => {
+                let h = self.control.store.read(|s| s.active_holds(now_ms).find(|h| h.name == name).cloned());
+                h.map(|h| json_response(200, &hold_json(&h)))
+                    .ok_or_else(|| ApiError::new(404, "not_found", format!("no active hold {name:?}")))
+            }
+            "DELETE" => {
+                let existed = self.control.store.update(|s| {
+                    let before = s.holds.len();
+                    s.holds.retain(|h| h.name != name);
+                    let existed = s.holds.len() != before;
+                    if existed {
+                        log::info!("hold {name} released");
+                        s.event(now, "hold_released", None, format!("hold {name} released"));
+                    }
+                    existed
+                });
+                if existed {
+                    Ok(Response::new(204, TEXT, Vec::new()))
+                } else {
+                    Err(ApiError::new(404, "not_found", format!("no hold {name:?}")))
+                }
+            }
+            _ => {
+                let bad = |m: String| ApiError::new(400, "invalid_hold", m);
+                let v: Value = serde_json::from_slice(body).map_err(|e| {
+                    bad(format!("the body must be JSON like {{\"ttl\":\"30m\",\"reason\":\"navigation active\"}}: {e}"))
+                })?;
+                let ttl = v.get("ttl").and_then(Value::as_str).ok_or_else(|| bad("\"ttl\" is required, e.g. \"30m\": a hold always expires".into()))?;
+                let ttl = crate::config::parse_duration(ttl).map_err(|e| bad(format!("ttl: {e}")))?;
+                if ttl.is_zero() || ttl > MAX_HOLD_TTL {
+                    return Err(bad(format!("ttl must be more than zero and at most {}", crate::config::format_duration(MAX_HOLD_TTL))));
+                }
+                let reason = match v.get("reason") {
+                    None | Some(Value::Null) => String::new(),
+                    Some(Value::String(r)) if r.len() <= 1024 => r.clone(),
+                    Some(_) => return Err(bad("\"reason\" must be a string of at most 1024 bytes".into())),
+                };
+                let hold = Hold {
+                    name: name.to_owned(),
+                    reason,
+                    created_ms: now_ms,
+                    expires_ms: now_ms + ttl.as_millis() as u64,
+                };
+                self.control.store.update(|s| {
+                    s.holds.retain(|h| h.name != name);
+                    s.holds.push(hold.clone());
+                    let msg = format!("hold {name} set for {} ({})", crate::config::format_duration(ttl), hold.reason);
+                    log::info!("{msg}");
+                    s.event(now, "hold_set", None, msg);
+                });
+                Ok(json_response(200, &hold_json(&hold)))
+            }
+        }
+    }
+
+    fn gauges(&self, now: Instant) -> crate::metrics::Gauges {
+        let c = &self.control;
+        let now_ms = unix_ms(SystemTime::now());
+        let (holds, breaker, in_flight, queued) = c.store.read(|s| {
+            (s.active_holds(now_ms).count(), s.breaker.is_some(), s.in_flight.len(), s.queue.len())
+        });
+        let gates = c.gates.states();
+        let open = gates.iter().all(|g| !g.upgrade || g.open) && holds == 0;
+        crate::metrics::Gauges {
+            gates: gates
+                .into_iter()
+                .map(|g| crate::metrics::GateGauge { name: g.name, safety: g.safety, open: g.open, changes: g.changes })
+                .collect(),
+            upgrade_gates_open: open,
+            holds,
+            breaker_tripped: breaker,
+            in_flight,
+            queued,
+            ..self.shared.gauges(now)
+        }
+    }
+
+    /// Forwards an upgrade or imagepull upstream and relays the answer.
+    fn forward(&self, endpoint: Endpoint, ns: &str, pod: &str) -> Result<Response, ApiError> {
         let (call, result) = match endpoint {
             Endpoint::Upgrade => ("upgrade", self.upstream.upgrade(ns, pod)),
             _ => ("imagepull", self.upstream.imagepull(ns, pod)),
@@ -313,6 +596,10 @@ impl Api {
                     excerpt(&relay.body)
                 );
                 if call == "upgrade" {
+                    let detail = format!("{} {}", relay.status, excerpt(&relay.body));
+                    self.control.store.update(|s| {
+                        s.event(SystemTime::now(), "upgrade_requested", Some(&key), format!("API upgrade forwarded; upstream answered {detail}"))
+                    });
                     self.shared.record_outcome(Outcome {
                         pod: key,
                         at: SystemTime::now(),
@@ -345,52 +632,106 @@ impl Api {
     }
 
     fn status(&self, now: Instant) -> Value {
+        let c = &self.control;
         let h = self.shared.health();
         let snap = self.shared.snapshot();
         let ready = self.shared.readiness(now);
-        let pods: Vec<Value> = snap
+        let wall = SystemTime::now();
+        let decision = c.decide(snap.as_ref().map(|s| s.pods.as_slice()));
+        let st = c.store.get();
+        let iso = |ms: u64| sim::rfc3339(from_unix_ms(ms));
+        let pods: Vec<Value> = decision
+            .waiting
             .iter()
-            .flat_map(|s| s.needing_upgrade_in_order())
-            .map(|p| {
-                let image = match p.image_state() {
+            .map(|(key, why, queued)| {
+                let p = snap.as_ref().and_then(|s| s.pods.iter().find(|p| p.key() == *key));
+                let image = p.map(|p| match p.image_state() {
                     ImageState::NotRequested => "not_requested",
                     ImageState::Pending => "pending",
                     ImageState::Ready => "ready",
-                };
-                let why = match p.image_state() {
-                    ImageState::Pending => "image pre-pull not finished: YurtHub refuses the upgrade until PodImageReady=True",
-                    _ => "manual mode: upgraded only when an app or operator calls POST .../upgrade",
-                };
+                });
+                let (ns, name) = key.split_once('/').unwrap_or_default();
                 json!({
-                    "namespace": p.metadata.namespace,
-                    "name": p.metadata.name,
-                    "uid": p.metadata.uid,
-                    "owner": p.owner().map(|o| format!("{}/{}", o.kind, o.name)),
-                    "target_revision": p.target_revision(),
+                    "namespace": ns,
+                    "name": name,
+                    "uid": p.map(|p| &p.metadata.uid),
+                    "owner": p.and_then(|p| p.owner()).map(|o| format!("{}/{}", o.kind, o.name)),
+                    "target_revision": p.and_then(|p| p.target_revision()),
                     "image": image,
-                    "why_not_yet": why,
+                    "queued": queued,
+                    "why_not_yet": why.to_string(),
+                    "why_word": why.word(),
                 })
             })
             .collect();
+        let gates: Vec<Value> = c
+            .gates
+            .states()
+            .iter()
+            .map(|g| {
+                let applies: Vec<&str> = [("upgrade", g.upgrade), ("pull", g.pull)]
+                    .iter()
+                    .filter(|a| a.1)
+                    .map(|a| a.0)
+                    .collect();
+                json!({
+                    "name": g.name,
+                    "kind": g.kind,
+                    "safety": g.safety,
+                    "applies_to": applies,
+                    "open": g.open,
+                    "since": sim::rfc3339(g.since_wall),
+                    "for_seconds": now.saturating_duration_since(g.since).as_secs(),
+                    "detail": g.detail,
+                    "error": g.error,
+                    "last_error": g.last_error.as_ref().map(|(e, t)| json!({"message": e, "at": sim::rfc3339(*t)})),
+                    "next_open": g.next_open.map(sim::rfc3339),
+                })
+            })
+            .collect();
+        let now_ms = unix_ms(wall);
         let recent: Vec<Value> = self
             .shared
             .recent()
             .iter()
             .map(|o| json!({"pod": o.pod, "at": sim::rfc3339(o.at), "status": o.status, "detail": o.detail}))
             .collect();
+        let b = &decision.blockers;
         json!({
             "version": env!("CARGO_PKG_VERSION"),
-            "mode": self.mode,
+            "mode": match c.policy.mode { Mode::Manual => "manual", Mode::Auto => "auto" },
             "ready": ready.is_ok(),
             "not_ready_reason": ready.err(),
-            "gates": [],
-            "upgrade_gates_open": true,
+            "gates": gates,
+            "upgrade_gates_open": b.names.is_empty(),
+            "upgrade_gates_stable": b.clear(),
+            "blocked_by": b.names,
+            "stable_in_seconds": b.stable_in.map(|d| d.as_secs_f64().ceil() as u64),
+            "stable_for": crate::config::format_duration(c.policy.stable_for),
+            "holds": st.active_holds(now_ms).map(hold_json).collect::<Vec<_>>(),
+            "breaker": match &st.breaker {
+                Some(br) => json!({"tripped": true, "since": iso(br.tripped_ms), "reason": br.reason}),
+                None => json!({"tripped": false}),
+            },
+            "in_flight": st.in_flight.iter().map(|f| json!({
+                "pod": format!("{}/{}", f.namespace, f.name), "uid": f.uid, "started": iso(f.started_ms),
+                "accepted": f.accepted,
+                "ready_deadline": iso(f.started_ms + c.policy.ready_timeout.as_millis() as u64),
+            })).collect::<Vec<_>>(),
+            "queue": st.queue.iter().map(|q| json!({
+                "pod": format!("{}/{}", q.namespace, q.name), "uid": q.uid, "since": iso(q.at_ms), "force": q.force,
+            })).collect::<Vec<_>>(),
+            "state": {
+                "persistent": c.store.is_persistent(),
+                "error": c.store_error.clone().or_else(|| c.store.write_error()),
+            },
             "upstream": {
                 "kind": self.upstream.kind(),
                 "url": self.upstream.url(),
                 "last_success": h.last_success.map(|(_, t)| sim::rfc3339(t)),
                 "last_error": h.last_error.map(|(e, t)| json!({"kind": e.kind(), "message": e.to_string(), "at": sim::rfc3339(t)})),
                 "consecutive_failures": h.consecutive_failures,
+                "imagepull_supported": c.imagepull_supported.load(std::sync::atomic::Ordering::Relaxed),
             },
             "snapshot": snap.as_ref().map(|s| json!({
                 "pods": s.pods.len(),
@@ -604,7 +945,12 @@ mod tests {
     fn a_panicking_request_is_answered_500_and_the_next_one_served() {
         use crate::http::Handler;
         let shared = Arc::new(Shared::new(Duration::from_secs(5)));
-        let api = Api::new(shared.clone(), Arc::new(Panicking), None, None);
+        let control = Arc::new(Control::new(
+            crate::gate::Gates::new(Vec::new()),
+            crate::state::Store::in_memory(),
+            crate::config::Settings::default().policy,
+        ));
+        let api = Api::new(shared.clone(), Arc::new(Panicking), None, None, control);
         let req = |method: &str, target: &str| Request {
             method: method.into(),
             target: target.into(),
@@ -617,7 +963,7 @@ mod tests {
         assert_eq!(r.status, 200);
         let r = api.handle(req("GET", "/pods"));
         assert_eq!(r.status, 503);
-        let m = shared.metrics.render(&shared.gauges(Instant::now()));
+        let m = shared.metrics.render(&api.gauges(Instant::now()));
         assert!(
             m.lines()
                 .any(|l| l == "yurt_ota_api_requests_total{route=\"panic\",code=\"500\"} 1"),

@@ -227,6 +227,11 @@ fn execute(cmd: Command, opts: ClientOpts, stop: Arc<Shutdown>) -> Result<(), Fa
             let mut settings = load_settings(config.as_deref())?;
             if sim {
                 settings.upstream.kind = config::UpstreamKind::Sim;
+                // A try-out on a laptop: keep the simulated node's state out of the real
+                // /var/lib/yurt-ota (and work without root).
+                if settings.state.dir == Settings::default().state.dir {
+                    settings.state.dir = std::env::temp_dir().join("yurt-ota-sim");
+                }
             }
             crate::agent::run(settings, stop).map_err(Failure::Failed)
         }

@@ -16,14 +16,33 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
     /// `(call, status)` → count; status 0 is a transport failure.
     upstream_calls: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    /// Upgrades by outcome: started, succeeded, failed, refused, error.
+    upgrades: Mutex<BTreeMap<(&'static str, u16), u64>>,
+}
+
+pub const UPGRADE_RESULTS: [&str; 5] = ["started", "succeeded", "failed", "refused", "error"];
+
+/// A gate as `/metrics` shows it.
+pub struct GateGauge {
+    pub name: String,
+    pub safety: bool,
+    pub open: bool,
+    pub changes: u64,
 }
 
 /// Values read from elsewhere at render time.
+#[derive(Default)]
 pub struct Gauges {
     pub snapshot_age: Option<f64>,
     pub pods: usize,
     pub pods_needing_upgrade: usize,
     pub ready: bool,
+    pub gates: Vec<GateGauge>,
+    pub upgrade_gates_open: bool,
+    pub holds: usize,
+    pub breaker_tripped: bool,
+    pub in_flight: usize,
+    pub queued: usize,
 }
 
 fn bump(map: &Mutex<BTreeMap<(&'static str, u16), u64>>, key: (&'static str, u16)) {
@@ -50,6 +69,10 @@ impl Metrics {
 
     pub fn upstream_call(&self, call: &'static str, status: u16) {
         bump(&self.upstream_calls, (call, status));
+    }
+
+    pub fn upgrade(&self, result: &'static str) {
+        bump(&self.upgrades, (result, 0));
     }
 
     pub fn render(&self, g: &Gauges) -> String {
@@ -128,6 +151,72 @@ impl Metrics {
         }
         head(
             &mut out,
+            "yurt_ota_gate_open",
+            "gauge",
+            "1 when the gate's signal reads open (a signal that cannot be read is closed).",
+        );
+        for gate in &g.gates {
+            let _ = writeln!(
+                out,
+                "yurt_ota_gate_open{{gate=\"{}\",safety=\"{}\"}} {}",
+                gate.name,
+                gate.safety,
+                u8::from(gate.open)
+            );
+        }
+        head(
+            &mut out,
+            "yurt_ota_gate_changes_total",
+            "counter",
+            "Changes of a gate between open and closed.",
+        );
+        for gate in &g.gates {
+            let _ = writeln!(
+                out,
+                "yurt_ota_gate_changes_total{{gate=\"{}\"}} {}",
+                gate.name, gate.changes
+            );
+        }
+        for (name, help, v) in [
+            (
+                "yurt_ota_upgrade_gates_open",
+                "1 when every upgrade gate is open and no hold is active (stability aside).",
+                u64::from(g.upgrade_gates_open),
+            ),
+            ("yurt_ota_holds_active", "Active holds.", g.holds as u64),
+            (
+                "yurt_ota_breaker_tripped",
+                "1 while the circuit breaker stops automatic upgrades.",
+                u64::from(g.breaker_tripped),
+            ),
+            (
+                "yurt_ota_upgrades_in_flight",
+                "Upgrades sent and not yet finished.",
+                g.in_flight as u64,
+            ),
+            (
+                "yurt_ota_upgrades_queued",
+                "Upgrades queued until the gates allow.",
+                g.queued as u64,
+            ),
+        ] {
+            head(&mut out, name, "gauge", help);
+            let _ = writeln!(out, "{name} {v}");
+        }
+        head(
+            &mut out,
+            "yurt_ota_upgrades_total",
+            "counter",
+            "Upgrades by the agent's policy, by result: started, succeeded, failed (breaker), refused (4xx), error (5xx or no answer).",
+        );
+        let upgrades = self.upgrades.lock().unwrap_or_else(|e| e.into_inner());
+        for result in UPGRADE_RESULTS {
+            let n = upgrades.get(&(result, 0)).copied().unwrap_or(0);
+            let _ = writeln!(out, "yurt_ota_upgrades_total{{result=\"{result}\"}} {n}");
+        }
+        drop(upgrades);
+        head(
+            &mut out,
             "yurt_ota_api_requests_total",
             "counter",
             "Requests to the local API, by route and status.",
@@ -161,11 +250,23 @@ mod tests {
         m.request("pods", 200);
         m.request("upgrade", 400);
         m.upstream_call("upgrade", 503);
+        m.upgrade("started");
         let text = m.render(&Gauges {
             snapshot_age: Some(1.5),
             pods: 8,
             pods_needing_upgrade: 2,
             ready: true,
+            gates: vec![GateGauge {
+                name: "vehicle-stopped".into(),
+                safety: true,
+                open: false,
+                changes: 3,
+            }],
+            upgrade_gates_open: false,
+            holds: 1,
+            breaker_tripped: true,
+            in_flight: 0,
+            queued: 2,
         });
         for line in [
             "yurt_ota_snapshot_age_seconds 1.500",
@@ -177,6 +278,13 @@ mod tests {
             "yurt_ota_upstream_calls_total{call=\"upgrade\",code=\"503\"} 1",
             "yurt_ota_pods_needing_upgrade 2",
             "yurt_ota_ready 1",
+            "yurt_ota_gate_open{gate=\"vehicle-stopped\",safety=\"true\"} 0",
+            "yurt_ota_gate_changes_total{gate=\"vehicle-stopped\"} 3",
+            "yurt_ota_holds_active 1",
+            "yurt_ota_breaker_tripped 1",
+            "yurt_ota_upgrades_queued 2",
+            "yurt_ota_upgrades_total{result=\"started\"} 1",
+            "yurt_ota_upgrades_total{result=\"failed\"} 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -188,6 +296,12 @@ mod tests {
             pods: 0,
             pods_needing_upgrade: 0,
             ready: false,
+            gates: Vec::new(),
+            upgrade_gates_open: true,
+            holds: 0,
+            breaker_tripped: false,
+            in_flight: 0,
+            queued: 0,
         });
         assert!(!none
             .lines()

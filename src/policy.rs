@@ -122,6 +122,8 @@ pub struct Blockers {
     pub names: Vec<String>,
     /// All open, but not yet for `stable_for`: how long until they are.
     pub stable_in: Option<Duration>,
+    /// With `stable_in`: the gates open for less than `stable_for`.
+    pub settling: Vec<String>,
 }
 
 impl Blockers {
@@ -151,16 +153,22 @@ pub fn blockers(
     if !force {
         names.extend(holds.iter().map(|h| format!("hold:{}", h.name)));
     }
-    let stable_in = if names.is_empty() {
-        relevant()
+    let (stable_in, settling) = if names.is_empty() {
+        let young = |g: &&GateState| g.open_for(now).is_some_and(|d| d < stable_for);
+        let stable_in = relevant()
             .filter_map(|g| g.open_for(now))
             .min()
             .and_then(|open_for| stable_for.checked_sub(open_for))
-            .filter(|left| !left.is_zero())
+            .filter(|left| !left.is_zero());
+        (stable_in, relevant().filter(young).map(|g| g.name.clone()).collect())
     } else {
-        None
+        (None, Vec::new())
     };
-    Blockers { names, stable_in }
+    Blockers {
+        names,
+        stable_in,
+        settling,
+    }
 }
 
 /// When the blockers may clear, where every one of them can be estimated: a window's next

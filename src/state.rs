@@ -217,6 +217,11 @@ impl Store {
         self.lock().clone()
     }
 
+    /// Reads the state under its lock, without a copy.
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(&self.lock())
+    }
+
     /// Changes the state and, when it changed, writes it before returning.
     pub fn update<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         let mut guard = self.lock();

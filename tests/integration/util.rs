@@ -143,9 +143,23 @@ impl Agent {
 
     pub fn start_with(config: &str, base: &str) -> Agent {
         let dir = tempfile::tempdir().unwrap();
+        Agent::start_in(config, base, dir)
+    }
+
+    /// Starts the agent with its files in `dir`: the config, the log, and (unless the config
+    /// says otherwise) the state directory `dir/state`, so a restart can find them again.
+    pub fn start_in(config: &str, base: &str, dir: tempfile::TempDir) -> Agent {
         let path = dir.path().join("config.toml");
+        let mut config = config.to_owned();
+        if !config.contains("[state]") {
+            config += &format!("\n[state]\ndir = \"{}\"\n", dir.path().join("state").display());
+        }
         std::fs::write(&path, config).unwrap();
-        let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("agent.log"))
+            .unwrap();
         let child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(&path)
