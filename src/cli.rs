@@ -25,17 +25,26 @@ Usage:
                                            serve a simulated YurtHub (default 127.0.0.1:10267)
   yurt-ota status [--json]                 the agent's view: upstream, pods needing upgrade
   yurt-ota pods [--needs-upgrade] [--json] the node's pods
-  yurt-ota upgrade NS/POD [--wait] [--timeout 5m] [--json]
-                                           upgrade one pod now (--wait: until its replacement is Ready)
+  yurt-ota upgrade NS/POD [--when-idle] [--force] [--wait] [--timeout 5m] [--json]
+                                           upgrade one pod now if the gates allow (--when-idle:
+                                           queue it until they do; --force: skip holds and
+                                           windows, never a safety gate; --wait: until its
+                                           replacement is Ready)
   yurt-ota imagepull NS/POD [--json]       ask the node to pre-pull the pod's new images
+  yurt-ota hold NAME --ttl 30m [--reason TEXT] [--json]
+                                           hold off upgrades until released or expired
+  yurt-ota release NAME                    release a hold
+  yurt-ota holds [--json]                  the active holds
+  yurt-ota events [--limit N] [--json]     the recent decisions, newest first
+  yurt-ota reset-breaker                   resume automatic upgrades after the breaker tripped
   yurt-ota --version | help
 
-Client options (status, pods, upgrade, imagepull):
+Client options (status, pods, upgrade, imagepull, hold, release, holds, events, reset-breaker):
   --api URL          the agent: http://127.0.0.1:10290 or unix:/path (default: api.listen
                      from the config file)
   --config PATH      config file to read api.listen and api.token_file from
                      (default /etc/yurt-ota/config.toml)
-  --token-file PATH  bearer token for upgrade and imagepull
+  --token-file PATH  bearer token for the calls that change something
 
 Exit codes: 0 ok, 1 operational failure, 2 usage error.
 Logging: YURT_OTA_LOG=debug|info|warn (default info).";
@@ -84,10 +93,25 @@ enum Command {
         pod: (String, String),
         wait: bool,
         timeout: Duration,
+        when_idle: bool,
+        force: bool,
     },
     Imagepull {
         pod: (String, String),
     },
+    Hold {
+        name: String,
+        ttl: String,
+        reason: String,
+    },
+    Release {
+        name: String,
+    },
+    Holds,
+    Events {
+        limit: usize,
+    },
+    ResetBreaker,
     Version,
     Help,
 }
@@ -127,6 +151,9 @@ fn parse(args: Vec<OsString>) -> Result<(Command, ClientOpts), Failure> {
     };
     let mut positional: Vec<String> = Vec::new();
     let (mut sim, mut needs_upgrade, mut wait) = (false, false, false);
+    let (mut when_idle, mut force) = (false, false);
+    let (mut ttl, mut reason) = (None, String::new());
+    let mut limit = 50;
     let mut listen = None;
     let mut timeout = Duration::from_secs(300);
     while let Some(arg) = p.next()? {
@@ -136,6 +163,20 @@ fn parse(args: Vec<OsString>) -> Result<(Command, ClientOpts), Failure> {
             Long("listen") if sub == "sim" => listen = Some(p.value()?.string()?),
             Long("needs-upgrade") if sub == "pods" => needs_upgrade = true,
             Long("wait") if sub == "upgrade" => wait = true,
+            Long("when-idle") if sub == "upgrade" => when_idle = true,
+            Long("force") if sub == "upgrade" => force = true,
+            Long("ttl") if sub == "hold" => {
+                let v = p.value()?.string()?;
+                config::parse_duration(&v).map_err(|e| Failure::Usage(format!("--ttl: {e}")))?;
+                ttl = Some(v);
+            }
+            Long("reason") if sub == "hold" => reason = p.value()?.string()?,
+            Long("limit") if sub == "events" => {
+                let v = p.value()?.string()?;
+                limit = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    Failure::Usage(format!("--limit {v:?}: give a whole number above 0"))
+                })?;
+            }
             Long("timeout") if sub == "upgrade" => {
                 let v = p.value()?.string()?;
                 timeout = config::parse_duration(&v)
@@ -150,13 +191,15 @@ fn parse(args: Vec<OsString>) -> Result<(Command, ClientOpts), Failure> {
         }
     }
     let takes_pod = matches!(sub.as_str(), "upgrade" | "imagepull");
-    let want = usize::from(takes_pod);
+    let takes_name = matches!(sub.as_str(), "hold" | "release");
+    let want = usize::from(takes_pod || takes_name);
     if positional.len() != want {
         return Err(Failure::Usage(match want {
             0 => format!(
                 "'{sub}' takes no argument {:?}",
                 positional.first().map(String::as_str).unwrap_or_default()
             ),
+            _ if takes_name => format!("'{sub}' takes one hold NAME"),
             _ => format!("'{sub}' takes one NAMESPACE/POD"),
         }));
     }
@@ -179,8 +222,23 @@ fn parse(args: Vec<OsString>) -> Result<(Command, ClientOpts), Failure> {
             pod: pod()?,
             wait,
             timeout,
+            when_idle,
+            force,
         },
         "imagepull" => Command::Imagepull { pod: pod()? },
+        "hold" => Command::Hold {
+            name: positional[0].clone(),
+            ttl: ttl.ok_or_else(|| {
+                Failure::Usage("'hold' needs --ttl: a hold always expires (e.g. --ttl 30m)".into())
+            })?,
+            reason,
+        },
+        "release" => Command::Release {
+            name: positional[0].clone(),
+        },
+        "holds" => Command::Holds,
+        "events" => Command::Events { limit },
+        "reset-breaker" => Command::ResetBreaker,
         "help" => Command::Help,
         "version" => Command::Version,
         other => return Err(Failure::Usage(format!("unknown command {other:?}"))),
@@ -247,8 +305,26 @@ fn execute(cmd: Command, opts: ClientOpts, stop: Arc<Shutdown>) -> Result<(), Fa
         }
         Command::Status => status(&Client::new(&opts)?, opts.json),
         Command::Pods { needs_upgrade } => pods(&Client::new(&opts)?, needs_upgrade, opts.json),
-        Command::Upgrade { pod, wait, timeout } => {
-            upgrade(&Client::new(&opts)?, &pod, wait, timeout, opts.json)
+        Command::Upgrade {
+            pod,
+            wait,
+            timeout,
+            when_idle,
+            force,
+        } => {
+            let mut query = Vec::new();
+            if when_idle {
+                query.push("when=idle");
+            }
+            if force {
+                query.push("force=true");
+            }
+            let query = if query.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", query.join("&"))
+            };
+            upgrade(&Client::new(&opts)?, &pod, &query, wait, timeout, opts.json)
         }
         Command::Imagepull { pod: (ns, name) } => {
             let client = Client::new(&opts)?;
@@ -257,6 +333,68 @@ fn execute(cmd: Command, opts: ClientOpts, stop: Arc<Shutdown>) -> Result<(), Fa
                 &format!("/openyurt.io/v1/namespaces/{ns}/pods/{name}/imagepull"),
             )?;
             report("imagepull", &a, opts.json)
+        }
+        Command::Hold { name, ttl, reason } => {
+            let body = serde_json::json!({"ttl": ttl, "reason": reason}).to_string();
+            let a = Client::new(&opts)?.send("PUT", &format!("/v1/holds/{name}"), Some(&body))?;
+            if !opts.json && a.status == 200 {
+                let v = a.json()?;
+                println!("hold {name} set until {}", v["expires"].as_str().unwrap_or("?"));
+                return Ok(());
+            }
+            report("hold", &a, opts.json)
+        }
+        Command::Release { name } => {
+            let a = Client::new(&opts)?.send("DELETE", &format!("/v1/holds/{name}"), None)?;
+            if a.status == 204 {
+                println!("hold {name} released");
+                return Ok(());
+            }
+            report("release", &a, opts.json)
+        }
+        Command::Holds => {
+            let v = Client::new(&opts)?.get_json("/v1/holds")?;
+            if opts.json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                return Ok(());
+            }
+            let s = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+            let rows: Vec<Vec<String>> = v["holds"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|h| vec![s(&h["name"]), s(&h["expires"]), s(&h["reason"])])
+                .collect();
+            print!("{}", table(&["NAME", "EXPIRES", "REASON"], &rows));
+            Ok(())
+        }
+        Command::Events { limit } => {
+            let v = Client::new(&opts)?.get_json(&format!("/v1/events?limit={limit}"))?;
+            if opts.json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                return Ok(());
+            }
+            let s = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+            let rows: Vec<Vec<String>> = v["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| vec![s(&e["at"]), s(&e["kind"]), s(&e["pod"]), s(&e["message"])])
+                .collect();
+            print!("{}", table(&["AT", "EVENT", "POD", "MESSAGE"], &rows));
+            Ok(())
+        }
+        Command::ResetBreaker => {
+            let a = Client::new(&opts)?.call("POST", "/v1/breaker/reset")?;
+            if a.status == 200 && !opts.json {
+                let v = a.json()?;
+                match v["reason"].as_str() {
+                    Some(r) => println!("breaker reset (it had tripped: {r})"),
+                    None => println!("the breaker was not tripped"),
+                }
+                return Ok(());
+            }
+            report("reset-breaker", &a, opts.json)
         }
     }
 }
@@ -371,19 +509,25 @@ impl Client {
     }
 
     fn call(&self, method: &str, path: &str) -> Result<Answer, Failure> {
+        self.send(method, path, None)
+    }
+
+    fn send(&self, method: &str, path: &str, body: Option<&str>) -> Result<Answer, Failure> {
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
         match &self.target {
             Target::Http(base) => {
                 let url = format!("{base}{path}");
-                let result = if method == "POST" {
-                    let mut req = self.agent.post(&url);
-                    if let Some(a) = &auth {
-                        req = req.header("Authorization", a);
-                    }
-                    req.send_empty()
-                } else {
-                    self.agent.get(&url).call()
-                };
+                let mut req = ureq::http::Request::builder().method(method).uri(&url);
+                if let Some(a) = &auth {
+                    req = req.header("Authorization", a);
+                }
+                if body.is_some() {
+                    req = req.header("Content-Type", "application/json");
+                }
+                let req = req
+                    .body(body.unwrap_or_default().as_bytes().to_vec())
+                    .map_err(|e| Failure::Failed(format!("{method} {url}: {e}")))?;
+                let result = self.agent.run(req);
                 let mut resp = result.map_err(|e| self.unreachable(e))?;
                 let status = resp.status().as_u16();
                 let body = resp
@@ -394,9 +538,8 @@ impl Client {
                     .map_err(|e| self.unreachable(e))?;
                 Ok(Answer { status, body })
             }
-            Target::Unix(p) => {
-                unix_call(p, method, path, auth.as_deref()).map_err(|e| self.unreachable(e))
-            }
+            Target::Unix(p) => unix_call(p, method, path, auth.as_deref(), body)
+                .map_err(|e| self.unreachable(e)),
         }
     }
 
@@ -431,6 +574,7 @@ fn unix_call(
     method: &str,
     target: &str,
     auth: Option<&str>,
+    body: Option<&str>,
 ) -> std::io::Result<Answer> {
     use std::io::{Error, ErrorKind};
     let mut s = std::os::unix::net::UnixStream::connect(path)?;
@@ -438,7 +582,8 @@ fn unix_call(
     let auth = auth
         .map(|a| format!("Authorization: {a}\r\n"))
         .unwrap_or_default();
-    write!(s, "{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n{auth}\r\n")?;
+    let body = body.unwrap_or_default();
+    write!(s, "{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{auth}\r\n{body}", body.len())?;
     let mut raw = Vec::new();
     s.take(crate::upstream::MAX_BODY + 65536)
         .read_to_end(&mut raw)?;
@@ -526,6 +671,74 @@ fn status(client: &Client, json: bool) -> Result<(), Failure> {
             s(&e["at"])
         );
     }
+    let gates = v["gates"].as_array().cloned().unwrap_or_default();
+    if gates.is_empty() {
+        out += "gates: none configured\n";
+    } else {
+        let rows: Vec<Vec<String>> = gates
+            .iter()
+            .map(|g| {
+                vec![
+                    s(&g["name"]),
+                    s(&g["kind"]),
+                    if g["safety"] == true { "yes" } else { "no" }.into(),
+                    if g["open"] == true { "open" } else { "closed" }.into(),
+                    format!("{}s", g["for_seconds"]),
+                    g["error"]
+                        .as_str()
+                        .map_or_else(|| s(&g["detail"]), |e| format!("error: {e}")),
+                ]
+            })
+            .collect();
+        out += &table(&["GATE", "KIND", "SAFETY", "STATE", "FOR", "DETAIL"], &rows);
+    }
+    let verdict = if v["upgrade_gates_stable"] == true {
+        "open and stable".to_owned()
+    } else if v["upgrade_gates_open"] == true {
+        format!(
+            "open, stable in {}s (stable_for {})",
+            v["stable_in_seconds"],
+            s(&v["stable_for"])
+        )
+    } else {
+        let names: Vec<String> = v["blocked_by"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(s)
+            .collect();
+        format!("closed: {}", names.join(", "))
+    };
+    out += &format!("upgrade gates: {verdict}\n");
+    for h in v["holds"].as_array().into_iter().flatten() {
+        out += &format!(
+            "hold {}: until {} ({})\n",
+            s(&h["name"]),
+            s(&h["expires"]),
+            s(&h["reason"])
+        );
+    }
+    if v["breaker"]["tripped"] == true {
+        out += &format!(
+            "circuit breaker: TRIPPED at {}: {} (yurt-ota reset-breaker)\n",
+            s(&v["breaker"]["since"]),
+            s(&v["breaker"]["reason"])
+        );
+    }
+    for f in v["in_flight"].as_array().into_iter().flatten() {
+        out += &format!(
+            "in flight: {} since {} (deadline {})\n",
+            s(&f["pod"]),
+            s(&f["started"]),
+            s(&f["ready_deadline"])
+        );
+    }
+    if v["state"]["persistent"] == false {
+        out += &format!(
+            "state: memory only ({})\n",
+            s(&v["state"]["error"])
+        );
+    }
     let outdated = v["pods_needing_upgrade"]
         .as_array()
         .cloned()
@@ -550,13 +763,14 @@ fn status(client: &Client, json: bool) -> Result<(), Failure> {
                     s(&p["name"]),
                     s(&p["target_revision"]),
                     s(&p["image"]),
+                    if p["queued"] == true { "yes" } else { "no" }.into(),
                     s(&p["why_not_yet"]),
                 ]
             })
             .collect();
         out += "\n";
         out += &table(
-            &["NAMESPACE", "POD", "TO REVISION", "IMAGE", "WHY NOT YET"],
+            &["NAMESPACE", "POD", "TO REVISION", "IMAGE", "QUEUED", "WHY NOT YET"],
             &rows,
         );
     }
@@ -669,6 +883,7 @@ fn report(call: &str, a: &Answer, json: bool) -> Result<(), Failure> {
 fn upgrade(
     client: &Client,
     (ns, name): &(String, String),
+    query: &str,
     wait: bool,
     timeout: Duration,
     json: bool,
@@ -692,9 +907,23 @@ fn upgrade(
     };
     let a = client.call(
         "POST",
-        &format!("/openyurt.io/v1/namespaces/{ns}/pods/{name}/upgrade"),
+        &format!("/openyurt.io/v1/namespaces/{ns}/pods/{name}/upgrade{query}"),
     )?;
-    report("upgrade", &a, json)?;
+    if a.status == 202 && !json {
+        let v = a.json()?;
+        let blocked: Vec<&str> = v["blocked_by"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        println!(
+            "{ns}/{name} queued: upgraded when {} allow",
+            blocked.join(", ")
+        );
+    } else {
+        report("upgrade", &a, json)?;
+    }
     let Some((uid, owner)) = before else {
         return Ok(());
     };
