@@ -334,20 +334,22 @@ impl Autopilot {
         let wall = SystemTime::now();
         let now_ms = state::unix_ms(wall);
         // Each store update writes the file: only when something is due.
-        if c.store.read(|s| s.holds.iter().any(|h| h.expires_ms <= now_ms)) {
+        if c.store
+            .read(|s| s.holds.iter().any(|h| h.expires_ms <= now_ms))
+        {
             c.store.update(|s| {
-            let expired: Vec<String> = s
-                .holds
-                .iter()
-                .filter(|h| h.expires_ms <= now_ms)
-                .map(|h| h.name.clone())
-                .collect();
-            for name in expired {
-                s.holds.retain(|h| h.name != name);
-                log::info!("hold {name} expired");
-                s.event(wall, "hold_expired", None, format!("hold {name} expired"));
-            }
-        });
+                let expired: Vec<String> = s
+                    .holds
+                    .iter()
+                    .filter(|h| h.expires_ms <= now_ms)
+                    .map(|h| h.name.clone())
+                    .collect();
+                for name in expired {
+                    s.holds.retain(|h| h.name != name);
+                    log::info!("hold {name} expired");
+                    s.event(wall, "hold_expired", None, format!("hold {name} expired"));
+                }
+            });
         }
         let snap = self.shared.snapshot();
         let decision = c.decide(snap.as_ref().map(|s| s.pods.as_slice()));

@@ -355,7 +355,14 @@ impl Api {
                 let limit = match query_value(query, "limit") {
                     None => 50,
                     Some(v) => v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                        ApiError::new(400, "invalid_limit", format!("limit={v:?}: give a whole number from 1 to {}", state::MAX_EVENTS))
+                        ApiError::new(
+                            400,
+                            "invalid_limit",
+                            format!(
+                                "limit={v:?}: give a whole number from 1 to {}",
+                                state::MAX_EVENTS
+                            ),
+                        )
                     })?,
                 };
                 let events: Vec<Value> = self.control.store.read(|s| {
@@ -433,10 +440,13 @@ impl Api {
     fn upgrade(&self, ns: &str, pod: &str, query: &str) -> Result<Response, ApiError> {
         let c = &self.control;
         let force = query_value(query, "force") == Some("true");
-        let queue = query_value(query, "when") == Some("idle") || c.policy.on_closed == OnClosed::Queue;
+        let queue =
+            query_value(query, "when") == Some("idle") || c.policy.on_closed == OnClosed::Queue;
         let (now, wall) = (Instant::now(), SystemTime::now());
         let gates = c.gates.states();
-        let holds: Vec<Hold> = c.store.read(|s| s.active_holds(unix_ms(wall)).cloned().collect());
+        let holds: Vec<Hold> = c
+            .store
+            .read(|s| s.active_holds(unix_ms(wall)).cloned().collect());
         let hold_refs: Vec<&Hold> = holds.iter().collect();
         let b = policy::blockers(&gates, &hold_refs, force, now, c.policy.stable_for);
         let blocked_by = if b.clear() {
@@ -458,13 +468,29 @@ impl Api {
         Err(gate_closed(ns, pod, blocked_by, retry, "upgrade"))
     }
 
-    fn enqueue(&self, ns: &str, pod: &str, force: bool, blocked_by: Vec<String>) -> Result<Response, ApiError> {
+    fn enqueue(
+        &self,
+        ns: &str,
+        pod: &str,
+        force: bool,
+        blocked_by: Vec<String>,
+    ) -> Result<Response, ApiError> {
         let key = format!("{ns}/{pod}");
         let snap = self.shared.snapshot();
         let p = snap
             .as_ref()
-            .and_then(|s| s.pods.iter().find(|p| p.metadata.namespace == ns && p.metadata.name == pod))
-            .ok_or_else(|| ApiError::new(404, "pod_not_found", format!("{key} is not in the node's pod list; it cannot be queued")))?;
+            .and_then(|s| {
+                s.pods
+                    .iter()
+                    .find(|p| p.metadata.namespace == ns && p.metadata.name == pod)
+            })
+            .ok_or_else(|| {
+                ApiError::new(
+                    404,
+                    "pod_not_found",
+                    format!("{key} is not in the node's pod list; it cannot be queued"),
+                )
+            })?;
         if !p.upgrade_offered() || p.is_deleting() {
             return Err(ApiError::new(409, "not_upgradable", format!("{key} does not need upgrade (PodNeedUpgrade is not True, or it is being deleted)")));
         }
@@ -482,8 +508,16 @@ impl Api {
                 at_ms: unix_ms(SystemTime::now()),
                 force,
             });
-            log::info!("{key} queued: upgraded when {} allow", blocked_by.join(", "));
-            s.event(SystemTime::now(), "queued", Some(&key), format!("waiting for {}", blocked_by.join(", ")));
+            log::info!(
+                "{key} queued: upgraded when {} allow",
+                blocked_by.join(", ")
+            );
+            s.event(
+                SystemTime::now(),
+                "queued",
+                Some(&key),
+                format!("waiting for {}", blocked_by.join(", ")),
+            );
             s.queue.len() - 1
         });
         Ok(json_response(
@@ -494,7 +528,9 @@ impl Api {
 
     fn holds(&self) -> Vec<Value> {
         let now_ms = unix_ms(SystemTime::now());
-        self.control.store.read(|s| s.active_holds(now_ms).map(hold_json).collect())
+        self.control
+            .store
+            .read(|s| s.active_holds(now_ms).map(hold_json).collect())
     }
 
     fn hold(&self, method: &str, name: &str, body: &[u8]) -> Result<Response, ApiError> {
@@ -502,9 +538,14 @@ impl Api {
         let now_ms = unix_ms(now);
         match method {
             "GET" => {
-                let h = self.control.store.read(|s| s.active_holds(now_ms).find(|h| h.name == name).cloned());
+                let h = self
+                    .control
+                    .store
+                    .read(|s| s.active_holds(now_ms).find(|h| h.name == name).cloned());
                 h.map(|h| json_response(200, &hold_json(&h)))
-                    .ok_or_else(|| ApiError::new(404, "not_found", format!("no active hold {name:?}")))
+                    .ok_or_else(|| {
+                        ApiError::new(404, "not_found", format!("no active hold {name:?}"))
+                    })
             }
             "DELETE" => {
                 let existed = self.control.store.update(|s| {
@@ -528,15 +569,25 @@ impl Api {
                 let v: Value = serde_json::from_slice(body).map_err(|e| {
                     bad(format!("the body must be JSON like {{\"ttl\":\"30m\",\"reason\":\"navigation active\"}}: {e}"))
                 })?;
-                let ttl = v.get("ttl").and_then(Value::as_str).ok_or_else(|| bad("\"ttl\" is required, e.g. \"30m\": a hold always expires".into()))?;
-                let ttl = crate::config::parse_duration(ttl).map_err(|e| bad(format!("ttl: {e}")))?;
+                let ttl = v.get("ttl").and_then(Value::as_str).ok_or_else(|| {
+                    bad("\"ttl\" is required, e.g. \"30m\": a hold always expires".into())
+                })?;
+                let ttl =
+                    crate::config::parse_duration(ttl).map_err(|e| bad(format!("ttl: {e}")))?;
                 if ttl.is_zero() || ttl > MAX_HOLD_TTL {
-                    return Err(bad(format!("ttl must be more than zero and at most {}", crate::config::format_duration(MAX_HOLD_TTL))));
+                    return Err(bad(format!(
+                        "ttl must be more than zero and at most {}",
+                        crate::config::format_duration(MAX_HOLD_TTL)
+                    )));
                 }
                 let reason = match v.get("reason") {
                     None | Some(Value::Null) => String::new(),
                     Some(Value::String(r)) if r.len() <= 1024 => r.clone(),
-                    Some(_) => return Err(bad("\"reason\" must be a string of at most 1024 bytes".into())),
+                    Some(_) => {
+                        return Err(bad(
+                            "\"reason\" must be a string of at most 1024 bytes".into()
+                        ))
+                    }
                 };
                 let hold = Hold {
                     name: name.to_owned(),
@@ -547,7 +598,11 @@ impl Api {
                 self.control.store.update(|s| {
                     s.holds.retain(|h| h.name != name);
                     s.holds.push(hold.clone());
-                    let msg = format!("hold {name} set for {} ({})", crate::config::format_duration(ttl), hold.reason);
+                    let msg = format!(
+                        "hold {name} set for {} ({})",
+                        crate::config::format_duration(ttl),
+                        hold.reason
+                    );
                     log::info!("{msg}");
                     s.event(now, "hold_set", None, msg);
                 });
@@ -560,14 +615,24 @@ impl Api {
         let c = &self.control;
         let now_ms = unix_ms(SystemTime::now());
         let (holds, breaker, in_flight, queued) = c.store.read(|s| {
-            (s.active_holds(now_ms).count(), s.breaker.is_some(), s.in_flight.len(), s.queue.len())
+            (
+                s.active_holds(now_ms).count(),
+                s.breaker.is_some(),
+                s.in_flight.len(),
+                s.queue.len(),
+            )
         });
         let gates = c.gates.states();
         let open = gates.iter().all(|g| !g.upgrade || g.open) && holds == 0;
         crate::metrics::Gauges {
             gates: gates
                 .into_iter()
-                .map(|g| crate::metrics::GateGauge { name: g.name, safety: g.safety, open: g.open, changes: g.changes })
+                .map(|g| crate::metrics::GateGauge {
+                    name: g.name,
+                    safety: g.safety,
+                    open: g.open,
+                    changes: g.changes,
+                })
                 .collect(),
             upgrade_gates_open: open,
             holds,
@@ -598,7 +663,12 @@ impl Api {
                 if call == "upgrade" {
                     let detail = format!("{} {}", relay.status, excerpt(&relay.body));
                     self.control.store.update(|s| {
-                        s.event(SystemTime::now(), "upgrade_requested", Some(&key), format!("API upgrade forwarded; upstream answered {detail}"))
+                        s.event(
+                            SystemTime::now(),
+                            "upgrade_requested",
+                            Some(&key),
+                            format!("API upgrade forwarded; upstream answered {detail}"),
+                        )
                     });
                     self.shared.record_outcome(Outcome {
                         pod: key,
@@ -644,7 +714,9 @@ impl Api {
             .waiting
             .iter()
             .map(|(key, why, queued)| {
-                let p = snap.as_ref().and_then(|s| s.pods.iter().find(|p| p.key() == *key));
+                let p = snap
+                    .as_ref()
+                    .and_then(|s| s.pods.iter().find(|p| p.key() == *key));
                 let image = p.map(|p| match p.image_state() {
                     ImageState::NotRequested => "not_requested",
                     ImageState::Pending => "pending",

@@ -339,7 +339,10 @@ fn execute(cmd: Command, opts: ClientOpts, stop: Arc<Shutdown>) -> Result<(), Fa
             let a = Client::new(&opts)?.send("PUT", &format!("/v1/holds/{name}"), Some(&body))?;
             if !opts.json && a.status == 200 {
                 let v = a.json()?;
-                println!("hold {name} set until {}", v["expires"].as_str().unwrap_or("?"));
+                println!(
+                    "hold {name} set until {}",
+                    v["expires"].as_str().unwrap_or("?")
+                );
                 return Ok(());
             }
             report("hold", &a, opts.json)
@@ -538,8 +541,9 @@ impl Client {
                     .map_err(|e| self.unreachable(e))?;
                 Ok(Answer { status, body })
             }
-            Target::Unix(p) => unix_call(p, method, path, auth.as_deref(), body)
-                .map_err(|e| self.unreachable(e)),
+            Target::Unix(p) => {
+                unix_call(p, method, path, auth.as_deref(), body).map_err(|e| self.unreachable(e))
+            }
         }
     }
 
@@ -734,10 +738,7 @@ fn status(client: &Client, json: bool) -> Result<(), Failure> {
         );
     }
     if v["state"]["persistent"] == false {
-        out += &format!(
-            "state: memory only ({})\n",
-            s(&v["state"]["error"])
-        );
+        out += &format!("state: memory only ({})\n", s(&v["state"]["error"]));
     }
     let outdated = v["pods_needing_upgrade"]
         .as_array()
@@ -770,7 +771,14 @@ fn status(client: &Client, json: bool) -> Result<(), Failure> {
             .collect();
         out += "\n";
         out += &table(
-            &["NAMESPACE", "POD", "TO REVISION", "IMAGE", "QUEUED", "WHY NOT YET"],
+            &[
+                "NAMESPACE",
+                "POD",
+                "TO REVISION",
+                "IMAGE",
+                "QUEUED",
+                "WHY NOT YET",
+            ],
             &rows,
         );
     }

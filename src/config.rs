@@ -494,7 +494,10 @@ impl Settings {
 fn gate_toml(g: &GateSettings) -> String {
     let d = |d: Duration| format!("\"{}\"", format_duration(d));
     let list = |v: &mut dyn Iterator<Item = String>| {
-        format!("[{}]", v.map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "))
+        format!(
+            "[{}]",
+            v.map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")
+        )
     };
     let applies = [("upgrade", g.upgrade), ("pull", g.pull)]
         .iter()
@@ -738,7 +741,10 @@ impl Reader<'_> {
         let errors_before = self.errors.len();
         let name = self.parse(t, &sec, "name", check_gate_name);
         if name.is_none() && t.and_then(|t| t.get("name")).is_none() {
-            self.error(&format!("{sec}.name"), "required: every gate needs a name".into());
+            self.error(
+                &format!("{sec}.name"),
+                "required: every gate needs a name".into(),
+            );
         }
         let kind = self.string(t, &sec, "kind");
         if kind.is_none() && t.and_then(|t| t.get("kind")).is_none() {
@@ -803,7 +809,10 @@ impl Reader<'_> {
         }
         let required = |r: &mut Self, key: &str| {
             if t.and_then(|t| t.get(key)).is_none() {
-                r.error(&format!("{sec}.{key}"), "required for this kind of gate".into());
+                r.error(
+                    &format!("{sec}.{key}"),
+                    "required for this kind of gate".into(),
+                );
             }
         };
         let kind = match kind? {
@@ -916,7 +925,10 @@ impl Reader<'_> {
                     }
                 }
                 if texts.is_some_and(|t| t.is_empty()) {
-                    self.error(&format!("{sec}.windows"), "must hold at least one window".into());
+                    self.error(
+                        &format!("{sec}.windows"),
+                        "must hold at least one window".into(),
+                    );
                 }
                 let timezone = match self.string(t, &sec, "timezone") {
                     None | Some("local") => None,
@@ -1369,7 +1381,10 @@ mod tests {
             "`gate[5].value`: required",
         ];
         for w in want {
-            assert!(errs.iter().any(|e| e.contains(w)), "missing {w:?} in {errs:#?}");
+            assert!(
+                errs.iter().any(|e| e.contains(w)),
+                "missing {w:?} in {errs:#?}"
+            );
         }
         assert_eq!(errs.len(), want.len(), "{errs:#?}");
         // Two gates with one name: the second is refused.

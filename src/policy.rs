@@ -40,16 +40,33 @@ impl Target {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Re-check the gates, then send the upgrade call.
-    Upgrade { pod: Target, force: bool },
+    Upgrade {
+        pod: Target,
+        force: bool,
+    },
     /// Ask for the image pre-pull; `pull_key` says which revision, so it is asked once.
-    Pull { pod: Target, pull_key: String },
+    Pull {
+        pod: Target,
+        pull_key: String,
+    },
     /// The replacement is Ready and up to date.
-    Finished { uid: String, replacement: String },
+    Finished {
+        uid: String,
+        replacement: String,
+    },
     /// Not Ready in time, or crash-looping: trip the breaker.
-    Failed { uid: String, reason: String },
-    Dequeue { uid: String, reason: String },
+    Failed {
+        uid: String,
+        reason: String,
+    },
+    Dequeue {
+        uid: String,
+        reason: String,
+    },
     /// A parked pod's conditions changed: it may be tried again.
-    Unpark { uid: String },
+    Unpark {
+        uid: String,
+    },
 }
 
 /// Why a pod that needs upgrade is not being upgraded now.
@@ -60,7 +77,10 @@ pub enum Why {
     Excluded,
     InFlight,
     Parked(String),
-    Backoff { retry_in: Duration, attempts: u32 },
+    Backoff {
+        retry_in: Duration,
+        attempts: u32,
+    },
     Breaker(String),
     PullGatesClosed(Vec<String>),
     /// Pre-pull asked for; waiting for `PodImageReady=True`.
@@ -77,18 +97,44 @@ impl fmt::Display for Why {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let secs = |d: &Duration| d.as_secs_f64().ceil() as u64;
         match self {
-            Why::Manual => write!(f, "manual mode: upgraded when an app or operator calls POST .../upgrade"),
+            Why::Manual => write!(
+                f,
+                "manual mode: upgraded when an app or operator calls POST .../upgrade"
+            ),
             Why::NotIncluded => write!(f, "not matched by policy.include"),
             Why::Excluded => write!(f, "matched by policy.exclude"),
-            Why::InFlight => write!(f, "upgrade in flight: waiting for the replacement to be Ready"),
-            Why::Parked(d) => write!(f, "upstream refused it ({d}); waiting until its conditions change"),
-            Why::Backoff { retry_in, attempts } => write!(f, "upstream failed {attempts} time(s); retrying in {}s", secs(retry_in)),
-            Why::Breaker(r) => write!(f, "circuit breaker tripped ({r}); POST /v1/breaker/reset to resume"),
+            Why::InFlight => write!(
+                f,
+                "upgrade in flight: waiting for the replacement to be Ready"
+            ),
+            Why::Parked(d) => write!(
+                f,
+                "upstream refused it ({d}); waiting until its conditions change"
+            ),
+            Why::Backoff { retry_in, attempts } => write!(
+                f,
+                "upstream failed {attempts} time(s); retrying in {}s",
+                secs(retry_in)
+            ),
+            Why::Breaker(r) => write!(
+                f,
+                "circuit breaker tripped ({r}); POST /v1/breaker/reset to resume"
+            ),
             Why::PullGatesClosed(g) => write!(f, "image pre-pull waits for gate {}", g.join(", ")),
-            Why::ImagePulling => write!(f, "image pre-pull requested; waiting for PodImageReady=True"),
-            Why::ImageNotReady(m) => write!(f, "image not ready ({m}); YurtHub refuses the upgrade until PodImageReady=True"),
+            Why::ImagePulling => write!(
+                f,
+                "image pre-pull requested; waiting for PodImageReady=True"
+            ),
+            Why::ImageNotReady(m) => write!(
+                f,
+                "image not ready ({m}); YurtHub refuses the upgrade until PodImageReady=True"
+            ),
             Why::Blocked(b) => write!(f, "blocked by {}", b.join(", ")),
-            Why::NotStable(d) => write!(f, "gates open but not yet stable for policy.stable_for: {}s left", secs(d)),
+            Why::NotStable(d) => write!(
+                f,
+                "gates open but not yet stable for policy.stable_for: {}s left",
+                secs(d)
+            ),
             Why::MaxConcurrent(n) => write!(f, "policy.max_concurrent ({n}) upgrades in flight"),
         }
     }
@@ -160,7 +206,10 @@ pub fn blockers(
             .min()
             .and_then(|open_for| stable_for.checked_sub(open_for))
             .filter(|left| !left.is_zero());
-        (stable_in, relevant().filter(young).map(|g| g.name.clone()).collect())
+        (
+            stable_in,
+            relevant().filter(young).map(|g| g.name.clone()).collect(),
+        )
     } else {
         (None, Vec::new())
     };
@@ -283,11 +332,7 @@ pub fn decide(i: &Inputs) -> Decision {
         if let Some(p) = looping {
             d.actions.push(Action::Failed {
                 uid: f.uid.clone(),
-                reason: format!(
-                    "replacement {} restarted {} times",
-                    p.key(),
-                    p.restarts()
-                ),
+                reason: format!("replacement {} restarted {} times", p.key(), p.restarts()),
             });
         } else if i.now_ms.saturating_sub(f.started_ms) > s.ready_timeout.as_millis() as u64 {
             d.actions.push(Action::Failed {
@@ -311,12 +356,10 @@ pub fn decide(i: &Inputs) -> Decision {
                 uid: q.uid.clone(),
                 reason: "the pod is gone".into(),
             }),
-            Some(p) if !p.upgrade_offered() || p.is_deleting() => {
-                d.actions.push(Action::Dequeue {
-                    uid: q.uid.clone(),
-                    reason: "the pod no longer needs upgrade".into(),
-                })
-            }
+            Some(p) if !p.upgrade_offered() || p.is_deleting() => d.actions.push(Action::Dequeue {
+                uid: q.uid.clone(),
+                reason: "the pod no longer needs upgrade".into(),
+            }),
             Some(p) => candidates.push((p, Some(q.force))),
         }
     }
@@ -384,14 +427,14 @@ pub fn decide(i: &Inputs) -> Decision {
             ImageState::Pending => {
                 let c = p.condition(crate::pod::IMAGE_READY);
                 let m = c.map_or(String::new(), |c| {
-                    format!("{}: {}", c.reason, c.message).trim_matches([' ', ':']).to_owned()
+                    format!("{}: {}", c.reason, c.message)
+                        .trim_matches([' ', ':'])
+                        .to_owned()
                 });
                 wait(Why::ImageNotReady(m));
                 continue;
             }
-            ImageState::NotRequested
-                if queued.is_none() && s.prepull && i.imagepull_supported =>
-            {
+            ImageState::NotRequested if queued.is_none() && s.prepull && i.imagepull_supported => {
                 let key = pull_key(p);
                 if !i.pulls_requested.contains(&key) {
                     if !pull_blockers.is_empty() {
@@ -633,12 +676,16 @@ mod tests {
         cases.push((c, vec![], Some(Why::Breaker("timeout".into()))));
 
         let mut c = case("one in flight fills max_concurrent", now);
-        c.state.in_flight.push(in_flight("old-uid", "some-ds", NOW_MS - 1000));
+        c.state
+            .in_flight
+            .push(in_flight("old-uid", "some-ds", NOW_MS - 1000));
         cases.push((c, vec![], Some(Why::MaxConcurrent(1))));
 
         let mut c = case("a pod in flight is not called again", now);
         c.max_concurrent = 5;
-        c.state.in_flight.push(in_flight(KP_UID, kp_owner, NOW_MS - 1000));
+        c.state
+            .in_flight
+            .push(in_flight(KP_UID, kp_owner, NOW_MS - 1000));
         cases.push((c, vec![KN], Some(Why::InFlight)));
 
         let mut c = case("include narrows", now);
@@ -765,7 +812,10 @@ mod tests {
         });
         cases.push((c, vec![], Some(Why::Blocked(vec!["stopped".into()]))));
 
-        let mut c = case("queued with force: a closed convenience gate is skipped", now);
+        let mut c = case(
+            "queued with force: a closed convenience gate is skipped",
+            now,
+        );
         c.mode = Mode::Manual;
         c.gates = vec![
             gate("stopped", true, Some(60), now),
@@ -861,7 +911,12 @@ mod tests {
                     replacement: "kube-system/kube-proxy-n3w".into(),
                 }),
             ),
-            ("replacement not Ready yet", replaced(false, 1), NOW_MS - 1000, None),
+            (
+                "replacement not Ready yet",
+                replaced(false, 1),
+                NOW_MS - 1000,
+                None,
+            ),
             (
                 "replacement crash-looping",
                 replaced(false, 3),
@@ -877,8 +932,9 @@ mod tests {
                 NOW_MS - 301_000,
                 Some(Action::Failed {
                     uid: KP_UID.into(),
-                    reason: "no Ready replacement for kube-system/x within policy.ready_timeout (5m)"
-                        .into(),
+                    reason:
+                        "no Ready replacement for kube-system/x within policy.ready_timeout (5m)"
+                            .into(),
                 }),
             ),
         ] {

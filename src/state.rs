@@ -20,7 +20,8 @@ const FILE: &str = "state.json";
 
 /// Milliseconds since the Unix epoch: persisted times are wall-clock times.
 pub fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 pub fn from_unix_ms(ms: u64) -> SystemTime {
@@ -176,10 +177,7 @@ impl Store {
                         SystemTime::now(),
                         "state_corrupt",
                         None,
-                        format!(
-                            "state file was corrupt ({e}); kept as {}",
-                            aside.display()
-                        ),
+                        format!("state file was corrupt ({e}); kept as {}", aside.display()),
                     );
                 }
             },
@@ -193,7 +191,9 @@ impl Store {
         };
         // Prove the directory is writable now, not at the first upgrade.
         let s = store.lock().clone();
-        store.write(&s).map_err(|e| format!("state.dir {}: {e}", dir.display()))?;
+        store
+            .write(&s)
+            .map_err(|e| format!("state.dir {}: {e}", dir.display()))?;
         Ok(store)
     }
 
@@ -309,7 +309,10 @@ mod tests {
             .collect();
         assert_eq!(aside.len(), 1);
         let kept = std::fs::read(dir.path().join(&aside[0])).unwrap();
-        assert_eq!(kept, b"{\"in_flight\": [tru", "the bad bytes are kept as they were");
+        assert_eq!(
+            kept, b"{\"in_flight\": [tru",
+            "the bad bytes are kept as they were"
+        );
     }
 
     #[test]

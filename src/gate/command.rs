@@ -104,7 +104,10 @@ mod tests {
             .read(now, false)
             .unwrap_err();
         assert!(e.contains("killed"), "{e}");
-        assert!(started.elapsed() < Duration::from_secs(10), "the hang was cut short");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the hang was cut short"
+        );
         assert!(gate(&["/nonexistent/check"], 200)
             .read(now, false)
             .unwrap_err()
@@ -120,7 +123,13 @@ mod tests {
         let now = SystemTime::now();
         assert!(!g.read(now, false).unwrap().open);
         std::fs::write(&flag, "").unwrap();
-        assert!(!g.read(now, false).unwrap().open, "cached within the interval");
-        assert!(g.read(now, true).unwrap().open, "a fresh read runs it again");
+        assert!(
+            !g.read(now, false).unwrap().open,
+            "cached within the interval"
+        );
+        assert!(
+            g.read(now, true).unwrap().open,
+            "a fresh read runs it again"
+        );
     }
 }

@@ -101,7 +101,9 @@ impl Signal for SysfsGate {
         let p = self.value.display();
         let text = std::fs::read_to_string(&self.value).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                format!("{p} does not exist: is the line exported (echo N > /sys/class/gpio/export)?")
+                format!(
+                    "{p} does not exist: is the line exported (echo N > /sys/class/gpio/export)?"
+                )
             } else {
                 format!("{p}: {e}")
             }
@@ -145,7 +147,10 @@ mod tests {
         std::fs::write(dir.join("value"), "x").unwrap();
         assert!(high.read(now, false).unwrap_err().contains("not 0 or 1"));
         // Never written: the tree is as the test left it.
-        assert_eq!(std::fs::read_to_string(dir.join("direction")).unwrap(), "in\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("direction")).unwrap(),
+            "in\n"
+        );
     }
 
     #[test]
@@ -153,7 +158,11 @@ mod tests {
         let mut g = CdevGate::new("/dev/gpiochip-none".into(), GpioLine::Offset(3), true);
         let e = g.read(SystemTime::now(), false).unwrap_err();
         assert!(e.contains("/dev/gpiochip-none"), "{e}");
-        let mut g = CdevGate::new("/dev/gpiochip-none".into(), GpioLine::Name("PARK".into()), true);
+        let mut g = CdevGate::new(
+            "/dev/gpiochip-none".into(),
+            GpioLine::Name("PARK".into()),
+            true,
+        );
         assert!(g.read(SystemTime::now(), false).is_err());
     }
 }

@@ -94,7 +94,11 @@ impl Gate {
                 path,
                 open_when,
                 max_age,
-            } => Box::new(file::FileGate::new(path.clone(), open_when.clone(), *max_age)),
+            } => Box::new(file::FileGate::new(
+                path.clone(),
+                open_when.clone(),
+                *max_age,
+            )),
             GateKind::Gpio {
                 chip,
                 line,
@@ -307,6 +311,9 @@ mod tests {
             gates.recheck(Purpose::Upgrade, false),
             vec!["stopped", "night"]
         );
-        assert!(gates.recheck(Purpose::Pull, false).is_empty(), "no pull gates");
+        assert!(
+            gates.recheck(Purpose::Pull, false).is_empty(),
+            "no pull gates"
+        );
     }
 }

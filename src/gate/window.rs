@@ -124,13 +124,7 @@ impl fmt::Display for Window {
             i += 1;
         }
         let hm = |m: u16| format!("{:02}:{:02}", m / 60, m % 60);
-        write!(
-            f,
-            "{} {}-{}",
-            items.join(","),
-            hm(self.start),
-            hm(self.end)
-        )
+        write!(f, "{} {}-{}", items.join(","), hm(self.start), hm(self.end))
     }
 }
 
@@ -284,7 +278,11 @@ mod tests {
             (&["Fri 22:00-02:00"], "2026-11-28T22:30", false),
             // Sunday night into Monday wraps the week.
             (&["Sun 23:00-01:00"], "2026-11-23T00:30", true),
-            (&["Mon-Fri 01:00-05:00", "Sat-Sun 00:00-24:00"], "2026-11-28T12:00", true),
+            (
+                &["Mon-Fri 01:00-05:00", "Sat-Sun 00:00-24:00"],
+                "2026-11-28T12:00",
+                true,
+            ),
         ] {
             assert_eq!(open(windows, tz, local), want, "{windows:?} at {local}");
         }
@@ -309,7 +307,7 @@ mod tests {
         assert!(is_open(&win, &ny, utc("2026-11-01T06:30:00Z")));
         assert!(is_open(&win, &ny, utc("2026-11-01T07:30:00Z"))); // 02:30 EST
         assert!(!is_open(&win, &ny, utc("2026-11-01T08:00:00Z"))); // 03:00 EST
-        // Summer and winter: 01:00 local is a different UTC hour, same window.
+                                                                   // Summer and winter: 01:00 local is a different UTC hour, same window.
         assert!(open(&w, tz, "2026-07-01T01:00"));
         assert!(open(&w, tz, "2026-01-01T01:00"));
     }

@@ -3,6 +3,9 @@
 
 mod api;
 mod cli;
+mod gates;
+mod node;
+mod safety;
 mod sim;
 mod snapshot;
 mod util;

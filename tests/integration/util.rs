@@ -152,7 +152,10 @@ impl Agent {
         let path = dir.path().join("config.toml");
         let mut config = config.to_owned();
         if !config.contains("[state]") {
-            config += &format!("\n[state]\ndir = \"{}\"\n", dir.path().join("state").display());
+            config += &format!(
+                "\n[state]\ndir = \"{}\"\n",
+                dir.path().join("state").display()
+            );
         }
         std::fs::write(&path, config).unwrap();
         let log = std::fs::OpenOptions::new()
