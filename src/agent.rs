@@ -316,6 +316,8 @@ pub struct Autopilot {
     upstream: Arc<dyn Upstream>,
     shared: Arc<Shared>,
     control: Arc<Control>,
+    /// Each gate's change count at the last tick, to put its changes in the event log.
+    seen_changes: Vec<u64>,
 }
 
 impl Autopilot {
@@ -324,6 +326,25 @@ impl Autopilot {
             upstream,
             shared,
             control,
+            seen_changes: Vec::new(),
+        }
+    }
+
+    /// Gate changes go into the event log; written with the next state change, not each one.
+    fn note_gate_changes(&mut self, wall: SystemTime) {
+        let states = self.control.gates.states();
+        self.seen_changes.resize(states.len(), 0);
+        for (g, seen) in states.iter().zip(self.seen_changes.iter_mut()) {
+            if g.changes != *seen {
+                *seen = g.changes;
+                let (kind, what) = if g.open {
+                    ("gate_open", format!("gate {} open: {}", g.name, g.detail))
+                } else {
+                    let why = g.error.as_deref().unwrap_or(&g.detail);
+                    ("gate_closed", format!("gate {} closed: {why}", g.name))
+                };
+                self.control.store.note(|s| s.event(wall, kind, None, what));
+            }
         }
     }
 
@@ -333,6 +354,7 @@ impl Autopilot {
         c.gates.check();
         let wall = SystemTime::now();
         let now_ms = state::unix_ms(wall);
+        self.note_gate_changes(wall);
         // Each store update writes the file: only when something is due.
         if c.store
             .read(|s| s.holds.iter().any(|h| h.expires_ms <= now_ms))
@@ -574,6 +596,7 @@ impl Autopilot {
         loop {
             let next = self.tick();
             if stop.wait_timeout(next) {
+                self.control.store.flush();
                 return;
             }
         }

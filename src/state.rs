@@ -133,6 +133,8 @@ pub struct Store {
     /// `None`: memory only (the directory could not be written; shown in status).
     path: Option<PathBuf>,
     state: Mutex<State>,
+    /// Changed by `note` and not yet written.
+    dirty: Mutex<bool>,
     /// The last write error, logged once per change.
     write_error: Mutex<Option<String>>,
 }
@@ -143,6 +145,7 @@ impl Store {
         Store {
             path: None,
             state: Mutex::new(State::default()),
+            dirty: Mutex::new(false),
             write_error: Mutex::new(None),
         }
     }
@@ -187,6 +190,7 @@ impl Store {
         let store = Store {
             path: Some(path),
             state: Mutex::new(state),
+            dirty: Mutex::new(false),
             write_error: Mutex::new(None),
         };
         // Prove the directory is writable now, not at the first upgrade.
@@ -217,6 +221,26 @@ impl Store {
         self.lock().clone()
     }
 
+    /// Changes the state without writing it: for frequent, low-value changes (gate events), so a
+    /// flapping signal does not wear the flash. They reach the disk with the next `update` or
+    /// `flush`.
+    pub fn note(&self, f: impl FnOnce(&mut State)) {
+        f(&mut self.lock());
+        *self.dirty.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    }
+
+    /// Writes what `note` changed, if anything.
+    pub fn flush(&self) {
+        let guard = self.lock();
+        if self.take_dirty() {
+            self.persist(&guard);
+        }
+    }
+
+    fn take_dirty(&self) -> bool {
+        std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     /// Reads the state under its lock, without a copy.
     pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         f(&self.lock())
@@ -227,24 +251,29 @@ impl Store {
         let mut guard = self.lock();
         let before = guard.clone();
         let r = f(&mut guard);
-        if *guard != before {
-            let result = self.write(&guard);
-            let mut last = self.write_error.lock().unwrap_or_else(|e| e.into_inner());
-            match result {
-                Ok(()) => {
-                    if last.take().is_some() {
-                        log::info!("state file written again");
-                    }
-                }
-                Err(e) => {
-                    if last.as_deref() != Some(e.as_str()) {
-                        log::error!("cannot persist state: {e}; keeping it in memory");
-                    }
-                    *last = Some(e);
-                }
-            }
+        if self.take_dirty() || *guard != before {
+            self.persist(&guard);
         }
         r
+    }
+
+    /// Writes, logging a failure once per change of error.
+    fn persist(&self, state: &State) {
+        let result = self.write(state);
+        let mut last = self.write_error.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(()) => {
+                if last.take().is_some() {
+                    log::info!("state file written again");
+                }
+            }
+            Err(e) => {
+                if last.as_deref() != Some(e.as_str()) {
+                    log::error!("cannot persist state: {e}; keeping it in memory");
+                }
+                *last = Some(e);
+            }
+        }
     }
 
     fn write(&self, state: &State) -> Result<(), String> {
@@ -292,6 +321,19 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, vec!["state.json"]);
+    }
+
+    #[test]
+    fn noted_changes_wait_for_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.note(|s| s.event(SystemTime::now(), "gate_open", None, "a".into()));
+        assert!(Store::open(dir.path()).unwrap().get().events.is_empty());
+        store.flush();
+        assert_eq!(Store::open(dir.path()).unwrap().get().events.len(), 1);
+        store.note(|s| s.event(SystemTime::now(), "gate_closed", None, "b".into()));
+        store.update(|s| s.breaker = None); // no change of its own, but the note is written
+        assert_eq!(Store::open(dir.path()).unwrap().get().events.len(), 2);
     }
 
     #[test]
