@@ -394,7 +394,15 @@ fn a_queued_upgrade_survives_a_restart_and_runs_when_the_gate_opens() {
     ));
     assert_eq!(r.status, 404);
 
-    // kill -9: the queue is on disk already.
+    let hold = request(
+        "PUT",
+        &agent.url("/v1/holds/diag"),
+        &[],
+        Some(br#"{"ttl":"10m","reason":"diagnostics"}"#),
+    );
+    assert_eq!(hold.status, 200);
+
+    // kill -9: the queue and the hold are on disk already.
     agent.child.kill().unwrap();
     agent.child.wait().unwrap();
     let dir = std::mem::replace(&mut agent.dir, tempfile::tempdir().unwrap());
@@ -404,6 +412,12 @@ fn a_queued_upgrade_survives_a_restart_and_runs_when_the_gate_opens() {
     wait_for("the queue in status", Duration::from_secs(5), || {
         get(&agent.url("/v1/status")).json()["queue"][0]["pod"] == OUTDATED[1]
     });
+    let holds = get(&agent.url("/v1/holds")).json();
+    assert_eq!(
+        holds["holds"][0]["reason"], "diagnostics",
+        "the hold survived the restart"
+    );
+    assert_eq!(agent.cli(&["release", "diag"]).status.code(), Some(0));
     thread::sleep(Duration::from_millis(800));
     assert!(node.upgraded().is_empty(), "manual mode, gate closed");
     touch(&stopped);
@@ -515,4 +529,65 @@ fn force_skips_holds_and_windows_never_a_safety_gate() {
     let r = post(&upgrade_url(&agent, OUTDATED[0], "?force=true"));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(node.upgraded(), vec![OUTDATED[0]]);
+}
+
+#[test]
+fn upstream_errors_back_off_and_a_refusal_parks_the_pod() {
+    let node = Node::start(Duration::from_millis(100), true);
+    node.with(|s| s.upgrade_status = 500);
+    let agent = Agent::start(&auto(&node, "", ""));
+    wait_for("the first call", Duration::from_secs(5), || {
+        !node.upgraded().is_empty()
+    });
+    thread::sleep(Duration::from_millis(1500));
+    let st = get(&agent.url("/v1/status")).json();
+    let first = &st["pods_needing_upgrade"][0];
+    assert_eq!(
+        (first["name"].as_str(), first["why_word"].as_str()),
+        (Some("kindnet-4pxt7"), Some("backoff")),
+        "{st:#}"
+    );
+    // Backed off: kindnet is not called again within 5 s (a backed-off pod does not hold the
+    // max_concurrent slot, so the others were tried meanwhile).
+    let calls = node.with(|s| s.upgrades().iter().map(|c| c.at).collect::<Vec<_>>());
+    let retries: Vec<_> = node
+        .upgraded()
+        .iter()
+        .zip(&calls)
+        .filter(|(p, _)| p.as_str() == OUTDATED[0])
+        .map(|(_, at)| *at)
+        .collect();
+    assert_eq!(retries.len(), 1, "no retry within the 5 s backoff");
+    wait_for("the retry after 5 s", Duration::from_secs(10), || {
+        node.upgraded()
+            .iter()
+            .filter(|p| p.as_str() == OUTDATED[0])
+            .count()
+            == 2
+    });
+    let again = node.with(|s| {
+        s.upgrades()
+            .iter()
+            .filter(|c| c.path.contains("kindnet"))
+            .map(|c| c.at)
+            .collect::<Vec<_>>()
+    });
+    assert!(
+        again[1] >= again[0] + Duration::from_secs(5),
+        "{:?}",
+        again[1] - again[0]
+    );
+    assert!(agent.metric("yurt_ota_upgrades_total{result=\"error\"}") >= 2.0);
+
+    // A 403 parks the pod: no call again while its conditions stay as they are.
+    node.with(|s| s.upgrade_status = 403);
+    wait_for("all three parked", Duration::from_secs(15), || {
+        let st = get(&agent.url("/v1/status")).json();
+        st["pods_needing_upgrade"]
+            .as_array()
+            .is_some_and(|p| p.len() == 3 && p.iter().all(|p| p["why_word"] == "parked"))
+    });
+    let n = node.upgraded().len();
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(node.upgraded().len(), n, "parked pods are not called");
 }
