@@ -18,6 +18,7 @@ use crate::policy::{self, Action, Decision, Target};
 use crate::shutdown::Shutdown;
 use crate::snapshot::{self, Snapshot};
 use crate::state::{self, Backoff, Breaker, InFlight, Parked, Store};
+use crate::systemd::Notifier;
 use crate::upstream::{self, excerpt, Upstream, UpstreamError};
 
 /// Backoff after a 5xx or no answer: 5 s, doubling, at most 5 minutes.
@@ -38,6 +39,8 @@ pub struct Shared {
 
 #[derive(Default, Clone)]
 pub struct Health {
+    /// When the last poll ended, well or not: the poller is alive.
+    pub last_attempt: Option<Instant>,
     pub last_success: Option<(Instant, SystemTime)>,
     pub last_error: Option<(UpstreamError, SystemTime)>,
     pub consecutive_failures: u64,
@@ -144,6 +147,7 @@ impl Shared {
         let first = h.last_success.is_none();
         let failures = std::mem::take(&mut h.consecutive_failures);
         h.last_success = Some((Instant::now(), SystemTime::now()));
+        h.last_attempt = Some(Instant::now());
         self.metrics.poll_ok();
         (first, failures)
     }
@@ -153,6 +157,7 @@ impl Shared {
         let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
         h.consecutive_failures += 1;
         h.last_error = Some((e, SystemTime::now()));
+        h.last_attempt = Some(Instant::now());
     }
 }
 
@@ -318,6 +323,7 @@ pub struct Autopilot {
     control: Arc<Control>,
     /// Each gate's change count at the last tick, to put its changes in the event log.
     seen_changes: Vec<u64>,
+    notifier: Option<Arc<Notifier>>,
 }
 
 impl Autopilot {
@@ -327,7 +333,24 @@ impl Autopilot {
             shared,
             control,
             seen_changes: Vec::new(),
+            notifier: None,
         }
+    }
+
+    /// Reports `STATUS=` and pings the watchdog through `n` after each tick.
+    pub fn with_notifier(mut self, n: Arc<Notifier>) -> Self {
+        self.notifier = Some(n);
+        self
+    }
+
+    /// Progress, for the watchdog: the poller ended a poll recently (a failed one counts; a
+    /// hung one does not).
+    fn poller_alive(&self) -> bool {
+        let bound = self.shared.poll_interval * 3 + Duration::from_secs(30);
+        self.shared
+            .health()
+            .last_attempt
+            .is_some_and(|at| at.elapsed() < bound)
     }
 
     /// Gate changes go into the event log; written with the next state change, not each one.
@@ -393,12 +416,21 @@ impl Autopilot {
                 });
             }
         }
-        let next = decision
+        let mut next = decision
             .blockers
             .stable_in
             .map_or(c.policy.gate_check_interval, |d| {
                 d.min(c.policy.gate_check_interval)
             });
+        if let Some(n) = &self.notifier {
+            n.status(&status_line(&decision, snap.as_deref(), &self.shared, &c));
+            if self.poller_alive() {
+                n.watchdog();
+            }
+            if let Some(period) = n.watchdog_period() {
+                next = next.min(period / 4);
+            }
+        }
         next.max(Duration::from_millis(1))
     }
 
@@ -603,6 +635,73 @@ impl Autopilot {
     }
 }
 
+/// The one-line `STATUS=` for systemd: what the agent is doing and, if waiting, on what.
+pub fn status_line(d: &Decision, snap: Option<&Snapshot>, shared: &Shared, c: &Control) -> String {
+    let Some(snap) = snap else {
+        return match shared.health().last_error {
+            Some((e, _)) => format!("no pod list yet: upstream {e}"),
+            None => "waiting for the first pod list".into(),
+        };
+    };
+    let (in_flight, breaker) = c.store.read(|s| {
+        (
+            s.in_flight
+                .iter()
+                .map(|f| format!("{}/{}", f.namespace, f.name))
+                .collect::<Vec<_>>(),
+            s.breaker.as_ref().map(|b| b.reason.clone()),
+        )
+    });
+    let waiting = d.waiting.len()
+        + d.actions
+            .iter()
+            .filter(|a| matches!(a, Action::Upgrade { .. }))
+            .count();
+    let needing = snap.needing_upgrade().count().max(waiting);
+    let mut line = match needing {
+        0 => "no pod needs upgrade".to_owned(),
+        1 => "1 pod needs upgrade".to_owned(),
+        n => format!("{n} pods need upgrade"),
+    };
+    if !in_flight.is_empty() {
+        line += &format!("; upgrading {}", in_flight.join(", "));
+    }
+    let blocked = |names: &[String]| {
+        names
+            .iter()
+            .map(|n| match n.strip_prefix("hold:") {
+                Some(h) => format!("hold {h}"),
+                None => format!("gate {n} closed"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let other = d.waiting.iter().find(|w| {
+        !matches!(
+            w.1,
+            policy::Why::InFlight | policy::Why::MaxConcurrent(_) | policy::Why::Manual
+        )
+    });
+    if let Some(reason) = breaker {
+        line += &format!("; breaker tripped: {reason}");
+    } else if needing > 0 && !d.blockers.names.is_empty() {
+        // The gates first: what an operator most often waits on.
+        line += &format!("; waiting: {}", blocked(&d.blockers.names));
+    } else if let Some((_, why, _)) = other {
+        line += &format!("; waiting: {why}");
+    } else if needing > 0 && c.policy.mode == crate::config::Mode::Manual && in_flight.is_empty() {
+        line += "; manual mode";
+    }
+    if let Some((e, _)) = shared
+        .health()
+        .last_error
+        .filter(|_| shared.health().consecutive_failures > 0)
+    {
+        line += &format!("; upstream failing ({})", e.kind());
+    }
+    line
+}
+
 /// Removes and returns the first element matching `f`.
 fn take<T>(v: &mut Vec<T>, f: impl Fn(&T) -> bool) -> Option<T> {
     let i = v.iter().position(f)?;
@@ -663,22 +762,48 @@ pub fn run(settings: Settings, stop: Arc<Shutdown>) -> Result<(), String> {
         control.clone(),
     );
 
+    let notifier = Arc::new(Notifier::from_env());
     let poller = {
         let (shared, stop, upstream) = (shared.clone(), stop.clone(), upstream.clone());
+        let (control, notifier) = (control.clone(), notifier.clone());
         let interval = settings.upstream.poll_interval;
         thread::Builder::new()
             .name("poll".into())
-            .spawn(move || Poller::new(upstream, shared).run(interval, &stop))
+            .spawn(move || {
+                // READY=1 once the API is bound (above) and the first poll has been tried; the
+                // API already answers meanwhile (503 no_snapshot).
+                let started = Instant::now();
+                let mut poller = Poller::new(upstream, shared.clone());
+                poller.poll_once();
+                let snap = shared.snapshot();
+                let pods = snap.as_ref().map(|s| s.pods.as_slice());
+                notifier.ready(&status_line(
+                    &control.decide(pods),
+                    snap.as_deref(),
+                    &shared,
+                    &control,
+                ));
+                let next = (started + interval).saturating_duration_since(Instant::now());
+                if !stop.wait_timeout(next) {
+                    poller.run(interval, &stop)
+                }
+            })
             .map_err(|e| format!("cannot start the poll thread: {e}"))?
     };
     let autopilot = {
         let (shared, stop, upstream) = (shared.clone(), stop.clone(), upstream.clone());
+        let notifier = notifier.clone();
         thread::Builder::new()
             .name("decide".into())
-            .spawn(move || Autopilot::new(upstream, shared, control).run(&stop))
+            .spawn(move || {
+                Autopilot::new(upstream, shared, control)
+                    .with_notifier(notifier)
+                    .run(&stop)
+            })
             .map_err(|e| format!("cannot start the decision thread: {e}"))?
     };
     crate::http::serve(listener, api::limits(&settings.api), &stop, &api);
+    notifier.stopping();
     let _ = poller.join();
     let _ = autopilot.join();
     if let crate::config::Listen::Unix(path) = &settings.api.listen {

@@ -15,6 +15,7 @@ pub mod shutdown; // the stop request: signals in, condition variable out
 pub mod sim; // the YurtHub simulator (in-process node + `yurt-ota sim`)
 pub mod snapshot; // the validated, pre-rendered pod list
 pub mod state; // persisted in-flight upgrades, queue, holds, breaker, events; atomic writes
+pub mod systemd; // Type=notify: READY, STATUS, WATCHDOG over $NOTIFY_SOCKET
 pub mod upstream; // trait Upstream: YurtHub over HTTP, or the simulator
 
 /// Helpers shared by the unit tests.

@@ -31,6 +31,10 @@ impl CommandGate {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // The gate command is not the service: it must not talk to systemd for it.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
             .spawn()
             .map_err(|e| format!("{prog}: cannot start: {e}"))?;
         let started = Instant::now();

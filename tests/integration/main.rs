@@ -8,4 +8,5 @@ mod node;
 mod safety;
 mod sim;
 mod snapshot;
+mod systemd;
 mod util;

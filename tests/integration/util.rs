@@ -149,6 +149,16 @@ impl Agent {
     /// Starts the agent with its files in `dir`: the config, the log, and (unless the config
     /// says otherwise) the state directory `dir/state`, so a restart can find them again.
     pub fn start_in(config: &str, base: &str, dir: tempfile::TempDir) -> Agent {
+        Agent::start_env(config, base, dir, &[])
+    }
+
+    /// As `start_in`, with extra environment variables for the agent.
+    pub fn start_env(
+        config: &str,
+        base: &str,
+        dir: tempfile::TempDir,
+        env: &[(&str, &str)],
+    ) -> Agent {
         let path = dir.path().join("config.toml");
         let mut config = config.to_owned();
         if !config.contains("[state]") {
@@ -167,6 +177,7 @@ impl Agent {
             .args(["run", "--config"])
             .arg(&path)
             .env("YURT_OTA_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
