@@ -52,6 +52,16 @@ fn read(
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    // Refused on the declared length, before reading a byte of it: on a slow board, reading 32
+    // MiB only to throw it away could outlast upstream.timeout.
+    let declared = resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return Err(UpstreamError::TooLarge);
+    }
     let body = resp
         .body_mut()
         .with_config()

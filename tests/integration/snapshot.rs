@@ -23,13 +23,19 @@ fn last_good_snapshot_survives_down_hang_garbage_and_oversize() {
         v.extend_from_slice(br#""}"#);
         v
     };
-    let cases: Vec<(&str, Pods)> = vec![
+    let mut cases: Vec<(&str, Pods)> = vec![
         ("invalid_json", Pods::Serve(b"<html>upstream error</html>".to_vec())),
         ("invalid_json", Pods::Serve(br#"{"kind":"PodList","items":[{"metadata":{"name":"x"},"status":{"conditions":"nope"}}]}"#.to_vec())),
         ("status", Pods::Status(500, "Get pod list failed")),
-        ("too_large", Pods::Serve(huge)),
-        ("timeout", Pods::Hang),
+        // Refused on its declared Content-Length, before any of it is read.
+        ("too_large", Pods::Serve(huge.clone())),
     ];
+    // Chunked, it is cut off at the cap while being read. Under qemu the emulated test server
+    // cannot send 33 MiB within the 300 ms upstream.timeout, so only natively.
+    if cfg!(target_arch = "x86_64") {
+        cases.push(("too_large", Pods::ServeChunked(huge)));
+    }
+    cases.push(("timeout", Pods::Hang));
     for (kind, pods) in cases {
         let metric = format!("yurt_ota_polls_total{{result=\"{kind}\"}}");
         let before = agent.metric(&metric);

@@ -252,7 +252,10 @@ impl Drop for KillOnDrop {
 /// What the scripted upstream answers to `GET /pods`.
 #[derive(Clone)]
 pub enum Pods {
+    /// With a Content-Length.
     Serve(Vec<u8>),
+    /// Chunked, with no declared length (as Go's net/http sends a large JSON body).
+    ServeChunked(Vec<u8>),
     Status(u16, &'static str),
     /// Accept the request and never answer.
     Hang,
@@ -315,9 +318,14 @@ impl Upstream {
                     path: req.url().to_owned(),
                     at: Instant::now(),
                 });
+                let mut chunked = false;
                 let (status, ct, body): (u16, &str, Vec<u8>) = if req.url() == "/pods" {
                     match script.pods.clone() {
                         Pods::Serve(b) => (200, "application/json", b),
+                        Pods::ServeChunked(b) => {
+                            chunked = true;
+                            (200, "application/json", b)
+                        }
                         Pods::Status(code, text) => {
                             (code, "text/plain; charset=utf-8", text.as_bytes().to_vec())
                         }
@@ -347,7 +355,8 @@ impl Upstream {
                 let _ = req.respond(
                     tiny_http::Response::from_data(body)
                         .with_status_code(status)
-                        .with_header(header),
+                        .with_header(header)
+                        .with_chunked_threshold(if chunked { 0 } else { usize::MAX }),
                 );
             }
         });
