@@ -1397,6 +1397,36 @@ mod tests {
     }
 
     #[test]
+    fn the_packaged_conffile_shows_every_key_with_its_default() {
+        let text = include_str!("../packaging/config.toml");
+        assert_eq!(parse(text).unwrap(), Settings::default(), "as shipped: defaults");
+        // Uncomment every `# [section]` and `# key = value` line.
+        let is_key = |k: &str| !k.is_empty() && k.bytes().all(|c| c.is_ascii_lowercase() || c == b'_');
+        let uncommented: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.starts_with('[') || l.split_once(" = ").is_some_and(|(k, _)| is_key(k)))
+            .collect();
+        let uncommented = uncommented.join("\n");
+        let s = parse(&uncommented).unwrap_or_else(|e| panic!("{e:#?}\n{uncommented}"));
+        let kinds: Vec<&str> = s.gates.iter().map(|g| g.kind.word()).collect();
+        assert_eq!(kinds, ["file", "gpio", "gpio-sysfs", "command", "window"]);
+        // Uncommented, the values are the defaults (but for the gates, which have none).
+        assert_eq!(Settings { gates: Vec::new(), ..s }, Settings::default());
+        let mut section = String::new();
+        for line in Settings::default().to_toml().lines() {
+            if line.starts_with('[') {
+                section = line.to_owned();
+                assert!(uncommented.contains(line), "{line} missing");
+            } else if let Some((key, _)) = line.split_once(" = ") {
+                let body = &uncommented[uncommented.find(&section).unwrap() + section.len()..];
+                let body = &body[..body.find("\n[").unwrap_or(body.len())];
+                assert!(body.contains(&format!("\n{key} = ")), "{section} {key} missing");
+            }
+        }
+    }
+
+    #[test]
     fn invalid_toml_says_where() {
         let errs = parse("[upstream\nkind = 1").unwrap_err();
         assert!(
