@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod common;
+
 const PODS: usize = 110;
 const CLIENTS: usize = 4;
 const REQUESTS: usize = 10_000;
@@ -206,24 +208,7 @@ fn serve(body: Vec<u8>, workers: usize, nodelay: bool) -> u16 {
 
 /// 110 pods from the recorded fixtures, cloned under new names and uids.
 fn pod_list() -> Vec<u8> {
-    let mut templates = Vec::new();
-    for v in ["1.32", "1.33", "1.35", "1.36"] {
-        let path = format!(
-            "{}/tests/fixtures/kind-v{v}-kube-system-podlist.json",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let list: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-        templates.extend(list["items"].as_array().unwrap().iter().cloned());
-    }
-    let items: Vec<Value> = (0..PODS)
-        .map(|i| {
-            let mut p = templates[i % templates.len()].clone();
-            let name = format!("{}-{i:03}", p["metadata"]["name"].as_str().unwrap());
-            p["metadata"]["name"] = name.into();
-            p["metadata"]["uid"] = format!("00000000-0000-4000-8000-{i:012}").into();
-            p
-        })
-        .collect();
+    let items = common::fixture_pods(PODS);
     serde_json::to_vec(&serde_json::json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items})).unwrap()
 }
 

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+mod common;
+
 const PODS: usize = 110;
 const OPENINGS: usize = 10;
 const STABLE: Duration = Duration::from_secs(1);
@@ -38,32 +40,18 @@ struct Node {
 /// 110 pods cloned from the recorded fixtures under new names and uids; each DaemonSet pod gets
 /// a DaemonSet of its own (as on a real node) and `PodNeedUpgrade=True`.
 fn pods() -> Vec<Value> {
-    let mut templates = Vec::new();
-    for v in ["1.32", "1.33", "1.35", "1.36"] {
-        let path = format!(
-            "{}/tests/fixtures/kind-v{v}-kube-system-podlist.json",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let list: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-        templates.extend(list["items"].as_array().unwrap().iter().cloned());
+    let mut pods = common::fixture_pods(PODS);
+    for (i, p) in pods.iter_mut().enumerate() {
+        if p["metadata"]["ownerReferences"][0]["kind"] == "DaemonSet" {
+            p["metadata"]["ownerReferences"][0]["uid"] =
+                format!("00000000-0000-4000-9000-{i:012}").into();
+            p["status"]["conditions"].as_array_mut().unwrap().push(json!({
+                "type": "PodNeedUpgrade", "status": "True",
+                "lastTransitionTime": "2026-11-25T10:00:00Z", "message": "controllerrevision: 7f9c8d6b5"
+            }));
+        }
     }
-    (0..PODS)
-        .map(|i| {
-            let mut p = templates[i % templates.len()].clone();
-            let name = format!("{}-{i:03}", p["metadata"]["name"].as_str().unwrap());
-            p["metadata"]["name"] = name.into();
-            p["metadata"]["uid"] = format!("00000000-0000-4000-8000-{i:012}").into();
-            if p["metadata"]["ownerReferences"][0]["kind"] == "DaemonSet" {
-                p["metadata"]["ownerReferences"][0]["uid"] =
-                    format!("00000000-0000-4000-9000-{i:012}").into();
-                p["status"]["conditions"].as_array_mut().unwrap().push(json!({
-                    "type": "PodNeedUpgrade", "status": "True",
-                    "lastTransitionTime": "2026-11-25T10:00:00Z", "message": "controllerrevision: 7f9c8d6b5"
-                }));
-            }
-            p
-        })
-        .collect()
+    pods
 }
 
 /// Serves the pods; an accepted upgrade replaces the pod at once with a Ready, current one.

@@ -149,7 +149,7 @@ pub fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, (Option<Endpo
         }
     }
     if let Some(name) = hold {
-        if let Err(message) = check_hold_name(name) {
+        if let Err(message) = names::check_plain(name).map_err(|e| format!("hold name {e}")) {
             return Err((Some(endpoint), ApiError::new(400, "invalid_name", message)));
         }
     }
@@ -158,21 +158,6 @@ pub fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, (Option<Endpo
         pod,
         hold,
     })
-}
-
-/// Hold names, like gate names: 1 to 63 of letters, digits, `-`, `_` and `.`.
-fn check_hold_name(s: &str) -> Result<(), String> {
-    let ok = !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "hold name {s:?}: 1 to 63 of letters, digits, '-', '_' and '.'"
-        ))
-    }
 }
 
 /// The value of `key` in a query string, if present.

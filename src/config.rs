@@ -690,17 +690,12 @@ impl Reader<'_> {
 
     /// A list of `namespace/name-prefix*` patterns.
     fn patterns(&mut self, t: Option<&Table>, sec: &str, key: &str) -> Option<Vec<String>> {
-        let name = format!("{sec}.{key}");
-        let Value::Array(items) = t?.get(key)? else {
-            self.error(&name, "expected a list of strings".into());
-            return None;
-        };
+        let items = self.strings(t, sec, key)?;
         let mut out = Vec::with_capacity(items.len());
-        for (i, item) in items.iter().enumerate() {
-            match item.as_str().map(check_pattern) {
-                Some(Ok(())) => out.push(item.as_str().unwrap_or_default().to_owned()),
-                Some(Err(msg)) => self.error(&format!("{name}[{i}]"), msg),
-                None => self.error(&format!("{name}[{i}]"), "expected a string".into()),
+        for (i, p) in items.into_iter().enumerate() {
+            match check_pattern(&p) {
+                Ok(()) => out.push(p),
+                Err(msg) => self.error(&format!("{sec}.{key}[{i}]"), msg),
             }
         }
         Some(out)
@@ -739,7 +734,9 @@ impl Reader<'_> {
         let sec = format!("gate[{i}]");
         let t = Some(t);
         let errors_before = self.errors.len();
-        let name = self.parse(t, &sec, "name", check_gate_name);
+        let name = self.parse(t, &sec, "name", |v| {
+            crate::names::check_plain(v).map(|_| v.to_owned())
+        });
         if name.is_none() && t.and_then(|t| t.get("name")).is_none() {
             self.error(
                 &format!("{sec}.name"),
@@ -985,21 +982,6 @@ impl Reader<'_> {
             }
         }
         Some(out)
-    }
-}
-
-/// Gate names appear in logs, metrics labels and `blocked_by`: keep them plain.
-fn check_gate_name(s: &str) -> Result<String, String> {
-    let ok = !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(s.to_owned())
-    } else {
-        Err(format!(
-            "{s:?}: 1 to 63 of letters, digits, '-', '_' and '.'"
-        ))
     }
 }
 
@@ -1399,9 +1381,14 @@ mod tests {
     #[test]
     fn the_packaged_conffile_shows_every_key_with_its_default() {
         let text = include_str!("../packaging/config.toml");
-        assert_eq!(parse(text).unwrap(), Settings::default(), "as shipped: defaults");
+        assert_eq!(
+            parse(text).unwrap(),
+            Settings::default(),
+            "as shipped: defaults"
+        );
         // Uncomment every `# [section]` and `# key = value` line.
-        let is_key = |k: &str| !k.is_empty() && k.bytes().all(|c| c.is_ascii_lowercase() || c == b'_');
+        let is_key =
+            |k: &str| !k.is_empty() && k.bytes().all(|c| c.is_ascii_lowercase() || c == b'_');
         let uncommented: Vec<&str> = text
             .lines()
             .filter_map(|l| l.strip_prefix("# "))
@@ -1412,7 +1399,13 @@ mod tests {
         let kinds: Vec<&str> = s.gates.iter().map(|g| g.kind.word()).collect();
         assert_eq!(kinds, ["file", "gpio", "gpio-sysfs", "command", "window"]);
         // Uncommented, the values are the defaults (but for the gates, which have none).
-        assert_eq!(Settings { gates: Vec::new(), ..s }, Settings::default());
+        assert_eq!(
+            Settings {
+                gates: Vec::new(),
+                ..s
+            },
+            Settings::default()
+        );
         let mut section = String::new();
         for line in Settings::default().to_toml().lines() {
             if line.starts_with('[') {
@@ -1421,7 +1414,10 @@ mod tests {
             } else if let Some((key, _)) = line.split_once(" = ") {
                 let body = &uncommented[uncommented.find(&section).unwrap() + section.len()..];
                 let body = &body[..body.find("\n[").unwrap_or(body.len())];
-                assert!(body.contains(&format!("\n{key} = ")), "{section} {key} missing");
+                assert!(
+                    body.contains(&format!("\n{key} = ")),
+                    "{section} {key} missing"
+                );
             }
         }
     }

@@ -1,4 +1,21 @@
-//! Kubernetes name rules (DNS-1123) for the names that arrive in URLs.
+//! Kubernetes name rules (DNS-1123) for the names that arrive in URLs, and the plain names of
+//! gates and holds.
+
+/// A gate's or a hold's name: it appears in logs, metrics labels, URLs and `blocked_by`, so 1 to
+/// 63 of letters, digits, `-`, `_` and `.`.
+pub fn check_plain(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?}: 1 to 63 of letters, digits, '-', '_' and '.'"
+        ))
+    }
+}
 
 /// A DNS-1123 label: a namespace. At most 63 of `[a-z0-9-]`, alphanumeric at both ends.
 pub fn check_label(s: &str) -> Result<(), String> {
@@ -33,6 +50,16 @@ pub fn check_subdomain(s: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_names() {
+        for ok in ["vehicle-stopped", "night_window", "a.b", "X1"] {
+            assert!(check_plain(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a b", "a/b", "bad%20name", &"a".repeat(64)] {
+            assert!(check_plain(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn labels_and_subdomains() {

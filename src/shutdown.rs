@@ -72,10 +72,11 @@ mod tests {
     fn waiters_wake_on_trigger_not_on_a_tick() {
         let s = Shutdown::new();
         assert!(!s.wait_timeout(Duration::from_millis(10)));
+        // Timed from before the spawn: the thread may start late under load.
+        let started = Instant::now();
         let t = {
             let s = s.clone();
             std::thread::spawn(move || {
-                let started = Instant::now();
                 s.wait();
                 started.elapsed()
             })
