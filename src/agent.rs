@@ -745,6 +745,19 @@ pub fn run(settings: Settings, stop: Arc<Shutdown>) -> Result<(), String> {
         upstream.url(),
         crate::config::format_duration(settings.upstream.poll_interval)
     );
+    let p = &settings.policy;
+    let gate_names: Vec<&str> = settings.gates.iter().map(|g| g.name.as_str()).collect();
+    match (p.mode, gate_names.is_empty()) {
+        (crate::config::Mode::Auto, true) => log::warn!(
+            "automatic mode with no gates: every outdated DaemonSet pod is upgraded as soon as it needs it"
+        ),
+        (mode, _) => log::info!(
+            "{} mode; gates: {}; stable_for {}",
+            if mode == crate::config::Mode::Auto { "automatic" } else { "manual" },
+            if gate_names.is_empty() { "none".to_owned() } else { gate_names.join(", ") },
+            crate::config::format_duration(p.stable_for)
+        ),
+    }
     let (store, store_error) = open_store(&settings.state.dir);
     let control = Arc::new(Control {
         store_error,
