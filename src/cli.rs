@@ -943,7 +943,12 @@ fn upgrade(
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(500));
         let snap = client.pods()?;
-        if let Some(new) = crate::pod::replacement(&snap.pods, &uid, &owner) {
+        let old = crate::pod::Upgraded {
+            uid: &uid,
+            owner_uid: &owner,
+            name,
+        };
+        if let Some(new) = crate::pod::replacement(&snap.pods, old) {
             eprintln!("upgraded: {} is Ready", new.key());
             return Ok(());
         }

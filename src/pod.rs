@@ -185,18 +185,34 @@ pub fn upgrade_order(a: &Pod, b: &Pod) -> std::cmp::Ordering {
     (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
 }
 
+/// The pod that was upgraded: its uid, its owner's uid, and its name.
+#[derive(Debug, Clone, Copy)]
+pub struct Upgraded<'a> {
+    pub uid: &'a str,
+    pub owner_uid: &'a str,
+    pub name: &'a str,
+}
+
+impl Upgraded<'_> {
+    /// A pod that can only be its successor: another uid of the same owner. A DaemonSet has one
+    /// pod per node; a Node owns every static pod on it, so for those the name must match too
+    /// (a static pod keeps its name).
+    pub fn succeeded_by(&self, p: &Pod) -> bool {
+        p.metadata.uid != self.uid
+            && p.owner().is_some_and(|o| {
+                o.uid == self.owner_uid && (o.kind != "Node" || p.metadata.name == self.name)
+            })
+    }
+}
+
 /// SPEC section 2, "the upgrade of pod X finished": the old uid is gone, and a pod with the same
 /// owner is present, Ready, and no longer needs upgrade. Returns that replacement.
-pub fn replacement<'a>(pods: &'a [Pod], old_uid: &str, owner_uid: &str) -> Option<&'a Pod> {
-    if pods.iter().any(|p| p.metadata.uid == old_uid) {
+pub fn replacement<'a>(pods: &'a [Pod], old: Upgraded) -> Option<&'a Pod> {
+    if pods.iter().any(|p| p.metadata.uid == old.uid) {
         return None;
     }
-    pods.iter().find(|p| {
-        p.owner().is_some_and(|o| o.uid == owner_uid)
-            && p.is_ready()
-            && !p.is_deleting()
-            && !p.upgrade_offered()
-    })
+    pods.iter()
+        .find(|p| old.succeeded_by(p) && p.is_ready() && !p.is_deleting() && !p.upgrade_offered())
 }
 
 #[cfg(test)]
@@ -290,16 +306,26 @@ mod tests {
         let old = ds_pod(json!([{"type": "PodNeedUpgrade", "status": "True"}]));
         let mut new = ds_pod(json!([{"type": "Ready", "status": "False"}]));
         new.metadata.uid = "u2".into();
-        assert!(replacement(&[old.clone(), new.clone()], "u1", "ds-uid").is_none());
-        assert!(replacement(std::slice::from_ref(&new), "u1", "ds-uid").is_none());
+        let up = |owner_uid| Upgraded {
+            uid: "u1",
+            owner_uid,
+            name: "old-name",
+        };
+        assert!(replacement(&[old.clone(), new.clone()], up("ds-uid")).is_none());
+        assert!(replacement(std::slice::from_ref(&new), up("ds-uid")).is_none());
         new.status.conditions[0].status = "True".into();
         assert_eq!(
-            replacement(std::slice::from_ref(&new), "u1", "ds-uid")
+            replacement(std::slice::from_ref(&new), up("ds-uid"))
                 .unwrap()
                 .metadata
                 .uid,
             "u2"
         );
-        assert!(replacement(std::slice::from_ref(&new), "u1", "other-ds").is_none());
+        assert!(replacement(std::slice::from_ref(&new), up("other-ds")).is_none());
+        // Static pods: the Node owns them all; only the same name is a successor.
+        new.metadata.owner_references[0].kind = "Node".into();
+        assert!(replacement(std::slice::from_ref(&new), up("ds-uid")).is_none());
+        new.metadata.name = "old-name".into();
+        assert!(replacement(std::slice::from_ref(&new), up("ds-uid")).is_some());
     }
 }

@@ -317,18 +317,21 @@ pub fn decide(i: &Inputs) -> Decision {
 
     // Upgrades in flight: finished, failed, or still going.
     for f in &i.state.in_flight {
-        if let Some(new) = crate::pod::replacement(pods, &f.uid, &f.owner_uid) {
+        let old = crate::pod::Upgraded {
+            uid: &f.uid,
+            owner_uid: &f.owner_uid,
+            name: &f.name,
+        };
+        if let Some(new) = crate::pod::replacement(pods, old) {
             d.actions.push(Action::Finished {
                 uid: f.uid.clone(),
                 replacement: new.key(),
             });
             continue;
         }
-        let looping = pods.iter().find(|p| {
-            p.metadata.uid != f.uid
-                && p.owner().is_some_and(|o| o.uid == f.owner_uid)
-                && p.restarts() >= CRASH_LOOP_RESTARTS
-        });
+        let looping = pods
+            .iter()
+            .find(|p| old.succeeded_by(p) && p.restarts() >= CRASH_LOOP_RESTARTS);
         if let Some(p) = looping {
             d.actions.push(Action::Failed {
                 uid: f.uid.clone(),

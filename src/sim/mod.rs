@@ -847,16 +847,21 @@ mod tests {
         assert_eq!(code, 403);
         assert!(body.contains("is deleting, can not be updated"), "{body}");
 
+        let upgraded = crate::pod::Upgraded {
+            uid: &old.metadata.uid,
+            owner_uid: &owner,
+            name: &old.metadata.name,
+        };
         let recreated = pods(&node, t0 + Duration::from_secs(3));
         let new = find(&recreated, "telemetry-agent");
         assert_ne!(new.metadata.uid, old.metadata.uid);
         assert_ne!(new.metadata.name, old.metadata.name);
         assert!(new.spec.containers[0].image.ends_with(":v1.5.0"));
         assert!(!new.is_ready() && !new.upgrade_offered());
-        assert!(crate::pod::replacement(&recreated, &old.metadata.uid, &owner).is_none());
+        assert!(crate::pod::replacement(&recreated, upgraded).is_none());
 
         let ready = pods(&node, t0 + Duration::from_secs(7));
-        let replaced = crate::pod::replacement(&ready, &old.metadata.uid, &owner).unwrap();
+        let replaced = crate::pod::replacement(&ready, upgraded).unwrap();
         assert_eq!(replaced.metadata.uid, new.metadata.uid);
     }
 
