@@ -355,38 +355,29 @@ fn execute(cmd: Command, opts: ClientOpts, stop: Arc<Shutdown>) -> Result<(), Fa
             }
             report("release", &a, opts.json)
         }
-        Command::Holds => {
-            let v = Client::new(&opts)?.get_json("/v1/holds")?;
-            if opts.json {
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-                return Ok(());
-            }
-            let s = |v: &Value| v.as_str().unwrap_or("-").to_owned();
-            let rows: Vec<Vec<String>> = v["holds"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|h| vec![s(&h["name"]), s(&h["expires"]), s(&h["reason"])])
-                .collect();
-            print!("{}", table(&["NAME", "EXPIRES", "REASON"], &rows));
-            Ok(())
-        }
-        Command::Events { limit } => {
-            let v = Client::new(&opts)?.get_json(&format!("/v1/events?limit={limit}"))?;
-            if opts.json {
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-                return Ok(());
-            }
-            let s = |v: &Value| v.as_str().unwrap_or("-").to_owned();
-            let rows: Vec<Vec<String>> = v["events"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|e| vec![s(&e["at"]), s(&e["kind"]), s(&e["pod"]), s(&e["message"])])
-                .collect();
-            print!("{}", table(&["AT", "EVENT", "POD", "MESSAGE"], &rows));
-            Ok(())
-        }
+        Command::Holds => list(
+            &Client::new(&opts)?,
+            "/v1/holds",
+            "holds",
+            &[
+                ("NAME", "name"),
+                ("EXPIRES", "expires"),
+                ("REASON", "reason"),
+            ],
+            opts.json,
+        ),
+        Command::Events { limit } => list(
+            &Client::new(&opts)?,
+            &format!("/v1/events?limit={limit}"),
+            "events",
+            &[
+                ("AT", "at"),
+                ("EVENT", "kind"),
+                ("POD", "pod"),
+                ("MESSAGE", "message"),
+            ],
+            opts.json,
+        ),
         Command::ResetBreaker => {
             let a = Client::new(&opts)?.call("POST", "/v1/breaker/reset")?;
             if a.status == 200 && !opts.json {
@@ -615,6 +606,35 @@ fn unix_call(
         status,
         body: raw[end + 4..].to_vec(),
     })
+}
+
+/// `GET path`, and the array under `key` as a table of `(header, field)` columns, or the JSON.
+fn list(
+    client: &Client,
+    path: &str,
+    key: &str,
+    columns: &[(&str, &str)],
+    json: bool,
+) -> Result<(), Failure> {
+    let v = client.get_json(path)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = v[key]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|item| {
+            columns
+                .iter()
+                .map(|(_, field)| item[*field].as_str().unwrap_or("-").to_owned())
+                .collect()
+        })
+        .collect();
+    let header: Vec<&str> = columns.iter().map(|(h, _)| *h).collect();
+    print!("{}", table(&header, &rows));
+    Ok(())
 }
 
 /// Left-aligned columns, two spaces apart.
