@@ -283,15 +283,24 @@ fn execute(cmd: Command, opts: ClientOpts, stop: Arc<Shutdown>) -> Result<(), Fa
         }
         Command::Run { config, sim } => {
             let mut settings = load_settings(config.as_deref())?;
+            // A simulated node is new at every start (new uids), so its agent's state is too:
+            // a temporary state.dir, removed at exit, unless the config names one. This also
+            // keeps a try-out on a laptop out of /var/lib/yurt-ota, and works without root.
+            let mut scratch = None;
             if sim {
                 settings.upstream.kind = config::UpstreamKind::Sim;
-                // A try-out on a laptop: keep the simulated node's state out of the real
-                // /var/lib/yurt-ota (and work without root).
                 if settings.state.dir == Settings::default().state.dir {
-                    settings.state.dir = std::env::temp_dir().join("yurt-ota-sim");
+                    let dir =
+                        std::env::temp_dir().join(format!("yurt-ota-sim-{}", std::process::id()));
+                    settings.state.dir = dir.clone();
+                    scratch = Some(dir);
                 }
             }
-            crate::agent::run(settings, stop).map_err(Failure::Failed)
+            let result = crate::agent::run(settings, stop).map_err(Failure::Failed);
+            if let Some(dir) = scratch {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            result
         }
         Command::Sim { config, listen } => {
             let settings = load_settings(config.as_deref())?;
