@@ -884,9 +884,12 @@ pub fn bind(listen: &Listen) -> Result<http::Listener, String> {
             }) {
                 let _ = std::fs::remove_file(path);
             }
-            std::os::unix::net::UnixListener::bind(path)
-                .map(|l| http::Listener::Unix(l, path.clone()))
-                .map_err(fail)
+            let l = std::os::unix::net::UnixListener::bind(path).map_err(fail)?;
+            // Read and write for the service's user and group, whatever the umask: device apps
+            // reach the socket by joining the group (the unit sets UMask=0027).
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(fail)?;
+            Ok(http::Listener::Unix(l, path.clone()))
         }
     }
 }

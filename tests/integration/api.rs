@@ -473,6 +473,10 @@ fn unix_socket_and_sigterm() {
     let out = agent.cli(&["status", "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["snapshot"]["pods"], 8);
+    // Owner and group may connect, others not, whatever the umask.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660, "{mode:o}");
 
     let started = Instant::now();
     let kill = Command::new("kill")
