@@ -763,27 +763,23 @@ mod tests {
         c.imagepull_supported = false;
         cases.push((c, vec![KN], Some(Why::MaxConcurrent(1))));
 
+        let pulled = |pods: &mut Vec<Pod>, revision: &str| {
+            for p in pods {
+                p.status.conditions.push(cond(
+                    "PodImageReady",
+                    "True",
+                    "PullImageSuccess",
+                    &format!("controllerrevision: {revision}"),
+                ));
+            }
+        };
         let mut c = case("image ready: upgraded", now);
         c.prepull = true;
-        for p in &mut c.pods {
-            p.status.conditions.push(cond(
-                "PodImageReady",
-                "True",
-                "PullImageSuccess",
-                "controllerrevision: 7f9c8d6b5",
-            ));
-        }
+        pulled(&mut c.pods, "7f9c8d6b5");
         cases.push((c, vec![KN], Some(Why::MaxConcurrent(1))));
 
         let mut c = case("image pulled for an older revision: not ready", now);
-        for p in &mut c.pods {
-            p.status.conditions.push(cond(
-                "PodImageReady",
-                "True",
-                "PullImageSuccess",
-                "controllerrevision: 0ld",
-            ));
-        }
+        pulled(&mut c.pods, "0ld");
         cases.push((
             c,
             vec![],
