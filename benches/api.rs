@@ -7,7 +7,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -24,17 +23,11 @@ const WARMUP: usize = 400;
 fn main() {
     let list = pod_list();
     let upstream = serve(list.clone(), 1, false);
-    let api_port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("config.toml");
-    std::fs::write(&cfg, format!("[api]\nlisten = \"127.0.0.1:{api_port}\"\n[upstream]\nurl = \"http://127.0.0.1:{upstream}\"\n[state]\ndir = \"{}\"\n", dir.path().join("state").display())).unwrap();
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_yurt-ota"))
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .env("YURT_OTA_LOG", "warn")
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let (mut agent, api_port) = common::start_agent(
+        dir.path(),
+        &format!("[upstream]\nurl = \"http://127.0.0.1:{upstream}\"\n"),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     let body = loop {
         if let Ok(b) = fetch_once(api_port) {
@@ -210,14 +203,6 @@ fn serve(body: Vec<u8>, workers: usize, nodelay: bool) -> u16 {
 fn pod_list() -> Vec<u8> {
     let items = common::fixture_pods(PODS);
     serde_json::to_vec(&serde_json::json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items})).unwrap()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -1,5 +1,8 @@
-//! What both benchmarks start from: `n` real-shaped pods, the recorded fixture pods cloned under
-//! new names and uids.
+//! What both benchmarks start from: `n` real-shaped pods (the recorded fixture pods cloned under
+//! new names and uids), and the release agent started on a free port.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
@@ -22,4 +25,31 @@ pub fn fixture_pods(n: usize) -> Vec<Value> {
             p
         })
         .collect()
+}
+
+/// Starts the agent with `config` after an `[api]` on a free port and a `[state]` in `dir`;
+/// returns the process and the port.
+pub fn start_agent(dir: &Path, config: &str) -> (Child, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = dir.join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[api]\nlisten = \"127.0.0.1:{port}\"\n[state]\ndir = \"{}\"\n{config}",
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_yurt-ota"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("YURT_OTA_LOG", "warn")
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    (child, port)
 }

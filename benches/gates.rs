@@ -8,8 +8,7 @@
 //!    window), 110 pods of which 27 need upgrade, and a 5 s poll: utime + stime from
 //!    `/proc/PID/stat` over 60 s (or IDLE_SECONDS). Target: at most 0.5% of one core.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -99,31 +98,6 @@ fn serve(node: Arc<Mutex<Node>>) -> u16 {
     port
 }
 
-fn start_agent(dir: &Path, config: &str) -> (Child, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cfg = dir.join("config.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[api]\nlisten = \"127.0.0.1:{port}\"\n[state]\ndir = \"{}\"\n{config}",
-            dir.join("state").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_yurt-ota"))
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .env("YURT_OTA_LOG", "warn")
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    (child, port)
-}
-
 fn status(port: u16) -> Option<Value> {
     let agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(5)))
@@ -153,7 +127,7 @@ fn latency() {
     let upstream = serve(node.clone());
     let dir = tempfile::tempdir().unwrap();
     let signal = dir.path().join("stopped");
-    let (mut agent, port) = start_agent(
+    let (mut agent, port) = common::start_agent(
         dir.path(),
         &format!(
             "[upstream]\nurl = \"http://127.0.0.1:{upstream}\"\npoll_interval = \"500ms\"\n\
@@ -213,7 +187,7 @@ fn idle(secs: u64) {
     let gpio = dir.path().join("gpio");
     std::fs::create_dir_all(gpio.join("gpio17")).unwrap();
     std::fs::write(gpio.join("gpio17/value"), "1\n").unwrap();
-    let (mut agent, port) = start_agent(
+    let (mut agent, port) = common::start_agent(
         dir.path(),
         &format!(
             "[upstream]\nurl = \"http://127.0.0.1:{upstream}\"\npoll_interval = \"5s\"\n\

@@ -615,6 +615,16 @@ mod tests {
         }
     }
 
+    fn queued_kube_proxy(force: bool) -> Queued {
+        Queued {
+            namespace: "kube-system".into(),
+            name: "kube-proxy-hsdvx".into(),
+            uid: KP_UID.into(),
+            at_ms: 0,
+            force,
+        }
+    }
+
     /// Each row: a situation, the upgrades it starts, and the reason given for kube-proxy.
     #[test]
     fn table() {
@@ -790,25 +800,13 @@ mod tests {
 
         let mut c = case("queued in manual mode: upgraded when the gates allow", now);
         c.mode = Mode::Manual;
-        c.state.queue.push(Queued {
-            namespace: "kube-system".into(),
-            name: "kube-proxy-hsdvx".into(),
-            uid: KP_UID.into(),
-            at_ms: 0,
-            force: false,
-        });
+        c.state.queue.push(queued_kube_proxy(false));
         cases.push((c, vec![KP], None));
 
         let mut c = case("queued, gate closed: waits, listed as queued", now);
         c.mode = Mode::Manual;
         c.gates = vec![gate("stopped", true, None, now)];
-        c.state.queue.push(Queued {
-            namespace: "kube-system".into(),
-            name: "kube-proxy-hsdvx".into(),
-            uid: KP_UID.into(),
-            at_ms: 0,
-            force: true,
-        });
+        c.state.queue.push(queued_kube_proxy(true));
         cases.push((c, vec![], Some(Why::Blocked(vec!["stopped".into()]))));
 
         let mut c = case(
@@ -826,13 +824,7 @@ mod tests {
             created_ms: 0,
             expires_ms: NOW_MS + 1,
         });
-        c.state.queue.push(Queued {
-            namespace: "kube-system".into(),
-            name: "kube-proxy-hsdvx".into(),
-            uid: KP_UID.into(),
-            at_ms: 0,
-            force: true,
-        });
+        c.state.queue.push(queued_kube_proxy(true));
         cases.push((c, vec![KP], None));
 
         for (c, want, kp_why) in cases {
