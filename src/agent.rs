@@ -24,6 +24,8 @@ use crate::upstream::{self, excerpt, Upstream, UpstreamError};
 /// Backoff after a 5xx or no answer: 5 s, doubling, at most 5 minutes.
 const BACKOFF_FIRST: Duration = Duration::from_secs(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// A failed imagepull is asked again after this.
+pub const PULL_RETRY: Duration = Duration::from_secs(30);
 
 /// How many upgrade outcomes `/v1/status` remembers.
 const RECENT: usize = 10;
@@ -274,8 +276,9 @@ pub struct Control {
     pub store_error: Option<String>,
     /// False once the upstream answered 404 to an imagepull (YurtHub before v1.7).
     pub imagepull_supported: AtomicBool,
-    /// Image pre-pulls asked for (`policy::pull_key`), so each is asked once.
-    pulls: Mutex<Vec<String>>,
+    /// Image pre-pulls asked for (`policy::pull_key`): accepted ones (`None`) are not asked
+    /// again; failed ones are asked again after the `Instant`.
+    pulls: Mutex<Vec<(String, Option<Instant>)>>,
 }
 
 impl Control {
@@ -290,8 +293,18 @@ impl Control {
         }
     }
 
-    fn pulls(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+    fn pulls(&self) -> std::sync::MutexGuard<'_, Vec<(String, Option<Instant>)>> {
         self.pulls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records an imagepull answer: accepted, it is not asked again for that revision; failed
+    /// (an upstream error, a 403 before the conditions settle, no answer), it is asked again
+    /// after `PULL_RETRY`, so a passing failure cannot leave the pod waiting forever.
+    pub fn pull_asked(&self, key: &str, accepted: bool) {
+        let retry = (!accepted).then(|| Instant::now() + PULL_RETRY);
+        let mut pulls = self.pulls();
+        pulls.retain(|(k, _)| k != key);
+        pulls.push((key.to_owned(), retry));
     }
 
     /// The decision on `pods` with the gates' last readings and the state now. The loop acts on
@@ -299,7 +312,12 @@ impl Control {
     pub fn decide(&self, pods: Option<&[crate::pod::Pod]>) -> Decision {
         let (now, wall) = (Instant::now(), SystemTime::now());
         let gates = self.gates.states();
-        let pulls = self.pulls().clone();
+        let pulls: Vec<String> = self
+            .pulls()
+            .iter()
+            .filter(|(_, retry)| retry.is_none_or(|at| at > now))
+            .map(|(k, _)| k.clone())
+            .collect();
         self.store.read(|s| {
             policy::decide(&policy::Inputs {
                 pods,
@@ -404,7 +422,7 @@ impl Autopilot {
         if let Some(snap) = &snap {
             let present = |uid: &str| snap.pods.iter().any(|p| p.metadata.uid == uid);
             c.pulls()
-                .retain(|k| present(k.split('@').next().unwrap_or_default()));
+                .retain(|(k, _)| present(k.split('@').next().unwrap_or_default()));
             let stale = c.store.read(|s| {
                 s.parked.iter().any(|p| !present(&p.uid))
                     || s.backoff.iter().any(|b| !present(&b.uid))
@@ -457,17 +475,26 @@ impl Autopilot {
                         }
                     }
                     Ok(r) => {
-                        log::info!(
-                            "imagepull {}: upstream answered {} {}",
-                            pod.key(),
-                            r.status,
-                            excerpt(&r.body)
-                        );
-                        c.pulls().push(pull_key.clone());
+                        let accepted = (200..300).contains(&r.status);
+                        let (body, key) = (excerpt(&r.body), pod.key());
+                        if accepted {
+                            log::info!("imagepull {key}: upstream answered {} {body}", r.status);
+                        } else {
+                            log::warn!(
+                                "imagepull {key}: upstream answered {} {body}; asking again in {}s",
+                                r.status,
+                                PULL_RETRY.as_secs()
+                            );
+                        }
+                        c.pull_asked(pull_key, accepted);
                     }
                     Err(e) => {
-                        log::warn!("imagepull {}: upstream {e}", pod.key());
-                        c.pulls().push(pull_key.clone());
+                        log::warn!(
+                            "imagepull {}: upstream {e}; asking again in {}s",
+                            pod.key(),
+                            PULL_RETRY.as_secs()
+                        );
+                        c.pull_asked(pull_key, false);
                     }
                 }
             }
@@ -637,8 +664,9 @@ impl Autopilot {
 
 /// The one-line `STATUS=` for systemd: what the agent is doing and, if waiting, on what.
 pub fn status_line(d: &Decision, snap: Option<&Snapshot>, shared: &Shared, c: &Control) -> String {
+    let health = shared.health();
     let Some(snap) = snap else {
-        return match shared.health().last_error {
+        return match health.last_error {
             Some((e, _)) => format!("no pod list yet: upstream {e}"),
             None => "waiting for the first pod list".into(),
         };
@@ -692,10 +720,9 @@ pub fn status_line(d: &Decision, snap: Option<&Snapshot>, shared: &Shared, c: &C
     } else if needing > 0 && c.policy.mode == crate::config::Mode::Manual && in_flight.is_empty() {
         line += "; manual mode";
     }
-    if let Some((e, _)) = shared
-        .health()
+    if let Some((e, _)) = health
         .last_error
-        .filter(|_| shared.health().consecutive_failures > 0)
+        .filter(|_| health.consecutive_failures > 0)
     {
         line += &format!("; upstream failing ({})", e.kind());
     }
@@ -888,6 +915,43 @@ mod tests {
             .iter()
             .any(|p| p.spec.node_name == "v1.36-control-plane"));
         assert_eq!(shared.health().consecutive_failures, 0);
+    }
+
+    /// Regression: a failed imagepull used to be remembered as asked, so the pod waited for a
+    /// pre-pull that never came; now only an accepted one is, and a failed one is asked again.
+    #[test]
+    fn a_failed_imagepull_is_asked_again_an_accepted_one_is_not() {
+        let mut policy = Settings::default().policy;
+        policy.mode = crate::config::Mode::Auto;
+        let c = Control::new(
+            crate::gate::Gates::new(Vec::new()),
+            Store::in_memory(),
+            policy,
+        );
+        let mut pods = Snapshot::build(&fixture("1.36")).unwrap().pods;
+        pods.retain(|p| p.metadata.name.starts_with("kindnet"));
+        pods[0].status.conditions.push(crate::pod::Condition {
+            kind: "PodNeedUpgrade".into(),
+            status: "True".into(),
+            reason: String::new(),
+            message: "controllerrevision: 7f9c8d6b5".into(),
+        });
+        let key = policy::pull_key(&pods[0]);
+        let pulls = |c: &Control| {
+            c.decide(Some(&pods))
+                .actions
+                .iter()
+                .filter(|a| matches!(a, Action::Pull { .. }))
+                .count()
+        };
+        assert_eq!(pulls(&c), 1, "not asked yet");
+        c.pull_asked(&key, false);
+        assert_eq!(pulls(&c), 0, "failed: not again before PULL_RETRY");
+        c.pulls()[0].1 = Some(Instant::now() - Duration::from_secs(1));
+        assert_eq!(pulls(&c), 1, "failed, PULL_RETRY over: asked again");
+        c.pull_asked(&key, true);
+        assert_eq!(pulls(&c), 0, "accepted: not again");
+        assert_eq!(c.pulls().len(), 1);
     }
 
     #[test]
