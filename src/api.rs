@@ -218,11 +218,17 @@ fn gate_closed(
     retry: Option<std::time::Duration>,
     call: &str,
 ) -> ApiError {
+    // Only upgrades can be queued.
+    let hint = if call == "upgrade" {
+        " (add ?when=idle to queue it)"
+    } else {
+        ""
+    };
     let mut e = ApiError::new(
         409,
         "gate_closed",
         format!(
-            "the {call} of {ns}/{pod} is not allowed now: {} (add ?when=idle to queue it)",
+            "the {call} of {ns}/{pod} is not allowed now: {}{hint}",
             blocked_by.join(", ")
         ),
     );

@@ -534,6 +534,7 @@ mod tests {
             last_error: None,
             next_open: None,
             changes: 1,
+            read: true,
         }
     }
 

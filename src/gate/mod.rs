@@ -60,6 +60,8 @@ pub struct GateState {
     pub next_open: Option<SystemTime>,
     /// How many times it changed between open and closed.
     pub changes: u64,
+    /// Read at least once.
+    pub read: bool,
 }
 
 impl GateState {
@@ -155,6 +157,7 @@ impl Gates {
                     last_error: None,
                     next_open: None,
                     changes: 0,
+                    read: false,
                 };
                 (g, state)
             })
@@ -211,7 +214,7 @@ fn read_into(gate: &mut Gate, s: &mut GateState, now: Instant, wall: SystemTime,
         Ok(r) => (r.open, r.detail, None),
         Err(e) => (false, String::new(), Some(e)),
     };
-    let first = s.detail == "not read yet" && s.error.is_none();
+    let first = !std::mem::replace(&mut s.read, true);
     if open != s.open || first {
         if open != s.open {
             s.since = now;
