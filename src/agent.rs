@@ -738,13 +738,7 @@ fn take<T>(v: &mut Vec<T>, f: impl Fn(&T) -> bool) -> Option<T> {
 /// The state store in `state.dir`; memory only (with the reason) when it cannot be used, so a
 /// read-only or full disk never stops the agent from serving and guarding.
 fn open_store(dir: &std::path::Path) -> (Store, Option<String>) {
-    match Store::open(dir) {
-        Ok(s) => (s, None),
-        Err(e) => {
-            log::error!("{e}; state is kept in memory only and will not survive a restart");
-            (Store::in_memory(), Some(e))
-        }
-    }
+    (Store::open(dir), None)
 }
 
 /// Runs the daemon until `stop` is triggered (by SIGTERM or SIGINT in `main`).
