@@ -171,6 +171,8 @@ pub struct Poller {
     last_logged: Option<String>,
     /// The pods needing upgrade last logged.
     last_outdated: Vec<String>,
+    /// The duplicate uids last logged.
+    last_duplicates: Vec<String>,
 }
 
 impl Poller {
@@ -180,6 +182,7 @@ impl Poller {
             shared,
             last_logged: None,
             last_outdated: Vec::new(),
+            last_duplicates: Vec::new(),
         }
     }
 
@@ -243,6 +246,15 @@ impl Poller {
                 snap.pods.len(),
                 outdated.len()
             );
+        }
+        if snap.duplicates != self.last_duplicates {
+            if !snap.duplicates.is_empty() {
+                log::warn!(
+                    "the upstream pod list has pods listed more than once (same uid); keeping the first of each, dropping {}",
+                    snap.duplicates.join(", ")
+                );
+            }
+            self.last_duplicates = snap.duplicates.clone();
         }
         if outdated != self.last_outdated {
             if outdated.is_empty() {
@@ -395,6 +407,9 @@ impl Autopilot {
     pub fn tick(&mut self) -> Duration {
         let c = self.control.clone();
         c.gates.check();
+        // While the state cannot be written, try again (throttled by the store): the agent
+        // resumes by itself once the disk has room or is writable again.
+        c.store.recover(Instant::now());
         let wall = SystemTime::now();
         let now_ms = state::unix_ms(wall);
         self.note_gate_changes(wall);
@@ -422,7 +437,9 @@ impl Autopilot {
             self.act(action, snap.as_deref());
         }
         if let Some(snap) = &snap {
-            let present = |uid: &str| snap.pods.iter().any(|p| p.metadata.uid == uid);
+            let uids: std::collections::HashSet<&str> =
+                snap.pods.iter().map(|p| p.metadata.uid.as_str()).collect();
+            let present = |uid: &str| uids.contains(uid);
             c.pulls()
                 .retain(|(k, _)| present(k.split('@').next().unwrap_or_default()));
             let stale = c.store.read(|s| {
@@ -548,7 +565,11 @@ impl Autopilot {
         let key = pod.key();
         let started = SystemTime::now();
         // Persisted first: after a crash in the call, the restarted agent does not call again.
-        c.store.update(|s| {
+        // No call without it on disk, and never a second entry for one uid.
+        let intent = c.store.commit(|s| {
+            if s.in_flight.iter().any(|f| f.uid == pod.uid) {
+                return false;
+            }
             s.in_flight.push(InFlight {
                 namespace: pod.namespace.clone(),
                 name: pod.name.clone(),
@@ -556,8 +577,23 @@ impl Autopilot {
                 owner_uid: pod.owner_uid.clone(),
                 started_ms: state::unix_ms(started),
                 accepted: false,
-            })
+            });
+            true
         });
+        match intent {
+            Ok(true) => {}
+            Ok(false) => {
+                log::warn!(
+                    "not upgrading {key}: an upgrade of its uid {} is already in flight",
+                    pod.uid
+                );
+                return;
+            }
+            Err(e) => {
+                log::warn!("not upgrading {key}: the intent cannot be written first ({e}); upgrades pause until it can");
+                return;
+            }
+        }
         // The moment of action (SPEC section 5): every upgrade gate read afresh, and holds.
         let mut closed = c.gates.recheck(Purpose::Upgrade, force);
         if !force {

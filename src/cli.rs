@@ -12,6 +12,7 @@ use lexopt::ValueExt;
 use serde_json::Value;
 
 use crate::config::{self, Listen, Settings};
+use crate::names::escape_controls;
 use crate::shutdown::Shutdown;
 use crate::snapshot::Snapshot;
 
@@ -392,7 +393,7 @@ fn execute(cmd: Command, opts: ClientOpts, stop: Arc<Shutdown>) -> Result<(), Fa
             if a.status == 200 && !opts.json {
                 let v = a.json()?;
                 match v["reason"].as_str() {
-                    Some(r) => println!("breaker reset (it had tripped: {r})"),
+                    Some(r) => println!("breaker reset (it had tripped: {})", escape_controls(r)),
                     None => println!("the breaker was not tripped"),
                 }
                 return Ok(());
@@ -646,8 +647,14 @@ fn list(
     Ok(())
 }
 
-/// Left-aligned columns, two spaces apart.
+/// Left-aligned columns, two spaces apart. Cells come from the agent and, through it, from apps
+/// and the upstream: control characters are escaped, so no cell can break the layout or drive
+/// the terminal.
 fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: &Vec<Vec<String>> = &rows
+        .iter()
+        .map(|r| r.iter().map(|c| escape_controls(c).into_owned()).collect())
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -678,7 +685,10 @@ fn status(client: &Client, json: bool) -> Result<(), Failure> {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());
     }
-    let s = |v: &Value| v.as_str().map(str::to_owned).unwrap_or_else(|| "-".into());
+    let s = |v: &Value| {
+        v.as_str()
+            .map_or_else(|| "-".into(), |t| escape_controls(t).into_owned())
+    };
     let u = &v["upstream"];
     let mut out = format!(
         "yurt-ota {}  mode: {}  ready: {}\n",
@@ -768,6 +778,11 @@ fn status(client: &Client, json: bool) -> Result<(), Failure> {
     }
     if v["state"]["persistent"] == false {
         out += &format!("state: memory only ({})\n", s(&v["state"]["error"]));
+    } else if v["state"]["writable"] == false {
+        out += &format!(
+            "state: CANNOT BE WRITTEN ({}); upgrades and changes through the API pause until it can\n",
+            s(&v["state"]["error"])
+        );
     }
     let outdated = v["pods_needing_upgrade"]
         .as_array()
@@ -904,7 +919,7 @@ fn report(call: &str, a: &Answer, json: bool) -> Result<(), Failure> {
         let body = a.json().unwrap_or_else(|_| Value::String(a.text()));
         println!("{}", serde_json::json!({"status": a.status, "body": body}));
     } else if ok {
-        println!("{}", a.text());
+        println!("{}", escape_controls(&a.text()));
     }
     if ok {
         Ok(())

@@ -352,13 +352,11 @@ pub fn decide(i: &Inputs) -> Decision {
             .iter()
             .find(|p| old.succeeded_by(p) && p.restarts() >= CRASH_LOOP_RESTARTS);
         if let Some(p) = looping {
-            ended += 1;
             d.actions.push(Action::Failed {
                 uid: f.uid.clone(),
                 reason: format!("replacement {} restarted {} times", p.key(), p.restarts()),
             });
         } else if i.now_ms.saturating_sub(f.started_ms) > s.ready_timeout.as_millis() as u64 {
-            ended += 1;
             d.actions.push(Action::Failed {
                 uid: f.uid.clone(),
                 reason: format!(
@@ -435,7 +433,19 @@ pub fn decide(i: &Inputs) -> Decision {
         .filter(|g| g.applies(Purpose::Pull) && !g.open)
         .map(|g| g.name.clone())
         .collect();
-    // Those that finished or failed just now no longer count.
+    // Those that finished just now no longer count. A failure trips the breaker as it is acted
+    // on: no automatic upgrade starts beside it.
+    let breaker = i
+        .state
+        .breaker
+        .as_ref()
+        .map(|b| b.reason.clone())
+        .or_else(|| {
+            d.actions.iter().find_map(|a| match a {
+                Action::Failed { reason, .. } => Some(reason.clone()),
+                _ => None,
+            })
+        });
     let mut in_flight = (in_flight_uids.len() as u32).saturating_sub(ended);
     for (p, queued) in candidates {
         let uid = &p.metadata.uid;
@@ -462,8 +472,8 @@ pub fn decide(i: &Inputs) -> Decision {
             }
         }
         if queued.is_none() {
-            if let Some(b) = &i.state.breaker {
-                wait(Why::Breaker(b.reason.clone()));
+            if let Some(reason) = &breaker {
+                wait(Why::Breaker(reason.clone()));
                 continue;
             }
         }
@@ -1066,6 +1076,23 @@ mod tests {
             upgrades(&run(&c, now)),
             vec![KN.to_owned(), "kube-system/kube-proxy-n3w".to_owned()]
         );
+    }
+
+    #[test]
+    fn no_automatic_upgrade_starts_beside_a_failure_that_trips_the_breaker() {
+        let now = Instant::now();
+        let mut c = case("a timeout and free slots", now);
+        c.max_concurrent = 5;
+        c.state
+            .in_flight
+            .push(in_flight("gone-uid", "some-ds", NOW_MS - 301_000));
+        let d = run(&c, now);
+        assert!(d
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Failed { uid, .. } if uid == "gone-uid")));
+        assert_eq!(upgrades(&d), Vec::<String>::new());
+        assert_eq!(why(&d, KP).map(Why::word), Some("breaker"));
     }
 
     #[test]
