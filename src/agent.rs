@@ -1,167 +1,24 @@
-//! The daemon: poll the upstream into a snapshot, read the gates, decide, act, persist; serve
-//! the local API; stop on SIGTERM.
-//!
-//! `run` wires the real parts together; the pieces it joins (`Shared`, `Poller`, `Control`,
-//! `Autopilot`, `api::Api`) take their effects as arguments so tests can drive them.
+//! The loops: poll the upstream into the shared snapshot (`Poller`); read the gates, decide and
+//! act (`Autopilot`); persist. They take their effects as arguments so tests can drive them;
+//! `daemon::run` starts them.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::thread;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::api::{self, Api};
-use crate::config::{PolicySettings, Settings, UpstreamKind};
-use crate::gate::{Gates, Purpose};
-use crate::metrics::{Gauges, Metrics};
+use crate::gate::Purpose;
 use crate::policy::{self, Action, Decision, Target};
 use crate::shutdown::Shutdown;
 use crate::snapshot::{self, Snapshot};
-use crate::state::{self, Backoff, Breaker, InFlight, Parked, Store};
+use crate::state::{self, Backoff, Breaker, InFlight, Parked};
 use crate::systemd::Notifier;
-use crate::upstream::{self, excerpt, Upstream, UpstreamError};
+use crate::upstream::{excerpt, Upstream, UpstreamError};
+
+pub use crate::shared::{Control, Health, Outcome, Shared, PULL_RETRY};
 
 /// Backoff after a 5xx or no answer: 5 s, doubling, at most 5 minutes.
 const BACKOFF_FIRST: Duration = Duration::from_secs(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
-/// A failed imagepull is asked again after this.
-pub const PULL_RETRY: Duration = Duration::from_secs(30);
-
-/// How many upgrade outcomes `/v1/status` remembers.
-const RECENT: usize = 10;
-
-/// What the poller learns and the API serves.
-pub struct Shared {
-    snapshot: RwLock<Option<Arc<Snapshot>>>,
-    health: Mutex<Health>,
-    recent: Mutex<VecDeque<Outcome>>,
-    pub metrics: Metrics,
-    pub poll_interval: Duration,
-}
-
-#[derive(Default, Clone)]
-pub struct Health {
-    /// When the last poll ended, well or not: the poller is alive.
-    pub last_attempt: Option<Instant>,
-    pub last_success: Option<(Instant, SystemTime)>,
-    pub last_error: Option<(UpstreamError, SystemTime)>,
-    pub consecutive_failures: u64,
-}
-
-/// One upgrade call relayed to the upstream, for `/v1/status`.
-#[derive(Clone, Debug)]
-pub struct Outcome {
-    pub pod: String,
-    pub at: SystemTime,
-    /// Upstream status; 0 when it could not be reached.
-    pub status: u16,
-    pub detail: String,
-}
-
-impl Shared {
-    pub fn new(poll_interval: Duration) -> Shared {
-        Shared {
-            snapshot: RwLock::new(None),
-            health: Mutex::new(Health::default()),
-            recent: Mutex::new(VecDeque::new()),
-            metrics: Metrics::default(),
-            poll_interval,
-        }
-    }
-
-    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
-        self.snapshot
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    pub fn health(&self) -> Health {
-        self.health
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Seconds since the last successful poll.
-    pub fn snapshot_age(&self, now: Instant) -> Option<Duration> {
-        self.health()
-            .last_success
-            .map(|(at, _)| now.saturating_duration_since(at))
-    }
-
-    /// `Ok` when a snapshot newer than three poll intervals exists; else the reason.
-    pub fn readiness(&self, now: Instant) -> Result<(), String> {
-        let h = self.health();
-        let Some((at, _)) = h.last_success else {
-            return Err(match h.last_error {
-                Some((e, _)) => format!("no snapshot yet: the upstream {e}"),
-                None => "no snapshot yet: the first poll has not finished".into(),
-            });
-        };
-        let age = now.saturating_duration_since(at);
-        if age > self.poll_interval * 3 {
-            let why = h
-                .last_error
-                .map(|(e, _)| format!(": the upstream {e}"))
-                .unwrap_or_default();
-            return Err(format!(
-                "snapshot is {:.0}s old, more than 3 poll intervals{why}",
-                age.as_secs_f64()
-            ));
-        }
-        Ok(())
-    }
-
-    pub fn record_outcome(&self, o: Outcome) {
-        let mut r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        if r.len() == RECENT {
-            r.pop_back();
-        }
-        r.push_front(o);
-    }
-
-    pub fn recent(&self) -> Vec<Outcome> {
-        self.recent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect()
-    }
-
-    pub fn gauges(&self, now: Instant) -> Gauges {
-        let snap = self.snapshot();
-        Gauges {
-            snapshot_age: self.snapshot_age(now).map(|d| d.as_secs_f64()),
-            pods: snap.as_ref().map_or(0, |s| s.pods.len()),
-            pods_needing_upgrade: snap.as_ref().map_or(0, |s| s.needing_upgrade().count()),
-            ready: self.readiness(now).is_ok(),
-            ..Gauges::default()
-        }
-    }
-
-    fn succeeded(&self, snapshot: Option<Snapshot>) -> (bool, u64) {
-        if let Some(s) = snapshot {
-            *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(s));
-        }
-        let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
-        let first = h.last_success.is_none();
-        let failures = std::mem::take(&mut h.consecutive_failures);
-        h.last_success = Some((Instant::now(), SystemTime::now()));
-        h.last_attempt = Some(Instant::now());
-        self.metrics.poll_ok();
-        (first, failures)
-    }
-
-    fn failed(&self, e: UpstreamError) {
-        self.metrics.poll_failed(e.kind());
-        let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
-        h.consecutive_failures += 1;
-        h.last_error = Some((e, SystemTime::now()));
-        h.last_attempt = Some(Instant::now());
-    }
-}
 
 /// Polls the upstream pod list into `Shared`, logging once per change of outcome.
 pub struct Poller {
@@ -264,72 +121,6 @@ impl Poller {
                 return;
             }
         }
-    }
-}
-
-/// What the decision loop and the API share besides the pod snapshot.
-pub struct Control {
-    pub gates: Gates,
-    pub store: Store,
-    pub policy: PolicySettings,
-    /// Why `store` is memory only, when it is.
-    pub store_error: Option<String>,
-    /// False once the upstream answered 404 to an imagepull (YurtHub before v1.7).
-    pub imagepull_supported: AtomicBool,
-    /// Image pre-pulls asked for (`policy::pull_key`): accepted ones (`None`) are not asked
-    /// again; failed ones are asked again after the `Instant`.
-    pulls: Mutex<Vec<(String, Option<Instant>)>>,
-}
-
-impl Control {
-    pub fn new(gates: Gates, store: Store, policy: PolicySettings) -> Control {
-        Control {
-            gates,
-            store,
-            policy,
-            store_error: None,
-            imagepull_supported: AtomicBool::new(true),
-            pulls: Mutex::new(Vec::new()),
-        }
-    }
-
-    fn pulls(&self) -> std::sync::MutexGuard<'_, Vec<(String, Option<Instant>)>> {
-        self.pulls.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Records an imagepull answer: accepted, it is not asked again for that revision; failed
-    /// (an upstream error, a 403 before the conditions settle, no answer), it is asked again
-    /// after `PULL_RETRY`, so a passing failure cannot leave the pod waiting forever.
-    pub fn pull_asked(&self, key: &str, accepted: bool) {
-        let retry = (!accepted).then(|| Instant::now() + PULL_RETRY);
-        let mut pulls = self.pulls();
-        pulls.retain(|(k, _)| k != key);
-        pulls.push((key.to_owned(), retry));
-    }
-
-    /// The decision on `pods` with the gates' last readings and the state now. The loop acts on
-    /// it; `/v1/status` shows it.
-    pub fn decide(&self, pods: Option<&[crate::pod::Pod]>) -> Decision {
-        let (now, wall) = (Instant::now(), SystemTime::now());
-        let gates = self.gates.states();
-        let pulls: Vec<String> = self
-            .pulls()
-            .iter()
-            .filter(|(_, retry)| retry.is_none_or(|at| at > now))
-            .map(|(k, _)| k.clone())
-            .collect();
-        self.store.read(|s| {
-            policy::decide(&policy::Inputs {
-                pods,
-                gates: &gates,
-                state: s,
-                now,
-                now_ms: state::unix_ms(wall),
-                settings: &self.policy,
-                imagepull_supported: self.imagepull_supported.load(Ordering::Relaxed),
-                pulls_requested: &pulls,
-            })
-        })
     }
 }
 
@@ -734,130 +525,12 @@ fn take<T>(v: &mut Vec<T>, f: impl Fn(&T) -> bool) -> Option<T> {
     let i = v.iter().position(f)?;
     Some(v.remove(i))
 }
-
-/// The state store in `state.dir`; memory only (with the reason) when it cannot be used, so a
-/// read-only or full disk never stops the agent from serving and guarding.
-fn open_store(dir: &std::path::Path) -> (Store, Option<String>) {
-    match Store::open(dir) {
-        Ok(s) => (s, None),
-        Err(e) => {
-            log::error!("{e}; state is kept in memory only and will not survive a restart");
-            (Store::in_memory(), Some(e))
-        }
-    }
-}
-
-/// Runs the daemon until `stop` is triggered (by SIGTERM or SIGINT in `main`).
-pub fn run(settings: Settings, stop: Arc<Shutdown>) -> Result<(), String> {
-    let sim = (settings.upstream.kind == UpstreamKind::Sim)
-        .then(|| Arc::new(crate::sim::Node::new(settings.sim.clone())));
-    let upstream: Arc<dyn Upstream> = match &sim {
-        Some(node) => Arc::new(upstream::sim::Sim::new(node.clone())),
-        None => Arc::new(upstream::yurthub::Yurthub::new(
-            &settings.upstream.url,
-            settings.upstream.timeout,
-        )),
-    };
-    let token = match &settings.api.token_file {
-        Some(path) => Some(api::read_token(path)?),
-        None => None,
-    };
-    let shared = Arc::new(Shared::new(settings.upstream.poll_interval));
-    let listener = api::bind(&settings.api.listen)?;
-    log::info!(
-        "yurt-ota {} serving the OTA API on {}; upstream {} {} every {}",
-        env!("CARGO_PKG_VERSION"),
-        settings.api.listen,
-        upstream.kind(),
-        upstream.url(),
-        crate::config::format_duration(settings.upstream.poll_interval)
-    );
-    let p = &settings.policy;
-    let gate_names: Vec<&str> = settings.gates.iter().map(|g| g.name.as_str()).collect();
-    match (p.mode, gate_names.is_empty()) {
-        (crate::config::Mode::Auto, true) => log::warn!(
-            "automatic mode with no gates: every outdated DaemonSet pod is upgraded as soon as it needs it"
-        ),
-        (mode, _) => log::info!(
-            "{} mode; gates: {}; stable_for {}",
-            if mode == crate::config::Mode::Auto { "automatic" } else { "manual" },
-            if gate_names.is_empty() { "none".to_owned() } else { gate_names.join(", ") },
-            crate::config::format_duration(p.stable_for)
-        ),
-    }
-    let (store, store_error) = open_store(&settings.state.dir);
-    let control = Arc::new(Control {
-        store_error,
-        ..Control::new(
-            Gates::from_settings(&settings.gates),
-            store,
-            settings.policy.clone(),
-        )
-    });
-    let api = Api::new(
-        shared.clone(),
-        upstream.clone(),
-        sim,
-        token,
-        control.clone(),
-    );
-
-    let notifier = Arc::new(Notifier::from_env());
-    let poller = {
-        let (shared, stop, upstream) = (shared.clone(), stop.clone(), upstream.clone());
-        let (control, notifier) = (control.clone(), notifier.clone());
-        let interval = settings.upstream.poll_interval;
-        thread::Builder::new()
-            .name("poll".into())
-            .spawn(move || {
-                // READY=1 once the API is bound (above) and the first poll has been tried; the
-                // API already answers meanwhile (503 no_snapshot).
-                let started = Instant::now();
-                let mut poller = Poller::new(upstream, shared.clone());
-                poller.poll_once();
-                let snap = shared.snapshot();
-                let pods = snap.as_ref().map(|s| s.pods.as_slice());
-                notifier.ready(&status_line(
-                    &control.decide(pods),
-                    snap.as_deref(),
-                    &shared,
-                    &control,
-                ));
-                let next = (started + interval).saturating_duration_since(Instant::now());
-                if !stop.wait_timeout(next) {
-                    poller.run(interval, &stop)
-                }
-            })
-            .map_err(|e| format!("cannot start the poll thread: {e}"))?
-    };
-    let autopilot = {
-        let (shared, stop, upstream) = (shared.clone(), stop.clone(), upstream.clone());
-        let notifier = notifier.clone();
-        thread::Builder::new()
-            .name("decide".into())
-            .spawn(move || {
-                Autopilot::new(upstream, shared, control)
-                    .with_notifier(notifier)
-                    .run(&stop)
-            })
-            .map_err(|e| format!("cannot start the decision thread: {e}"))?
-    };
-    crate::http::serve(listener, api::limits(&settings.api), &stop, &api);
-    notifier.stopping();
-    let _ = poller.join();
-    let _ = autopilot.join();
-    if let crate::config::Listen::Unix(path) = &settings.api.listen {
-        let _ = std::fs::remove_file(path);
-    }
-    log::info!("stopped");
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::fixture;
     use crate::upstream::Relay;
+    use std::sync::Mutex;
 
     /// An upstream whose pod list a test sets.
     struct Fixed(Mutex<Result<Vec<u8>, UpstreamError>>);
@@ -915,59 +588,5 @@ mod tests {
             .iter()
             .any(|p| p.spec.node_name == "v1.36-control-plane"));
         assert_eq!(shared.health().consecutive_failures, 0);
-    }
-
-    /// Regression: a failed imagepull used to be remembered as asked, so the pod waited for a
-    /// pre-pull that never came; now only an accepted one is, and a failed one is asked again.
-    #[test]
-    fn a_failed_imagepull_is_asked_again_an_accepted_one_is_not() {
-        let mut policy = Settings::default().policy;
-        policy.mode = crate::config::Mode::Auto;
-        let c = Control::new(
-            crate::gate::Gates::new(Vec::new()),
-            Store::in_memory(),
-            policy,
-        );
-        let mut pods = Snapshot::build(&fixture("1.36")).unwrap().pods;
-        pods.retain(|p| p.metadata.name.starts_with("kindnet"));
-        pods[0].status.conditions.push(crate::pod::Condition {
-            kind: "PodNeedUpgrade".into(),
-            status: "True".into(),
-            reason: String::new(),
-            message: "controllerrevision: 7f9c8d6b5".into(),
-        });
-        let key = policy::pull_key(&pods[0]);
-        let pulls = |c: &Control| {
-            c.decide(Some(&pods))
-                .actions
-                .iter()
-                .filter(|a| matches!(a, Action::Pull { .. }))
-                .count()
-        };
-        assert_eq!(pulls(&c), 1, "not asked yet");
-        c.pull_asked(&key, false);
-        assert_eq!(pulls(&c), 0, "failed: not again before PULL_RETRY");
-        c.pulls()[0].1 = Some(Instant::now() - Duration::from_secs(1));
-        assert_eq!(pulls(&c), 1, "failed, PULL_RETRY over: asked again");
-        c.pull_asked(&key, true);
-        assert_eq!(pulls(&c), 0, "accepted: not again");
-        assert_eq!(c.pulls().len(), 1);
-    }
-
-    #[test]
-    fn readiness_needs_a_snapshot_newer_than_three_intervals() {
-        let shared = Shared::new(Duration::from_secs(5));
-        let now = Instant::now();
-        assert!(shared
-            .readiness(now)
-            .unwrap_err()
-            .contains("first poll has not finished"));
-        shared.succeeded(None);
-        assert!(shared.readiness(Instant::now()).is_ok());
-        let later = Instant::now() + Duration::from_secs(16);
-        assert!(shared
-            .readiness(later)
-            .unwrap_err()
-            .contains("more than 3 poll intervals"));
     }
 }

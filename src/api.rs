@@ -12,13 +12,13 @@ use std::time::{Instant, SystemTime};
 
 use serde_json::{json, Value};
 
-use crate::agent::{Control, Outcome, Shared};
 use crate::config::{ApiSettings, Listen, Mode, OnClosed};
 use crate::gate::Purpose;
 use crate::http::{self, Body, Request, Response};
 use crate::names;
 use crate::pod::ImageState;
 use crate::policy;
+use crate::shared::{Control, Outcome, Shared};
 use crate::sim;
 use crate::state::{self, from_unix_ms, unix_ms, Hold, Queued};
 use crate::upstream::{excerpt, Relay, Upstream, UpstreamError};

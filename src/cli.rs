@@ -296,7 +296,7 @@ fn execute(cmd: Command, opts: ClientOpts, stop: Arc<Shutdown>) -> Result<(), Fa
                     scratch = Some(dir);
                 }
             }
-            let result = crate::agent::run(settings, stop).map_err(Failure::Failed);
+            let result = crate::daemon::run(settings, stop).map_err(Failure::Failed);
             if let Some(dir) = scratch {
                 let _ = std::fs::remove_dir_all(dir);
             }
