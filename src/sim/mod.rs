@@ -4,6 +4,8 @@
 //!   timing of recreate, Ready and image pulls), behind a small API any wire can use.
 //! - `yurthub`: YurtHub's wire over that model (`GET /pods`, the OTA calls, their checks and
 //!   exact answers).
+//! - `pod`: edits to a pod's JSON (conditions, readiness, image), the rendered list, names and
+//!   dates.
 //! - `server`: `yurt-ota sim`, the node served over HTTP.
 //!
 //! `Node` holds the model under a lock. Time moves only when a request arrives: each call passes
@@ -17,11 +19,12 @@ use serde_json::{json, Value};
 use crate::config::SimSettings;
 
 pub mod model;
+mod pod;
 pub mod server;
 mod yurthub;
 
-pub use model::rfc3339;
 use model::{Model, RolloutError};
+pub use pod::rfc3339;
 
 const TEXT: &str = "text/plain; charset=utf-8";
 const JSON: &str = "application/json";
