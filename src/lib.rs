@@ -9,6 +9,7 @@ pub mod daemon; // the wiring on top: bind, spawn the loops, serve, stop
 pub mod fleet; // the seed's strategies: strategy annotation, fleet budget, Lease slots
 pub mod gate; // local signals (file, GPIO, command, window) and their stability
 pub mod http; // the small blocking HTTP/1.1 server: bounded connections, capped requests
+pub mod listen; // the socket a local HTTP server listens on (TCP or Unix), request caps
 pub mod metrics; // Prometheus counters and gauges
 pub mod names; // DNS-1123 name rules for names in URLs
 pub mod pod; // the pod fields we read and the OpenYurt upgrade rules
