@@ -174,6 +174,10 @@ mod tests {
             .unwrap()
     }
 
+    fn upgrade_path(pod: &str) -> String {
+        format!("/openyurt.io/v1/namespaces/edge-apps/pods/{pod}/upgrade")
+    }
+
     fn post(node: &Node, at: Instant, path: &str) -> (u16, String) {
         let a = node.handle(at, "POST", path);
         (a.status, String::from_utf8(a.body).unwrap())
@@ -221,14 +225,7 @@ mod tests {
         let before = pods(&node, t0);
         let old = find(&before, "telemetry-agent").clone();
         let owner = old.owner().unwrap().uid.clone();
-        let (code, body) = post(
-            &node,
-            t0,
-            &format!(
-                "/openyurt.io/v1/namespaces/edge-apps/pods/{}/upgrade",
-                old.metadata.name
-            ),
-        );
+        let (code, body) = post(&node, t0, &upgrade_path(&old.metadata.name));
         assert_eq!(
             (code, body.as_str()),
             (
@@ -240,14 +237,7 @@ mod tests {
 
         let deleting = pods(&node, t0 + Duration::from_secs(1));
         assert!(find(&deleting, "telemetry-agent").is_deleting());
-        let (code, body) = post(
-            &node,
-            t0,
-            &format!(
-                "/openyurt.io/v1/namespaces/edge-apps/pods/{}/upgrade",
-                old.metadata.name
-            ),
-        );
+        let (code, body) = post(&node, t0, &upgrade_path(&old.metadata.name));
         assert_eq!(code, 403);
         assert!(body.contains("is deleting, can not be updated"), "{body}");
 

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::model::{Model, Owner};
+use super::model::{Model, Owner, SimPod};
 use super::{Answer, JSON};
 
 /// Answers one YurtHub route; `parts` is the path split on `/`.
@@ -31,31 +31,35 @@ pub(super) fn handle(m: &mut Model, now: Instant, method: &str, parts: &[&str]) 
     }
 }
 
-/// What YurtHub checks before either OTA call: the cloud is reachable, the pod exists.
-fn locate<'m>(m: &'m Model, ns: &str, name: &str) -> Result<&'m super::model::SimPod, Answer> {
+/// What YurtHub checks before either OTA call: the cloud is reachable, the pod exists, and its
+/// own status allows the call (else 403 with `status_error`'s sentence).
+fn checked<'m>(
+    m: &'m Model,
+    ns: &str,
+    name: &str,
+    status_error: impl FnOnce(String) -> String,
+) -> Result<&'m SimPod, Answer> {
     if !m.connected() {
         return Err(Answer::text(
             503,
             "OTA upgrade is not allowed when node is disconnected to cloud",
         ));
     }
-    m.pod(ns, name)
-        .ok_or_else(|| Answer::text(500, format!("Get pod failed, pods \"{name}\" not found")))
+    let p = m
+        .pod(ns, name)
+        .ok_or_else(|| Answer::text(500, format!("Get pod failed, pods \"{name}\" not found")))?;
+    p.check_status()
+        .map_err(|e| Answer::text(403, status_error(e)))?;
+    Ok(p)
 }
 
 fn upgrade(m: &mut Model, now: Instant, ns: &str, pod: &str) -> Answer {
-    let p = match locate(m, ns, pod) {
+    let p = match checked(m, ns, pod, |e| {
+        format!("Pre check update pod failed, Failed to check pod {ns}/{pod} status, error: {e}")
+    }) {
         Ok(p) => p,
         Err(answer) => return answer,
     };
-    if let Err(e) = p.check_status() {
-        return Answer::text(
-            403,
-            format!(
-                "Pre check update pod failed, Failed to check pod {ns}/{pod} status, error: {e}"
-            ),
-        );
-    }
     if let Some((hash, pulled)) = &p.image {
         let want = match p.owner {
             Owner::DaemonSet(d) => m.daemonsets()[d].current_hash(),
@@ -89,15 +93,10 @@ fn upgrade(m: &mut Model, now: Instant, ns: &str, pod: &str) -> Answer {
 }
 
 fn imagepull(m: &mut Model, now: Instant, ns: &str, pod: &str) -> Answer {
-    let p = match locate(m, ns, pod) {
-        Ok(p) => p,
-        Err(answer) => return answer,
-    };
-    if let Err(e) = p.check_status() {
-        return Answer::text(
-            403,
-            format!("Failed to check pod status {ns}/{pod}, error: {e}"),
-        );
+    if let Err(answer) = checked(m, ns, pod, |e| {
+        format!("Failed to check pod status {ns}/{pod}, error: {e}")
+    }) {
+        return answer;
     }
     match m.request_image(now, ns, pod) {
         Some(_) => Answer::ok_text(format!("Image pre-pull requested for pod {ns}/{pod}")),
