@@ -267,7 +267,20 @@ impl Settings {
     /// default path); a path the operator named must exist.
     pub fn load(path: &Path, must_exist: bool) -> Result<Settings, ConfigErrors> {
         match std::fs::read_to_string(path) {
-            Ok(text) => Settings::parse(&text, path),
+            Ok(text) => {
+                let s = Settings::parse(&text, path)?;
+                // The token file as `run` reads it, so that check-config refuses what run would.
+                if let Some(token) = &s.api.token_file {
+                    if let Err(message) = token_from_file(token) {
+                        return Err(ConfigErrors(vec![ConfigError {
+                            file: path.to_owned(),
+                            key: "api.token_file".into(),
+                            message,
+                        }]));
+                    }
+                }
+                Ok(s)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
                 Ok(Settings::default())
             }
@@ -644,9 +657,17 @@ impl Reader<'_> {
         }
     }
 
+    /// A duration within the key's range (`duration_range`), so that no absurd value reaches
+    /// the clock arithmetic of the loops.
     fn duration(&mut self, t: Option<&Table>, sec: &str, key: &str) -> Option<Duration> {
+        let (min, max) = duration_range(sec, key);
         self.parse(t, sec, key, |s| match parse_duration(s) {
             Ok(d) if d.is_zero() => Err(format!("{s:?} must be longer than zero")),
+            Ok(d) if d < min || d > max => Err(format!(
+                "{s:?} is out of range {}..={}",
+                format_duration(min),
+                format_duration(max)
+            )),
             other => other,
         })
     }
@@ -985,6 +1006,43 @@ impl Reader<'_> {
     }
 }
 
+/// The API token from `api.token_file`: its content, trimmed, which must not be empty.
+pub fn read_token(path: &Path) -> Result<String, String> {
+    token_from_file(path).map_err(|e| format!("api.token_file {e}"))
+}
+
+fn token_from_file(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read it: {e}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(format!("{}: the file is empty", path.display()));
+    }
+    Ok(token.to_owned())
+}
+
+/// The accepted range of each duration key (README "Configuration" lists them): short enough
+/// to catch a typo such as "99999999999999999h", long enough for any real use.
+fn duration_range(sec: &str, key: &str) -> (Duration, Duration) {
+    const MIN: Duration = Duration::from_millis(10);
+    const MINUTE: u64 = 60;
+    const HOUR: u64 = 3600;
+    let max = match (sec.starts_with("gate["), key) {
+        (false, "poll_interval") => HOUR,
+        (false, "timeout") => 10 * MINUTE,
+        (false, "connection_timeout") => HOUR,
+        (false, "stable_for") => 24 * HOUR,
+        (false, "ready_timeout") => 24 * HOUR,
+        (false, "gate_check_interval") => MINUTE,
+        (true, "max_age") => 7 * 24 * HOUR,
+        (true, "interval") => HOUR,
+        (true, "timeout") => 10 * MINUTE,
+        // [sim] delays.
+        _ => HOUR,
+    };
+    (MIN, Duration::from_secs(max))
+}
+
 fn absolute_path(s: &str) -> Result<PathBuf, String> {
     if Path::new(s).is_absolute() {
         Ok(PathBuf::from(s))
@@ -1039,6 +1097,22 @@ fn parse_url(s: &str) -> Result<String, String> {
     let authority = rest.split('/').next().unwrap_or_default();
     if authority.is_empty() || authority.contains(['?', '#', '@', ' ']) {
         return Err(format!("{s:?} has no valid host[:port]"));
+    }
+    // The port, if any, after the host (an IPv6 host is bracketed and holds colons itself).
+    let port = match authority.rsplit_once(':') {
+        Some((host, _)) if !host.ends_with(']') && host.contains(':') => None,
+        Some((_, port)) => Some(port),
+        None => None,
+    };
+    if let Some(port) = port {
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 => {}
+            _ => {
+                return Err(format!(
+                    "{s:?}: the port {port:?} is not a number in 1..=65535"
+                ))
+            }
+        }
     }
     Ok(s.trim_end_matches('/').to_owned())
 }
@@ -1223,6 +1297,65 @@ mod tests {
             );
         }
         assert_eq!(errs.len(), want.len(), "{errs:#?}");
+    }
+
+    #[test]
+    fn a_url_port_out_of_range_is_refused() {
+        for url in [
+            "http://127.0.0.1:99999",
+            "http://127.0.0.1:0",
+            "http://127.0.0.1:",
+            "http://[::1]:65536",
+            "http://host:http",
+        ] {
+            let errs = parse(&format!("[upstream]\nurl = {url:?}\n")).unwrap_err();
+            assert!(
+                errs.len() == 1
+                    && errs[0].contains("`upstream.url`")
+                    && errs[0].contains("1..=65535"),
+                "{url}: {errs:?}"
+            );
+        }
+        for url in [
+            "http://127.0.0.1:65535",
+            "http://[::1]:80",
+            "http://[::1]",
+            "http://hub",
+        ] {
+            assert_eq!(
+                parse(&format!("[upstream]\nurl = {url:?}\n"))
+                    .unwrap()
+                    .upstream
+                    .url,
+                url
+            );
+        }
+    }
+
+    #[test]
+    fn an_absurd_duration_is_a_config_error_not_a_panic() {
+        let errs = parse(
+            "[upstream]\npoll_interval = \"99999999999999999h\"\n\
+             [policy]\ngate_check_interval = \"5ms\"\nstable_for = \"25h\"\n\
+             [[gate]]\nname = \"g\"\nkind = \"command\"\nargv = [\"/bin/true\"]\ntimeout = \"11m\"\n",
+        )
+        .unwrap_err();
+        let want = [
+            "`upstream.poll_interval`: \"99999999999999999h\" is out of range 10ms..=1h",
+            "`policy.gate_check_interval`: \"5ms\" is out of range 10ms..=1m",
+            "`policy.stable_for`: \"25h\" is out of range 10ms..=24h",
+            "`gate[0].timeout`: \"11m\" is out of range 10ms..=10m",
+        ];
+        assert_eq!(errs.len(), want.len(), "{errs:#?}");
+        for w in want {
+            assert!(
+                errs.iter().any(|e| e.contains(w)),
+                "missing {w:?} in {errs:#?}"
+            );
+        }
+        // The ends of each range are accepted.
+        let s = parse("[upstream]\npoll_interval = \"1h\"\ntimeout = \"10ms\"\n").unwrap();
+        assert_eq!(s.upstream.poll_interval, Duration::from_secs(3600));
     }
 
     #[test]
