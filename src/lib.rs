@@ -5,6 +5,7 @@ pub mod agent; // the daemon: poller, shared state, run()
 pub mod api; // the local HTTP API: routing, relays, status, worker pool
 pub mod cli; // operator subcommands, as clients of the local API
 pub mod config; // TOML file -> validated Settings
+pub mod fleet; // the seed's strategies: strategy annotation, fleet budget, Lease slots
 pub mod gate; // local signals (file, GPIO, command, window) and their stability
 pub mod http; // the small blocking HTTP/1.1 server: bounded connections, capped requests
 pub mod metrics; // Prometheus counters and gauges
