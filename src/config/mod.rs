@@ -279,20 +279,7 @@ impl Settings {
     /// default path); a path the operator named must exist.
     pub fn load(path: &Path, must_exist: bool) -> Result<Settings, ConfigErrors> {
         match std::fs::read_to_string(path) {
-            Ok(text) => {
-                let s = Settings::parse(&text, path)?;
-                // The token file as `run` reads it, so that check-config refuses what run would.
-                if let Some(token) = &s.api.token_file {
-                    if let Err(message) = types::token_from_file(token) {
-                        return Err(ConfigErrors(vec![ConfigError {
-                            file: path.to_owned(),
-                            key: "api.token_file".into(),
-                            message,
-                        }]));
-                    }
-                }
-                Ok(s)
-            }
+            Ok(text) => Settings::read(&text, path, true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
                 Ok(Settings::default())
             }
@@ -306,9 +293,15 @@ impl Settings {
 
     /// Parses the text of a config file; `file` only names it in errors.
     pub fn parse(text: &str, file: &Path) -> Result<Settings, ConfigErrors> {
+        Settings::read(text, file, false)
+    }
+
+    /// `read_files`: also check the files the settings name (the token file), as `run` reads
+    /// them.
+    fn read(text: &str, file: &Path, read_files: bool) -> Result<Settings, ConfigErrors> {
         let mut errors = validate::Errors::new(text, file);
         let raw = raw::read(text, &mut errors);
-        let settings = raw.and_then(|raw| validate::settings(raw, &mut errors));
+        let settings = raw.and_then(|raw| validate::settings(raw, &mut errors, read_files));
         match settings {
             Some(s) if errors.is_empty() => Ok(s),
             _ => Err(errors.into()),

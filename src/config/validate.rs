@@ -12,7 +12,8 @@ use super::*;
 pub(super) struct Errors<'t> {
     text: &'t str,
     file: &'t Path,
-    list: Vec<ConfigError>,
+    /// Each error with its line (0: none), to be listed in file order.
+    list: Vec<(usize, ConfigError)>,
     /// Keys serde refused (reported): validation says nothing more about them.
     refused: Vec<String>,
 }
@@ -42,11 +43,14 @@ impl<'t> Errors<'t> {
         }
         match locate(self.text, key) {
             Some(at) => self.push_at(key, at, message),
-            None => self.list.push(ConfigError {
-                file: self.file.to_owned(),
-                key: key.to_owned(),
-                message,
-            }),
+            None => self.list.push((
+                0,
+                ConfigError {
+                    file: self.file.to_owned(),
+                    key: key.to_owned(),
+                    message,
+                },
+            )),
         }
     }
 
@@ -61,11 +65,14 @@ impl<'t> Errors<'t> {
         let before = &self.text[..at.min(self.text.len())];
         let line = before.matches('\n').count() + 1;
         let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-        self.list.push(ConfigError {
-            file: self.file.to_owned(),
-            key: key.to_owned(),
-            message: format!("{message} (line {line}, column {column})"),
-        });
+        self.list.push((
+            line,
+            ConfigError {
+                file: self.file.to_owned(),
+                key: key.to_owned(),
+                message: format!("{message} (line {line}, column {column})"),
+            },
+        ));
     }
 
     /// `value` parsed by `f`, or the error reported at `key`.
@@ -128,8 +135,9 @@ impl<'t> Errors<'t> {
 }
 
 impl From<Errors<'_>> for ConfigErrors {
-    fn from(e: Errors<'_>) -> Self {
-        ConfigErrors(e.list)
+    fn from(mut e: Errors<'_>) -> Self {
+        e.list.sort_by_key(|(line, _)| *line);
+        ConfigErrors(e.list.into_iter().map(|(_, e)| e).collect())
     }
 }
 
@@ -167,7 +175,8 @@ fn locate(text: &str, key: &str) -> Option<usize> {
 }
 
 /// The raw file into `Settings`: defaults for what it leaves out, every error reported.
-pub(super) fn settings(raw: RawConfig, e: &mut Errors) -> Option<Settings> {
+/// `read_files`: also read the files the settings name, as `run` will (the token file).
+pub(super) fn settings(raw: RawConfig, e: &mut Errors, read_files: bool) -> Option<Settings> {
     let mut s = Settings::default();
 
     let u = raw.upstream.unwrap_or_default();
@@ -191,6 +200,12 @@ pub(super) fn settings(raw: RawConfig, e: &mut Errors) -> Option<Settings> {
     }
     if let Some(v) = a.token_file {
         s.api.token_file = (!v.is_empty()).then(|| PathBuf::from(v));
+    }
+    // The token file as `run` reads it, so that check-config refuses what run would.
+    if let Some(path) = s.api.token_file.as_deref().filter(|_| read_files) {
+        if let Err(msg) = token_from_file(path) {
+            e.push("api.token_file", msg);
+        }
     }
     if let Some(v) = e.integer("api.max_connections", a.max_connections, 1, 1024) {
         s.api.max_connections = v as usize;
@@ -467,4 +482,42 @@ fn gate(sec: &str, g: RawGate, e: &mut Errors) -> Option<GateSettings> {
         pull,
         kind: kind?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_give_their_line_and_come_in_file_order() {
+        let text = "[upstream]\nkind = \"kubelet\"\ntimeout = 5\n\n[[gate]]\nname = \"g\"\n\
+                    kind = \"file\"\npath = \"relative\"\ncolour = 1\n";
+        let errs: Vec<String> = Settings::parse(text, Path::new("c.toml"))
+            .unwrap_err()
+            .0
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(
+            errs,
+            [
+                "c.toml: `upstream.kind`: unknown kind \"kubelet\"; expected \"yurthub\" or \"sim\" (line 2, column 1)",
+                "c.toml: `upstream.timeout`: expected a string, found integer (line 3, column 11)",
+                "c.toml: `gate[0].path`: \"relative\" must be an absolute path (line 8, column 1)",
+                "c.toml: `gate[0].colour`: unknown key for a \"file\" gate; it takes name, safety, applies_to, path, open_when, value, max_age (line 9, column 1)",
+            ]
+        );
+    }
+
+    #[test]
+    fn locate_finds_keys_of_the_nth_gate() {
+        let text = "[[gate]]\nname = \"a\"\n[[gate]]\n  name = \"b\"\n";
+        assert_eq!(
+            locate(text, "gate[1].name"),
+            Some(text.find("  name").unwrap() + 2)
+        );
+        assert_eq!(locate(text, "gate[0].name[3]"), Some(9));
+        assert_eq!(locate(text, "gate[2].name"), None);
+        assert_eq!(locate(text, "api.listen"), None);
+    }
 }
