@@ -9,7 +9,6 @@
 //! readyz), `metrics`, `events`. `serve` below is the routing table from endpoint to handler.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -347,19 +346,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Reads the bearer token; an empty or unreadable file is an error naming the key.
-pub fn read_token(path: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("api.token_file {}: cannot read it: {e}", path.display()))?;
-    let token = text.trim();
-    if token.is_empty() {
-        return Err(format!(
-            "api.token_file {}: the file is empty",
-            path.display()
-        ));
-    }
-    Ok(token.to_owned())
-}
+/// Reads the bearer token; config checks it the same way at load.
+pub use crate::config::read_token;
 
 impl http::Handler for Api {
     /// Answers one request; a panic inside is answered 500 and the server carries on.
