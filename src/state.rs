@@ -295,11 +295,6 @@ impl Store {
         self.lock().error.clone()
     }
 
-    /// The same as `unavailable`, under its older name.
-    pub fn write_error(&self) -> Option<String> {
-        self.unavailable()
-    }
-
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
