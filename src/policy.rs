@@ -67,6 +67,18 @@ pub enum Action {
     Unpark {
         uid: String,
     },
+    /// "Needs upgrade since" (`policy.max_defer`): start tracking these pods `(uid,
+    /// namespace/name)` now, and forget these uids (no longer needing upgrade, or gone).
+    TrackOutdated {
+        add: Vec<(String, String)>,
+        forget: Vec<String>,
+    },
+    /// A pod's deferral ran out (`policy.max_defer`): log it and record it, once.
+    DeferralExpired {
+        uid: String,
+        key: String,
+        since_ms: u64,
+    },
 }
 
 /// Why a pod that needs upgrade is not being upgraded now.
@@ -369,6 +381,64 @@ pub fn decide(i: &Inputs) -> Decision {
         }
     }
 
+    // "Needs upgrade since", per uid: a pod past `max_defer` is treated as forced (SPEC 6b).
+    let since: HashMap<&str, &crate::state::Outdated> = i
+        .state
+        .outdated
+        .iter()
+        .map(|o| (o.uid.as_str(), o))
+        .collect();
+    let deferral_over = |p: &Pod| {
+        let max = s.max_defer?;
+        let o = since.get(p.metadata.uid.as_str())?;
+        (i.now_ms.saturating_sub(o.since_ms) >= max.as_millis() as u64).then_some(*o)
+    };
+    {
+        // Tracked only with `max_defer` set: without it nothing reads it, and the state file
+        // is not rewritten for it.
+        let needing: HashSet<&str> = pods
+            .iter()
+            .filter(|p| s.max_defer.is_some() && p.needs_upgrade())
+            .map(|p| p.metadata.uid.as_str())
+            .collect();
+        let mut add = Vec::new();
+        let mut room = crate::state::MAX_OUTDATED.saturating_sub(since.len());
+        let mut added: HashSet<&str> = HashSet::new();
+        for p in pods
+            .iter()
+            .filter(|p| s.max_defer.is_some() && p.needs_upgrade())
+        {
+            let uid = p.metadata.uid.as_str();
+            if since.contains_key(uid) || room == 0 || !added.insert(uid) {
+                continue;
+            }
+            room -= 1;
+            add.push((uid.to_owned(), p.key()));
+        }
+        let forget: Vec<String> = i
+            .state
+            .outdated
+            .iter()
+            .filter(|o| !needing.contains(o.uid.as_str()))
+            .map(|o| o.uid.clone())
+            .collect();
+        if !add.is_empty() || !forget.is_empty() {
+            d.actions.push(Action::TrackOutdated { add, forget });
+        }
+        let mut told: HashSet<&str> = HashSet::new();
+        for p in pods.iter().filter(|p| p.needs_upgrade()) {
+            if let Some(o) = deferral_over(p).filter(|o| !o.expired) {
+                if told.insert(&o.uid) {
+                    d.actions.push(Action::DeferralExpired {
+                        uid: o.uid.clone(),
+                        key: p.key(),
+                        since_ms: o.since_ms,
+                    });
+                }
+            }
+        }
+    }
+
     // The candidates: the queue first (in order asked), then, in auto mode, the rest in stable
     // order.
     // The first pod of each uid (the snapshot already drops duplicates; this holds for any list).
@@ -449,7 +519,7 @@ pub fn decide(i: &Inputs) -> Decision {
     let mut in_flight = (in_flight_uids.len() as u32).saturating_sub(ended);
     for (p, queued) in candidates {
         let uid = &p.metadata.uid;
-        let force = queued == Some(true);
+        let force = queued == Some(true) || deferral_over(p).is_some();
         let mut wait = |why: Why| d.waiting.push((p.key(), why, queued.is_some()));
         if in_flight_uids.contains(uid.as_str()) {
             wait(Why::InFlight);
@@ -611,6 +681,7 @@ mod tests {
         include: Vec<String>,
         exclude: Vec<String>,
         state_unavailable: Option<&'static str>,
+        max_defer: Option<Duration>,
     }
 
     fn case(name: &'static str, now: Instant) -> Case {
@@ -627,6 +698,7 @@ mod tests {
             include: Vec::new(),
             exclude: Vec::new(),
             state_unavailable: None,
+            max_defer: None,
         }
     }
 
@@ -641,6 +713,7 @@ mod tests {
         s.exclude = c.exclude.clone();
         s.stable_for = Duration::from_secs(30);
         s.ready_timeout = Duration::from_secs(300);
+        s.max_defer = c.max_defer;
         decide(&Inputs {
             pods: Some(&c.pods),
             gates: &c.gates,
@@ -1153,5 +1226,160 @@ mod tests {
             est(&[gate("stopped", true, Some(10), now)], &[]),
             Some(Duration::from_secs(20))
         );
+    }
+
+    const DAY_MS: u64 = 86_400_000;
+
+    /// Both DaemonSet pods needing upgrade since `ago_ms`, a hold, and `max_defer` 7 days.
+    fn deferred(name: &'static str, ago_ms: u64, now: Instant) -> Case {
+        let mut c = case(name, now);
+        c.max_defer = Some(Duration::from_millis(7 * DAY_MS));
+        c.max_concurrent = 2;
+        for (uid, key) in [(KN_UID, KN), (KP_UID, KP)] {
+            c.state.outdated.push(crate::state::Outdated {
+                uid: uid.into(),
+                key: key.into(),
+                since_ms: NOW_MS - ago_ms,
+                expired: false,
+            });
+        }
+        c.state.holds.push(Hold {
+            name: "nav".into(),
+            reason: "renewed forever".into(),
+            created_ms: 0,
+            expires_ms: u64::MAX,
+        });
+        c
+    }
+
+    /// Each row: a situation with `max_defer`, the upgrades it starts, kube-proxy's reason.
+    #[test]
+    fn max_defer_forces_past_holds_and_convenience_gates_never_safety_gates() {
+        let now = Instant::now();
+        let mut cases: Vec<(Case, Vec<&str>, Option<Why>)> = Vec::new();
+
+        let c = deferred("needing upgrade 1 day of 7: the hold blocks", DAY_MS, now);
+        cases.push((c, vec![], Some(Why::Blocked(vec!["hold:nav".into()]))));
+
+        let c = deferred(
+            "needing upgrade 8 days of 7: the hold no longer blocks",
+            8 * DAY_MS,
+            now,
+        );
+        cases.push((c, vec![KN, KP], None));
+
+        let c = deferred("exactly 7 days: over", 7 * DAY_MS, now);
+        cases.push((c, vec![KN, KP], None));
+
+        let mut c = deferred(
+            "over, a convenience gate closed: not blocking",
+            8 * DAY_MS,
+            now,
+        );
+        c.gates.push(gate("night", false, None, now));
+        cases.push((c, vec![KN, KP], None));
+
+        let mut c = deferred(
+            "over, the safety gate closed: still blocks",
+            8 * DAY_MS,
+            now,
+        );
+        c.gates = vec![
+            gate("stopped", true, None, now),
+            gate("night", false, None, now),
+        ];
+        cases.push((c, vec![], Some(Why::Blocked(vec!["stopped".into()]))));
+
+        let mut c = deferred(
+            "over, safety gate open but not stable: waits",
+            8 * DAY_MS,
+            now,
+        );
+        c.gates = vec![gate("stopped", true, Some(10), now)];
+        cases.push((c, vec![], Some(Why::NotStable(Duration::from_secs(20)))));
+
+        let mut c = deferred(
+            "no max_defer: the hold blocks however long",
+            300 * DAY_MS,
+            now,
+        );
+        c.max_defer = None;
+        cases.push((c, vec![], Some(Why::Blocked(vec!["hold:nav".into()]))));
+
+        let mut c = deferred(
+            "over, manual mode: still only API calls and the queue",
+            8 * DAY_MS,
+            now,
+        );
+        c.mode = Mode::Manual;
+        cases.push((c, vec![], Some(Why::Manual)));
+
+        let mut c = deferred(
+            "over, queued without force in manual mode: forced",
+            8 * DAY_MS,
+            now,
+        );
+        c.mode = Mode::Manual;
+        c.state.queue.push(queued_kube_proxy(false));
+        cases.push((c, vec![KP], None));
+
+        for (c, want, kp_why) in cases {
+            let d = run(&c, now);
+            assert_eq!(upgrades(&d), want, "{}: {:?}", c.name, d);
+            assert_eq!(why(&d, KP), kp_why.as_ref(), "{}: {:?}", c.name, d.waiting);
+            // Forced upgrades are sent as forced: the moment of action skips holds as well.
+            for a in &d.actions {
+                if let Action::Upgrade { force, .. } = a {
+                    assert!(*force, "{}", c.name);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn needing_upgrade_is_tracked_per_uid_and_its_expiry_told_once() {
+        let now = Instant::now();
+        let track = |d: &Decision| {
+            d.actions.iter().find_map(|a| match a {
+                Action::TrackOutdated { add, forget } => Some((add.clone(), forget.clone())),
+                _ => None,
+            })
+        };
+        let told = |d: &Decision| {
+            d.actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::DeferralExpired { key, .. } => Some(key.clone()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        // Nothing tracked yet: both start now.
+        let mut c = case("fresh", now);
+        c.max_defer = Some(Duration::from_millis(7 * DAY_MS));
+        let (add, forget) = track(&run(&c, now)).unwrap();
+        assert_eq!(
+            add,
+            vec![(KN_UID.into(), KN.into()), (KP_UID.into(), KP.into())]
+        );
+        assert!(forget.is_empty());
+        // Tracked, and a pod that is gone: only that one is forgotten.
+        let mut c = deferred("tracked", 8 * DAY_MS, now);
+        c.state.outdated.push(crate::state::Outdated {
+            uid: "gone".into(),
+            key: "kube-system/gone".into(),
+            since_ms: 0,
+            expired: true,
+        });
+        let d = run(&c, now);
+        assert_eq!(track(&d), Some((vec![], vec!["gone".to_owned()])));
+        assert_eq!(told(&d), vec![KN.to_owned(), KP.to_owned()]);
+        // Told once: not again once recorded.
+        for o in &mut c.state.outdated {
+            o.expired = true;
+        }
+        assert!(told(&run(&c, now)).is_empty());
+        // Not over: not told.
+        assert!(told(&run(&deferred("young", DAY_MS, now), now)).is_empty());
     }
 }

@@ -45,8 +45,26 @@ pub struct State {
     pub breaker: Option<Breaker>,
     pub parked: Vec<Parked>,
     pub backoff: Vec<Backoff>,
+    /// Since when each pod has needed upgrade (`policy.max_defer`): one entry per uid, only
+    /// for pods that need upgrade now, at most `MAX_OUTDATED`.
+    pub outdated: Vec<Outdated>,
     /// Newest first.
     pub events: VecDeque<Event>,
+}
+
+/// At most this many "needs upgrade since" entries (a node runs 110 pods by default); past it,
+/// new ones are not tracked (their deferral does not run) and this is logged.
+pub const MAX_OUTDATED: usize = 2048;
+
+/// A pod first seen needing upgrade at `since_ms`, by its uid: a replacement is a new pod.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outdated {
+    pub uid: String,
+    pub key: String,
+    pub since_ms: u64,
+    /// Its deferral ran out, and that was logged and put in the event log (once).
+    #[serde(default)]
+    pub expired: bool,
 }
 
 /// An upgrade call that was (or was about to be) sent: the pod is not called again while this

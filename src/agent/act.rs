@@ -117,6 +117,40 @@ impl Actor {
                 }
             }),
             Action::Unpark { uid } => c.store.update(|s| s.parked.retain(|p| &p.uid != uid)),
+            Action::TrackOutdated { add, forget } => c.store.update(|s| {
+                s.outdated.retain(|o| !forget.contains(&o.uid));
+                let since_ms = state::unix_ms(wall);
+                for (uid, key) in add {
+                    if s.outdated.len() >= state::MAX_OUTDATED {
+                        log::warn!(
+                            "{} pods need upgrade, the most tracked for policy.max_defer; {key} is not tracked",
+                            state::MAX_OUTDATED
+                        );
+                        break;
+                    }
+                    if !s.outdated.iter().any(|o| &o.uid == uid) {
+                        s.outdated.push(state::Outdated {
+                            uid: uid.clone(),
+                            key: key.clone(),
+                            since_ms,
+                            expired: false,
+                        });
+                    }
+                }
+            }),
+            Action::DeferralExpired { uid, key, since_ms } => c.store.update(|s| {
+                if let Some(o) = s.outdated.iter_mut().find(|o| &o.uid == uid) {
+                    o.expired = true;
+                    let max = c.policy.max_defer.unwrap_or_default();
+                    let msg = format!(
+                        "{key} has needed upgrade since {} (policy.max_defer {}): holds and non-safety gates no longer block it; safety gates still do",
+                        crate::sim::rfc3339(state::from_unix_ms(*since_ms)),
+                        crate::config::format_duration(max)
+                    );
+                    log::info!("{msg}");
+                    s.event(wall, "deferral_expired", Some(key), msg);
+                }
+            }),
         }
     }
 

@@ -37,6 +37,8 @@ impl Api {
             .as_ref()
             .map(|s| s.pods.iter().map(|p| (p.key(), p)).collect())
             .unwrap_or_default();
+        let since: std::collections::HashMap<&str, &crate::state::Outdated> =
+            st.outdated.iter().map(|o| (o.uid.as_str(), o)).collect();
         let pods: Vec<Value> = decision
             .waiting
             .iter()
@@ -48,6 +50,7 @@ impl Api {
                     ImageState::Ready => "ready",
                 });
                 let (ns, name) = key.split_once('/').unwrap_or_default();
+                let since = p.and_then(|p| since.get(p.metadata.uid.as_str()).copied());
                 json!({
                     "namespace": ns,
                     "name": name,
@@ -58,6 +61,10 @@ impl Api {
                     "queued": queued,
                     "why_not_yet": why.to_string(),
                     "why_word": why.word(),
+                    "needs_upgrade_since": since.map(|o| iso(o.since_ms)),
+                    // policy.max_defer: when holds and non-safety gates stop blocking it.
+                    "forced_from": since.zip(c.policy.max_defer).map(|(o, m)| iso(o.since_ms + m.as_millis() as u64)),
+                    "deferral_expired": since.is_some_and(|o| o.expired),
                 })
             })
             .collect();

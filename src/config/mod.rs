@@ -168,6 +168,8 @@ pub struct PolicySettings {
     pub stable_for: Duration,
     pub max_concurrent: u32,
     pub ready_timeout: Duration,
+    /// A pod needing upgrade this long is treated as forced (SPEC 6b); `None`: never.
+    pub max_defer: Option<Duration>,
     pub gate_check_interval: Duration,
     pub prepull: bool,
     pub include: Vec<String>,
@@ -213,6 +215,7 @@ impl Default for Settings {
                 stable_for: Duration::from_secs(30),
                 max_concurrent: 1,
                 ready_timeout: Duration::from_secs(300),
+                max_defer: None,
                 gate_check_interval: Duration::from_millis(250),
                 prepull: true,
                 include: Vec::new(),

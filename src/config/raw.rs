@@ -58,6 +58,7 @@ pub(super) struct RawPolicy {
     pub stable_for: Option<String>,
     pub max_concurrent: Option<i64>,
     pub ready_timeout: Option<String>,
+    pub max_defer: Option<String>,
     pub gate_check_interval: Option<String>,
     pub prepull: Option<bool>,
     pub include: Option<Vec<String>>,

@@ -400,3 +400,26 @@ fn effective_settings_parse_back_to_themselves() {
     let text = s.to_toml();
     assert_eq!(parse(&text).unwrap(), s, "{text}");
 }
+
+#[test]
+fn max_defer_is_off_by_default_takes_days_and_has_bounds() {
+    assert_eq!(parse("").unwrap().policy.max_defer, None);
+    assert_eq!(
+        parse("[policy]\nmax_defer = \"\"\n")
+            .unwrap()
+            .policy
+            .max_defer,
+        None
+    );
+    let s = parse("[policy]\nmax_defer = \"7d\"\n").unwrap();
+    assert_eq!(s.policy.max_defer, Some(Duration::from_secs(7 * 86_400)));
+    // Printed and read back the same, set or not.
+    assert_eq!(parse(&s.to_toml()).unwrap(), s);
+    let off = Settings::default();
+    assert_eq!(parse(&off.to_toml()).unwrap(), off);
+    assert_eq!(
+        parse("[policy]\nmax_defer = \"366d\"\n").unwrap_err(),
+        vec!["/etc/yurt-ota/config.toml: `policy.max_defer`: \"366d\" is out of range 10ms..=8760h (line 2, column 1)"]
+    );
+    assert!(parse("[policy]\nmax_defer = \"soon\"\n").unwrap_err()[0].contains("policy.max_defer"));
+}

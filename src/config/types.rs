@@ -37,6 +37,7 @@ pub(super) fn duration_range(key: &str) -> (Duration, Duration) {
         (false, "connection_timeout") => HOUR,
         (false, "stable_for") => 24 * HOUR,
         (false, "ready_timeout") => 24 * HOUR,
+        (false, "max_defer") => 365 * 24 * HOUR,
         (false, "gate_check_interval") => MINUTE,
         (true, "max_age") => 7 * 24 * HOUR,
         (true, "interval") => HOUR,
@@ -167,7 +168,7 @@ pub(super) fn check_pattern(p: &str) -> Result<(), String> {
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || {
         format!(
-            "{s:?} is not a duration; use a number and a unit: \"250ms\", \"30s\", \"5m\", \"1h\""
+            "{s:?} is not a duration; use a number and a unit: \"250ms\", \"30s\", \"5m\", \"1h\", \"7d\""
         )
     };
     let mut total = Duration::ZERO;
@@ -192,6 +193,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "s" => Duration::from_secs(n),
             "m" => Duration::from_secs(n.saturating_mul(60)),
             "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "d" => Duration::from_secs(n.saturating_mul(86_400)),
             _ => return Err(bad()),
         };
         total = total.saturating_add(part);

@@ -241,6 +241,11 @@ pub(super) fn settings(raw: RawConfig, e: &mut Errors, read_files: bool) -> Opti
     if let Some(v) = e.duration("policy.ready_timeout", &p.ready_timeout) {
         s.policy.ready_timeout = v;
     }
+    // Empty or absent: no bound (the printer writes "" for that).
+    let max_defer = p.max_defer.filter(|v| !v.trim().is_empty());
+    if let Some(v) = e.duration("policy.max_defer", &max_defer) {
+        s.policy.max_defer = Some(v);
+    }
     if let Some(v) = e.duration("policy.gate_check_interval", &p.gate_check_interval) {
         s.policy.gate_check_interval = v;
     }

@@ -3,6 +3,7 @@
 
 mod api;
 mod cli;
+mod defer;
 mod gates;
 mod hardening;
 mod node;
