@@ -265,6 +265,17 @@ pub fn retry_after(
     (!longest.is_zero()).then_some(longest)
 }
 
+/// Whether the pod `uid` has needed upgrade for `policy.max_defer` (SPEC 6b): then it is
+/// treated as forced, by the API as by automatic mode.
+pub fn deferral_over(state: &State, uid: &str, now_ms: u64, max_defer: Option<Duration>) -> bool {
+    max_defer.is_some_and(|max| {
+        state
+            .outdated
+            .iter()
+            .any(|o| o.uid == uid && now_ms.saturating_sub(o.since_ms) >= max.as_millis() as u64)
+    })
+}
+
 /// `namespace/name-prefix*` patterns (validated by config): each side exact, or a prefix when it
 /// ends in `*`.
 pub fn matches(pattern: &str, p: &Pod) -> bool {

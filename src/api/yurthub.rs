@@ -39,10 +39,23 @@ impl Api {
     /// stable and read open afresh now; else 409, or queued with `?when=idle`.
     pub(super) fn upgrade(&self, ns: &str, pod: &str, query: &str) -> Result<Response, ApiError> {
         let c = &self.control;
-        let force = query_value(query, "force") == Some("true");
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        // A pod past policy.max_defer is treated as forced (SPEC 6b).
+        let deferred = || {
+            c.policy.max_defer?;
+            let snap = self.shared.snapshot()?;
+            let p = snap
+                .pods
+                .iter()
+                .find(|p| p.metadata.namespace == ns && p.metadata.name == pod)?;
+            let over = |s: &crate::state::State| {
+                policy::deferral_over(s, &p.metadata.uid, unix_ms(wall), c.policy.max_defer)
+            };
+            Some(c.store.read(over))
+        };
+        let force = query_value(query, "force") == Some("true") || deferred() == Some(true);
         let queue =
             query_value(query, "when") == Some("idle") || c.policy.on_closed == OnClosed::Queue;
-        let (now, wall) = (Instant::now(), SystemTime::now());
         let gates = c.gates.states();
         let holds: Vec<Hold> = c
             .store

@@ -79,6 +79,18 @@ fn a_hold_renewed_forever_stops_blocking_once_the_deferral_ran_out_a_safety_gate
         .to_owned();
     assert!(why.contains("hold:nav") && why.contains("night"), "{why}");
     assert_eq!(pod(&st, OUTDATED[0])["deferral_expired"], false);
+    let upgrade = |agent: &Agent| {
+        let (ns, name) = OUTDATED[1].split_once('/').unwrap();
+        post(&agent.url(&format!(
+            "/openyurt.io/v1/namespaces/{ns}/pods/{name}/upgrade"
+        )))
+    };
+    let r = upgrade(&agent);
+    assert_eq!(r.status, 409);
+    assert_eq!(
+        r.json()["blocked_by"],
+        serde_json::json!(["night", "hold:nav"])
+    );
     assert!(pod(&st, OUTDATED[0])["forced_from"].is_string());
 
     // The "since" survives a restart (state.dir).
@@ -126,6 +138,13 @@ fn a_hold_renewed_forever_stops_blocking_once_the_deferral_ran_out_a_safety_gate
         assert_eq!(p["deferral_expired"], true, "{p:#}");
         assert_eq!(p["why_not_yet"], "blocked by vehicle-stopped", "{p:#}");
     }
+    // A device app's call is treated as forced too: only the safety gate answers.
+    let r = upgrade(&agent);
+    assert_eq!(r.status, 409);
+    assert_eq!(
+        r.json()["blocked_by"],
+        serde_json::json!(["vehicle-stopped"])
+    );
     // The event log says it once per pod.
     let events = get(&agent.url("/v1/events?limit=256")).json();
     let told: Vec<&str> = events["events"]
