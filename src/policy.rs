@@ -39,10 +39,12 @@ impl Target {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Re-check the gates, then send the upgrade call.
+    /// Take a fleet slot of DaemonSet `slot` (its uid) if it has a budget, re-check the gates,
+    /// then send the upgrade call.
     Upgrade {
         pod: Target,
         force: bool,
+        slot: Option<String>,
     },
     /// Ask for the image pre-pull; `pull_key` says which revision, so it is asked once.
     Pull {
@@ -105,6 +107,15 @@ pub enum Why {
     MaxConcurrent(u32),
     /// The state file cannot be written: no upgrade starts without its intent persisted.
     StateUnavailable(String),
+    /// The DaemonSet's `apps.openyurt.io/update-strategy` is no value OpenYurt knows.
+    UnknownStrategy(String),
+    /// Every slot of the fleet budget is held by other nodes, named here.
+    FleetBudget {
+        budget: u32,
+        holders: Vec<String>,
+    },
+    /// The fleet's slots cannot be read or taken (fail closed).
+    FleetUnavailable(String),
 }
 
 impl fmt::Display for Why {
@@ -154,6 +165,18 @@ impl fmt::Display for Why {
                 f,
                 "state cannot be written ({e}); upgrades pause until it can"
             ),
+            Why::UnknownStrategy(v) => write!(
+                f,
+                "its DaemonSet's {} is {v:?}, no strategy OpenYurt knows; left alone",
+                crate::fleet::strategy::STRATEGY_ANNOTATION
+            ),
+            Why::FleetBudget { budget, holders } => write!(
+                f,
+                "fleet budget: {}/{budget} slots held by {}",
+                holders.len(),
+                holders.join(", ")
+            ),
+            Why::FleetUnavailable(e) => write!(f, "fleet budget: {e}"),
         }
     }
 }
@@ -176,6 +199,9 @@ impl Why {
             Why::NotStable(_) => "not_stable",
             Why::MaxConcurrent(_) => "max_concurrent",
             Why::StateUnavailable(_) => "state_unavailable",
+            Why::UnknownStrategy(_) => "unknown_strategy",
+            Why::FleetBudget { .. } => "fleet_budget",
+            Why::FleetUnavailable(_) => "fleet_unavailable",
         }
     }
 }
@@ -327,6 +353,8 @@ pub struct Inputs<'a> {
     pub pulls_requested: &'a [String],
     /// Why the state cannot be written, when it cannot (`Store::unavailable`): upgrades pause.
     pub state_unavailable: Option<&'a str>,
+    /// The DaemonSets' strategies, budgets and slots, by uid (SPEC 6b); empty with YurtHub.
+    pub fleet: &'a crate::fleet::FleetView,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -490,8 +518,13 @@ pub fn decide(i: &Inputs) -> Decision {
         .filter(|p| seen.insert(&p.metadata.uid))
         .collect();
     outdated.sort_by(|a, b| crate::pod::upgrade_order(a, b));
+    let ds_of = |p: &Pod| p.owner().and_then(|o| i.fleet.get(&o.uid));
     for p in outdated {
-        let why = if s.mode == Mode::Manual {
+        // An AdvancedRollingUpdate DaemonSet's pods go as in auto mode (SPEC 6b).
+        let rolling = ds_of(p).is_some_and(|ds| {
+            ds.strategy == Ok(Some(crate::fleet::Strategy::AdvancedRollingUpdate))
+        });
+        let why = if s.mode == Mode::Manual && !rolling {
             Some(Why::Manual)
         } else if !s.include.is_empty() && !s.include.iter().any(|pat| matches(pat, p)) {
             Some(Why::NotIncluded)
@@ -534,6 +567,11 @@ pub fn decide(i: &Inputs) -> Decision {
         let mut wait = |why: Why| d.waiting.push((p.key(), why, queued.is_some()));
         if in_flight_uids.contains(uid.as_str()) {
             wait(Why::InFlight);
+            continue;
+        }
+        let ds = ds_of(p);
+        if let Some(Err(v)) = ds.map(|ds| &ds.strategy) {
+            wait(Why::UnknownStrategy(v.clone()));
             continue;
         }
         if let Some(pk) = parked.get(uid.as_str()) {
@@ -612,10 +650,33 @@ pub fn decide(i: &Inputs) -> Decision {
             wait(Why::MaxConcurrent(s.max_concurrent));
             continue;
         }
+        // The fleet budget: the act step takes a slot before the re-read; while the last
+        // attempt found none, wait for the retry.
+        let slot = match ds.filter(|ds| ds.budget.is_some()) {
+            None => None,
+            Some(ds) => {
+                use crate::fleet::SlotView;
+                match &ds.slots {
+                    SlotView::Full { holders, retry_ms } if *retry_ms > i.now_ms => {
+                        wait(Why::FleetBudget {
+                            budget: ds.budget.unwrap_or_default(),
+                            holders: holders.clone(),
+                        });
+                        continue;
+                    }
+                    SlotView::Unavailable { error, retry_ms } if *retry_ms > i.now_ms => {
+                        wait(Why::FleetUnavailable(error.clone()));
+                        continue;
+                    }
+                    _ => p.owner().map(|o| o.uid.clone()),
+                }
+            }
+        };
         in_flight += 1;
         d.actions.push(Action::Upgrade {
             pod: Target::of(p),
             force,
+            slot,
         });
     }
     d
@@ -693,6 +754,7 @@ mod tests {
         exclude: Vec<String>,
         state_unavailable: Option<&'static str>,
         max_defer: Option<Duration>,
+        fleet: crate::fleet::FleetView,
     }
 
     fn case(name: &'static str, now: Instant) -> Case {
@@ -710,6 +772,7 @@ mod tests {
             exclude: Vec::new(),
             state_unavailable: None,
             max_defer: None,
+            fleet: crate::fleet::FleetView::new(),
         }
     }
 
@@ -735,6 +798,7 @@ mod tests {
             imagepull_supported: c.imagepull_supported,
             pulls_requested: &c.pulls,
             state_unavailable: c.state_unavailable,
+            fleet: &c.fleet,
         })
     }
 
@@ -1392,5 +1456,163 @@ mod tests {
         assert!(told(&run(&c, now)).is_empty());
         // Not over: not told.
         assert!(told(&run(&deferred("young", DAY_MS, now), now)).is_empty());
+    }
+
+    const KP_OWNER: &str = "5b09aa5c-a098-4dd2-ad37-b7226b561ac0";
+
+    /// kube-proxy's DaemonSet with `strategy`, a budget of `budget` and `slots` as last seen.
+    fn with_ds(
+        mut c: Case,
+        strategy: Result<Option<crate::fleet::Strategy>, String>,
+        budget: Option<u32>,
+        slots: crate::fleet::SlotView,
+    ) -> Case {
+        c.fleet.insert(
+            KP_OWNER.into(),
+            crate::fleet::DaemonSetView {
+                namespace: "kube-system".into(),
+                name: "kube-proxy".into(),
+                strategy,
+                budget,
+                slots,
+            },
+        );
+        c
+    }
+
+    /// Each row: a DaemonSet strategy and fleet budget situation, the upgrades it starts (with
+    /// the slot asked for), and kube-proxy's reason.
+    #[test]
+    fn strategies_and_the_fleet_budget() {
+        use crate::fleet::{SlotView, Strategy};
+        let now = Instant::now();
+        let ars = Ok(Some(Strategy::AdvancedRollingUpdate));
+        // (situation, upgrades as (pod, with a slot), kube-proxy's reason)
+        type Row = (Case, Vec<(&'static str, bool)>, Option<Why>);
+        let mut cases: Vec<Row> = Vec::new();
+
+        let mut c = case(
+            "manual mode, AdvancedRollingUpdate: its pod goes alone",
+            now,
+        );
+        c.mode = Mode::Manual;
+        let c = with_ds(c, ars.clone(), None, SlotView::Unknown);
+        cases.push((c, vec![(KP, false)], None));
+
+        let mut c = case("manual mode, OTA: as today", now);
+        c.mode = Mode::Manual;
+        let c = with_ds(c, Ok(Some(Strategy::Ota)), None, SlotView::Unknown);
+        cases.push((c, vec![], Some(Why::Manual)));
+
+        let mut c = case("AdvancedRollingUpdate: a closed gate still blocks", now);
+        c.mode = Mode::Manual;
+        c.gates = vec![gate("stopped", true, None, now)];
+        let c = with_ds(c, ars.clone(), None, SlotView::Unknown);
+        cases.push((c, vec![], Some(Why::Blocked(vec!["stopped".into()]))));
+
+        let mut c = case("AdvancedRollingUpdate: a hold still blocks", now);
+        c.mode = Mode::Manual;
+        c.state.holds.push(Hold {
+            name: "nav".into(),
+            reason: String::new(),
+            created_ms: 0,
+            expires_ms: NOW_MS + 1,
+        });
+        let c = with_ds(c, ars.clone(), None, SlotView::Unknown);
+        cases.push((c, vec![], Some(Why::Blocked(vec!["hold:nav".into()]))));
+
+        let mut c = case("an unknown strategy: left alone, in auto mode too", now);
+        c.max_concurrent = 2;
+        let c = with_ds(c, Err("Rolling".into()), None, SlotView::Unknown);
+        cases.push((
+            c,
+            vec![(KN, false)],
+            Some(Why::UnknownStrategy("Rolling".into())),
+        ));
+
+        let mut c = case("an unknown strategy: queued, still left alone", now);
+        c.mode = Mode::Manual;
+        c.state.queue.push(queued_kube_proxy(true));
+        let c = with_ds(c, Err("x".into()), None, SlotView::Unknown);
+        cases.push((c, vec![], Some(Why::UnknownStrategy("x".into()))));
+
+        let mut c = case("a budget, slots not tried: upgrade asks for a slot", now);
+        c.max_concurrent = 2;
+        let c = with_ds(c, ars.clone(), Some(2), SlotView::Unknown);
+        cases.push((c, vec![(KN, false), (KP, true)], None));
+
+        let mut c = case("budget full: waits, naming the holders", now);
+        c.max_concurrent = 2;
+        let full = SlotView::Full {
+            holders: vec!["node-a".into(), "node-b".into()],
+            retry_ms: NOW_MS + 1500,
+        };
+        let c = with_ds(c, ars.clone(), Some(2), full);
+        let want = Why::FleetBudget {
+            budget: 2,
+            holders: vec!["node-a".into(), "node-b".into()],
+        };
+        assert_eq!(
+            want.to_string(),
+            "fleet budget: 2/2 slots held by node-a, node-b"
+        );
+        cases.push((c, vec![(KN, false)], Some(want)));
+
+        let mut c = case("budget full, retry time come: tried again", now);
+        c.max_concurrent = 2;
+        let full = SlotView::Full {
+            holders: vec!["node-a".into()],
+            retry_ms: NOW_MS,
+        };
+        let c = with_ds(c, ars.clone(), Some(1), full);
+        cases.push((c, vec![(KN, false), (KP, true)], None));
+
+        let mut c = case("slots unreadable: fail closed until the retry", now);
+        c.max_concurrent = 2;
+        let down = SlotView::Unavailable {
+            error: "refused".into(),
+            retry_ms: NOW_MS + 10,
+        };
+        let c = with_ds(c, ars.clone(), Some(1), down);
+        cases.push((
+            c,
+            vec![(KN, false)],
+            Some(Why::FleetUnavailable("refused".into())),
+        ));
+
+        let mut c = case(
+            "budget full and a gate closed: the gate is named first",
+            now,
+        );
+        c.gates = vec![gate("stopped", true, None, now)];
+        let full = SlotView::Full {
+            holders: vec!["node-a".into()],
+            retry_ms: NOW_MS + 1500,
+        };
+        let c = with_ds(c, ars.clone(), Some(1), full);
+        cases.push((c, vec![], Some(Why::Blocked(vec!["stopped".into()]))));
+
+        let mut c = case("OTA with a budget, in auto mode: asks for a slot too", now);
+        c.max_concurrent = 2;
+        let c = with_ds(c, Ok(Some(Strategy::Ota)), Some(1), SlotView::Unknown);
+        cases.push((c, vec![(KN, false), (KP, true)], None));
+
+        for (c, want, kp_why) in cases {
+            let d = run(&c, now);
+            let got: Vec<(String, bool)> = d
+                .actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Upgrade { pod, slot, .. } => {
+                        assert!(slot.as_deref().is_none_or(|s| s == pod.owner_uid));
+                        Some((pod.key(), slot.is_some()))
+                    }
+                    _ => None,
+                })
+                .collect();
+            let want: Vec<(String, bool)> = want.into_iter().map(|(k, s)| (k.into(), s)).collect();
+            assert_eq!(got, want, "{}: {:?}", c.name, d);
+            assert_eq!(why(&d, KP), kp_why.as_ref(), "{}: {:?}", c.name, d.waiting);
+        }
     }
 }

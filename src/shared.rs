@@ -164,6 +164,8 @@ pub struct Control {
     pub store_error: Option<String>,
     /// False once the upstream answered 404 to an imagepull (YurtHub before v1.7).
     pub imagepull_supported: AtomicBool,
+    /// The DaemonSets' strategies and fleet budget slots (SPEC 6b).
+    pub fleet: crate::fleet::Fleet,
     /// Image pre-pulls asked for (`policy::pull_key`): accepted ones (`None`) are not asked
     /// again; failed ones are asked again after the `Instant`.
     pulls: Mutex<Vec<(String, Option<Instant>)>>,
@@ -174,6 +176,7 @@ impl Control {
         Control {
             gates,
             store,
+            fleet: crate::fleet::Fleet::new(policy.ready_timeout),
             policy,
             store_error: None,
             imagepull_supported: AtomicBool::new(true),
@@ -207,6 +210,7 @@ impl Control {
             .map(|(k, _)| k.clone())
             .collect();
         let unavailable = self.store.unavailable();
+        let fleet = self.fleet.view();
         self.store.read(|s| {
             policy::decide(&policy::Inputs {
                 pods,
@@ -218,6 +222,7 @@ impl Control {
                 imagepull_supported: self.imagepull_supported.load(Ordering::Relaxed),
                 pulls_requested: &pulls,
                 state_unavailable: unavailable.as_deref(),
+                fleet: &fleet,
             })
         })
     }

@@ -36,7 +36,9 @@ impl Actor {
         let c = &self.control;
         let wall = SystemTime::now();
         match action {
-            Action::Upgrade { pod, force } => self.upgrade(pod, *force, snap),
+            Action::Upgrade { pod, force, slot } => {
+                self.upgrade(pod, *force, slot.as_deref(), snap)
+            }
             Action::Pull { pod, pull_key } => {
                 let closed = c.gates.recheck(Purpose::Pull, false);
                 if !closed.is_empty() {
@@ -80,22 +82,27 @@ impl Actor {
             }
             Action::Finished { uid, replacement } => {
                 self.shared.metrics.upgrade("succeeded");
-                c.store.update(|s| {
-                    if let Some(f) = take(&mut s.in_flight, |f| &f.uid == uid) {
-                        let msg = format!(
-                            "upgrade of {}/{} finished: {replacement} is Ready",
-                            f.namespace, f.name
-                        );
-                        log::info!("{msg}");
-                        let key = format!("{}/{}", f.namespace, f.name);
-                        s.event(wall, "upgrade_finished", Some(&key), msg);
-                    }
+                let owner = c.store.update(|s| {
+                    let f = take(&mut s.in_flight, |f| &f.uid == uid)?;
+                    let msg = format!(
+                        "upgrade of {}/{} finished: {replacement} is Ready",
+                        f.namespace, f.name
+                    );
+                    log::info!("{msg}");
+                    let key = format!("{}/{}", f.namespace, f.name);
+                    s.event(wall, "upgrade_finished", Some(&key), msg);
+                    Some(f.owner_uid)
                 });
+                if let Some(owner) = owner {
+                    let why = format!("{replacement} is Ready");
+                    c.fleet.release(self.upstream.leases(), &owner, &why);
+                }
             }
             Action::Failed { uid, reason } => {
                 self.shared.metrics.upgrade("failed");
-                c.store.update(|s| {
+                let owner = c.store.update(|s| {
                     let f = take(&mut s.in_flight, |f| &f.uid == uid);
+                    let owner = f.as_ref().map(|f| f.owner_uid.clone());
                     let key = f.map(|f| format!("{}/{}", f.namespace, f.name));
                     log::warn!(
                         "upgrade of {} failed: {reason}; circuit breaker tripped, automatic upgrades stop until POST /v1/breaker/reset",
@@ -107,7 +114,12 @@ impl Actor {
                         reason: reason.clone(),
                     });
                     s.event(wall, "breaker_tripped", key.as_deref(), reason.clone());
+                    owner
                 });
+                if let Some(owner) = owner {
+                    c.fleet
+                        .release(self.upstream.leases(), &owner, "the upgrade failed");
+                }
             }
             Action::Dequeue { uid, reason } => c.store.update(|s| {
                 if let Some(q) = take(&mut s.queue, |q| &q.uid == uid) {
@@ -154,11 +166,38 @@ impl Actor {
         }
     }
 
-    /// Records the intent, re-reads the gates, and only then calls the upstream.
-    fn upgrade(&self, pod: &Target, force: bool, snap: Option<&Snapshot>) {
+    /// Each tick: the DaemonSets the upstream reports now, and the slots held (resumed after a
+    /// start, renewed, released when no upgrade needs them).
+    pub fn fleet_tick(&self) {
+        let c = &self.control;
+        c.fleet.refresh(self.upstream.daemonsets());
+        let owners: Vec<String> = c
+            .store
+            .read(|s| s.in_flight.iter().map(|f| f.owner_uid.clone()).collect());
+        let owners: std::collections::HashSet<&str> = owners.iter().map(String::as_str).collect();
+        c.fleet
+            .maintain(self.upstream.leases(), &owners, SystemTime::now());
+    }
+
+    /// Takes a fleet slot if the pod's DaemonSet has a budget, records the intent, re-reads
+    /// the gates, and only then calls the upstream (SPEC 5 and 6b). A slot is given back at
+    /// once when the call is not made or not accepted.
+    fn upgrade(&self, pod: &Target, force: bool, slot: Option<&str>, snap: Option<&Snapshot>) {
         let c = &self.control;
         let key = pod.key();
         let started = SystemTime::now();
+        let leases = self.upstream.leases();
+        if let Some(ds) = slot {
+            if let Err(e) = c.fleet.take(leases, ds, started) {
+                log::debug!("not upgrading {key} yet: fleet budget: {e}");
+                return;
+            }
+        }
+        let release = |why: &str| {
+            if let Some(ds) = slot {
+                c.fleet.release(leases, ds, why);
+            }
+        };
         // Persisted first: after a crash in the call, the restarted agent does not call again.
         // No call without it on disk, and never a second entry for one uid.
         let intent = c.store.commit(|s| {
@@ -188,6 +227,7 @@ impl Actor {
                 log::warn!(
                     "not upgrading {key}: the intent cannot be written first ({e}); upgrades pause until it can"
                 );
+                release("the intent could not be written");
                 return;
             }
         }
@@ -209,6 +249,7 @@ impl Actor {
                 s.in_flight.retain(|f| f.uid != pod.uid);
                 s.event(SystemTime::now(), "upgrade_held_back", Some(&key), msg);
             });
+            release("a gate read closed at the moment of action");
             return;
         }
         let result = self.upstream.upgrade(&pod.namespace, &pod.name);
@@ -254,6 +295,7 @@ impl Actor {
                     });
                     s.event(wall, "upgrade_refused", Some(&key), detail);
                 });
+                release("the upstream refused the upgrade");
             }
             _ => {
                 self.shared.metrics.upgrade("error");
@@ -282,6 +324,7 @@ impl Actor {
                     });
                     s.event(wall, "upgrade_error", Some(&key), detail);
                 });
+                release("the upgrade call failed");
             }
         }
     }
@@ -291,4 +334,284 @@ impl Actor {
 fn take<T>(v: &mut Vec<T>, f: impl Fn(&T) -> bool) -> Option<T> {
     let i = v.iter().position(f)?;
     Some(v.remove(i))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{FileOpen, GateKind, GateSettings, Settings};
+    use crate::fleet::testing::Store as Leases;
+    use crate::fleet::{DaemonSetInfo, Slots};
+    use crate::state::Store;
+    use crate::upstream::{Relay, UpstreamError};
+    use std::path::PathBuf;
+
+    const DS: &str = "ds-uid";
+    const LEASE: &str = "yurt-ota-gw-0";
+
+    /// An apiserver-like upstream: one DaemonSet `fleet/gw` with a budget of 1 and the Lease
+    /// store; upgrade calls go into the store's log, so the order of everything is one list.
+    struct Fake {
+        leases: Arc<Leases>,
+        status: u16,
+    }
+
+    impl Upstream for Fake {
+        fn list_pods(&self) -> Result<Vec<u8>, UpstreamError> {
+            unreachable!()
+        }
+        fn upgrade(&self, ns: &str, pod: &str) -> Result<Relay, UpstreamError> {
+            self.leases
+                .ops
+                .lock()
+                .unwrap()
+                .push(format!("upgrade {ns}/{pod}"));
+            Ok(Relay {
+                status: self.status,
+                content_type: None,
+                body: b"Start updating pod".to_vec(),
+            })
+        }
+        fn imagepull(&self, _: &str, _: &str) -> Result<Relay, UpstreamError> {
+            unreachable!()
+        }
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+        fn url(&self) -> &str {
+            "test://"
+        }
+        fn daemonsets(&self) -> Vec<DaemonSetInfo> {
+            vec![DaemonSetInfo {
+                uid: DS.into(),
+                namespace: "fleet".into(),
+                name: "gw".into(),
+                strategy: Some("AdvancedRollingUpdate".into()),
+                max_unavailable: Some("1".into()),
+                desired_number_scheduled: 5,
+            }]
+        }
+        fn leases(&self) -> crate::fleet::run::Io<'_> {
+            Some((&*self.leases, "node-a"))
+        }
+    }
+
+    struct Rig {
+        actor: Actor,
+        control: Arc<Control>,
+        leases: Arc<Leases>,
+        gate: PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    /// A safety file gate (open), an in-memory state, the fake upstream answering `status`.
+    fn rig(status: u16, store: Store) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = dir.path().join("stopped");
+        std::fs::write(&gate, "").unwrap();
+        let gates = crate::gate::Gates::from_settings(&[GateSettings {
+            name: "stopped".into(),
+            safety: true,
+            upgrade: true,
+            pull: false,
+            kind: GateKind::File {
+                path: gate.clone(),
+                open_when: FileOpen::Exists,
+                max_age: None,
+            },
+        }]);
+        gates.check();
+        let control = Arc::new(Control::new(gates, store, Settings::default().policy));
+        let leases = Arc::new(Leases::default());
+        let upstream = Arc::new(Fake {
+            leases: leases.clone(),
+            status,
+        });
+        let shared = Arc::new(Shared::new(Duration::from_secs(5)));
+        let actor = Actor::new(upstream, shared, control.clone());
+        Rig {
+            actor,
+            control,
+            leases,
+            gate,
+            _dir: dir,
+        }
+    }
+
+    fn upgrade() -> Action {
+        Action::Upgrade {
+            pod: Target {
+                namespace: "fleet".into(),
+                name: "gw-abcde".into(),
+                uid: "pod-uid".into(),
+                owner_uid: DS.into(),
+            },
+            force: false,
+            slot: Some(DS.into()),
+        }
+    }
+
+    impl Rig {
+        fn ops(&self) -> Vec<String> {
+            std::mem::take(&mut *self.leases.ops.lock().unwrap())
+        }
+        fn in_flight(&self) -> usize {
+            self.control.store.read(|s| s.in_flight.len())
+        }
+    }
+
+    #[test]
+    fn a_slot_is_taken_before_the_re_read_and_the_call_and_released_once_ready() {
+        let r = rig(200, Store::in_memory());
+        r.actor.fleet_tick();
+        r.ops(); // the look for a slot held from before a restart
+                 // The gate file is read at the re-read: it must still be there after the slot write.
+        let gate = r.gate.clone();
+        *r.leases.on_write.lock().unwrap() = Some(Box::new(move || {
+            assert!(gate.exists(), "the gate was not touched")
+        }));
+        r.actor.act(&upgrade(), None);
+        assert_eq!(
+            r.ops(),
+            vec![
+                format!("get {LEASE}"),
+                format!("create {LEASE} node-a"),
+                "upgrade fleet/gw-abcde".into()
+            ]
+        );
+        assert_eq!(r.leases.holder(LEASE).as_deref(), Some("node-a"));
+        assert_eq!(r.in_flight(), 1);
+        // In flight: renewed when due, not before.
+        r.actor.fleet_tick();
+        assert!(r.ops().is_empty(), "not due yet");
+        r.control.fleet.age_held();
+        r.actor.fleet_tick();
+        assert_eq!(r.ops(), vec![format!("update {LEASE} node-a")]);
+        // Ready: released.
+        r.actor.act(
+            &Action::Finished {
+                uid: "pod-uid".into(),
+                replacement: "fleet/gw-fghij".into(),
+            },
+            None,
+        );
+        assert_eq!(r.ops(), vec![format!("update {LEASE} -")]);
+        assert_eq!(r.leases.holder(LEASE), None);
+        assert!(!r.control.fleet.holds(DS));
+    }
+
+    #[test]
+    fn a_gate_that_reads_closed_at_the_re_read_releases_the_slot_at_once() {
+        let r = rig(200, Store::in_memory());
+        r.actor.fleet_tick();
+        r.ops();
+        // The gate closes while the slot is being taken: the re-read after it sees it closed.
+        let gate = r.gate.clone();
+        *r.leases.on_write.lock().unwrap() = Some(Box::new(move || {
+            let _ = std::fs::remove_file(&gate);
+        }));
+        r.actor.act(&upgrade(), None);
+        assert_eq!(
+            r.ops(),
+            vec![
+                format!("get {LEASE}"),
+                format!("create {LEASE} node-a"),
+                format!("update {LEASE} -"),
+            ],
+            "taken, then released at once; no upgrade call"
+        );
+        assert_eq!(r.leases.holder(LEASE), None);
+        assert_eq!(r.in_flight(), 0);
+        let events = r.control.store.read(|s| s.events.clone());
+        assert_eq!(events[0].kind, "upgrade_held_back");
+    }
+
+    #[test]
+    fn a_full_budget_makes_no_call_and_the_policy_names_the_holder() {
+        let r = rig(200, Store::in_memory());
+        Slots {
+            leases: &*r.leases,
+            holder: "node-x",
+            duration: Duration::from_secs(60),
+            skew: Duration::from_secs(5),
+        }
+        .acquire("fleet", "gw", 1, SystemTime::now())
+        .unwrap();
+        r.actor.fleet_tick();
+        r.ops();
+        r.actor.act(&upgrade(), None);
+        assert_eq!(r.ops(), vec![format!("get {LEASE}")], "no write, no call");
+        assert_eq!(r.in_flight(), 0);
+        assert_eq!(
+            r.control.fleet.view()[DS].slots,
+            crate::fleet::SlotView::Full {
+                holders: vec!["node-x".into()],
+                retry_ms: match &r.control.fleet.view()[DS].slots {
+                    crate::fleet::SlotView::Full { retry_ms, .. } => *retry_ms,
+                    other => panic!("{other:?}"),
+                }
+            }
+        );
+    }
+
+    #[test]
+    fn a_refused_or_failed_call_releases_the_slot() {
+        for status in [403, 500] {
+            let r = rig(status, Store::in_memory());
+            r.actor.fleet_tick();
+            r.actor.act(&upgrade(), None);
+            assert_eq!(r.leases.holder(LEASE), None, "{status}");
+            assert_eq!(r.in_flight(), 0);
+            assert!(r.ops().contains(&format!("update {LEASE} -")));
+        }
+    }
+
+    #[test]
+    fn a_restart_resumes_a_slot_in_use_and_releases_one_not_in_use() {
+        // Before the restart: node-a took the slot and its upgrade is in flight.
+        let dir = tempfile::tempdir().unwrap();
+        let before = rig(200, Store::open(dir.path()));
+        before.actor.fleet_tick();
+        before.actor.act(&upgrade(), None);
+        assert_eq!(before.leases.holder(LEASE).as_deref(), Some("node-a"));
+        let leases = before.leases.clone();
+        drop(before);
+
+        // After: the same state file, the same apiserver.
+        let mut after = rig(200, Store::open(dir.path()));
+        after.leases = leases.clone();
+        let upstream = Arc::new(Fake {
+            leases: leases.clone(),
+            status: 200,
+        });
+        let after_actor = Actor::new(
+            upstream,
+            Arc::new(Shared::new(Duration::from_secs(5))),
+            after.control.clone(),
+        );
+        after.ops();
+        after_actor.fleet_tick();
+        assert_eq!(
+            after.ops(),
+            vec![format!("get {LEASE}"), format!("update {LEASE} node-a")],
+            "found and renewed at once"
+        );
+        assert!(after.control.fleet.holds(DS));
+        assert_eq!(leases.holder(LEASE).as_deref(), Some("node-a"));
+
+        // Another restart with no upgrade in flight (the state lost it): released, not leaked.
+        let fresh = rig(200, Store::in_memory());
+        let upstream = Arc::new(Fake {
+            leases: leases.clone(),
+            status: 200,
+        });
+        let actor = Actor::new(
+            upstream,
+            Arc::new(Shared::new(Duration::from_secs(5))),
+            fresh.control.clone(),
+        );
+        actor.fleet_tick();
+        assert_eq!(leases.holder(LEASE), None);
+        assert!(!fresh.control.fleet.holds(DS));
+    }
 }

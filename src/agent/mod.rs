@@ -217,6 +217,7 @@ impl Autopilot {
                 }
             });
         }
+        self.actor.fleet_tick();
         let snap = self.shared.snapshot();
         let decision = c.decide(snap.as_ref().map(|s| s.pods.as_slice()));
         for action in &decision.actions {

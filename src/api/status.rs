@@ -37,6 +37,7 @@ impl Api {
             .as_ref()
             .map(|s| s.pods.iter().map(|p| (p.key(), p)).collect())
             .unwrap_or_default();
+        let fleet = c.fleet.view();
         let since: std::collections::HashMap<&str, &crate::state::Outdated> =
             st.outdated.iter().map(|o| (o.uid.as_str(), o)).collect();
         let pods: Vec<Value> = decision
@@ -61,6 +62,7 @@ impl Api {
                     "queued": queued,
                     "why_not_yet": why.to_string(),
                     "why_word": why.word(),
+                    "strategy": p.and_then(|p| p.owner()).and_then(|o| fleet.get(&o.uid)).and_then(|ds| ds.strategy_word()),
                     "needs_upgrade_since": since.map(|o| iso(o.since_ms)),
                     // policy.max_defer: when holds and non-safety gates stop blocking it.
                     "forced_from": since.zip(c.policy.max_defer).map(|(o, m)| iso(o.since_ms + m.as_millis() as u64)),
@@ -143,7 +145,36 @@ impl Api {
                 "age_seconds": self.shared.snapshot_age(now).map(|d| d.as_secs()),
             })),
             "pods_needing_upgrade": pods,
+            "fleet": fleet_json(&fleet),
             "recent_upgrades": recent,
         })
     }
+}
+
+/// Per DaemonSet with a fleet budget: its slots as this node last saw them (SPEC 6b).
+fn fleet_json(fleet: &crate::fleet::FleetView) -> Value {
+    use crate::fleet::SlotView;
+    let mut out: Vec<Value> = fleet
+        .values()
+        .filter_map(|ds| {
+            let budget = ds.budget?;
+            let (state, holders, error) = match &ds.slots {
+                SlotView::Unknown => ("unknown", Vec::new(), None),
+                SlotView::Held { .. } => ("held", Vec::new(), None),
+                SlotView::Full { holders, .. } => ("full", holders.clone(), None),
+                SlotView::Unavailable { error, .. } => ("unavailable", Vec::new(), Some(error)),
+            };
+            Some(json!({
+                "daemonset": format!("{}/{}", ds.namespace, ds.name),
+                "strategy": ds.strategy_word(),
+                "budget": budget,
+                "slots": state,
+                "held_slot": match ds.slots { SlotView::Held { index } => Some(index), _ => None },
+                "other_holders": holders,
+                "error": error,
+            }))
+        })
+        .collect();
+    out.sort_by(|a, b| a["daemonset"].as_str().cmp(&b["daemonset"].as_str()));
+    Value::Array(out)
 }

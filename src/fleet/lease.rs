@@ -336,71 +336,7 @@ impl Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
-    use std::sync::Mutex;
-
-    /// An apiserver's Lease store in memory, with its compare-and-swap.
-    #[derive(Default)]
-    struct Store {
-        leases: Mutex<(u64, BTreeMap<String, Lease>)>,
-        down: std::sync::atomic::AtomicBool,
-    }
-
-    impl Store {
-        fn check(&self) -> Result<(), LeaseError> {
-            if self.down.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(LeaseError::Unavailable("connection refused".into()));
-            }
-            Ok(())
-        }
-        fn holder(&self, name: &str) -> Option<String> {
-            self.leases
-                .lock()
-                .unwrap()
-                .1
-                .get(name)
-                .and_then(|l| l.holder.clone())
-        }
-    }
-
-    impl Leases for Store {
-        fn get(&self, _ns: &str, name: &str) -> Result<Option<Lease>, LeaseError> {
-            self.check()?;
-            Ok(self.leases.lock().unwrap().1.get(name).cloned())
-        }
-        fn create(&self, lease: &Lease) -> Result<Lease, LeaseError> {
-            self.check()?;
-            let mut g = self.leases.lock().unwrap();
-            if g.1.contains_key(&lease.name) {
-                return Err(LeaseError::Conflict);
-            }
-            g.0 += 1;
-            let stored = Lease {
-                resource_version: g.0.to_string(),
-                ..lease.clone()
-            };
-            g.1.insert(lease.name.clone(), stored.clone());
-            Ok(stored)
-        }
-        fn update(&self, lease: &Lease) -> Result<Lease, LeaseError> {
-            self.check()?;
-            let mut g = self.leases.lock().unwrap();
-            let rv = g.0 + 1;
-            match g.1.get_mut(&lease.name) {
-                Some(cur) if cur.resource_version == lease.resource_version => {
-                    *cur = Lease {
-                        resource_version: rv.to_string(),
-                        ..lease.clone()
-                    };
-                    let out = cur.clone();
-                    g.0 = rv;
-                    Ok(out)
-                }
-                Some(_) => Err(LeaseError::Conflict),
-                None => Err(LeaseError::Unavailable("404".into())),
-            }
-        }
-    }
+    use crate::fleet::testing::Store;
 
     fn slots<'a>(store: &'a Store, node: &'a str) -> Slots<'a, Store> {
         Slots {

@@ -6,7 +6,13 @@
 //! implements it, and the tests use an in-memory apiserver with real compare-and-swap.
 
 pub mod lease;
+pub mod run;
 pub mod strategy;
+#[cfg(test)]
+pub mod testing;
+pub mod view;
 
 pub use lease::{Lease, LeaseError, Leases, Slot, SlotOutcome, Slots};
+pub use run::Fleet;
 pub use strategy::{budget, Budget, Strategy};
+pub use view::{DaemonSetInfo, DaemonSetView, FleetView, SlotView};

@@ -84,6 +84,18 @@ pub trait Upstream: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Where it is, for status and error messages.
     fn url(&self) -> &str;
+    /// The DaemonSets owning this node's pods, with their strategy and budget annotations
+    /// (SPEC 6b). Empty by default: with YurtHub, OpenYurt's cloud controller carries the
+    /// strategies out, and every pod follows `policy.mode`.
+    fn daemonsets(&self) -> Vec<crate::fleet::DaemonSetInfo> {
+        Vec::new()
+    }
+    /// The fleet's Lease slots and this node's name (`holderIdentity`), where the upstream
+    /// can reach them; `None` by default. A DaemonSet with a budget and no Leases upgrades
+    /// nothing (fail closed).
+    fn leases(&self) -> crate::fleet::run::Io<'_> {
+        None
+    }
 }
 
 /// Keeps the first part of an error body for a log line or status field.

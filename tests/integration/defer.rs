@@ -27,7 +27,7 @@ fn a_hold_renewed_forever_stops_blocking_once_the_deferral_ran_out_a_safety_gate
         "[api]\nlisten = \"127.0.0.1:{port}\"\n\
          [upstream]\nurl = \"{}\"\npoll_interval = \"100ms\"\ntimeout = \"1s\"\n\
          [policy]\nmode = \"auto\"\nstable_for = \"500ms\"\ngate_check_interval = \"50ms\"\n\
-         max_defer = \"4s\"\nmax_concurrent = 3\n\
+         max_defer = \"4s\"\nmax_concurrent = 3\nprepull = false\n\
          [[gate]]\nname = \"vehicle-stopped\"\nkind = \"file\"\npath = \"{}\"\nsafety = true\n\
          [[gate]]\nname = \"night\"\nkind = \"file\"\npath = \"{}\"\nsafety = false\n",
         node.url(),

@@ -1,0 +1,320 @@
+//! The node's side of the fleet budget at run time: the DaemonSet views the policy reads, the
+//! slots this node holds, and the Lease calls that take, renew, resume and release them. Called
+//! from the decision loop's thread only (the act step and each tick); the API reads the views.
+//! No lock is held across a Lease call.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::lease::{LeaseError, Leases, Slot, SlotOutcome, Slots};
+use super::view::{DaemonSetInfo, DaemonSetView, FleetView, SlotView};
+
+/// `leaseDurationSeconds` is `policy.ready_timeout` plus this (SPEC 6b): the call, the tick
+/// that notices the replacement, and the release fit in it.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(10);
+/// Another node's lease counts as expired only this long after its expiry by this node's
+/// clock: node clocks are assumed within this of each other (README "Fleet budget").
+pub const SKEW: Duration = Duration::from_secs(5);
+/// A full budget (or unreadable Leases) is tried again after this, plus up to 1 s of jitter.
+pub const RETRY: Duration = Duration::from_secs(2);
+
+/// The Lease I/O this node uses: the store and its own name (`holderIdentity`).
+pub type Io<'a> = Option<(&'a (dyn Leases + 'a), &'a str)>;
+
+pub struct Fleet {
+    duration: Duration,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    infos: Vec<DaemonSetInfo>,
+    views: FleetView,
+    /// Messages logged once (unknown strategies, malformed budgets).
+    logged: HashSet<String>,
+    /// Slots held, by DaemonSet uid, with when each was last written (`None`: renew now).
+    held: HashMap<String, (Slot, Option<Instant>)>,
+    /// DaemonSets whose slots were looked for since the start (a slot held from before).
+    checked: HashSet<String>,
+    /// The last Lease error logged, so an unreachable apiserver logs once.
+    last_error: Option<String>,
+}
+
+impl Fleet {
+    pub fn new(ready_timeout: Duration) -> Fleet {
+        Fleet {
+            duration: ready_timeout + LEASE_MARGIN,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `leaseDurationSeconds` written.
+    pub fn lease_duration(&self) -> Duration {
+        self.duration
+    }
+
+    /// What the policy and the status read.
+    pub fn view(&self) -> FleetView {
+        self.lock().views.clone()
+    }
+
+    /// The DaemonSets the upstream reports now. Unknown strategies and malformed budgets are
+    /// logged once each.
+    pub fn refresh(&self, infos: Vec<DaemonSetInfo>) {
+        let mut g = self.lock();
+        if g.infos == infos {
+            return;
+        }
+        let mut views = FleetView::with_capacity(infos.len());
+        for info in &infos {
+            let (mut view, budget_error) = DaemonSetView::of(info);
+            if let Some(old) = g.views.get(&info.uid) {
+                if old.budget == view.budget {
+                    view.slots = old.slots.clone();
+                }
+            }
+            let ds = format!("{}/{}", info.namespace, info.name);
+            if let Err(v) = &view.strategy {
+                if g.logged.insert(format!("strategy {} {v}", info.uid)) {
+                    log::warn!(
+                        "DaemonSet {ds}: {} {v:?} is no strategy OpenYurt knows (OTA, AdvancedRollingUpdate); its pods are left alone",
+                        super::strategy::STRATEGY_ANNOTATION
+                    );
+                }
+            }
+            if let Some(e) = budget_error {
+                if g.logged.insert(format!("budget {} {e}", info.uid)) {
+                    log::warn!(
+                        "DaemonSet {ds}: {e}; using the default budget of {} slot(s)",
+                        view.budget.unwrap_or(1)
+                    );
+                }
+            }
+            views.insert(info.uid.clone(), view);
+        }
+        g.views = views;
+        g.infos = infos;
+    }
+
+    fn target(&self, ds_uid: &str) -> Option<(String, String, u32)> {
+        let g = self.lock();
+        let v = g.views.get(ds_uid)?;
+        Some((v.namespace.clone(), v.name.clone(), v.budget?))
+    }
+
+    fn set_slots(&self, ds_uid: &str, slots: SlotView) {
+        if let Some(v) = self.lock().views.get_mut(ds_uid) {
+            v.slots = slots;
+        }
+    }
+
+    fn retry_ms(now: SystemTime) -> u64 {
+        let jitter = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| {
+            u64::from(d.subsec_nanos() % 1_000_000_000) / 1_000_000
+        });
+        crate::state::unix_ms(now + RETRY) + jitter
+    }
+
+    fn note_error(&self, e: &str) {
+        let mut g = self.lock();
+        if g.last_error.as_deref() != Some(e) {
+            log::warn!("fleet budget: {e}; no upgrade starts without a slot, trying again");
+            g.last_error = Some(e.to_owned());
+        }
+    }
+
+    /// Takes a slot of `ds_uid`'s budget for this node. `Err` when none could be taken (every
+    /// slot held, or the Leases cannot be reached): the view then says why, for `why_not_yet`,
+    /// and when to try again. A DaemonSet without a budget needs no slot.
+    pub fn take(&self, io: Io, ds_uid: &str, now: SystemTime) -> Result<(), String> {
+        let Some((ns, name, budget)) = self.target(ds_uid) else {
+            return Ok(());
+        };
+        let Some((leases, node)) = io else {
+            let e = "the upstream offers no Leases".to_owned();
+            self.set_slots(
+                ds_uid,
+                SlotView::Unavailable {
+                    error: e.clone(),
+                    retry_ms: Self::retry_ms(now),
+                },
+            );
+            return Err(e);
+        };
+        let slots = self.slots(leases, node);
+        match slots.acquire(&ns, &name, budget, now) {
+            Ok(SlotOutcome::Taken(slot)) => {
+                log::info!(
+                    "fleet budget of {ns}/{name}: took slot {} of {budget} ({})",
+                    slot.index,
+                    slot.lease.name
+                );
+                let index = slot.index;
+                {
+                    let mut g = self.lock();
+                    g.last_error = None;
+                    g.held
+                        .insert(ds_uid.to_owned(), (slot, Some(Instant::now())));
+                    // Taken now: no slot of it from before a restart is left to look for.
+                    g.checked.insert(ds_uid.to_owned());
+                }
+                self.set_slots(ds_uid, SlotView::Held { index });
+                Ok(())
+            }
+            Ok(SlotOutcome::Full { holders }) => {
+                let e = format!("{budget}/{budget} slots held by {}", holders.join(", "));
+                self.set_slots(
+                    ds_uid,
+                    SlotView::Full {
+                        holders,
+                        retry_ms: Self::retry_ms(now),
+                    },
+                );
+                Err(e)
+            }
+            Err(e) => {
+                let e = format!("the slots of {ns}/{name} cannot be taken: {e}");
+                self.note_error(&e);
+                self.set_slots(
+                    ds_uid,
+                    SlotView::Unavailable {
+                        error: e.clone(),
+                        retry_ms: Self::retry_ms(now),
+                    },
+                );
+                Err(e)
+            }
+        }
+    }
+
+    fn slots<'a>(&self, leases: &'a dyn Leases, node: &'a str) -> Slots<'a, dyn Leases + 'a> {
+        Slots {
+            leases,
+            holder: node,
+            duration: self.duration,
+            skew: SKEW,
+        }
+    }
+
+    /// Whether this node holds a slot of `ds_uid`.
+    pub fn holds(&self, ds_uid: &str) -> bool {
+        self.lock().held.contains_key(ds_uid)
+    }
+
+    /// Gives back the slot of `ds_uid` this node holds, if any (holder cleared). A release that
+    /// fails leaves the lease to expire by itself.
+    pub fn release(&self, io: Io, ds_uid: &str, why: &str) {
+        let Some((slot, _)) = self.lock().held.remove(ds_uid) else {
+            return;
+        };
+        self.set_slots(ds_uid, SlotView::Unknown);
+        let Some((leases, node)) = io else { return };
+        match self.slots(leases, node).release(&slot) {
+            Ok(()) => log::info!(
+                "fleet budget: released slot {} ({}/{}): {why}",
+                slot.index,
+                slot.lease.namespace,
+                slot.lease.name
+            ),
+            Err(e) => log::warn!(
+                "fleet budget: releasing {}/{} failed ({e}); it expires by itself within {}s",
+                slot.lease.namespace,
+                slot.lease.name,
+                self.duration.as_secs() + SKEW.as_secs()
+            ),
+        }
+    }
+
+    /// Each tick of the decision loop: after a start, find the slots held from before (kept
+    /// when an upgrade of that DaemonSet is still in flight, released otherwise: never leaked);
+    /// renew held slots every third of the lease; release a slot whose upgrade is no longer in
+    /// flight. `in_flight` holds the owner (DaemonSet) uid of every upgrade in flight.
+    pub fn maintain(&self, io: Io, in_flight: &HashSet<&str>, now: SystemTime) {
+        let Some((leases, node)) = io else { return };
+        let slots = self.slots(leases, node);
+        // Resume: once per DaemonSet with a budget.
+        let unchecked: Vec<(String, String, String, u32)> = {
+            let g = self.lock();
+            g.views
+                .iter()
+                .filter(|(uid, _)| !g.checked.contains(*uid))
+                .filter_map(|(uid, v)| {
+                    Some((uid.clone(), v.namespace.clone(), v.name.clone(), v.budget?))
+                })
+                .collect()
+        };
+        for (uid, ns, name, budget) in unchecked {
+            match slots.held(&ns, &name, budget) {
+                Ok(found) => {
+                    self.lock().checked.insert(uid.clone());
+                    let Some(slot) = found else { continue };
+                    let index = slot.index;
+                    // Renewed at once below: its age is unknown.
+                    self.lock().held.insert(uid.clone(), (slot, None));
+                    if in_flight.contains(uid.as_str()) {
+                        log::info!("fleet budget of {ns}/{name}: resumed slot {index}, held from before a restart");
+                        self.set_slots(&uid, SlotView::Held { index });
+                    } else {
+                        self.release(
+                            io,
+                            &uid,
+                            "held from before a restart with no upgrade in flight",
+                        );
+                    }
+                }
+                Err(e) => self.note_error(&format!("the slots of {ns}/{name} cannot be read: {e}")),
+            }
+        }
+        // Release what no upgrade needs any more; renew the rest when due.
+        let held: Vec<(String, Slot, Option<Instant>)> = self
+            .lock()
+            .held
+            .iter()
+            .map(|(k, (s, at))| (k.clone(), s.clone(), *at))
+            .collect();
+        for (uid, mut slot, renewed) in held {
+            if !in_flight.contains(uid.as_str()) {
+                self.release(io, &uid, "no upgrade of it in flight");
+                continue;
+            }
+            if renewed.is_some_and(|at| at.elapsed() < self.duration / 3) {
+                continue;
+            }
+            match slots.renew(&mut slot, now) {
+                Ok(()) => {
+                    let mut g = self.lock();
+                    g.last_error = None;
+                    g.held.insert(uid, (slot, Some(Instant::now())));
+                }
+                Err(LeaseError::Lost { holder }) => {
+                    log::warn!(
+                        "fleet budget: slot {}/{} was taken over by {holder:?} while this node could not renew it",
+                        slot.lease.namespace,
+                        slot.lease.name
+                    );
+                    self.lock().held.remove(&uid);
+                    self.set_slots(&uid, SlotView::Unknown);
+                }
+                Err(e) => self.note_error(&format!(
+                    "renewing {}/{} failed: {e}",
+                    slot.lease.namespace, slot.lease.name
+                )),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+impl Fleet {
+    /// Makes every held slot due for renewal at the next tick.
+    pub fn age_held(&self) {
+        for (_, at) in self.lock().held.values_mut() {
+            *at = None;
+        }
+    }
+}
