@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use crate::config::SimSettings;
 
+pub mod apiserver; // the kube-apiserver stand-in (`yurt-ota-apisim`)
 pub mod server;
 
 const TEMPLATES: &str = include_str!("templates.json");
