@@ -1370,3 +1370,48 @@ fn encode(mut n: u64, len: usize) -> String {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_are_percent_decoded() {
+        let q =
+            "fieldSelector=spec.nodeName%3Dedge-node-1&watch=1&labelSelector=a%3Db%2Cc%21%3Dd&x";
+        assert_eq!(
+            query_value(q, "fieldSelector").as_deref(),
+            Some("spec.nodeName=edge-node-1")
+        );
+        assert_eq!(query_value(q, "labelSelector").as_deref(), Some("a=b,c!=d"));
+        assert_eq!(query_value(q, "x").as_deref(), Some(""));
+        assert_eq!(query_value(q, "y"), None);
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+    }
+
+    #[test]
+    fn pods_per_node_with_filler() {
+        let c = Cluster::new(Options {
+            nodes: vec!["a".into(), "b".into()],
+            filler: 99,
+            ..Options::default()
+        });
+        let Reply::Full { status, body, .. } =
+            c.handle("GET", "/api/v1/pods?fieldSelector=spec.nodeName=b", "", b"")
+        else {
+            panic!("a list");
+        };
+        assert_eq!(status, 200);
+        let snap = crate::snapshot::Snapshot::build(&body).unwrap();
+        assert_eq!(
+            snap.pods.len(),
+            110,
+            "5 DaemonSet, 4 static, 2 ReplicaSet and 99 filler pods"
+        );
+        assert!(snap.pods.iter().all(|p| p.spec.node_name == "b"));
+        let mut names: Vec<&str> = snap.pods.iter().map(|p| p.metadata.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), 110, "unique names");
+    }
+}

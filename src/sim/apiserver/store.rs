@@ -355,3 +355,82 @@ pub fn strategic_status_patch(pod: &mut Value, patch: &Value) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_as_the_apiserver_reads_them() {
+        let pod = json!({"metadata": {"name": "a", "namespace": "n", "labels": {"app": "x"}},
+                         "spec": {"nodeName": "edge-node-1"}});
+        let sel = |f: &str, l: &str| Selector::parse(None, Some(f), Some(l)).unwrap();
+        assert!(sel("spec.nodeName=edge-node-1", "").matches(&pod));
+        assert!(sel("spec.nodeName==edge-node-1,metadata.name=a", "app=x").matches(&pod));
+        assert!(!sel("spec.nodeName=edge-node-2", "").matches(&pod));
+        assert!(!sel("", "app!=x").matches(&pod));
+        assert!(!sel("", "app=y").matches(&pod));
+        assert!(Selector::parse(None, Some("status.phase=Running"), None).is_err());
+        assert!(!Selector::parse(Some("other"), None, None)
+            .unwrap()
+            .matches(&pod));
+    }
+
+    #[test]
+    fn history_compaction_and_resource_versions() {
+        let mut s = Store::new(100, 3);
+        for i in 0..5 {
+            s.put(
+                Res::Leases,
+                json!({"metadata": {"name": format!("l{i}"), "namespace": "n"}}),
+            );
+        }
+        assert_eq!((s.rv, s.history.len(), s.compacted), (105, 3, 102));
+        assert_eq!(
+            s.get(Res::Leases, "n", "l4").unwrap()["metadata"]["resourceVersion"],
+            "105"
+        );
+        let gone = s.remove(Res::Leases, "n", "l4").unwrap();
+        assert_eq!(gone["metadata"]["resourceVersion"], "106");
+        assert_eq!(s.history.back().unwrap().kind, "DELETED");
+        s.compact();
+        assert_eq!((s.history.len(), s.compacted, s.epoch), (0, 106, 1));
+    }
+
+    #[test]
+    fn patches() {
+        let mut pod = json!({"status": {"phase": "Running", "conditions": [
+            {"type": "Ready", "status": "True"}, {"type": "PodImageReady", "status": "True", "message": "m1"}]}});
+        let patch = json!({"status": {"conditions": [{"type": "PodImageReady", "status": "False", "message": "m2"}]}});
+        let mut strategic = pod.clone();
+        strategic_status_patch(&mut strategic, &patch);
+        assert_eq!(
+            strategic["status"]["conditions"].as_array().unwrap().len(),
+            2
+        );
+        assert_eq!(strategic["status"]["conditions"][1]["message"], "m2");
+        merge_patch(&mut pod, &patch);
+        assert_eq!(
+            pod["status"]["conditions"].as_array().unwrap().len(),
+            1,
+            "a merge patch replaces lists"
+        );
+        merge_patch(&mut pod, &json!({"status": {"phase": null}}));
+        assert!(pod["status"].get("phase").is_none());
+    }
+
+    #[test]
+    fn wire_shapes() {
+        let obj = json!({"metadata": {"name": "a"}});
+        assert_eq!(
+            with_kind(Res::Leases, &obj),
+            r#"{"kind":"Lease","apiVersion":"coordination.k8s.io/v1","metadata":{"name":"a"}}"#
+        );
+        assert_eq!(
+            String::from_utf8(list_body(Res::Pods, 7, std::iter::empty())).unwrap(),
+            r#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"7"},"items":[]}"#
+        );
+        assert_eq!(String::from_utf8(bookmark_line(Res::Pods, 550, true)).unwrap(),
+                   "{\"type\":\"BOOKMARK\",\"object\":{\"kind\":\"Pod\",\"apiVersion\":\"v1\",\"metadata\":{\"annotations\":{\"k8s.io/initial-events-end\":\"true\"},\"resourceVersion\":\"550\"},\"spec\":{\"containers\":null},\"status\":{}}}\n");
+    }
+}
