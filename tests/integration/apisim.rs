@@ -411,6 +411,15 @@ fn initial_events_watch_matches_the_recorded_stream() {
         keys(&bm["object"]["metadata"]),
         keys(&want_bm["object"]["metadata"])
     );
+    // The stream ended at its timeout with the final chunk: the same client watches on.
+    let rv = bm["object"]["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap();
+    let again: Vec<Value> = c
+        .watch(&format!("watch=1&resourceVersion={rv}&timeoutSeconds=1"))
+        .map(Result::unwrap)
+        .collect();
+    assert!(again.is_empty(), "{again:?}");
     // Every ADDED object parses with the project's pod type.
     for e in added {
         let p: yurt_ota::pod::Pod = serde_json::from_value(e["object"].clone()).unwrap();

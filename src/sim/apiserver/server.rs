@@ -491,7 +491,14 @@ fn serve_conn(s: &Shared, id: u64, tcp: TcpStream) -> io::Result<()> {
                 if let Some(c) = lock(&s.conns).get_mut(&id) {
                     c.1 = true;
                 }
-                return stream(s, &mut tls, &w);
+                // Ended by its timeout or an ERROR: the connection serves on, as the
+                // apiserver's does; cut or stopped: closed.
+                if !stream(s, &mut tls, &w)? {
+                    return Ok(());
+                }
+                if let Some(c) = lock(&s.conns).get_mut(&id) {
+                    c.1 = false;
+                }
             }
         }
         if head
@@ -548,7 +555,8 @@ fn expired_line(from: u64, compacted: u64) -> Vec<u8> {
 }
 
 /// Streams a watch until its timeout, the stand-in's stop, a compaction, or the peer leaving.
-fn stream(s: &Shared, tls: &mut Tls, w: &Watch) -> io::Result<()> {
+/// `true` when it ended cleanly (the connection can carry the next request).
+fn stream(s: &Shared, tls: &mut Tls, w: &Watch) -> io::Result<bool> {
     let head = format!(
         "HTTP/1.1 200 OK\r\nAudit-Id: {}\r\nCache-Control: no-cache, private\r\nContent-Type: application/json\r\n\
          Date: {}\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -580,7 +588,7 @@ fn stream(s: &Shared, tls: &mut Tls, w: &Watch) -> io::Result<()> {
     let mut next_bookmark = Instant::now() + s.bookmark_interval;
     loop {
         if s.stop.is_triggered() || *lock(&s.down) {
-            return Ok(());
+            return Ok(false);
         }
         let now = Instant::now();
         if now >= deadline {
@@ -609,11 +617,10 @@ fn stream(s: &Shared, tls: &mut Tls, w: &Watch) -> io::Result<()> {
     }
 }
 
-fn end(tls: &mut Tls) -> io::Result<()> {
+fn end(tls: &mut Tls) -> io::Result<bool> {
     tls.write_all(b"0\r\n\r\n")?;
     tls.flush()?;
-    tls.conn.send_close_notify();
-    tls.conn.complete_io(&mut tls.sock).map(|_| ())
+    Ok(true)
 }
 
 /// The `/sim/...` control routes (plain HTTP on loopback).
