@@ -843,7 +843,9 @@ impl Cluster {
                     None => not_found(res, name),
                 }
             }
-            ("DELETE", Some(name), None) => self.delete(res, ns.unwrap_or_default(), name, body),
+            ("DELETE", Some(name), None) if matches!(res, Res::Pods | Res::Leases) => {
+                self.delete(res, ns.unwrap_or_default(), name, body)
+            }
             ("PATCH", Some(name), Some("status")) if res == Res::Pods => {
                 self.patch_status(ns.unwrap_or_default(), name, content_type, body)
             }
