@@ -19,7 +19,7 @@ pub mod server;
 pub mod store;
 pub mod tls;
 
-use crate::sim::rfc3339;
+use super::pod::{encode, rfc3339, set_condition, set_ready};
 use store::{details, list_body, status, with_kind, Res, Selector, Store};
 
 const TEMPLATES: &str = include_str!("../templates.json");
@@ -1295,47 +1295,6 @@ fn need_upgrade(p: &mut Value, ds: &Ds) {
     }
 }
 
-fn set_condition(pod: &mut Value, kind: &str, status: &str, reason: &str, message: &str) {
-    let now = rfc3339(SystemTime::now());
-    let Some(conditions) = pod["status"]["conditions"].as_array_mut() else {
-        return;
-    };
-    let mut c =
-        json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now});
-    if !reason.is_empty() {
-        c["reason"] = json!(reason);
-    }
-    if !message.is_empty() {
-        c["message"] = json!(message);
-    }
-    match conditions.iter_mut().find(|c| c["type"] == kind) {
-        Some(old) => *old = c,
-        None => conditions.push(c),
-    }
-}
-
-fn set_ready(pod: &mut Value, ready: bool) {
-    let status = if ready { "True" } else { "False" };
-    for c in pod["status"]["conditions"]
-        .as_array_mut()
-        .into_iter()
-        .flatten()
-    {
-        if c["type"] == "Ready" || c["type"] == "ContainersReady" {
-            c["status"] = json!(status);
-        }
-    }
-    pod["status"]["phase"] = json!(if ready { "Running" } else { "Pending" });
-    let cs = &mut pod["status"]["containerStatuses"][0];
-    cs["ready"] = json!(ready);
-    cs["started"] = json!(ready);
-    cs["state"] = if ready {
-        json!({"running": {"startedAt": rfc3339(SystemTime::now())}})
-    } else {
-        json!({"waiting": {"reason": "ContainerCreating"}})
-    };
-}
-
 fn controller_revision(ds: &Ds, r: usize) -> Value {
     let rev = &ds.revisions[r];
     json!({
@@ -1359,18 +1318,6 @@ fn hash(ns: &str, name: &str, version: u32) -> String {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
     encode(h, 10)
-}
-
-/// Kubernetes' "safe" alphabet for generated names.
-fn encode(mut n: u64, len: usize) -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..len)
-        .map(|_| {
-            let c = ALPHABET[(n % ALPHABET.len() as u64) as usize] as char;
-            n /= ALPHABET.len() as u64;
-            c
-        })
-        .collect()
 }
 
 #[cfg(test)]
