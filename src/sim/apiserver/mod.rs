@@ -695,8 +695,14 @@ impl Cluster {
                 st.dss[d].annotations.as_object_mut().map(|m| m.remove(key));
             }
         }
-        if key == STRATEGY && value.is_some() {
+        // OpenYurt's strategies need OnDelete: set it too, a spec change (generation + 1).
+        if key == STRATEGY && value.is_some() && !st.dss[d].on_delete {
             st.dss[d].on_delete = true;
+            st.dss[d].generation += 1;
+            st.due.push((
+                Instant::now() + self.opts.observe_delay,
+                Due::Observe { ds: d },
+            ));
         }
         self.write_ds(&mut st, d);
         if self.opts.openyurt {
