@@ -127,9 +127,12 @@ impl Client {
     }
     /// A watch, read line by line.
     fn watch(&self, query: &str) -> impl Iterator<Item = std::io::Result<Value>> {
+        self.watch_at("/api/v1/pods", query)
+    }
+    fn watch_at(&self, path: &str, query: &str) -> impl Iterator<Item = std::io::Result<Value>> {
         let r = self
             .agent
-            .get(format!("{}/api/v1/pods?{query}", self.base))
+            .get(format!("{}{path}?{query}", self.base))
             .header("Authorization", self.auth())
             .call()
             .unwrap();
@@ -715,6 +718,11 @@ fn rollout_then_undo_by_generation_and_revision() {
         before["metadata"]["annotations"]["apps.openyurt.io/max-unavailable"],
         "2"
     );
+    let rv = before["metadata"]["resourceVersion"].as_str().unwrap();
+    let ds_watch = c.watch_at(
+        "/apis/apps/v1/namespaces/edge-apps/daemonsets",
+        &format!("watch=1&resourceVersion={rv}&fieldSelector=metadata.name%3Dtelemetry-agent&timeoutSeconds=1"),
+    );
     let r = control(&h, "/sim/rollout/edge-apps/telemetry-agent");
     assert_eq!(
         (r["generation"].as_u64(), r["revision"].as_u64()),
@@ -732,6 +740,24 @@ fn rollout_then_undo_by_generation_and_revision() {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(20));
     }
+    // The DaemonSet watch saw the new generation, then the controller catching up.
+    let seen: Vec<(u64, u64)> = ds_watch
+        .map(Result::unwrap)
+        .filter(|e| e["type"] == "MODIFIED")
+        .map(|e| {
+            assert_eq!(e["object"]["kind"], "DaemonSet");
+            let o = &e["object"];
+            (
+                o["metadata"]["generation"].as_u64().unwrap(),
+                o["status"]["observedGeneration"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        (seen.first(), seen.last()),
+        (Some(&(6, 5)), Some(&(6, 6))),
+        "{seen:?}"
+    );
     let (_, crs) = c.get(crs_path);
     let newest = |crs: &Value| {
         crs["items"]
