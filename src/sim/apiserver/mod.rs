@@ -489,22 +489,44 @@ impl Cluster {
         }
     }
 
-    /// Applies everything due by `now`; returns when the next thing is due.
-    pub fn advance(&self, now: Instant) -> Option<Instant> {
+    /// The controllers' timers: applies what is due, as it falls due, until `stop`. Changes
+    /// are made under the lock and notified, so no wake-up is lost.
+    pub fn run_timers(&self, stop: &crate::shutdown::Shutdown) {
         let mut st = self.lock();
-        let mut changed = false;
-        while let Some(i) = (0..st.due.len()).min_by_key(|&i| st.due[i].0) {
-            if st.due[i].0 > now {
-                break;
+        while !stop.is_triggered() {
+            let now = Instant::now();
+            let mut changed = false;
+            while let Some(i) = (0..st.due.len()).min_by_key(|&i| st.due[i].0) {
+                if st.due[i].0 > now {
+                    break;
+                }
+                let (at, due) = st.due.remove(i);
+                changed = true;
+                self.apply(&mut st, at, due);
             }
-            let (at, due) = st.due.remove(i);
-            changed = true;
-            self.apply(&mut st, at, due);
+            if changed {
+                self.changed.notify_all();
+            }
+            let wait = st
+                .due
+                .iter()
+                .map(|(t, _)| *t)
+                .min()
+                .map_or(Duration::from_secs(3600), |t| {
+                    t.saturating_duration_since(Instant::now())
+                });
+            st = self
+                .changed
+                .wait_timeout(st, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
-        if changed {
-            self.changed.notify_all();
-        }
-        st.due.iter().map(|(t, _)| *t).min()
+    }
+
+    /// Wakes every waiter (the timers, the watches), under the lock so that none misses it.
+    pub fn wake(&self) {
+        let _st = self.lock();
+        self.changed.notify_all();
     }
 
     fn apply(&self, st: &mut Inner, at: Instant, due: Due) {
@@ -1163,12 +1185,6 @@ impl Cluster {
 
     pub fn compacted(&self) -> u64 {
         self.lock().store.compacted
-    }
-
-    /// Waits for any change, at most `timeout` (the ticker).
-    pub fn wait_any(&self, timeout: Duration) {
-        let st = self.lock();
-        let _ = self.changed.wait_timeout(st, timeout);
     }
 
     /// Waits for a change, at most `timeout`.

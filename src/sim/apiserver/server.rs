@@ -94,7 +94,8 @@ impl Handle {
         self.shared.stop.trigger();
         set_down(&self.shared, false);
         let _ = TcpStream::connect(self.addr);
-        self.shared.cluster.changed.notify_all();
+        cut(&self.shared, false);
+        self.shared.cluster.wake();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -155,7 +156,7 @@ pub fn start(cfg: Config) -> Result<Handle, String> {
     let s = shared.clone();
     threads.push(thread::spawn(move || accept_loop(&s, listener)));
     let s = shared.clone();
-    threads.push(thread::spawn(move || ticker(&s)));
+    threads.push(thread::spawn(move || s.cluster.run_timers(&s.stop)));
     let s = shared.clone();
     threads.push(thread::spawn(move || {
         let limits = http::Limits {
@@ -203,18 +204,6 @@ fn audit_id() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     format!("00000000-0000-4000-8000-{n:012x}")
-}
-
-/// Runs the controllers' timers: wakes when something is due or the state changes.
-fn ticker(s: &Shared) {
-    while !s.stop.is_triggered() {
-        let next = s.cluster.advance(Instant::now());
-        let wait = next.map_or(Duration::from_secs(1), |t| {
-            t.saturating_duration_since(Instant::now())
-        });
-        // A change (rollout, delete) may schedule something sooner: wake on it too.
-        s.cluster.wait_any(wait.min(Duration::from_secs(1)));
-    }
 }
 
 fn accept_loop(s: &Arc<Shared>, mut listener: TcpListener) {
@@ -286,7 +275,7 @@ fn cut(s: &Shared, watches_only: bool) -> usize {
         }
     }
     drop(conns);
-    s.cluster.changed.notify_all();
+    s.cluster.wake();
     n
 }
 
