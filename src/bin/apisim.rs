@@ -14,7 +14,7 @@ use yurt_ota::sim::apiserver::Options;
 
 const USAGE: &str = "\
 usage: yurt-ota-apisim --dir DIR [--listen ADDR] [--control ADDR] [--nodes N]
-                       [--node-prefix NAME] [--filler N] [--openyurt] [--token TOKEN]
+                       [--node-prefix NAME] [--filler N] [--openyurt] [--token TOKEN] [--san HOST]...
                        [--grace MS] [--recreate MS] [--ready MS] [--observe MS] [--pull MS]
                        [--bookmark-every MS] [--history N]
 
@@ -23,6 +23,8 @@ A kube-apiserver stand-in for yurt-ota's apiserver mode, with no cluster.
                    kubeconfig-cert, server and control (the URLs) here
   --listen ADDR    HTTPS address (default 127.0.0.1:6443)
   --control ADDR   plain-HTTP control address (default 127.0.0.1:0; see DIR/control)
+  --san HOST       also a name or address in the server certificate (repeatable); the first
+                   is the kubeconfig's server host (for agents on other machines or VMs)
   --nodes N        nodes edge-node-1..N (default 1), one pod per DaemonSet each
   --openyurt       also play OpenYurt's controller (PodNeedUpgrade, image pre-pull)
 Controls (POST): /sim/rollout/NS/DS, /sim/rollout/NS/DS/undo, /sim/annotate/NS/DS?key=K&value=V,
@@ -53,6 +55,7 @@ fn run() -> Result<(), String> {
         control: "127.0.0.1:0".parse().expect("address"),
         dir: PathBuf::new(),
         token: None,
+        sans: Vec::new(),
         bookmark_interval: Duration::from_secs(60),
         options: Options::default(),
     };
@@ -78,6 +81,7 @@ fn run() -> Result<(), String> {
             Long("filler") => cfg.options.filler = p.value().map_err(e)?.parse().map_err(e)?,
             Long("history") => cfg.options.history = p.value().map_err(e)?.parse().map_err(e)?,
             Long("openyurt") => cfg.options.openyurt = true,
+            Long("san") => cfg.sans.push(p.value().map_err(e)?.string().map_err(e)?),
             Long("token") => cfg.token = Some(p.value().map_err(e)?.string().map_err(e)?),
             Long("grace") => cfg.options.grace = ms(&mut p)?,
             Long("recreate") => cfg.options.recreate_delay = ms(&mut p)?,

@@ -20,6 +20,7 @@ fn start_with(nodes: usize, f: impl FnOnce(&mut Config)) -> (Handle, tempfile::T
         control: "127.0.0.1:0".parse().unwrap(),
         dir: dir.path().to_owned(),
         token: None,
+        sans: Vec::new(),
         bookmark_interval: Duration::from_millis(300),
         options: Options {
             nodes: (1..=nodes).map(|i| format!("edge-node-{i}")).collect(),
@@ -929,7 +930,15 @@ fn openyurt_conditions_and_the_status_patch_prepull() {
 fn the_binary_writes_its_files_and_serves() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_yurt-ota-apisim"))
-        .args(["--listen", "127.0.0.1:0", "--nodes", "2", "--dir"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--nodes",
+            "2",
+            "--san",
+            "localhost",
+            "--dir",
+        ])
         .arg(dir.path())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -940,6 +949,13 @@ fn the_binary_writes_its_files_and_serves() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
+    // The kubeconfigs name the server by the first --san, which the certificate carries.
+    assert!(
+        read("server").starts_with("https://localhost:"),
+        "{}",
+        read("server")
+    );
+    assert!(read("kubeconfig-cert").contains(&format!("server: {}\n", read("server"))));
     let c = Client {
         agent: tls(&read("ca.crt"), None),
         base: read("server"),
@@ -969,7 +985,7 @@ fn the_binary_writes_its_files_and_serves() {
         .read_to_string(&mut err)
         .unwrap();
     assert!(
-        err.contains("kube-apiserver stand-in on https://127.0.0.1:"),
+        err.contains("kube-apiserver stand-in on https://localhost:"),
         "{err}"
     );
 }

@@ -30,6 +30,9 @@ pub struct Config {
     pub dir: PathBuf,
     /// The bearer token; default: generated.
     pub token: Option<String>,
+    /// More names or addresses for the server certificate; the first one is the kubeconfig's
+    /// server host (default: the listen address, 127.0.0.1 when it is unspecified).
+    pub sans: Vec<String>,
     /// BOOKMARK events on watches that allow them, this often.
     pub bookmark_interval: Duration,
     pub options: Options,
@@ -66,13 +69,15 @@ pub struct Handle {
     pub ca_pem: String,
     pub client_cert_pem: String,
     pub client_key_pem: String,
+    url: String,
     shared: Arc<Shared>,
     threads: Vec<thread::JoinHandle<()>>,
 }
 
 impl Handle {
+    /// The server URL written to the kubeconfigs.
     pub fn url(&self) -> String {
-        format!("https://{}", self.addr)
+        self.url.clone()
     }
     pub fn control_url(&self) -> String {
         format!("http://{}", self.control)
@@ -128,9 +133,15 @@ pub fn start(cfg: Config) -> Result<Handle, String> {
     if !addr.ip().is_unspecified() && !addr.ip().is_loopback() {
         hosts.push(addr.ip().to_string());
     }
+    hosts.extend(cfg.sans.iter().cloned());
     let token = cfg.token.clone().unwrap_or_else(new_token);
     let creds = tls::generate(&hosts, token.clone())?;
-    let url = format!("https://{addr}");
+    let url = match (cfg.sans.first(), addr.ip().is_unspecified()) {
+        (Some(host), _) if host.contains(':') => format!("https://[{host}]:{}", addr.port()),
+        (Some(host), _) => format!("https://{host}:{}", addr.port()),
+        (None, true) => format!("https://127.0.0.1:{}", addr.port()),
+        (None, false) => format!("https://{addr}"),
+    };
     let files = tls::write(&cfg.dir, &url, &creds)?;
     tls::write_atomic(
         &cfg.dir.join("control"),
@@ -175,6 +186,7 @@ pub fn start(cfg: Config) -> Result<Handle, String> {
         ca_pem: creds.ca_pem,
         client_cert_pem: creds.client_cert_pem,
         client_key_pem: creds.client_key_pem,
+        url,
         shared,
         threads,
     })
@@ -635,7 +647,7 @@ impl http::Handler for Control {
                 let mut d = s.cluster.describe();
                 d["requests"] = json!(*lock(&s.requests));
                 d["down"] = json!(*lock(&s.down));
-                d["server"] = json!(format!("https://{}", s.addr));
+                d["listen"] = json!(s.addr.to_string());
                 ok(d)
             }
             ["sim", "rollout", ns, ds] if post => {
