@@ -5,6 +5,7 @@ mod api;
 mod apisim;
 mod cli;
 mod gates;
+mod hardening;
 mod node;
 mod safety;
 mod sim;
