@@ -5,6 +5,7 @@
 //! Everything here is pure or goes through the small `Leases` trait; the apiserver client
 //! implements it, and the tests use an in-memory apiserver with real compare-and-swap.
 
+pub mod kube;
 pub mod lease;
 pub mod run;
 pub mod strategy;

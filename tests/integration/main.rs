@@ -5,6 +5,7 @@ mod api;
 mod apisim;
 mod cli;
 mod defer;
+mod fleet;
 mod gates;
 mod hardening;
 mod node;

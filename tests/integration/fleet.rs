@@ -1,0 +1,185 @@
+//! The fleet budget's Lease slots over real HTTPS against the apiserver stand-in (its Lease
+//! store with resourceVersion compare-and-swap): `fleet::kube::LeaseApi` with ureq over rustls
+//! as the request client, several nodes racing, and a holder that dies.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
+use yurt_ota::fleet::kube::{Kube, LeaseApi};
+use yurt_ota::fleet::{SlotOutcome, Slots};
+use yurt_ota::sim::apiserver::server::{self, Config, Handle};
+use yurt_ota::sim::apiserver::Options;
+
+fn start() -> (Handle, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        control: "127.0.0.1:0".parse().unwrap(),
+        dir: dir.path().to_owned(),
+        token: None,
+        sans: Vec::new(),
+        bookmark_interval: Duration::from_millis(300),
+        options: Options {
+            nodes: (1..=5).map(|i| format!("edge-node-{i}")).collect(),
+            ..Options::default()
+        },
+    };
+    (server::start(cfg).unwrap(), dir)
+}
+
+/// The request client: ureq over rustls, the stand-in's CA as the only root, its token.
+struct Https {
+    agent: ureq::Agent,
+    base: String,
+    token: String,
+}
+
+impl Https {
+    fn new(h: &Handle) -> Https {
+        let ca = Certificate::from_pem(h.ca_pem.as_bytes()).unwrap();
+        let tls = TlsConfig::builder()
+            .provider(TlsProvider::Rustls)
+            .root_certs(RootCerts::Specific(Arc::new(vec![ca])))
+            .build();
+        Https {
+            agent: ureq::Agent::config_builder()
+                .tls_config(tls)
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(10)))
+                .build()
+                .into(),
+            base: h.url(),
+            token: h.token(),
+        }
+    }
+}
+
+impl Kube for Https {
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<(u16, Vec<u8>), String> {
+        let url = format!("{}{path}", self.base);
+        let auth = format!("Bearer {}", self.token);
+        let r = match (method, body) {
+            ("GET", _) => self.agent.get(&url).header("Authorization", &auth).call(),
+            ("POST", Some(b)) => self
+                .agent
+                .post(&url)
+                .header("Authorization", &auth)
+                .header("Content-Type", "application/json")
+                .send(b),
+            ("PUT", Some(b)) => self
+                .agent
+                .put(&url)
+                .header("Authorization", &auth)
+                .header("Content-Type", "application/json")
+                .send(b),
+            _ => return Err(format!("{method} without a body")),
+        };
+        let mut r = r.map_err(|e| e.to_string())?;
+        let status = r.status().as_u16();
+        let body = r.body_mut().read_to_vec().map_err(|e| e.to_string())?;
+        Ok((status, body))
+    }
+}
+
+#[test]
+fn five_nodes_racing_over_https_never_hold_more_than_the_budget() {
+    let (h, _d) = start();
+    let active = AtomicU32::new(0);
+    let most = AtomicU32::new(0);
+    let rounds = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for i in 1..=5 {
+            let (h, active, most, rounds) = (&h, &active, &most, &rounds);
+            s.spawn(move || {
+                let node = format!("edge-node-{i}");
+                let api = LeaseApi(Https::new(h));
+                let slots = Slots {
+                    leases: &api,
+                    holder: &node,
+                    duration: Duration::from_secs(30),
+                    skew: Duration::from_secs(1),
+                };
+                for _ in 0..2 {
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    let mut slot = loop {
+                        match slots.acquire("edge-apps", "gw", 2, SystemTime::now()) {
+                            Ok(SlotOutcome::Taken(slot)) => break slot,
+                            Ok(SlotOutcome::Full { holders }) => assert!(holders.len() <= 2),
+                            Err(e) => panic!("{node}: {e}"),
+                        }
+                        assert!(Instant::now() < deadline, "{node} never got a slot");
+                        std::thread::sleep(Duration::from_millis(20));
+                    };
+                    // Between taking and releasing: the "upgrade", renewed once.
+                    let n = active.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(n, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(60));
+                    slots.renew(&mut slot, SystemTime::now()).unwrap();
+                    std::thread::sleep(Duration::from_millis(60));
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    slots.release(&slot).unwrap();
+                    rounds.lock().unwrap().push(node.clone());
+                }
+            });
+        }
+    });
+    assert_eq!(
+        rounds.lock().unwrap().len(),
+        10,
+        "every node upgraded twice"
+    );
+    let most = most.load(Ordering::SeqCst);
+    assert!(most <= 2, "{most} nodes held a slot at once");
+    assert_eq!(most, 2, "the budget was used, not serialized");
+    // All released: nobody holds a slot now.
+    let api = LeaseApi(Https::new(&h));
+    use yurt_ota::fleet::Leases;
+    for i in 0..2 {
+        let l = api
+            .get("edge-apps", &format!("yurt-ota-gw-{i}"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(l.holder, None, "{l:?}");
+    }
+}
+
+#[test]
+fn a_holder_that_dies_frees_its_slot_at_lease_expiry_plus_skew() {
+    let (h, _d) = start();
+    let api = LeaseApi(Https::new(&h));
+    let slots = |node| Slots {
+        leases: &api,
+        holder: node,
+        duration: Duration::from_secs(2),
+        skew: Duration::from_secs(1),
+    };
+    let taken = Instant::now();
+    assert!(matches!(
+        slots("edge-node-1").acquire("edge-apps", "gw", 1, SystemTime::now()),
+        Ok(SlotOutcome::Taken(_))
+    ));
+    // edge-node-1 is killed: it never renews nor releases. edge-node-2 waits for expiry.
+    let got = loop {
+        match slots("edge-node-2").acquire("edge-apps", "gw", 1, SystemTime::now()) {
+            Ok(SlotOutcome::Taken(slot)) => break slot,
+            Ok(SlotOutcome::Full { holders }) => assert_eq!(holders, ["edge-node-1"]),
+            Err(e) => panic!("{e}"),
+        }
+        assert!(taken.elapsed() < Duration::from_secs(10), "never freed");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let waited = taken.elapsed();
+    assert!(
+        waited >= Duration::from_millis(2900),
+        "taken over before expiry + skew: {waited:?}"
+    );
+    assert_eq!(got.lease.holder.as_deref(), Some("edge-node-2"));
+    assert_eq!(got.lease.lease_transitions, 1);
+}
