@@ -524,7 +524,9 @@ pub fn decide(i: &Inputs) -> Decision {
         let rolling = ds_of(p).is_some_and(|ds| {
             ds.strategy == Ok(Some(crate::fleet::Strategy::AdvancedRollingUpdate))
         });
-        let why = if s.mode == Mode::Manual && !rolling {
+        let why = if let Some(Err(v)) = ds_of(p).map(|ds| &ds.strategy) {
+            Some(Why::UnknownStrategy(v.clone()))
+        } else if s.mode == Mode::Manual && !rolling {
             Some(Why::Manual)
         } else if !s.include.is_empty() && !s.include.iter().any(|pat| matches(pat, p)) {
             Some(Why::NotIncluded)
@@ -1529,6 +1531,11 @@ mod tests {
             vec![(KN, false)],
             Some(Why::UnknownStrategy("Rolling".into())),
         ));
+
+        let mut c = case("an unknown strategy in manual mode: says so", now);
+        c.mode = Mode::Manual;
+        let c = with_ds(c, Err("Rolling".into()), None, SlotView::Unknown);
+        cases.push((c, vec![], Some(Why::UnknownStrategy("Rolling".into()))));
 
         let mut c = case("an unknown strategy: queued, still left alone", now);
         c.mode = Mode::Manual;

@@ -178,3 +178,104 @@ fn fleet_json(fleet: &crate::fleet::FleetView) -> Value {
     out.sort_by(|a, b| a["daemonset"].as_str().cmp(&b["daemonset"].as_str()));
     Value::Array(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::DaemonSetInfo;
+    use crate::shared::{Control, Shared};
+    use crate::upstream::{Relay, Upstream, UpstreamError};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    struct Idle;
+
+    impl Upstream for Idle {
+        fn list_pods(&self) -> Result<Vec<u8>, UpstreamError> {
+            unreachable!()
+        }
+        fn upgrade(&self, _: &str, _: &str) -> Result<Relay, UpstreamError> {
+            unreachable!()
+        }
+        fn imagepull(&self, _: &str, _: &str) -> Result<Relay, UpstreamError> {
+            unreachable!()
+        }
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+        fn url(&self) -> &str {
+            "test://"
+        }
+    }
+
+    #[test]
+    fn status_shows_each_pods_strategy_and_the_fleet_budget() {
+        let shared = Arc::new(Shared::new(Duration::from_secs(5)));
+        let mut snap = crate::snapshot::Snapshot::build(&crate::testing::fixture("1.36")).unwrap();
+        let mut owners = std::collections::HashMap::new();
+        for p in &mut snap.pods {
+            if let Some(o) = p.owner().filter(|o| o.kind == "DaemonSet") {
+                owners.insert(o.name.clone(), o.uid.clone());
+                p.status.conditions.push(crate::pod::Condition {
+                    kind: "PodNeedUpgrade".into(),
+                    status: "True".into(),
+                    reason: String::new(),
+                    message: "controllerrevision: 7f9c8d6b5".into(),
+                });
+            }
+        }
+        shared.succeeded(Some(snap));
+        let mut policy = crate::config::Settings::default().policy;
+        policy.prepull = false;
+        let control = Control::new(
+            crate::gate::Gates::new(Vec::new()),
+            crate::state::Store::in_memory(),
+            policy,
+        );
+        // A hold keeps the AdvancedRollingUpdate pod waiting, so it is listed.
+        control.store.update(|s| {
+            s.holds.push(crate::state::Hold {
+                name: "nav".into(),
+                reason: String::new(),
+                created_ms: 0,
+                expires_ms: u64::MAX,
+            })
+        });
+        let ds = |name: &str, strategy: &str| DaemonSetInfo {
+            uid: owners[name].clone(),
+            namespace: "kube-system".into(),
+            name: name.into(),
+            strategy: Some(strategy.into()),
+            max_unavailable: Some("2".into()),
+            desired_number_scheduled: 5,
+        };
+        control
+            .fleet
+            .refresh(vec![ds("kube-proxy", "auto"), ds("kindnet", "Rolling")]);
+        let api = Api::new(shared, Arc::new(Idle), None, None, Arc::new(control));
+        let st = api.status(Instant::now());
+        let pod = |prefix: &str| {
+            st["pods_needing_upgrade"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"].as_str().unwrap().starts_with(prefix))
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(pod("kube-proxy")["strategy"], "AdvancedRollingUpdate");
+        assert_eq!(
+            pod("kube-proxy")["why_word"],
+            "blocked",
+            "manual mode, yet not `manual`"
+        );
+        assert_eq!(pod("kindnet")["strategy"], "unknown: Rolling");
+        assert_eq!(pod("kindnet")["why_word"], "unknown_strategy");
+        assert_eq!(
+            st["fleet"],
+            json!([{"daemonset": "kube-system/kube-proxy", "strategy": "AdvancedRollingUpdate",
+                    "budget": 2, "slots": "unknown", "held_slot": null, "other_holders": [],
+                    "error": null}])
+        );
+    }
+}
