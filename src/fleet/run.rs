@@ -39,6 +39,8 @@ struct Inner {
     checked: HashSet<String>,
     /// The last Lease error logged, so an unreachable apiserver logs once.
     last_error: Option<String>,
+    /// After a failed look for slots held from before, not again until then.
+    resume_after: Option<Instant>,
 }
 
 impl Fleet {
@@ -237,12 +239,13 @@ impl Fleet {
     pub fn maintain(&self, io: Io, in_flight: &HashSet<&str>, now: SystemTime) {
         let Some((leases, node)) = io else { return };
         let slots = self.slots(leases, node);
-        // Resume: once per DaemonSet with a budget.
+        // Resume: once per DaemonSet with a budget; after a failure, again after RETRY.
         let unchecked: Vec<(String, String, String, u32)> = {
             let g = self.lock();
+            let wait = g.resume_after.is_some_and(|at| Instant::now() < at);
             g.views
                 .iter()
-                .filter(|(uid, _)| !g.checked.contains(*uid))
+                .filter(|(uid, _)| !wait && !g.checked.contains(*uid))
                 .filter_map(|(uid, v)| {
                     Some((uid.clone(), v.namespace.clone(), v.name.clone(), v.budget?))
                 })
@@ -267,7 +270,11 @@ impl Fleet {
                         );
                     }
                 }
-                Err(e) => self.note_error(&format!("the slots of {ns}/{name} cannot be read: {e}")),
+                Err(e) => {
+                    self.note_error(&format!("the slots of {ns}/{name} cannot be read: {e}"));
+                    self.lock().resume_after = Some(Instant::now() + RETRY);
+                    break;
+                }
             }
         }
         // Release what no upgrade needs any more; renew the rest when due.
@@ -300,10 +307,19 @@ impl Fleet {
                     self.lock().held.remove(&uid);
                     self.set_slots(&uid, SlotView::Unknown);
                 }
-                Err(e) => self.note_error(&format!(
-                    "renewing {}/{} failed: {e}",
-                    slot.lease.namespace, slot.lease.name
-                )),
+                Err(e) => {
+                    self.note_error(&format!(
+                        "renewing {}/{} failed: {e}",
+                        slot.lease.namespace, slot.lease.name
+                    ));
+                    // Tried again after RETRY, not at every tick.
+                    let again = Instant::now()
+                        .checked_sub(self.duration / 3)
+                        .map(|t| t + RETRY);
+                    if let Some((_, at)) = self.lock().held.get_mut(&uid) {
+                        *at = again;
+                    }
+                }
             }
         }
     }
