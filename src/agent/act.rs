@@ -488,13 +488,17 @@ mod tests {
         r.actor.fleet_tick();
         assert_eq!(r.ops(), vec![format!("update {LEASE} node-a")]);
         // The apiserver unreachable: one try, then not at every tick.
-        r.leases.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        r.leases
+            .down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         r.control.fleet.age_held();
         r.actor.fleet_tick();
         r.actor.fleet_tick();
         assert_eq!(r.ops(), vec![format!("update {LEASE} node-a")], "throttled");
         assert!(r.control.fleet.holds(DS), "kept: it may come back");
-        r.leases.down.store(false, std::sync::atomic::Ordering::SeqCst);
+        r.leases
+            .down
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         // Ready: released.
         r.actor.act(
             &Action::Finished {
