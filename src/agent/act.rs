@@ -567,6 +567,14 @@ mod tests {
     }
 
     #[test]
+    fn a_daemonset_gone_since_the_decision_gets_no_call() {
+        let r = rig(200, Store::in_memory());
+        r.actor.act(&upgrade(), None); // no fleet_tick: its DaemonSet is not known
+        assert!(r.ops().is_empty(), "no Lease call, no upgrade call");
+        assert_eq!(r.in_flight(), 0);
+    }
+
+    #[test]
     fn a_refused_or_failed_call_releases_the_slot() {
         for status in [403, 500] {
             let r = rig(status, Store::in_memory());

@@ -132,10 +132,11 @@ impl Fleet {
 
     /// Takes a slot of `ds_uid`'s budget for this node. `Err` when none could be taken (every
     /// slot held, or the Leases cannot be reached): the view then says why, for `why_not_yet`,
-    /// and when to try again. A DaemonSet without a budget needs no slot.
+    /// and when to try again. A DaemonSet no longer known, or without a budget any more, is
+    /// refused too (fail closed): the next decision sees it as it is now.
     pub fn take(&self, io: Io, ds_uid: &str, now: SystemTime) -> Result<(), String> {
         let Some((ns, name, budget)) = self.target(ds_uid) else {
-            return Ok(());
+            return Err(format!("DaemonSet {ds_uid} changed since the decision"));
         };
         let Some((leases, node)) = io else {
             let e = "the upstream offers no Leases".to_owned();
