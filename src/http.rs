@@ -666,6 +666,43 @@ fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<Head>, Refusal> {
     Ok(None)
 }
 
+/// Frames `data` as the server frames what a connection sends, request after request, with
+/// the agent's caps, and panics where an invariant breaks. For the fuzz target `http_framing`.
+#[doc(hidden)]
+pub fn fuzz_framing(data: &[u8]) {
+    let (max_head, max_body) = (
+        crate::listen::MAX_REQUEST_HEAD,
+        crate::listen::MAX_REQUEST_BODY,
+    );
+    let mut buf = data;
+    loop {
+        // The server never holds more than `max_head` bytes while it waits for a head.
+        let head = match parse_head(&buf[..buf.len().min(max_head)], max_head) {
+            Ok(Some(head)) => head,
+            Ok(None) => return assert!(buf.len() < max_head),
+            Err(Refusal(status, ..)) => return assert!(matches!(status, 400 | 431)),
+        };
+        assert!(head.len > 0 && head.len <= buf.len().min(max_head));
+        let req = Request {
+            method: head.method,
+            target: head.target,
+            headers: head.headers,
+            body: Vec::new(),
+        };
+        let _ = wants_close(&req);
+        match body_length(&req, max_body) {
+            Ok(n) => {
+                assert!(n <= max_body);
+                let Some(rest) = buf.get(head.len + n..) else {
+                    return;
+                };
+                buf = rest;
+            }
+            Err(Refusal(status, ..)) => return assert!(matches!(status, 400 | 411 | 413)),
+        }
+    }
+}
+
 fn body_length(req: &Request, max_body: usize) -> Result<usize, Refusal> {
     if req.header("Transfer-Encoding").is_some() {
         return Err(Refusal(
