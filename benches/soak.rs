@@ -3,8 +3,6 @@
 //! given). Every 10 s it samples the agent's RSS, threads and open fds and prints the series; a
 //! leak shows as a trend. Not a test: `cargo bench --bench soak [-- SECONDS]`.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -76,13 +74,28 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, TOKEN).unwrap();
-    let (mut agent, port) = common::start_agent(
-        dir.path(),
-        &format!(
-            "token_file = \"{}\"\n[upstream]\nkind = \"sim\"\npoll_interval = \"1s\"\n",
-            token.display()
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[api]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"{}\"\n\
+             [state]\ndir = \"{}\"\n[upstream]\nkind = \"sim\"\npoll_interval = \"1s\"\n",
+            token.display(),
+            dir.path().join("state").display()
         ),
-    );
+    )
+    .unwrap();
+    let mut agent = std::process::Command::new(env!("CARGO_BIN_EXE_yurt-ota"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("YURT_OTA_LOG", "warn")
+        .spawn()
+        .unwrap();
     let pid = agent.id();
     let started = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
