@@ -2,8 +2,10 @@
 //! the recorded fixture pod lists) and against the simulator.
 
 mod api;
+mod apisim;
 mod cli;
 mod gates;
+mod hardening;
 mod node;
 mod safety;
 mod sim;
