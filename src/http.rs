@@ -8,10 +8,11 @@
 //! A slow or silent client cannot lock others out:
 //! - a request's head and body must arrive within `timeout`, at most [`REQUEST_DEADLINE`],
 //!   counted from its first byte, however the bytes trickle in (408 after that);
-//! - when every slot is taken, a new connection takes the slot of the connection that is idle
-//!   (waiting for its next request, or for its first) the longest, else of the one that has been
-//!   sending its request (or receiving its answer) the longest; it is closed. Only when every
-//!   connection is inside its handler is the new one answered 503 `busy`;
+//! - when every slot is taken, a new connection takes the slot of the one that has sent nothing
+//!   since it was accepted the longest (silent or half-open), else of the one idle between
+//!   keep-alive requests the longest, else of the one that has been sending its request (or
+//!   receiving its answer) the longest; that one is closed. Only when every connection is inside
+//!   its handler is the new one answered 503 `busy`;
 //! - that refusal is written, and the connection drained and closed, by a thread of its own: the
 //!   accept thread never waits on a client.
 //!
@@ -232,11 +233,14 @@ impl Listener {
 }
 
 /// What a connection is doing, for the choice of which to close when slots run out.
-const IDLE: u8 = 0;
-const READING: u8 = 1;
-const WRITING: u8 = 2;
-const HANDLING: u8 = 3;
-const EVICTED: u8 = 4;
+/// Accepted, not a byte received yet (a silent or half-open client is here).
+const NEW: u8 = 0;
+/// Between requests on a keep-alive connection.
+const IDLE: u8 = 1;
+const READING: u8 = 2;
+const WRITING: u8 = 3;
+const HANDLING: u8 = 4;
+const EVICTED: u8 = 5;
 
 /// One open connection: a clone of its stream (to end it from outside), what it is doing, and
 /// since when (milliseconds from the server's start).
@@ -281,7 +285,8 @@ impl Tracker<'_> {
     }
 }
 
-/// Closes the open connection a new one should replace, if any: the one idle the longest, else
+/// Closes the open connection a new one should replace, if any: the one that has sent nothing
+/// for the longest since it was accepted, else the one idle between requests the longest, else
 /// the one reading its request or writing its answer the longest. Never one inside a handler.
 /// The caller holds the lock, so the chosen one stays in the map until it is shut down.
 fn evict(map: &HashMap<u64, Arc<Slot>>) -> bool {
@@ -390,7 +395,7 @@ pub fn serve(listener: Listener, limits: Limits, stop: &Shutdown, handler: &dyn 
                 };
                 let slot = Arc::new(Slot {
                     stream: clone,
-                    state: AtomicU8::new(IDLE),
+                    state: AtomicU8::new(NEW),
                     since: AtomicU64::new(open.now()),
                 });
                 map.insert(id, slot.clone());
@@ -430,11 +435,12 @@ pub fn serve(listener: Listener, limits: Limits, stop: &Shutdown, handler: &dyn 
 fn connection(mut stream: Stream, limits: Limits, handler: &dyn Handler, slot: &Tracker) {
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let budget = limits.timeout.min(REQUEST_DEADLINE);
+    let mut waiting = NEW;
     loop {
         // Idle until the next request's first byte; its whole head and body then have `budget`.
         let mut deadline = None;
         if !buf.is_empty() {
-            if !slot.set(IDLE, READING) {
+            if !slot.set(waiting, READING) {
                 return;
             }
             deadline = Some(Instant::now() + budget);
@@ -460,7 +466,7 @@ fn connection(mut stream: Stream, limits: Limits, handler: &dyn Handler, slot: &
                 Got::Late => return late(&mut stream, handler),
             }
             if deadline.is_none() {
-                if !slot.set(IDLE, READING) {
+                if !slot.set(waiting, READING) {
                     return;
                 }
                 deadline = Some(Instant::now() + budget);
@@ -515,6 +521,7 @@ fn connection(mut stream: Stream, limits: Limits, handler: &dyn Handler, slot: &
         if write_response(&mut stream, resp, close).is_err() || close || !slot.set(WRITING, IDLE) {
             return;
         }
+        waiting = IDLE;
         let _ = stream.set_read_timeout(limits.timeout);
     }
 }
@@ -1128,6 +1135,38 @@ mod tests {
         busy.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         busy.read_to_string(&mut out).unwrap();
         assert!(out.ends_with("GET /busy 0"), "{out}");
+        stop.trigger();
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn a_silent_connection_gives_up_its_slot_before_a_used_keep_alive_one() {
+        let (port, stop, t) = server(Limits {
+            max_connections: 2,
+            ..LIMITS
+        });
+        let mut used = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        used.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        assert!(read_status(&mut used).starts_with("HTTP/1.1 200"));
+        thread::sleep(Duration::from_millis(50));
+        let mut silent = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        thread::sleep(Duration::from_millis(100));
+        let out = exchange(port, b"GET /new HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert!(out.ends_with("GET /new 0"), "{out}");
+        silent
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        assert_eq!(
+            silent.read(&mut [0u8; 16]).unwrap_or(0),
+            0,
+            "the silent one was closed"
+        );
+        used.write_all(b"GET /again HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        used.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        used.read_to_string(&mut out).unwrap();
+        assert!(out.ends_with("GET /again 0"), "{out}");
         stop.trigger();
         t.join().unwrap();
     }

@@ -15,7 +15,6 @@ fuzz_target!(|data: &[u8]| {
     let _ = std::fs::remove_dir_all(base);
     std::fs::create_dir_all(base).unwrap();
     std::fs::write(base.join("state.json"), data).unwrap();
-    if let Ok(store) = Store::open(base) {
-        let _ = store.get();
-    }
+    let store = Store::open(base);
+    let _ = store.get();
 });
