@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+pub mod apiserver;
 pub mod sim;
 pub mod yurthub;
 
