@@ -82,6 +82,11 @@ pub trait Upstream: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Where it is, for status and error messages.
     fn url(&self) -> &str;
+    /// Upstream-specific state for readiness and `/v1/status` (the apiserver's watch); None
+    /// for upstreams that are polled.
+    fn watch_state(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// Keeps the first part of an error body for a log line or status field.

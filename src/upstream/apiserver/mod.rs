@@ -92,6 +92,52 @@ impl Settings {
     }
 }
 
+/// The validated `[upstream]` keys made into what the upstream needs: the kubeconfig read (its
+/// errors name the key and the file), the node name defaulted to the host name.
+pub fn resolve(
+    a: &crate::config::ApiserverSettings,
+    timeout: Duration,
+) -> Result<Settings, String> {
+    let target = match (&a.kubeconfig, &a.server) {
+        (Some(path), _) => kubeconfig::load(path)?,
+        (None, Some(server)) => {
+            let ca = a.ca_file.clone().ok_or(
+                "upstream.ca_file: required with upstream.server (no public roots are trusted)",
+            )?;
+            Settings::explicit(server, ca, a.token_file.clone(), a.client_cert.clone())?
+        }
+        (None, None) => {
+            return Err(
+                "upstream: a kubeconfig or a server is required for kind = \"apiserver\"".into(),
+            )
+        }
+    };
+    let node_name = match &a.node_name {
+        Some(n) => n.clone(),
+        None => host_name()?,
+    };
+    Ok(Settings {
+        target,
+        node_name,
+        detect: match a.detect {
+            crate::config::Detect::Openyurt => Detect::Openyurt,
+            crate::config::Detect::Revision => Detect::Revision,
+        },
+        timeout,
+    })
+}
+
+/// As the kubelet names its node: the host name, lower case.
+fn host_name() -> Result<String, String> {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_err(|e| format!("upstream.node_name: unset and the host name is unreadable ({e})"))?;
+    let name = raw.trim().to_ascii_lowercase();
+    if name.is_empty() {
+        return Err("upstream.node_name: unset and the host name is empty".into());
+    }
+    Ok(name)
+}
+
 /// The watch, for readiness and `/v1/status`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WatchState {
@@ -872,6 +918,35 @@ impl Upstream for Apiserver {
 
     fn url(&self) -> &str {
         &self.inner.url
+    }
+
+    fn watch_state(&self) -> Option<Value> {
+        let w = self.watch_state();
+        let t = |t: Option<SystemTime>| t.map(crate::sim::rfc3339);
+        let daemonsets: Vec<Value> = self
+            .daemonsets()
+            .into_iter()
+            .map(|((ns, name), d)| {
+                serde_json::json!({
+                    "daemonset": format!("{ns}/{name}"),
+                    "handled": d.skip.is_none() && d.view.is_some(),
+                    "why_not": d.skip,
+                    "revision": d.view.and_then(|v| v.newest_hash),
+                })
+            })
+            .collect();
+        Some(serde_json::json!({
+            "node": self.inner.settings.node_name,
+            "detect": match self.inner.settings.detect { Detect::Openyurt => "openyurt", Detect::Revision => "revision" },
+            "connected": w.connected_since.is_some(),
+            "connected_since": t(w.connected_since),
+            "last_event": t(w.last_event),
+            "relists": w.relists,
+            "reconnects": w.reconnects,
+            "requests": w.requests,
+            "last_error": w.last_error,
+            "daemonsets": daemonsets,
+        }))
     }
 }
 
