@@ -972,3 +972,151 @@ fn map_error(e: ureq::Error) -> UpstreamError {
         other => UpstreamError::Connect(other.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const LIST: &str = include_str!("../../../tests/fixtures/kind-v1.36-kube-system-podlist.json");
+
+    /// kube-proxy's pod from the recorded list, with `PodNeedUpgrade` as given.
+    fn kube_proxy(need: Option<&str>) -> (Value, String, String) {
+        let list: Value = serde_json::from_str(LIST).unwrap();
+        let mut pod = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| {
+                p["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("kube-proxy")
+            })
+            .unwrap()
+            .clone();
+        if let Some(status) = need {
+            watch::set_condition(&mut pod, status == "True", "abc");
+        }
+        let name = pod["metadata"]["name"].as_str().unwrap().to_owned();
+        let node = pod["spec"]["nodeName"].as_str().unwrap().to_owned();
+        (pod, name, node)
+    }
+
+    fn answer(r: Result<String, Relay>) -> (u16, String) {
+        match r {
+            Ok(uid) => (200, uid),
+            Err(r) => (r.status, String::from_utf8(r.body).unwrap()),
+        }
+    }
+
+    #[test]
+    fn precheck_answers_as_yurthub_in_its_order() {
+        let (pod, name, node) = kube_proxy(Some("True"));
+        let uid = pod["metadata"]["uid"].as_str().unwrap().to_owned();
+        assert_eq!(
+            answer(precheck(&pod, "kube-system", &name, &node)),
+            (200, uid)
+        );
+
+        let (mut deleting, ..) = kube_proxy(Some("True"));
+        deleting["metadata"]["deletionTimestamp"] = json!("2026-06-15T05:00:00Z");
+        // Deleting comes before every other check, even on another node.
+        let (code, body) = answer(precheck(&deleting, "kube-system", &name, "other-node"));
+        assert_eq!(code, 403);
+        assert_eq!(body, format!("Pre check update pod failed, Failed to check pod kube-system/{name} status, error: Pod kube-system/{name} is deleting, can not be updated"));
+
+        let (code, body) = answer(precheck(&pod, "kube-system", &name, "other-node"));
+        assert_eq!(code, 403);
+        assert!(body.ends_with("is not on node other-node"), "{body}");
+
+        for need in [None, Some("False")] {
+            let (p, ..) = kube_proxy(need);
+            let (code, body) = answer(precheck(&p, "kube-system", &name, &node));
+            assert_eq!(code, 403);
+            assert!(
+                body.ends_with("update status is False, can not be updated"),
+                "{body}"
+            );
+        }
+
+        let (mut pulling, ..) = kube_proxy(Some("True"));
+        pulling["status"]["conditions"].as_array_mut().unwrap().push(json!({
+            "type": "PodImageReady", "status": "False", "reason": "", "message": "controllerrevision: abc"}));
+        let (code, body) = answer(precheck(&pulling, "kube-system", &name, &node));
+        assert_eq!(code, 403);
+        assert_eq!(body, format!("Pre check update pod failed, Failed to check pod kube-system/{name} image ready, error: Pod: kube-system/{name} image is not ready, reason: , message: controllerrevision: abc"));
+        // Pulled for the target revision: allowed.
+        pulling["status"]["conditions"]
+            .as_array_mut()
+            .unwrap()
+            .last_mut()
+            .unwrap()["status"] = json!("True");
+        assert_eq!(
+            answer(precheck(&pulling, "kube-system", &name, &node)).0,
+            200
+        );
+
+        let (mut orphan, ..) = kube_proxy(Some("True"));
+        orphan["metadata"]["ownerReferences"] = json!([]);
+        assert_eq!(
+            answer(precheck(&orphan, "kube-system", &name, &node)),
+            (400, "Pod has no owner references".into())
+        );
+        orphan["metadata"]["ownerReferences"] =
+            json!([{"kind": "ReplicaSet", "name": "x", "uid": "u"}]);
+        assert_eq!(
+            answer(precheck(&orphan, "kube-system", &name, &node)),
+            (400, "Not support ota upgrade pod type ReplicaSet".into())
+        );
+    }
+
+    #[test]
+    fn newest_owned_revision_is_the_highest_revision_of_the_owner() {
+        let cr = |name: &str, rev: i64, owner: &str| {
+            json!({"metadata": {"name": name, "labels": {"controller-revision-hash": name.rsplit('-').next().unwrap()},
+                   "ownerReferences": [{"kind": "DaemonSet", "uid": owner}]}, "revision": rev})
+        };
+        let list = json!({"kind": "ControllerRevisionList", "items": [
+            cr("cam-5b6c", 1, "ds-1"), cr("cam-7d9f", 2, "ds-1"), cr("cam-aaaa", 9, "other"),
+        ]});
+        assert_eq!(newest_owned(&list, "ds-1").as_deref(), Some("7d9f"));
+        // `rollout undo`: the old revision is re-numbered as the newest.
+        let undone = json!({"items": [cr("cam-5b6c", 3, "ds-1"), cr("cam-7d9f", 2, "ds-1")]});
+        assert_eq!(newest_owned(&undone, "ds-1").as_deref(), Some("5b6c"));
+        assert_eq!(newest_owned(&json!({"items": []}), "ds-1"), None);
+    }
+
+    #[test]
+    fn explicit_settings_and_describe_hide_secrets() {
+        let t = Settings::explicit(
+            "https://10.0.0.1:6443/",
+            "/etc/yurt-ota/ca.crt".into(),
+            Some("/etc/yurt-ota/token".into()),
+            None,
+        )
+        .unwrap();
+        assert_eq!(t.server, "https://10.0.0.1:6443");
+        let s = Settings {
+            target: Target {
+                auth: Auth::Token("s3cr3t".into()),
+                ..t
+            },
+            node_name: "edge-1".into(),
+            detect: Detect::Revision,
+            timeout: Duration::from_secs(5),
+        };
+        let d = format!("{:?}", s.describe());
+        assert!(
+            d.contains("https://10.0.0.1:6443")
+                && d.contains("file /etc/yurt-ota/ca.crt")
+                && d.contains("bearer token")
+        );
+        assert!(!d.contains("s3cr3t"));
+        assert!(
+            Settings::explicit("http://10.0.0.1", "/ca".into(), None, None)
+                .unwrap_err()
+                .contains("upstream.server")
+        );
+    }
+}
