@@ -38,6 +38,9 @@ pub enum Decision {
 pub enum Skip {
     NotOnDelete(String),
     NoAnnotation,
+    /// An annotation value OpenYurt does not know (SPEC 6b: OTA, AdvancedRollingUpdate, and
+    /// their old spellings, compared case-insensitively).
+    UnknownStrategy(String),
     /// The controller has not caught up with a spec change yet: decide later.
     Settling {
         generation: i64,
@@ -55,6 +58,7 @@ impl fmt::Display for Skip {
                 f,
                 "status.observedGeneration {observed} has not caught up with generation {generation} yet"
             ),
+            Skip::UnknownStrategy(s) => write!(f, "apps.openyurt.io/update-strategy {s:?} is not OTA or AdvancedRollingUpdate: not handled"),
             Skip::NoRevision => write!(f, "no ControllerRevision owned by the DaemonSet yet"),
         }
     }
@@ -64,8 +68,18 @@ pub fn decide(ds: &DaemonSetView, pod: &PodLabels) -> Decision {
     if ds.strategy != "OnDelete" {
         return Decision::Skip(Skip::NotOnDelete(ds.strategy.clone()));
     }
-    if ds.ota_annotation.is_none() {
-        return Decision::Skip(Skip::NoAnnotation);
+    match ds
+        .ota_annotation
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None => return Decision::Skip(Skip::NoAnnotation),
+        Some("ota" | "advancedrollingupdate" | "auto") => {}
+        Some(_) => {
+            let s = ds.ota_annotation.clone().unwrap_or_default();
+            return Decision::Skip(Skip::UnknownStrategy(s));
+        }
     }
     if ds.observed_generation < ds.generation {
         return Decision::Skip(Skip::Settling {
@@ -130,6 +144,18 @@ mod tests {
             ota_annotation: None,
             ..ds()
         };
+        let lower = DaemonSetView {
+            ota_annotation: Some("ota".into()),
+            ..ds()
+        };
+        let aru = DaemonSetView {
+            ota_annotation: Some("AdvancedRollingUpdate".into()),
+            ..ds()
+        };
+        let odd = DaemonSetView {
+            ota_annotation: Some("Sometimes".into()),
+            ..ds()
+        };
         let no_rev = DaemonSetView {
             newest_hash: None,
             ..ds()
@@ -168,6 +194,24 @@ mod tests {
                 cond(false),
             ),
             ("outdated", &base, pod(Some("2"), Some("old")), cond(true)),
+            (
+                "ota, old spelling",
+                &lower,
+                pod(Some("2"), Some("old")),
+                cond(true),
+            ),
+            (
+                "AdvancedRollingUpdate",
+                &aru,
+                pod(Some("2"), Some("old")),
+                cond(true),
+            ),
+            (
+                "unknown strategy",
+                &odd,
+                pod(Some("2"), Some("old")),
+                Decision::Skip(Skip::UnknownStrategy("Sometimes".into())),
+            ),
             ("no labels at all", &base, pod(None, None), cond(true)),
             (
                 "no generation annotation: hash decides",
