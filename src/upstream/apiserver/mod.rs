@@ -222,6 +222,39 @@ impl Apiserver {
         Ok(Apiserver { inner })
     }
 
+    /// `DELETE` with the uid read as precondition: a pod recreated under the same name since
+    /// is never deleted (409, answered as YurtHub's 403).
+    pub fn delete(&self, ns: &str, name: &str, uid: &str) -> Result<Relay, UpstreamError> {
+        let i = &self.inner;
+        let body = serde_json::json!({"kind":"DeleteOptions","apiVersion":"v1","preconditions":{"uid": uid}});
+        let resp = match i.request(
+            &i.calls,
+            "DELETE",
+            &format!("/api/v1/namespaces/{ns}/pods/{name}"),
+            Some(("application/json", body.to_string().into_bytes())),
+        ) {
+            Ok(r) => r,
+            Err(_) => return Ok(disconnected()),
+        };
+        let (code, body) = Inner::read_all(resp)?;
+        Ok(match code {
+            200 | 202 => Relay {
+                status: 200,
+                content_type: Some("application/json".into()),
+                body: format!("Start updating pod {ns}/{name}").into_bytes(),
+            },
+            404 => text(403, format!("Pre check update pod failed, pod {ns}/{name} (uid {uid}) is gone")),
+            409 => text(
+                403,
+                format!("Pre check update pod failed, pod {ns}/{name} changed before the delete: it is no longer uid {uid}"),
+            ),
+            _ => {
+                log::warn!("apiserver delete of {ns}/{name} answered {code}: {}", excerpt(&body));
+                text(500, "Apply update failed")
+            }
+        })
+    }
+
     pub fn watch_state(&self) -> WatchState {
         self.inner.lock().watch.clone()
     }
@@ -830,33 +863,7 @@ impl Upstream for Apiserver {
             Ok(uid) => uid,
             Err(answer) => return Ok(answer),
         };
-        let body = serde_json::json!({"kind":"DeleteOptions","apiVersion":"v1","preconditions":{"uid": uid}});
-        let resp = match i.request(
-            &i.calls,
-            "DELETE",
-            &format!("/api/v1/namespaces/{ns}/pods/{name}"),
-            Some(("application/json", body.to_string().into_bytes())),
-        ) {
-            Ok(r) => r,
-            Err(_) => return Ok(disconnected()),
-        };
-        let (code, body) = Inner::read_all(resp)?;
-        Ok(match code {
-            200 | 202 => Relay {
-                status: 200,
-                content_type: Some("application/json".into()),
-                body: format!("Start updating pod {ns}/{name}").into_bytes(),
-            },
-            404 => text(403, format!("Pre check update pod failed, pod {ns}/{name} (uid {uid}) is gone")),
-            409 => text(
-                403,
-                format!("Pre check update pod failed, pod {ns}/{name} changed before the delete: it is no longer uid {uid}"),
-            ),
-            _ => {
-                log::warn!("apiserver delete of {ns}/{name} answered {code}: {}", excerpt(&body));
-                text(500, "Apply update failed")
-            }
-        })
+        self.delete(ns, name, &uid)
     }
 
     fn imagepull(&self, ns: &str, name: &str) -> Result<Relay, UpstreamError> {
