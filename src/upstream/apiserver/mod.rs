@@ -383,9 +383,17 @@ impl Inner {
                 "/api/v1/pods?fieldSelector={selector}&resourceVersion={}&watch=1&allowWatchBookmarks=true&timeoutSeconds={WATCH_SECONDS}",
                 q(&rv)
             );
+            let began = std::time::Instant::now();
             match self.watch(&path) {
-                (WatchEnd::Closed, _) => {
+                // Ended by the server after a while: re-watch at once from the last version.
+                (WatchEnd::Closed, got) if got || began.elapsed() >= Duration::from_secs(5) => {
                     backoff.reset();
+                }
+                // Closed at once with nothing in it (a proxy, a restarting apiserver): back off,
+                // or the loop would spin.
+                (WatchEnd::Closed, _) => {
+                    std::thread::sleep(backoff.next_delay());
+                    self.lock().watch.reconnects += 1;
                 }
                 (WatchEnd::Expired, _) => {
                     log::info!(
@@ -576,7 +584,7 @@ impl Inner {
                     continue;
                 }
             };
-            backoff.reset();
+            let began = std::time::Instant::now();
             let mut r = BufReader::with_capacity(16 * 1024, resp.into_body().into_reader());
             let mut buf = Vec::new();
             while let Ok(Some(Ok(()))) = watch::read_line(&mut r, &mut buf) {
@@ -596,6 +604,12 @@ impl Inner {
                     Some("BOOKMARK") => {}
                     _ => break, // DELETED, ERROR: read it afresh
                 }
+            }
+            // A watch that ended at once (an error, a proxy) is not re-opened in a tight loop.
+            if began.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(backoff.next_delay());
+            } else {
+                backoff.reset();
             }
         }
     }
