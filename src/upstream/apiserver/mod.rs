@@ -850,6 +850,11 @@ pub fn precheck(pod: &Value, ns: &str, name: &str, node: &str) -> Result<String,
         return Err(text(400, "Pod has no owner references"));
     };
     let kind = owner["kind"].as_str().unwrap_or_default();
+    if kind == "Node" {
+        // YurtHub upgrades static pods through OpenYurt's YurtStaticSet, whose ConfigMap a
+        // cluster without OpenYurt does not have: YurtHub's answer for that case.
+        return Err(text(403, "Configmap for static pod does not exist"));
+    }
     if kind != "DaemonSet" {
         return Err(text(
             400,
@@ -1083,6 +1088,11 @@ mod tests {
         assert_eq!(
             answer(precheck(&orphan, "kube-system", &name, &node)),
             (400, "Pod has no owner references".into())
+        );
+        orphan["metadata"]["ownerReferences"] = json!([{"kind": "Node", "name": "n", "uid": "u"}]);
+        assert_eq!(
+            answer(precheck(&orphan, "kube-system", &name, &node)),
+            (403, "Configmap for static pod does not exist".into())
         );
         orphan["metadata"]["ownerReferences"] =
             json!([{"kind": "ReplicaSet", "name": "x", "uid": "u"}]);
