@@ -2,6 +2,8 @@
 //! the recorded fixture pod lists) and against the simulator.
 
 mod api;
+mod apiserver;
+mod apisim;
 mod cli;
 mod gates;
 mod hardening;
