@@ -166,7 +166,7 @@ fn list_then_watch_drops_410s_and_the_apiserver_down() {
 
     // Dropped mid-stream: re-watched from the last resourceVersion, no relist.
     control(&h, "/sim/drop-watches");
-    wait_for("a reconnect", Duration::from_secs(10), || {
+    wait_for("a reconnect", Duration::from_secs(30), || {
         let w = watch(&agent);
         w["reconnects"].as_u64() >= Some(1) && w["connected"] == true
     });
@@ -175,7 +175,7 @@ fn list_then_watch_drops_410s_and_the_apiserver_down() {
     // History compacted, then the watch dropped: the re-watch gets 410 and relists.
     control(&h, "/sim/compact");
     control(&h, "/sim/drop-watches");
-    wait_for("a relist after 410", Duration::from_secs(15), || {
+    wait_for("a relist after 410", Duration::from_secs(30), || {
         watch(&agent)["relists"].as_u64() >= Some(1)
     });
 
@@ -183,7 +183,7 @@ fn list_then_watch_drops_410s_and_the_apiserver_down() {
     let n = pods(&agent).len();
     control(&h, "/sim/down");
     control(&h, "/sim/drop-watches");
-    wait_for("the watch to notice", Duration::from_secs(15), || {
+    wait_for("the watch to notice", Duration::from_secs(30), || {
         watch(&agent)["connected"] == false
     });
     std::thread::sleep(Duration::from_millis(500));

@@ -16,7 +16,8 @@ pub const MAX_EVENT: usize = 4 * 1024 * 1024;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     pub uid: String,
-    pub json: Value,
+    /// Compact JSON: kept as text, not as a `Value` tree (a fifth of the memory).
+    pub json: Box<str>,
     /// The owning DaemonSet (namespace, name, uid) when the first owner is one.
     pub daemonset: Option<(String, String, String)>,
     pub labels: PodLabels,
@@ -48,7 +49,7 @@ pub fn entry(mut pod: Value) -> Result<(Key, Entry), String> {
         (ns, name),
         Entry {
             uid,
-            json: pod,
+            json: pod.to_string().into_boxed_str(),
             daemonset,
             labels,
         },
@@ -121,18 +122,32 @@ pub struct Store {
 impl Store {
     /// A `v1.PodList` answer replaces everything.
     pub fn replace(&mut self, list: &[u8]) -> Result<(), String> {
-        let mut v: Value =
+        /// Items stay text until each is read on its own: a 110-pod list as one `Value` tree
+        /// would be several MiB at once.
+        #[derive(serde::Deserialize)]
+        struct List<'a> {
+            kind: Option<String>,
+            metadata: Option<Value>,
+            #[serde(borrow)]
+            items: Option<Vec<&'a serde_json::value::RawValue>>,
+        }
+        let v: List =
             serde_json::from_slice(list).map_err(|e| format!("pod list is not JSON: {e}"))?;
-        if v["kind"] != "PodList" {
+        if v.kind.as_deref() != Some("PodList") {
             return Err("not a PodList".into());
         }
-        let rv = rv_of(&v);
+        let rv = v
+            .metadata
+            .as_ref()
+            .and_then(|m| m["resourceVersion"].as_str())
+            .unwrap_or_default()
+            .to_owned();
         let mut pods = BTreeMap::new();
-        if let Some(items) = v.get_mut("items").and_then(Value::as_array_mut) {
-            for item in items.drain(..) {
-                let (k, e) = entry(item).map_err(|e| format!("pod list item: {e}"))?;
-                pods.insert(k, e);
-            }
+        for item in v.items.unwrap_or_default() {
+            let item: Value =
+                serde_json::from_str(item.get()).map_err(|e| format!("pod list item: {e}"))?;
+            let (k, e) = entry(item).map_err(|e| format!("pod list item: {e}"))?;
+            pods.insert(k, e);
         }
         self.pods = pods;
         self.rv = rv;
@@ -180,9 +195,9 @@ impl Store {
                 out.push(b',');
             }
             match condition(e) {
-                None => serde_json::to_writer(&mut out, &e.json).expect("value to vec"),
+                None => out.extend_from_slice(e.json.as_bytes()),
                 Some((needs, hash)) => {
-                    let mut pod = e.json.clone();
+                    let mut pod: Value = serde_json::from_str(&e.json).expect("stored as JSON");
                     set_condition(&mut pod, needs, &hash);
                     serde_json::to_writer(&mut out, &pod).expect("value to vec")
                 }
@@ -343,7 +358,7 @@ mod tests {
     fn modified_deleted_and_errors() {
         let mut s = Store::default();
         s.replace(LIST.as_bytes()).unwrap();
-        let first = s.pods.values().next().unwrap().json.clone();
+        let first: Value = serde_json::from_str(&s.pods.values().next().unwrap().json).unwrap();
         let mut modified = first.clone();
         modified["metadata"]["resourceVersion"] = "900".into();
         modified["metadata"]["labels"]["x"] = "y".into();
@@ -387,7 +402,7 @@ mod tests {
         let once = s.render(|e| e.daemonset.as_ref().map(|_| (true, "abc".into())));
         let snap = crate::snapshot::Snapshot::build(&once).unwrap();
         assert_eq!(snap.needing_upgrade().count(), 2);
-        let mut pod = s.pods.values().next().unwrap().json.clone();
+        let mut pod: Value = serde_json::from_str(&s.pods.values().next().unwrap().json).unwrap();
         set_condition(&mut pod, true, "a");
         set_condition(&mut pod, false, "b");
         let c: Vec<_> = pod["status"]["conditions"]
