@@ -444,7 +444,7 @@ impl Inner {
             s.watch.connected_since = Some(SystemTime::now());
             s.watch.last_error = None;
         }
-        let mut r = BufReader::with_capacity(64 * 1024, resp.into_body().into_reader());
+        let mut r = BufReader::with_capacity(16 * 1024, resp.into_body().into_reader());
         let mut buf = Vec::new();
         let mut got = false;
         loop {
@@ -585,7 +585,7 @@ impl Inner {
                 }
             };
             let began = std::time::Instant::now();
-            let mut r = BufReader::with_capacity(16 * 1024, resp.into_body().into_reader());
+            let mut r = BufReader::with_capacity(4 * 1024, resp.into_body().into_reader());
             let mut buf = Vec::new();
             while let Ok(Some(Ok(()))) = watch::read_line(&mut r, &mut buf) {
                 if !self.still_tracked(&k) {

@@ -51,6 +51,10 @@ impl Tls {
             .http_status_as_error(false)
             .https_only(true)
             .max_redirects(0)
+            // ureq's default is 128 KiB each way per connection; a node keeps one watch per
+            // handled DaemonSet open, and requests are small. Headers fit in 16 KiB.
+            .input_buffer_size(16 * 1024)
+            .output_buffer_size(16 * 1024)
             .user_agent(concat!("yurt-ota/", env!("CARGO_PKG_VERSION")))
             .build()
             .new_agent()
