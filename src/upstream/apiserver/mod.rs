@@ -219,6 +219,12 @@ impl Apiserver {
             .name("apiserver-watch".into())
             .spawn(move || bg.pods_loop())
             .map_err(|e| format!("cannot start the watch thread: {e}"))?;
+        // The first poll finds the first list when the apiserver answers within the timeout,
+        // instead of logging a failure at every start.
+        let deadline = std::time::Instant::now() + inner.settings.timeout;
+        while !inner.lock().listed && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         Ok(Apiserver { inner })
     }
 
