@@ -15,6 +15,10 @@ use crate::util::*;
 const NODE: &str = "edge-node-1";
 
 fn stand_in() -> (Handle, tempfile::TempDir) {
+    stand_in_with(false)
+}
+
+fn stand_in_with(openyurt: bool) -> (Handle, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -30,6 +34,7 @@ fn stand_in() -> (Handle, tempfile::TempDir) {
             ready_delay: Duration::from_millis(200),
             observe_delay: Duration::from_millis(100),
             pull_delay: Duration::from_millis(200),
+            openyurt,
             ..Options::default()
         },
     };
@@ -396,4 +401,52 @@ fn a_pod_recreated_under_the_same_name_is_not_deleted() {
     );
     let gone = up.delete("kube-system", "nope", uid).unwrap();
     assert_eq!(gone.status, 403);
+}
+
+#[test]
+fn openyurt_detection_and_the_imagepull_status_patch() {
+    let (h, _d) = stand_in_with(true);
+    let agent = Agent::start(&config(&h.files.kubeconfig, "openyurt", ""));
+    wait_pods(&agent, "OpenYurt's PodNeedUpgrade", |p| {
+        pod_named(p, "kube-proxy")
+            .and_then(need)
+            .is_some_and(|c| c.0 == "True")
+    });
+    let p = pods(&agent);
+    let proxy = pod_named(&p, "kube-proxy").unwrap()["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, target) = need(pod_named(&p, "kube-proxy").unwrap()).unwrap();
+    let r = post(&agent.url(&format!(
+        "/openyurt.io/v1/namespaces/kube-system/pods/{proxy}/imagepull"
+    )));
+    assert_eq!(
+        (r.status, r.text()),
+        (
+            200,
+            format!("Image pre-pull requested for pod kube-system/{proxy}")
+        )
+    );
+    // The patch set PodImageReady for the target revision; the stand-in's pre-pull flips it.
+    wait_pods(&agent, "PodImageReady=True for the target", |p| {
+        pod_named(p, "kube-proxy").is_some_and(|pod| {
+            pod["status"]["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| {
+                    c["type"] == "PodImageReady"
+                        && c["status"] == "True"
+                        && c["message"] == target.as_str()
+                })
+        })
+    });
+    let r = post(&agent.url(&format!(
+        "/openyurt.io/v1/namespaces/kube-system/pods/{proxy}/upgrade"
+    )));
+    assert_eq!(
+        (r.status, r.text()),
+        (200, format!("Start updating pod kube-system/{proxy}"))
+    );
 }
