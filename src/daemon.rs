@@ -29,10 +29,16 @@ pub fn run(settings: Settings, stop: Arc<Shutdown>) -> Result<(), String> {
         .then(|| Arc::new(crate::sim::Node::new(settings.sim.clone())));
     let upstream: Arc<dyn Upstream> = match &sim {
         Some(node) => Arc::new(upstream::sim::Sim::new(node.clone())),
-        None => Arc::new(upstream::yurthub::Yurthub::new(
-            &settings.upstream.url,
-            settings.upstream.timeout,
-        )),
+        None => match (&settings.upstream.kind, &settings.upstream.apiserver) {
+            (UpstreamKind::Apiserver, Some(a)) => {
+                let a = upstream::apiserver::resolve(a, settings.upstream.timeout)?;
+                Arc::new(upstream::apiserver::Apiserver::start(a)?)
+            }
+            _ => Arc::new(upstream::yurthub::Yurthub::new(
+                &settings.upstream.url,
+                settings.upstream.timeout,
+            )),
+        },
     };
     let token = match &settings.api.token_file {
         Some(path) => Some(api::read_token(path)?),

@@ -16,7 +16,13 @@ impl Api {
     /// `GET /v1/readyz`: 200 while the snapshot is fresh, else 503 with the reason.
     pub(super) fn readyz(&self, now: Instant) -> Result<Response, ApiError> {
         match self.shared.readiness(now) {
-            Ok(()) => Ok(json_response(200, &json!({"ready": true}))),
+            Ok(()) => {
+                let mut body = json!({"ready": true});
+                if let Some(w) = self.upstream.watch_state() {
+                    body["watch"] = w;
+                }
+                Ok(json_response(200, &body))
+            }
             Err(why) => Err(ApiError::new(503, "not_ready", why)),
         }
     }
@@ -139,6 +145,7 @@ impl Api {
                 "last_error": h.last_error.map(|(e, t)| json!({"kind": e.kind(), "message": e.to_string(), "at": sim::rfc3339(t)})),
                 "consecutive_failures": h.consecutive_failures,
                 "imagepull_supported": c.imagepull_supported.load(std::sync::atomic::Ordering::Relaxed),
+                "watch": self.upstream.watch_state(),
             },
             "snapshot": snap.as_ref().map(|s| json!({
                 "pods": s.pods.len(),

@@ -286,6 +286,14 @@ fn execute(cmd: Command, opts: ClientOpts, stop: Arc<Shutdown>) -> Result<(), Fa
         Command::CheckConfig { config } => {
             let settings = load_settings(config.as_deref())?;
             print!("{}", settings.to_toml());
+            if let Some(a) = &settings.upstream.apiserver {
+                let a = crate::upstream::apiserver::resolve(a, settings.upstream.timeout)
+                    .map_err(Failure::Failed)?;
+                println!("\n# the apiserver, as resolved (no secret is printed)");
+                for (k, v) in a.describe() {
+                    println!("# {k}: {v}");
+                }
+            }
             Ok(())
         }
         Command::Run { config, sim } => {

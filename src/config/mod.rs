@@ -108,6 +108,7 @@ pub enum GpioLine {
 pub enum UpstreamKind {
     Yurthub,
     Sim,
+    Apiserver,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -29,6 +29,7 @@ impl Settings {
             match u.kind {
                 UpstreamKind::Yurthub => "yurthub",
                 UpstreamKind::Sim => "sim",
+                UpstreamKind::Apiserver => "apiserver",
             },
             u.url,
             d(u.poll_interval),
@@ -201,7 +202,7 @@ mod tests {
             ),
             "{text}"
         );
-        // The keys parse back (refused only because kind = "apiserver" is not built yet).
+        // The keys parse back .
         let raw: toml::Table = text.parse().unwrap();
         assert_eq!(raw["upstream"].as_table().unwrap().len(), 12);
     }

@@ -60,11 +60,9 @@ pub(super) fn parse_kind(s: &str) -> Result<UpstreamKind, String> {
     match s {
         "yurthub" => Ok(UpstreamKind::Yurthub),
         "sim" => Ok(UpstreamKind::Sim),
-        // The apiserver upstream (SPEC 2b) is not built yet: delete this arm when it is wired
-        // (its keys are read and validated already, in `apiserver`).
-        "apiserver" => Err("\"apiserver\" is not supported by this version (not built yet); use \"yurthub\" or \"sim\"".into()),
+        "apiserver" => Ok(UpstreamKind::Apiserver),
         other => Err(format!(
-            "unknown kind {other:?}; expected \"yurthub\" or \"sim\""
+            "unknown kind {other:?}; expected \"yurthub\", \"apiserver\" or \"sim\""
         )),
     }
 }

@@ -506,7 +506,7 @@ mod tests {
         assert_eq!(
             errs,
             [
-                "c.toml: `upstream.kind`: unknown kind \"kubelet\"; expected \"yurthub\" or \"sim\" (line 2, column 1)",
+                "c.toml: `upstream.kind`: unknown kind \"kubelet\"; expected \"yurthub\", \"apiserver\" or \"sim\" (line 2, column 1)",
                 "c.toml: `upstream.timeout`: expected a string, found integer (line 3, column 11)",
                 "c.toml: `gate[0].path`: \"relative\" must be an absolute path (line 8, column 1)",
                 "c.toml: `gate[0].colour`: unknown key for a \"file\" gate; it takes name, safety, applies_to, path, open_when, value, max_age (line 9, column 1)",

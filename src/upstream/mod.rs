@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+pub mod apiserver;
 pub mod sim;
 pub mod yurthub;
 
@@ -94,6 +95,11 @@ pub trait Upstream: Send + Sync {
     /// can reach them; `None` by default. A DaemonSet with a budget and no Leases upgrades
     /// nothing (fail closed).
     fn leases(&self) -> crate::fleet::run::Io<'_> {
+        None
+    }
+    /// Upstream-specific state for readiness and `/v1/status` (the apiserver's watch); None
+    /// for upstreams that are polled.
+    fn watch_state(&self) -> Option<serde_json::Value> {
         None
     }
 }

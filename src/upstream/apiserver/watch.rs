@@ -1,0 +1,429 @@
+//! The node's pods kept from a list and a watch: event parsing, the in-memory store, the
+//! rendered `v1.PodList`, and the reconnect backoff.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::revision::PodLabels;
+
+/// One watch event line above this is skipped (logged), the last good state kept.
+pub const MAX_EVENT: usize = 4 * 1024 * 1024;
+
+/// A pod as kept: JSON without `metadata.managedFields`, and what the agent reads of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub uid: String,
+    /// Compact JSON: kept as text, not as a `Value` tree (a fifth of the memory).
+    pub json: Box<str>,
+    /// The owning DaemonSet (namespace, name, uid) when the first owner is one.
+    pub daemonset: Option<(String, String, String)>,
+    pub labels: PodLabels,
+}
+
+pub type Key = (String, String);
+
+pub fn entry(mut pod: Value) -> Result<(Key, Entry), String> {
+    let meta = pod
+        .get_mut("metadata")
+        .and_then(Value::as_object_mut)
+        .ok_or("pod without metadata")?;
+    meta.remove("managedFields");
+    let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+    let m = &pod["metadata"];
+    let ns = s(m, "namespace").ok_or("pod without metadata.namespace")?;
+    let name = s(m, "name").ok_or("pod without metadata.name")?;
+    let uid = s(m, "uid").ok_or("pod without metadata.uid")?;
+    let daemonset = m["ownerReferences"]
+        .as_array()
+        .and_then(|o| o.first())
+        .filter(|o| o["kind"] == "DaemonSet")
+        .and_then(|o| Some((ns.clone(), s(o, "name")?, s(o, "uid")?)));
+    let labels = PodLabels {
+        template_generation: s(&m["labels"], "pod-template-generation"),
+        revision_hash: s(&m["labels"], "controller-revision-hash"),
+    };
+    Ok((
+        (ns, name),
+        Entry {
+            uid,
+            json: pod.to_string().into_boxed_str(),
+            daemonset,
+            labels,
+        },
+    ))
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Event {
+    Upsert(Key, Box<Entry>, String),
+    Delete(Key, String),
+    Bookmark(String),
+    /// 410 Gone/Expired: the resourceVersion is too old; relist.
+    Expired,
+    Error(String),
+}
+
+fn rv_of(obj: &Value) -> String {
+    obj["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+pub fn parse_event(line: &[u8]) -> Result<Event, String> {
+    let mut v: Value = serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
+    let kind = v["type"].as_str().unwrap_or_default().to_owned();
+    let obj = v
+        .get_mut("object")
+        .map(Value::take)
+        .ok_or("event without object")?;
+    match kind.as_str() {
+        "ADDED" | "MODIFIED" => {
+            let rv = rv_of(&obj);
+            let (k, e) = entry(obj)?;
+            Ok(Event::Upsert(k, Box::new(e), rv))
+        }
+        "DELETED" => {
+            let rv = rv_of(&obj);
+            let (k, _) = entry(obj)?;
+            Ok(Event::Delete(k, rv))
+        }
+        "BOOKMARK" => Ok(Event::Bookmark(rv_of(&obj))),
+        "ERROR" => {
+            if obj["code"] == 410 {
+                Ok(Event::Expired)
+            } else {
+                Ok(Event::Error(status_message(&obj)))
+            }
+        }
+        other => Err(format!("unknown event type {other:?}")),
+    }
+}
+
+/// A `Status` object's message (or its code).
+pub fn status_message(obj: &Value) -> String {
+    match obj["message"].as_str() {
+        Some(m) => m.to_owned(),
+        None => format!("status {}", obj["code"]),
+    }
+}
+
+/// The node's pods, by namespace and name.
+#[derive(Debug, Default)]
+pub struct Store {
+    pub pods: BTreeMap<Key, Entry>,
+    /// The resourceVersion to watch from.
+    pub rv: String,
+}
+
+impl Store {
+    /// A `v1.PodList` answer replaces everything.
+    pub fn replace(&mut self, list: &[u8]) -> Result<(), String> {
+        /// Items stay text until each is read on its own: a 110-pod list as one `Value` tree
+        /// would be several MiB at once.
+        #[derive(serde::Deserialize)]
+        struct List<'a> {
+            kind: Option<String>,
+            metadata: Option<Value>,
+            #[serde(borrow)]
+            items: Option<Vec<&'a serde_json::value::RawValue>>,
+        }
+        let v: List =
+            serde_json::from_slice(list).map_err(|e| format!("pod list is not JSON: {e}"))?;
+        if v.kind.as_deref() != Some("PodList") {
+            return Err("not a PodList".into());
+        }
+        let rv = v
+            .metadata
+            .as_ref()
+            .and_then(|m| m["resourceVersion"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let mut pods = BTreeMap::new();
+        for item in v.items.unwrap_or_default() {
+            let item: Value =
+                serde_json::from_str(item.get()).map_err(|e| format!("pod list item: {e}"))?;
+            let (k, e) = entry(item).map_err(|e| format!("pod list item: {e}"))?;
+            pods.insert(k, e);
+        }
+        self.pods = pods;
+        self.rv = rv;
+        Ok(())
+    }
+
+    /// Applies one event; true when the pods changed.
+    pub fn apply(&mut self, ev: Event) -> bool {
+        match ev {
+            Event::Upsert(k, e, rv) => {
+                self.set_rv(rv);
+                let changed = self.pods.get(&k) != Some(&e);
+                self.pods.insert(k, *e);
+                changed
+            }
+            Event::Delete(k, rv) => {
+                self.set_rv(rv);
+                self.pods.remove(&k).is_some()
+            }
+            Event::Bookmark(rv) => {
+                self.set_rv(rv);
+                false
+            }
+            Event::Expired | Event::Error(_) => false,
+        }
+    }
+
+    fn set_rv(&mut self, rv: String) {
+        if !rv.is_empty() {
+            self.rv = rv;
+        }
+    }
+
+    /// The `v1.PodList` served as `GET /pods`; `condition` adds `PodNeedUpgrade` to a pod
+    /// (detect = revision).
+    pub fn render(&self, condition: impl Fn(&Entry) -> Option<(bool, String)>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.pods.len() * 4096 + 64);
+        out.extend_from_slice(
+            br#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"#,
+        );
+        serde_json::to_writer(&mut out, &self.rv).expect("string to vec");
+        out.extend_from_slice(br#"},"items":["#);
+        for (i, e) in self.pods.values().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            match condition(e) {
+                None => out.extend_from_slice(e.json.as_bytes()),
+                Some((needs, hash)) => {
+                    let mut pod: Value = serde_json::from_str(&e.json).expect("stored as JSON");
+                    set_condition(&mut pod, needs, &hash);
+                    serde_json::to_writer(&mut out, &pod).expect("value to vec")
+                }
+            }
+        }
+        out.extend_from_slice(b"]}");
+        out
+    }
+}
+
+/// Sets `PodNeedUpgrade` as OpenYurt's controller does (v1.7 message).
+pub fn set_condition(pod: &mut Value, needs: bool, hash: &str) {
+    let cond = serde_json::json!({
+        "type": crate::pod::NEED_UPGRADE,
+        "status": if needs { "True" } else { "False" },
+        "lastProbeTime": null,
+        "lastTransitionTime": null,
+        "message": format!("{}{hash}", crate::pod::REVISION_PREFIX),
+    });
+    if !pod["status"].is_object() {
+        pod["status"] = serde_json::json!({});
+    }
+    let status = &mut pod["status"];
+    if !status["conditions"].is_array() {
+        status["conditions"] = serde_json::json!([]);
+    }
+    let list = status["conditions"].as_array_mut().expect("made an array");
+    list.retain(|c| c["type"] != crate::pod::NEED_UPGRADE);
+    list.push(cond);
+}
+
+/// Reads one line up to `MAX_EVENT`. Ok(None) at the end of the stream; an over-long line is
+/// consumed up to its newline and reported as Err(length).
+pub fn read_line(
+    r: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<Result<(), usize>>> {
+    buf.clear();
+    let mut skipped = 0usize;
+    loop {
+        let chunk = r.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(if buf.is_empty() && skipped == 0 {
+                None
+            } else if skipped > 0 {
+                Some(Err(skipped))
+            } else {
+                Some(Ok(()))
+            });
+        }
+        let (part, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (&chunk[..i], i + 1),
+            None => (chunk, chunk.len()),
+        };
+        let found = done != chunk.len() || chunk.last() == Some(&b'\n');
+        if skipped > 0 || buf.len() + part.len() > MAX_EVENT {
+            skipped += buf.len() + part.len();
+            buf.clear();
+        } else {
+            buf.extend_from_slice(part);
+        }
+        r.consume(done);
+        if found {
+            return Ok(Some(if skipped > 0 { Err(skipped) } else { Ok(()) }));
+        }
+    }
+}
+
+/// Reconnect delays: 1 s doubling to 60 s, each drawn between half and all of it, so that a
+/// fleet whose apiserver comes back does not reconnect in step.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+    seed: u64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Backoff {
+    pub const FIRST: Duration = Duration::from_secs(1);
+    pub const CAP: Duration = Duration::from_secs(60);
+
+    pub fn new() -> Backoff {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        Backoff {
+            next: Self::FIRST,
+            seed: h.finish() | 1,
+        }
+    }
+
+    pub fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        // xorshift64
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let full = self.next;
+        self.next = (self.next * 2).min(Self::CAP);
+        let half = full / 2;
+        half + Duration::from_millis(self.seed % (half.as_millis() as u64 + 1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STREAM: &str = include_str!(
+        "../../../tests/fixtures/kind-v1.36-kube-system-pods-watch-initial-events.jsonl"
+    );
+    const LIST: &str = include_str!("../../../tests/fixtures/kind-v1.36-kube-system-podlist.json");
+
+    #[test]
+    fn the_recorded_stream_builds_the_same_pods_as_the_list() {
+        let mut from_watch = Store::default();
+        let mut r = std::io::BufReader::new(STREAM.as_bytes());
+        let mut buf = Vec::new();
+        let mut bookmarks = 0;
+        while let Some(line) = read_line(&mut r, &mut buf).unwrap() {
+            line.unwrap();
+            let ev = parse_event(&buf).unwrap();
+            if matches!(ev, Event::Bookmark(_)) {
+                bookmarks += 1;
+            }
+            from_watch.apply(ev);
+        }
+        assert_eq!(bookmarks, 1);
+        assert_eq!(from_watch.rv, "550");
+        assert_eq!(from_watch.pods.len(), 8);
+        let mut from_list = Store::default();
+        from_list.replace(LIST.as_bytes()).unwrap();
+        let names = |s: &Store| s.pods.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(names(&from_watch).len(), names(&from_list).len());
+        let ds: Vec<_> = from_watch
+            .pods
+            .values()
+            .filter_map(|e| e.daemonset.as_ref())
+            .map(|d| d.1.clone())
+            .collect();
+        assert_eq!(ds, ["kindnet", "kube-proxy"]);
+        // Rendered list: the shape the snapshot reads, without managedFields.
+        let rendered = from_watch.render(|_| None);
+        let snap = crate::snapshot::Snapshot::build(&rendered).unwrap();
+        assert_eq!(snap.pods.len(), 8);
+        assert!(!String::from_utf8_lossy(&rendered).contains("managedFields"));
+    }
+
+    #[test]
+    fn modified_deleted_and_errors() {
+        let mut s = Store::default();
+        s.replace(LIST.as_bytes()).unwrap();
+        let first: Value = serde_json::from_str(&s.pods.values().next().unwrap().json).unwrap();
+        let mut modified = first.clone();
+        modified["metadata"]["resourceVersion"] = "900".into();
+        modified["metadata"]["labels"]["x"] = "y".into();
+        let line = serde_json::json!({"type":"MODIFIED","object":modified}).to_string();
+        assert!(s.apply(parse_event(line.as_bytes()).unwrap()));
+        assert_eq!(s.rv, "900");
+        let line = serde_json::json!({"type":"DELETED","object":modified}).to_string();
+        assert!(s.apply(parse_event(line.as_bytes()).unwrap()));
+        assert_eq!(s.pods.len(), 7);
+        let expired = br#"{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"too old resource version: 1 (550)","reason":"Expired","code":410}}"#;
+        assert_eq!(parse_event(expired).unwrap(), Event::Expired);
+        let other = br#"{"type":"ERROR","object":{"kind":"Status","status":"Failure","message":"internal error","code":500}}"#;
+        assert_eq!(
+            parse_event(other).unwrap(),
+            Event::Error("internal error".into())
+        );
+        assert!(parse_event(b"{garbage").is_err());
+        assert!(parse_event(br#"{"type":"ADDED","object":{"metadata":{}}}"#).is_err());
+        assert_eq!(s.pods.len(), 7, "garbage changes nothing");
+    }
+
+    #[test]
+    fn oversized_line_is_skipped_and_the_next_read() {
+        let mut data = vec![b'x'; MAX_EVENT + 10];
+        data.extend_from_slice(b"\n{\"a\":1}\n");
+        let mut r = std::io::BufReader::with_capacity(8192, &data[..]);
+        let mut buf = Vec::new();
+        assert_eq!(
+            read_line(&mut r, &mut buf).unwrap(),
+            Some(Err(MAX_EVENT + 10))
+        );
+        assert_eq!(read_line(&mut r, &mut buf).unwrap(), Some(Ok(())));
+        assert_eq!(buf, b"{\"a\":1}");
+        assert_eq!(read_line(&mut r, &mut buf).unwrap(), None);
+    }
+
+    #[test]
+    fn condition_is_synthesized_once() {
+        let mut s = Store::default();
+        s.replace(LIST.as_bytes()).unwrap();
+        let once = s.render(|e| e.daemonset.as_ref().map(|_| (true, "abc".into())));
+        let snap = crate::snapshot::Snapshot::build(&once).unwrap();
+        assert_eq!(snap.needing_upgrade().count(), 2);
+        let mut pod: Value = serde_json::from_str(&s.pods.values().next().unwrap().json).unwrap();
+        set_condition(&mut pod, true, "a");
+        set_condition(&mut pod, false, "b");
+        let c: Vec<_> = pod["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["type"] == "PodNeedUpgrade")
+            .collect();
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0]["message"], "controllerrevision: b");
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_cap_with_jitter() {
+        let mut b = Backoff::new();
+        let delays: Vec<Duration> = (0..10).map(|_| b.next_delay()).collect();
+        for (i, d) in delays.iter().enumerate() {
+            let full = (Backoff::FIRST * 2u32.pow(i as u32)).min(Backoff::CAP);
+            assert!(*d >= full / 2 && *d <= full, "{i}: {d:?}");
+        }
+        b.reset();
+        assert!(b.next_delay() <= Backoff::FIRST);
+    }
+}
