@@ -279,6 +279,14 @@ fn execute(cmd: Command, opts: ClientOpts, stop: Arc<Shutdown>) -> Result<(), Fa
         Command::CheckConfig { config } => {
             let settings = load_settings(config.as_deref())?;
             print!("{}", settings.to_toml());
+            // What a GPIO gate needs from the system (the config itself is valid either way).
+            for g in &settings.gates {
+                if let config::GateKind::Gpio { chip, .. } = &g.kind {
+                    if let Some(p) = crate::systemd::gpio_chip_problem(chip, "yurt-ota") {
+                        eprintln!("warning: gate {}: {p}", g.name);
+                    }
+                }
+            }
             Ok(())
         }
         Command::Run { config, sim } => {
