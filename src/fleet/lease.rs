@@ -1,0 +1,610 @@
+//! Fleet budget slots on `coordination.k8s.io/v1` Leases (SPEC section 6b).
+//!
+//! Slot `i` of DaemonSet `ds` is the Lease `yurt-ota-<ds>-<i>` in the DaemonSet's namespace.
+//! A node holds a slot while its `holderIdentity` is the node's name and its `renewTime` plus
+//! `leaseDurationSeconds` has not passed. Every write carries the `resourceVersion` read, so
+//! two nodes racing for one slot cannot both win: the apiserver answers the loser 409.
+//!
+//! Clock skew: a node judges another's lease expired only `skew` after the expiry its own
+//! clock computes. The README says what that assumes.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// A Lease as far as slots need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub namespace: String,
+    pub name: String,
+    /// Empty for a Lease not yet created.
+    pub resource_version: String,
+    /// `None` or empty: free.
+    pub holder: Option<String>,
+    pub lease_duration_seconds: u32,
+    pub acquire_time: Option<SystemTime>,
+    pub renew_time: Option<SystemTime>,
+    pub lease_transitions: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseError {
+    /// 409: the resourceVersion no longer matches, or the Lease already exists.
+    Conflict,
+    /// The slot we held is now another node's (it expired while we could not renew it).
+    Lost { holder: String },
+    /// Anything else: the apiserver unreachable, 403, a malformed answer.
+    Unavailable(String),
+}
+
+impl std::fmt::Display for LeaseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LeaseError::Conflict => f.write_str("another node wrote the lease first (409)"),
+            LeaseError::Lost { holder } => write!(f, "the slot is now held by {holder}"),
+            LeaseError::Unavailable(e) => f.write_str(e),
+        }
+    }
+}
+
+/// The three Lease calls slots need; the apiserver client implements them.
+pub trait Leases {
+    /// `GET .../leases/{name}`: `None` on 404.
+    fn get(&self, namespace: &str, name: &str) -> Result<Option<Lease>, LeaseError>;
+    /// `POST .../leases`: `Conflict` when it already exists.
+    fn create(&self, lease: &Lease) -> Result<Lease, LeaseError>;
+    /// `PUT .../leases/{name}` carrying `resource_version`: `Conflict` when it moved on.
+    fn update(&self, lease: &Lease) -> Result<Lease, LeaseError>;
+}
+
+/// The name of slot `index` of a DaemonSet.
+pub fn slot_name(daemonset: &str, index: u32) -> String {
+    format!("yurt-ota-{daemonset}-{index}")
+}
+
+/// A slot this node holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    pub index: u32,
+    pub lease: Lease,
+}
+
+/// What an attempt to take a slot came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlotOutcome {
+    Taken(Slot),
+    /// Every slot is held by a live holder, named here in slot order, for `why_not_yet`.
+    Full {
+        holders: Vec<String>,
+    },
+}
+
+/// Slot operations for one node.
+pub struct Slots<'a, L: Leases + ?Sized> {
+    pub leases: &'a L,
+    /// This node's name: the `holderIdentity` written.
+    pub holder: &'a str,
+    /// `leaseDurationSeconds` written: `policy.ready_timeout` plus a margin.
+    pub duration: Duration,
+    /// How much later than its own clock says a node treats another's lease as expired.
+    pub skew: Duration,
+}
+
+impl<L: Leases + ?Sized> Slots<'_, L> {
+    /// Whether `lease` is free for this node at `now`: no holder, this node, or expired.
+    fn free(&self, lease: &Lease, now: SystemTime) -> bool {
+        match lease.holder.as_deref() {
+            None | Some("") => true,
+            Some(h) if h == self.holder => true,
+            Some(_) => {
+                let last = lease.renew_time.or(lease.acquire_time);
+                let ttl = Duration::from_secs(u64::from(lease.lease_duration_seconds));
+                last.and_then(|t| t.checked_add(ttl))
+                    .and_then(|t| t.checked_add(self.skew))
+                    .is_none_or(|expiry| expiry < now)
+            }
+        }
+    }
+
+    /// The slot this node already holds among `budget` slots, if any (after a restart).
+    pub fn held(
+        &self,
+        namespace: &str,
+        daemonset: &str,
+        budget: u32,
+    ) -> Result<Option<Slot>, LeaseError> {
+        for index in 0..budget {
+            if let Some(lease) = self.leases.get(namespace, &slot_name(daemonset, index))? {
+                if lease.holder.as_deref() == Some(self.holder) {
+                    return Ok(Some(Slot { index, lease }));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Take a slot: the one this node already holds (renewed), else the first free one. A 409
+    /// means another node won that slot: the next one is tried.
+    pub fn acquire(
+        &self,
+        namespace: &str,
+        daemonset: &str,
+        budget: u32,
+        now: SystemTime,
+    ) -> Result<SlotOutcome, LeaseError> {
+        let mut seen = Vec::with_capacity(budget as usize);
+        for index in 0..budget {
+            let name = slot_name(daemonset, index);
+            let lease = self.leases.get(namespace, &name)?;
+            if let Some(l) = &lease {
+                if l.holder.as_deref() == Some(self.holder) {
+                    let mut slot = Slot {
+                        index,
+                        lease: l.clone(),
+                    };
+                    self.renew(&mut slot, now)?;
+                    return Ok(SlotOutcome::Taken(slot));
+                }
+            }
+            seen.push((index, name, lease));
+        }
+        let mut holders = Vec::new();
+        for (index, name, lease) in seen {
+            let taken = match lease {
+                None => self.leases.create(&Lease {
+                    namespace: namespace.to_owned(),
+                    name,
+                    resource_version: String::new(),
+                    holder: Some(self.holder.to_owned()),
+                    lease_duration_seconds: self.duration_seconds(),
+                    acquire_time: Some(now),
+                    renew_time: Some(now),
+                    lease_transitions: 0,
+                }),
+                Some(l) if self.free(&l, now) => self.leases.update(&Lease {
+                    holder: Some(self.holder.to_owned()),
+                    lease_duration_seconds: self.duration_seconds(),
+                    acquire_time: Some(now),
+                    renew_time: Some(now),
+                    lease_transitions: l.lease_transitions + u32::from(l.holder.is_some()),
+                    ..l
+                }),
+                Some(l) => {
+                    holders.push(l.holder.unwrap_or_default());
+                    continue;
+                }
+            };
+            match taken {
+                Ok(lease) => return Ok(SlotOutcome::Taken(Slot { index, lease })),
+                Err(LeaseError::Conflict) => {
+                    // Another node won this one: say who, and try the next.
+                    let now_held = self.leases.get(namespace, &slot_name(daemonset, index))?;
+                    holders.push(now_held.and_then(|l| l.holder).unwrap_or_default());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(SlotOutcome::Full { holders })
+    }
+
+    /// Push the slot's expiry out. A 409 re-reads it: still ours, renew again; another
+    /// node's, `Lost`.
+    pub fn renew(&self, slot: &mut Slot, now: SystemTime) -> Result<(), LeaseError> {
+        for _ in 0..3 {
+            let want = Lease {
+                holder: Some(self.holder.to_owned()),
+                lease_duration_seconds: self.duration_seconds(),
+                renew_time: Some(now),
+                ..slot.lease.clone()
+            };
+            match self.leases.update(&want) {
+                Ok(lease) => {
+                    slot.lease = lease;
+                    return Ok(());
+                }
+                Err(LeaseError::Conflict) => {
+                    let current = self.leases.get(&slot.lease.namespace, &slot.lease.name)?;
+                    match current {
+                        Some(l) if l.holder.as_deref() == Some(self.holder) => slot.lease = l,
+                        Some(l) => {
+                            return Err(LeaseError::Lost {
+                                holder: l.holder.unwrap_or_default(),
+                            })
+                        }
+                        None => {
+                            return Err(LeaseError::Lost {
+                                holder: String::new(),
+                            })
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(LeaseError::Conflict)
+    }
+
+    /// Give the slot back (holder cleared). A slot already another's, or gone, is released.
+    pub fn release(&self, slot: &Slot) -> Result<(), LeaseError> {
+        let mut lease = slot.lease.clone();
+        for _ in 0..3 {
+            let cleared = Lease {
+                holder: None,
+                ..lease.clone()
+            };
+            match self.leases.update(&cleared) {
+                Ok(_) => return Ok(()),
+                Err(LeaseError::Conflict) => {
+                    match self.leases.get(&lease.namespace, &lease.name)? {
+                        Some(l) if l.holder.as_deref() == Some(self.holder) => lease = l,
+                        _ => return Ok(()),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(LeaseError::Conflict)
+    }
+
+    fn duration_seconds(&self) -> u32 {
+        u32::try_from(self.duration.as_secs().max(1)).unwrap_or(u32::MAX)
+    }
+}
+
+/// RFC 3339 with six fractional digits, as Kubernetes writes a `MicroTime`.
+pub fn micro_time(t: SystemTime) -> String {
+    let us = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    let ts = jiff::Timestamp::from_microsecond(us).unwrap_or(jiff::Timestamp::MAX);
+    ts.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn parse_time(s: &str) -> Option<SystemTime> {
+    let us = u64::try_from(s.parse::<jiff::Timestamp>().ok()?.as_microsecond()).ok()?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_micros(us))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawLease {
+    metadata: RawMeta,
+    #[serde(default)]
+    spec: Option<RawSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawMeta {
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    resource_version: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawSpec {
+    holder_identity: Option<String>,
+    lease_duration_seconds: Option<u32>,
+    acquire_time: Option<String>,
+    renew_time: Option<String>,
+    lease_transitions: Option<u32>,
+}
+
+impl Lease {
+    /// A Lease from the apiserver's JSON.
+    pub fn from_json(body: &[u8]) -> Result<Lease, String> {
+        let raw: RawLease =
+            serde_json::from_slice(body).map_err(|e| format!("not a Lease: {e}"))?;
+        let spec = raw.spec.unwrap_or_default();
+        Ok(Lease {
+            namespace: raw.metadata.namespace.unwrap_or_default(),
+            name: raw.metadata.name,
+            resource_version: raw.metadata.resource_version.unwrap_or_default(),
+            holder: spec.holder_identity.filter(|h| !h.is_empty()),
+            lease_duration_seconds: spec.lease_duration_seconds.unwrap_or(0),
+            acquire_time: spec.acquire_time.as_deref().and_then(parse_time),
+            renew_time: spec.renew_time.as_deref().and_then(parse_time),
+            lease_transitions: spec.lease_transitions.unwrap_or(0),
+        })
+    }
+
+    /// The body of a create (no resourceVersion) or an update (with it).
+    pub fn to_json(&self) -> Value {
+        let mut metadata = json!({"name": self.name, "namespace": self.namespace});
+        if !self.resource_version.is_empty() {
+            metadata["resourceVersion"] = json!(self.resource_version);
+        }
+        json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": metadata,
+            "spec": {
+                "holderIdentity": self.holder,
+                "leaseDurationSeconds": self.lease_duration_seconds,
+                "acquireTime": self.acquire_time.map(micro_time),
+                "renewTime": self.renew_time.map(micro_time),
+                "leaseTransitions": self.lease_transitions,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    /// An apiserver's Lease store in memory, with its compare-and-swap.
+    #[derive(Default)]
+    struct Store {
+        leases: Mutex<(u64, BTreeMap<String, Lease>)>,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    impl Store {
+        fn check(&self) -> Result<(), LeaseError> {
+            if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(LeaseError::Unavailable("connection refused".into()));
+            }
+            Ok(())
+        }
+        fn holder(&self, name: &str) -> Option<String> {
+            self.leases
+                .lock()
+                .unwrap()
+                .1
+                .get(name)
+                .and_then(|l| l.holder.clone())
+        }
+    }
+
+    impl Leases for Store {
+        fn get(&self, _ns: &str, name: &str) -> Result<Option<Lease>, LeaseError> {
+            self.check()?;
+            Ok(self.leases.lock().unwrap().1.get(name).cloned())
+        }
+        fn create(&self, lease: &Lease) -> Result<Lease, LeaseError> {
+            self.check()?;
+            let mut g = self.leases.lock().unwrap();
+            if g.1.contains_key(&lease.name) {
+                return Err(LeaseError::Conflict);
+            }
+            g.0 += 1;
+            let stored = Lease {
+                resource_version: g.0.to_string(),
+                ..lease.clone()
+            };
+            g.1.insert(lease.name.clone(), stored.clone());
+            Ok(stored)
+        }
+        fn update(&self, lease: &Lease) -> Result<Lease, LeaseError> {
+            self.check()?;
+            let mut g = self.leases.lock().unwrap();
+            let rv = g.0 + 1;
+            match g.1.get_mut(&lease.name) {
+                Some(cur) if cur.resource_version == lease.resource_version => {
+                    *cur = Lease {
+                        resource_version: rv.to_string(),
+                        ..lease.clone()
+                    };
+                    let out = cur.clone();
+                    g.0 = rv;
+                    Ok(out)
+                }
+                Some(_) => Err(LeaseError::Conflict),
+                None => Err(LeaseError::Unavailable("404".into())),
+            }
+        }
+    }
+
+    fn slots<'a>(store: &'a Store, node: &'a str) -> Slots<'a, Store> {
+        Slots {
+            leases: store,
+            holder: node,
+            duration: Duration::from_secs(60),
+            skew: Duration::from_secs(5),
+        }
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+    }
+
+    fn taken(o: SlotOutcome) -> Slot {
+        match o {
+            SlotOutcome::Taken(s) => s,
+            SlotOutcome::Full { holders } => panic!("full: {holders:?}"),
+        }
+    }
+
+    #[test]
+    fn slots_fill_up_to_the_budget_then_name_their_holders() {
+        let store = Store::default();
+        let a = taken(
+            slots(&store, "node-a")
+                .acquire("fleet", "gw", 2, at(0))
+                .unwrap(),
+        );
+        let b = taken(
+            slots(&store, "node-b")
+                .acquire("fleet", "gw", 2, at(1))
+                .unwrap(),
+        );
+        assert_eq!((a.index, b.index), (0, 1));
+        assert_eq!(store.holder("yurt-ota-gw-0").as_deref(), Some("node-a"));
+        assert_eq!(
+            slots(&store, "node-c")
+                .acquire("fleet", "gw", 2, at(2))
+                .unwrap(),
+            SlotOutcome::Full {
+                holders: vec!["node-a".into(), "node-b".into()]
+            }
+        );
+        // Released, the slot goes to the next node.
+        slots(&store, "node-a").release(&a).unwrap();
+        assert_eq!(store.holder("yurt-ota-gw-0"), None);
+        let c = taken(
+            slots(&store, "node-c")
+                .acquire("fleet", "gw", 2, at(3))
+                .unwrap(),
+        );
+        assert_eq!(c.index, 0);
+        assert_eq!(
+            c.lease.lease_transitions, 0,
+            "a released slot taken again is no transition"
+        );
+    }
+
+    #[test]
+    fn a_restarted_node_finds_the_slot_it_holds_and_takes_no_second() {
+        let store = Store::default();
+        let first = taken(
+            slots(&store, "node-a")
+                .acquire("fleet", "gw", 3, at(0))
+                .unwrap(),
+        );
+        let again = taken(
+            slots(&store, "node-a")
+                .acquire("fleet", "gw", 3, at(10))
+                .unwrap(),
+        );
+        assert_eq!(first.index, again.index);
+        assert_eq!(again.lease.renew_time, Some(at(10)));
+        assert_eq!(
+            slots(&store, "node-a")
+                .held("fleet", "gw", 3)
+                .unwrap()
+                .map(|s| s.index),
+            Some(0)
+        );
+        assert_eq!(store.holder("yurt-ota-gw-1"), None);
+    }
+
+    #[test]
+    fn an_expired_slot_is_taken_over_only_after_the_skew_allowance() {
+        let store = Store::default();
+        taken(
+            slots(&store, "dead")
+                .acquire("fleet", "gw", 1, at(0))
+                .unwrap(),
+        );
+        // 60 s lease + 5 s skew: still held at 64 s, free after 65 s.
+        assert!(matches!(
+            slots(&store, "node-b")
+                .acquire("fleet", "gw", 1, at(64))
+                .unwrap(),
+            SlotOutcome::Full { .. }
+        ));
+        let b = taken(
+            slots(&store, "node-b")
+                .acquire("fleet", "gw", 1, at(66))
+                .unwrap(),
+        );
+        assert_eq!(b.lease.holder.as_deref(), Some("node-b"));
+        assert_eq!(b.lease.lease_transitions, 1);
+    }
+
+    #[test]
+    fn renewal_keeps_a_slot_and_notices_when_it_was_lost() {
+        let store = Store::default();
+        let mut a = taken(
+            slots(&store, "node-a")
+                .acquire("fleet", "gw", 1, at(0))
+                .unwrap(),
+        );
+        slots(&store, "node-a").renew(&mut a, at(30)).unwrap();
+        // Renewed at 30: not free at 80 (30 + 60 + 5 = 95).
+        assert!(matches!(
+            slots(&store, "node-b")
+                .acquire("fleet", "gw", 1, at(80))
+                .unwrap(),
+            SlotOutcome::Full { .. }
+        ));
+        // node-a could not renew; at 100 node-b takes over, and node-a learns it lost the slot.
+        taken(
+            slots(&store, "node-b")
+                .acquire("fleet", "gw", 1, at(100))
+                .unwrap(),
+        );
+        assert_eq!(
+            slots(&store, "node-a").renew(&mut a, at(101)),
+            Err(LeaseError::Lost {
+                holder: "node-b".into()
+            })
+        );
+        // Releasing a lost slot leaves the new holder alone.
+        slots(&store, "node-a").release(&a).unwrap();
+        assert_eq!(store.holder("yurt-ota-gw-0").as_deref(), Some("node-b"));
+    }
+
+    #[test]
+    fn racing_nodes_never_hold_more_than_the_budget() {
+        let store = std::sync::Arc::new(Store::default());
+        let nodes: Vec<String> = (0..12).map(|i| format!("node-{i}")).collect();
+        let won: Vec<bool> = std::thread::scope(|s| {
+            let handles: Vec<_> = nodes
+                .iter()
+                .map(|n| {
+                    let store = &store;
+                    s.spawn(move || {
+                        matches!(
+                            slots(store, n).acquire("fleet", "gw", 3, at(0)).unwrap(),
+                            SlotOutcome::Taken(_)
+                        )
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(won.iter().filter(|w| **w).count(), 3);
+        let holders: std::collections::BTreeSet<_> = (0..3)
+            .filter_map(|i| store.holder(&slot_name("gw", i)))
+            .collect();
+        assert_eq!(holders.len(), 3, "three distinct holders: {holders:?}");
+    }
+
+    #[test]
+    fn an_unreachable_apiserver_takes_no_slot() {
+        let store = Store::default();
+        store.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(matches!(
+            slots(&store, "node-a").acquire("fleet", "gw", 2, at(0)),
+            Err(LeaseError::Unavailable(_))
+        ));
+    }
+
+    #[test]
+    fn lease_json_round_trips_in_the_apiserver_shape() {
+        let lease = Lease {
+            namespace: "fleet".into(),
+            name: "yurt-ota-gw-0".into(),
+            resource_version: "42".into(),
+            holder: Some("node-a".into()),
+            lease_duration_seconds: 360,
+            acquire_time: Some(at(0) + Duration::from_micros(123_456)),
+            renew_time: Some(at(5)),
+            lease_transitions: 2,
+        };
+        let v = lease.to_json();
+        assert_eq!(v["spec"]["acquireTime"], "2027-01-15T08:00:00.123456Z");
+        assert_eq!(v["spec"]["renewTime"], "2027-01-15T08:00:05.000000Z");
+        assert_eq!(v["metadata"]["resourceVersion"], "42");
+        let back = Lease::from_json(v.to_string().as_bytes()).unwrap();
+        assert_eq!(back, lease);
+        // A create carries no resourceVersion; a cleared holder is null.
+        let fresh = Lease {
+            resource_version: String::new(),
+            holder: None,
+            ..lease
+        };
+        let v = fresh.to_json();
+        assert!(v["metadata"].get("resourceVersion").is_none());
+        assert!(v["spec"]["holderIdentity"].is_null());
+        assert!(Lease::from_json(b"{\"kind\":\"Status\"}").is_err());
+    }
+}

@@ -1,0 +1,12 @@
+//! The seed's two DaemonSet strategies carried out on the node (SPEC section 6b): which
+//! strategy a DaemonSet asks for, how many nodes of the fleet may upgrade it at once, and the
+//! slots (Kubernetes Leases) that hold that budget across the fleet with no controller.
+//!
+//! Everything here is pure or goes through the small `Leases` trait; the apiserver client
+//! implements it, and the tests use an in-memory apiserver with real compare-and-swap.
+
+pub mod lease;
+pub mod strategy;
+
+pub use lease::{Lease, LeaseError, Leases, Slot, SlotOutcome, Slots};
+pub use strategy::{budget, Budget, Strategy};
