@@ -30,7 +30,11 @@ fn init_logging(default: &str) {
     env_logger::Builder::new()
         .parse_filters(&filter)
         .format(move |buf, record| {
-            let prefix = if journal { journal_prefix(record.level()) } else { "" };
+            let prefix = if journal {
+                journal_prefix(record.level())
+            } else {
+                ""
+            };
             writeln!(buf, "{prefix}{}: {}", record.level(), record.args())
         })
         .target(env_logger::Target::Stderr)

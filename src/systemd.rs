@@ -12,6 +12,8 @@ pub struct Notifier {
     watchdog: Option<Duration>,
     last_ping: Mutex<Option<Instant>>,
     last_status: Mutex<String>,
+    /// `WATCHDOG=trigger` was sent: once is enough.
+    triggered: std::sync::atomic::AtomicBool,
 }
 
 impl Notifier {
@@ -20,6 +22,7 @@ impl Notifier {
             watchdog: sd_notify::watchdog_enabled(),
             last_ping: Mutex::new(None),
             last_status: Mutex::new(String::new()),
+            triggered: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -57,6 +60,20 @@ impl Notifier {
         }
     }
 
+    /// The agent knows it is stuck: `WATCHDOG=trigger` has systemd act now as on a missed
+    /// ping (kill, then `Restart=`), instead of up to `WatchdogSec=` later.
+    pub fn watchdog_trigger(&self, why: &str) {
+        if self.watchdog.is_none()
+            || self
+                .triggered
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        log::error!("{why}: asking systemd's watchdog to restart the agent");
+        self.send(&[NotifyState::WatchdogTrigger, NotifyState::Status(why)]);
+    }
+
     /// How often the watchdog wants a ping, if enabled.
     pub fn watchdog_period(&self) -> Option<Duration> {
         self.watchdog
@@ -65,6 +82,31 @@ impl Notifier {
     pub fn stopping(&self) {
         self.send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
     }
+}
+
+/// Slack over the poll's own bounds (the upstream timeout, the poll interval) before the poller
+/// counts as stuck: parsing a large pod list, scheduling on a loaded device.
+pub const POLL_SLACK: Duration = Duration::from_secs(5);
+
+/// How long the poller has been stuck, for the watchdog, from when its last poll `started` and
+/// `ended`: a poll running longer than `timeout` (every upstream call is bounded by it), or no
+/// poll started `interval` after the last one ended, each plus [`POLL_SLACK`]. `None` while it
+/// makes progress, or before its first poll. A hung poller is so caught `timeout` + slack after
+/// its poll started, whatever `WatchdogSec=` and the poll interval are.
+pub fn poller_stuck(
+    started: Option<Instant>,
+    ended: Option<Instant>,
+    now: Instant,
+    interval: Duration,
+    timeout: Duration,
+) -> Option<Duration> {
+    let started = started?;
+    let (since, allowed) = match ended {
+        Some(ended) if ended >= started => (ended, interval + POLL_SLACK),
+        _ => (started, timeout + POLL_SLACK),
+    };
+    let for_ = now.saturating_duration_since(since);
+    (for_ > allowed).then_some(for_)
 }
 
 /// What a `gpio` gate needs from the system, for `check-config`: its chip as a character device
@@ -130,6 +172,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_poll_past_its_timeout_is_stuck_and_a_due_poll_not_started_too() {
+        let (i, t) = (Duration::from_secs(60), Duration::from_secs(5));
+        let s = Instant::now();
+        let at = |secs: u64| s + Duration::from_secs(secs);
+        // Before the first poll: nothing to judge.
+        assert_eq!(poller_stuck(None, None, at(100), i, t), None);
+        // The first poll runs: fine until timeout + slack, stuck after.
+        assert_eq!(poller_stuck(Some(s), None, at(10), i, t), None);
+        assert_eq!(
+            poller_stuck(Some(s), None, at(11), i, t),
+            Some(Duration::from_secs(11))
+        );
+        // A later poll hangs: caught 10 s after it started, not a poll interval later.
+        assert_eq!(poller_stuck(Some(at(62)), Some(at(2)), at(72), i, t), None);
+        assert_eq!(
+            poller_stuck(Some(at(62)), Some(at(2)), at(73), i, t),
+            Some(Duration::from_secs(11))
+        );
+        // Between polls: idle up to the interval (+ slack), then stuck (the thread is gone).
+        assert_eq!(poller_stuck(Some(s), Some(at(2)), at(67), i, t), None);
+        assert_eq!(
+            poller_stuck(Some(s), Some(at(2)), at(68), i, t),
+            Some(Duration::from_secs(66))
+        );
+    }
+
+    #[test]
     fn a_missing_chip_says_what_the_gate_needs() {
         let p = gpio_chip_problem(std::path::Path::new("/nonexistent/gpiochip9"), "root");
         assert!(p.is_some_and(|p| p.contains("CONFIG_GPIO_CDEV")));
@@ -145,7 +214,10 @@ mod tests {
     fn a_device_open_to_all_is_fine_and_one_for_root_only_is_not() {
         // /dev/null is crw-rw-rw-; a user that exists everywhere: root owns it, so take the
         // permission bits of another user through "nobody".
-        assert_eq!(gpio_chip_problem(std::path::Path::new("/dev/null"), "nobody"), None);
+        assert_eq!(
+            gpio_chip_problem(std::path::Path::new("/dev/null"), "nobody"),
+            None
+        );
         if let Ok(m) = std::fs::metadata("/dev/mem") {
             use std::os::unix::fs::MetadataExt;
             if m.mode() & 0o066 == 0 {
