@@ -35,7 +35,8 @@ fn init_logging(default: &str) {
             } else {
                 ""
             };
-            writeln!(buf, "{prefix}{}: {}", record.level(), record.args())
+            let message = one_line(record.args());
+            writeln!(buf, "{prefix}{}: {message}", record.level())
         })
         .target(env_logger::Target::Stderr)
         .init();
@@ -71,6 +72,12 @@ fn stderr_is_journal() -> bool {
 fn names_stream(var: &str, dev: u64, ino: u64) -> bool {
     var.split_once(':')
         .is_some_and(|(d, i)| d.parse() == Ok(dev) && i.parse() == Ok(ino))
+}
+
+/// A log message as one line of plain text: control characters from outside text (a hold
+/// reason, an upstream answer) are escaped, so none can forge a record or drive a terminal.
+fn one_line(args: &std::fmt::Arguments) -> String {
+    yurt_ota::names::escape_controls(&args.to_string()).into_owned()
 }
 
 #[cfg(test)]

@@ -25,6 +25,8 @@ pub struct Poller {
     last_logged: Option<String>,
     /// The pods needing upgrade last logged.
     last_outdated: Vec<String>,
+    /// The duplicate uids last logged.
+    last_duplicates: Vec<String>,
 }
 
 impl Poller {
@@ -34,6 +36,7 @@ impl Poller {
             shared,
             last_logged: None,
             last_outdated: Vec::new(),
+            last_duplicates: Vec::new(),
         }
     }
 
@@ -98,6 +101,15 @@ impl Poller {
                 snap.pods.len(),
                 outdated.len()
             );
+        }
+        if snap.duplicates != self.last_duplicates {
+            if !snap.duplicates.is_empty() {
+                log::warn!(
+                    "the upstream pod list has pods listed more than once (same uid); keeping the first of each, dropping {}",
+                    snap.duplicates.join(", ")
+                );
+            }
+            self.last_duplicates = snap.duplicates.clone();
         }
         if outdated != self.last_outdated {
             if outdated.is_empty() {
@@ -190,6 +202,9 @@ impl Autopilot {
     pub fn tick(&mut self) -> Duration {
         let c = self.control.clone();
         c.gates.check();
+        // While the state cannot be written, try again (throttled by the store): the agent
+        // resumes by itself once the disk has room or is writable again.
+        c.store.recover(Instant::now());
         let wall = SystemTime::now();
         let now_ms = state::unix_ms(wall);
         self.note_gate_changes(wall);
@@ -217,7 +232,9 @@ impl Autopilot {
             self.actor.act(action, snap.as_deref());
         }
         if let Some(snap) = &snap {
-            let present = |uid: &str| snap.pods.iter().any(|p| p.metadata.uid == uid);
+            let uids: std::collections::HashSet<&str> =
+                snap.pods.iter().map(|p| p.metadata.uid.as_str()).collect();
+            let present = |uid: &str| uids.contains(uid);
             c.pulls()
                 .retain(|(k, _)| present(k.split('@').next().unwrap_or_default()));
             let stale = c.store.read(|s| {

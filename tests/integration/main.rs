@@ -4,6 +4,7 @@
 mod api;
 mod cli;
 mod gates;
+mod hardening;
 mod node;
 mod safety;
 mod sim;
