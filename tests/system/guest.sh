@@ -53,7 +53,8 @@ wait_until() {
 prop() { systemctl show -P "$1" yurt-ota; }
 gate_state() { yurt-ota status 2>/dev/null | awk -v g="$1" '$1 == g { print $4 }'; }
 gate_is() { [ "$(gate_state "$1")" = "$2" ]; }
-upgrades_started() { yurt-ota events --limit 1000 --json | grep -c '"kind": "upgrade_started"'; }
+upgrades_started() { yurt-ota events --limit 256 --json | grep -c '"kind": "upgrade_started"'; }
+events_kept() { yurt-ota events --limit 256 --json | grep -c '"kind": '; }
 needing_upgrade() { yurt-ota pods --needs-upgrade | tail -n +2 | grep -c .; }
 pull() { echo "$1" > "$sim_line/pull"; }
 deb1=$share/yurt-ota-1.deb
@@ -159,7 +160,7 @@ c_gpio_gate() {
     local t_open t_up
     t_open=$(date +%s)
     # stable_for is 10 s: the first outdated pod's upgrade starts then.
-    wait_until $((10 + 10 * SLOW)) sh -c '[ "$(yurt-ota events --limit 1000 --json | grep -c "\"kind\": \"upgrade_started\"")" -ge 1 ]' ||
+    wait_until $((10 + 10 * SLOW)) sh -c '[ "$(yurt-ota events --limit 256 --json | grep -c "\"kind\": \"upgrade_started\"")" -ge 1 ]' ||
         { detail="no upgrade after pull-up: $(yurt-ota status | grep -i 'gates\|need')"; return 1; }
     t_up=$(($(date +%s) - t_open))
     pull pull-down
@@ -185,8 +186,9 @@ c_watchdog_held() {
 
 c_watchdog_fires() {
     yurt-ota hold system-test --ttl 2h --reason "must survive" || { detail="hold"; return 1; }
-    local pid holds_before t0
+    local pid holds_before events_before t0
     holds_before=$(yurt-ota holds | grep -c system-test)
+    events_before=$(events_kept)
     pid=$(prop MainPID)
     t0=$(date +%s)
     kill -STOP "$pid"
@@ -197,7 +199,8 @@ c_watchdog_fires() {
     [ "$(prop MainPID)" != "$pid" ] || { detail="same pid"; return 1; }
     wait_until $((10 * SLOW)) sh -c 'yurt-ota holds | grep -q system-test' || { detail="hold lost over the restart"; return 1; }
     [ "$holds_before" = 1 ] || { detail="hold not listed before"; return 1; }
-    [ "$(upgrades_started)" -ge 1 ] || { detail="event log lost"; return 1; }
+    [ "$(events_kept)" -ge "$events_before" ] && [ "$events_before" -ge 1 ] ||
+        { detail="event log lost: $events_before events before, $(events_kept) after"; return 1; }
     detail="SIGSTOP to restart in ${took}s (WatchdogSec=30s); hold and event log kept"
 }
 
