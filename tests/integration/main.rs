@@ -2,6 +2,7 @@
 //! the recorded fixture pod lists) and against the simulator.
 
 mod api;
+mod apisim;
 mod cli;
 mod gates;
 mod hardening;
