@@ -97,10 +97,42 @@ debs() {
     cp "target/debian/yurt-ota_${version}-2_${arch}.deb" "$share_base/"
 }
 
+# --- images --------------------------------------------------------------------------------------
+key=$(cat tests/system/image.sh tests/system/gpio-sim.Kbuild | sha256sum | cut -c1-16)
+image_dir() { echo "$cache/$1-$kabi-$kver-$key"; }
+# build_image ARCH [LOG]: builds the image unless cached; its output to LOG when given.
+build_image() {
+    local dir
+    dir=$(image_dir "$1")
+    [ ! -f "$dir/done" ] || return 0
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    local rc=0
+    if [ -n "${2:-}" ]; then
+        bash tests/system/image.sh "$1" "$kabi" "$kver" "$dir" > "$2" 2>&1 || rc=$?
+    else
+        bash tests/system/image.sh "$1" "$kabi" "$kver" "$dir" || rc=$?
+    fi
+    if [ $rc -eq 0 ]; then
+        touch "$dir/done"
+    else
+        rm -rf "$dir"
+        return 1
+    fi
+}
+# With both architectures and no cached arm64 image, that image (the slow one: dpkg and the
+# module build under qemu-user) is built while amd64 builds and runs.
+arm64_image_job=""
+if [ ${#archs[@]} -eq 2 ] && [ ! -f "$(image_dir arm64)/done" ]; then
+    echo "== arm64: building the image in the background (log: $share_base/arm64-image.log)"
+    build_image arm64 "$share_base/arm64-image.log" &
+    arm64_image_job=$!
+fi
+
 # --- one architecture ---------------------------------------------------------------------------
 declare -A summary
 run_arch() {
-    local arch=$1 t0 key dir share qemu=() console
+    local arch=$1 t0 dir share qemu=() console
     t0=$(date +%s)
     case $arch in
         amd64) debs x86_64-unknown-linux-gnu amd64 ;;
@@ -108,16 +140,15 @@ run_arch() {
     esac
     local t_debs=$(($(date +%s) - t0))
 
-    key=$(cat tests/system/image.sh tests/system/gpio-sim.Kbuild | sha256sum | cut -c1-16)
-    dir=$cache/$arch-$kabi-$kver-$key
+    dir=$(image_dir "$arch")
     local t1 built=cached
     t1=$(date +%s)
-    if [ ! -f "$dir/done" ]; then
-        rm -rf "$dir"
-        mkdir -p "$dir"
-        bash tests/system/image.sh "$arch" "$kabi" "$kver" "$dir" || { rm -rf "$dir"; fail "$arch: image build"; }
-        touch "$dir/done"
+    if [ "$arch" = arm64 ] && [ -n "$arm64_image_job" ]; then
+        built="built in the background, waited"
+        wait "$arm64_image_job" || { tail -n 40 "$share_base/arm64-image.log"; fail "arm64: image build"; }
+    elif [ ! -f "$dir/done" ]; then
         built=built
+        build_image "$arch" || fail "$arch: image build"
     fi
     local t_image=$(($(date +%s) - t1))
     echo "== $arch: image $built in ${t_image}s ($dir)"
