@@ -114,11 +114,12 @@ pub fn run(settings: Settings, stop: Arc<Shutdown>) -> Result<(), String> {
     let autopilot = {
         let (shared, stop, upstream) = (shared.clone(), stop.clone(), upstream.clone());
         let notifier = notifier.clone();
+        let poll_timeout = settings.upstream.timeout;
         thread::Builder::new()
             .name("decide".into())
             .spawn(move || {
                 Autopilot::new(upstream, shared, control)
-                    .with_notifier(notifier)
+                    .with_notifier(notifier, poll_timeout)
                     .run(&stop)
             })
             .map_err(|e| format!("cannot start the decision thread: {e}"))?

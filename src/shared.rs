@@ -35,6 +35,8 @@ pub struct Shared {
 pub struct Health {
     /// When the last poll ended, well or not: the poller is alive.
     pub last_attempt: Option<Instant>,
+    /// When the last poll started (after `last_attempt` while one runs), for the watchdog.
+    pub poll_started: Option<Instant>,
     pub last_success: Option<(Instant, SystemTime)>,
     pub last_error: Option<(UpstreamError, SystemTime)>,
     pub consecutive_failures: u64,
@@ -131,6 +133,14 @@ impl Shared {
             ready: self.readiness(now).is_ok(),
             ..Gauges::default()
         }
+    }
+
+    /// A poll starts now.
+    pub(crate) fn polling(&self) {
+        self.health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .poll_started = Some(Instant::now());
     }
 
     pub(crate) fn succeeded(&self, snapshot: Option<Snapshot>) -> (bool, u64) {

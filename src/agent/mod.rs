@@ -41,6 +41,7 @@ impl Poller {
     }
 
     pub fn poll_once(&mut self) {
+        self.shared.polling();
         let result = self.upstream.list_pods().and_then(|raw| {
             let unchanged = self
                 .shared
@@ -142,6 +143,8 @@ pub struct Autopilot {
     /// Each gate's change count at the last tick, to put its changes in the event log.
     seen_changes: Vec<u64>,
     notifier: Option<Arc<Notifier>>,
+    /// The upstream timeout: a poll that runs longer (and some slack) is stuck.
+    poll_timeout: Duration,
 }
 
 impl Autopilot {
@@ -152,23 +155,29 @@ impl Autopilot {
             control,
             seen_changes: Vec::new(),
             notifier: None,
+            poll_timeout: Duration::from_secs(5),
         }
     }
 
-    /// Reports `STATUS=` and pings the watchdog through `n` after each tick.
-    pub fn with_notifier(mut self, n: Arc<Notifier>) -> Self {
+    /// Reports `STATUS=` and pings the watchdog through `n` after each tick, while the poller
+    /// makes progress: each poll ends within `poll_timeout` (the upstream timeout).
+    pub fn with_notifier(mut self, n: Arc<Notifier>, poll_timeout: Duration) -> Self {
         self.notifier = Some(n);
+        self.poll_timeout = poll_timeout;
         self
     }
 
-    /// Progress, for the watchdog: the poller ended a poll recently (a failed one counts; a
-    /// hung one does not).
-    fn poller_alive(&self) -> bool {
-        let bound = self.shared.poll_interval * 3 + Duration::from_secs(30);
-        self.shared
-            .health()
-            .last_attempt
-            .is_some_and(|at| at.elapsed() < bound)
+    /// How long the poller has been stuck (a poll past its timeout, or none started when due);
+    /// `None` while it makes progress.
+    fn poller_stuck(&self) -> Option<Duration> {
+        let h = self.shared.health();
+        crate::systemd::poller_stuck(
+            h.poll_started,
+            h.last_attempt,
+            Instant::now(),
+            self.shared.poll_interval,
+            self.poll_timeout,
+        )
     }
 
     /// Gate changes go into the event log; written with the next state change, not each one.
@@ -248,8 +257,12 @@ impl Autopilot {
             });
         if let Some(n) = &self.notifier {
             n.status(&status_line(&decision, snap.as_deref(), &self.shared, &c));
-            if self.poller_alive() {
-                n.watchdog();
+            match self.poller_stuck() {
+                None => n.watchdog(),
+                Some(stuck) => n.watchdog_trigger(&format!(
+                    "the poller has made no progress for {:.0}s",
+                    stuck.as_secs_f64()
+                )),
             }
             if let Some(period) = n.watchdog_period() {
                 next = next.min(period / 4);

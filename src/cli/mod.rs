@@ -294,6 +294,14 @@ fn execute(cmd: Command, opts: ClientOpts, stop: Arc<Shutdown>) -> Result<(), Fa
                     println!("# {k}: {v}");
                 }
             }
+            // What a GPIO gate needs from the system (the config itself is valid either way).
+            for g in &settings.gates {
+                if let config::GateKind::Gpio { chip, .. } = &g.kind {
+                    if let Some(p) = crate::systemd::gpio_chip_problem(chip, "yurt-ota") {
+                        eprintln!("warning: gate {}: {p}", g.name);
+                    }
+                }
+            }
             Ok(())
         }
         Command::Run { config, sim } => {

@@ -80,3 +80,50 @@ fn ready_status_watchdog_and_stopping_reach_the_notify_socket() {
     let msgs = receive(&sock, Duration::from_secs(5), |m| m.contains("STOPPING=1"));
     assert!(msgs.iter().any(|m| m.contains("STOPPING=1")), "{msgs:?}");
 }
+
+/// Under systemd (`$JOURNAL_STREAM` names stderr), each line starts with its sd-daemon priority,
+/// so that `journalctl -p warning` finds the warnings; elsewhere (the variable names another
+/// stream, as one inherited from a service's shell) the lines stay plain.
+#[test]
+fn log_lines_carry_their_priority_only_when_stderr_is_the_journal() {
+    use std::os::unix::fs::MetadataExt;
+    for journal in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("agent.log");
+        std::fs::write(&log, "").unwrap();
+        let m = std::fs::metadata(&log).unwrap();
+        let ino = if journal { m.ino() } else { m.ino() + 1 };
+        let stream = format!("{}:{ino}", m.dev());
+        let port = free_port();
+        // Nothing listens upstream: the first poll fails with a warning.
+        let config = format!(
+            "[api]\nlisten = \"127.0.0.1:{port}\"\n[upstream]\nurl = \"http://127.0.0.1:{}\"\n",
+            free_port()
+        );
+        let agent = Agent::start_env(
+            &config,
+            &format!("http://127.0.0.1:{port}"),
+            dir,
+            &[("JOURNAL_STREAM", &stream)],
+        );
+        wait_for("the failed poll's warning", Duration::from_secs(10), || {
+            agent.log().contains("WARN: polling")
+        });
+        let log = agent.log();
+        let lines: Vec<&str> = log.lines().collect();
+        if journal {
+            assert!(
+                lines.iter().any(|l| l.starts_with("<4>WARN: polling")),
+                "{log}"
+            );
+            assert!(lines.iter().any(|l| l.starts_with("<6>INFO: ")), "{log}");
+            assert!(lines.iter().all(|l| l.starts_with('<')), "{log}");
+        } else {
+            assert!(
+                lines.iter().any(|l| l.starts_with("WARN: polling")),
+                "{log}"
+            );
+            assert!(lines.iter().all(|l| !l.starts_with('<')), "{log}");
+        }
+    }
+}
