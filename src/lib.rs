@@ -1,17 +1,20 @@
 //! yurt-ota: decides when OpenYurt OTA upgrades happen on an edge node.
 #![forbid(unsafe_code)]
 
-pub mod agent; // the daemon: poller, shared state, run()
+pub mod agent; // the loops: poller and autopilot (decide, act)
 pub mod api; // the local HTTP API: routing, relays, status, worker pool
 pub mod cli; // operator subcommands, as clients of the local API
 pub mod config; // TOML file -> validated Settings
+pub mod daemon; // the wiring on top: bind, spawn the loops, serve, stop
 pub mod fleet; // the seed's strategies: strategy annotation, fleet budget, Lease slots
 pub mod gate; // local signals (file, GPIO, command, window) and their stability
 pub mod http; // the small blocking HTTP/1.1 server: bounded connections, capped requests
+pub mod listen; // the socket a local HTTP server listens on (TCP or Unix), request caps
 pub mod metrics; // Prometheus counters and gauges
 pub mod names; // DNS-1123 name rules for names in URLs
 pub mod pod; // the pod fields we read and the OpenYurt upgrade rules
 pub mod policy; // pure: (pods, gates, state, now, settings) -> actions and "why not yet"
+pub mod shared; // what the API and the loops share: snapshot, health, outcomes, control
 pub mod shutdown; // the stop request: signals in, condition variable out
 pub mod sim; // the YurtHub simulator (in-process node + `yurt-ota sim`)
 pub mod snapshot; // the validated, pre-rendered pod list

@@ -21,15 +21,15 @@ impl http::Handler for Node {
 }
 
 pub fn run(node: Node, listen: &Listen, stop: &Shutdown) -> Result<(), String> {
-    let listener = crate::api::bind(listen)?;
+    let listener = crate::listen::bind(listen)?;
     log::info!(
         "simulated YurtHub for node {} on {listen}; try GET /pods, POST /sim/rollout/NS/DS",
         node.node_name()
     );
     let limits = http::Limits {
         max_connections: 64,
-        max_head: crate::api::MAX_REQUEST_HEAD,
-        max_body: crate::api::MAX_REQUEST_BODY,
+        max_head: crate::listen::MAX_REQUEST_HEAD,
+        max_body: crate::listen::MAX_REQUEST_BODY,
         timeout: Duration::from_secs(30),
     };
     http::serve(listener, limits, stop, &node);

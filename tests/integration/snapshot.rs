@@ -9,7 +9,10 @@ use crate::util::*;
 fn last_good_snapshot_survives_down_hang_garbage_and_oversize() {
     let good = fixture_needing_upgrade("1.36", &["kindnet"]);
     let up = Upstream::start(Pods::Serve(good.clone()));
-    let agent = Agent::start(&config_for(&up.url(), "100ms", "300ms"));
+    // upstream.timeout 2 s: long enough that a 33 MiB chunked list reaches the size cap before
+    // the timeout even on a loaded machine (at 300 ms it sometimes timed out first, which made
+    // the error alternate and logged extra warnings), short enough for the hang case.
+    let agent = Agent::start(&config_for(&up.url(), "100ms", "2s"));
     wait_for("the first snapshot", Duration::from_secs(5), || {
         get(&agent.url("/pods")).status == 200
     });
@@ -31,7 +34,7 @@ fn last_good_snapshot_survives_down_hang_garbage_and_oversize() {
         ("too_large", Pods::Serve(huge.clone())),
     ];
     // Chunked, it is cut off at the cap while being read. Under qemu the emulated test server
-    // cannot send 33 MiB within the 300 ms upstream.timeout, so only natively.
+    // cannot send 33 MiB within the upstream.timeout, so only natively.
     if cfg!(target_arch = "x86_64") {
         cases.push(("too_large", Pods::ServeChunked(huge)));
     }

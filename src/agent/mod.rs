@@ -1,0 +1,385 @@
+//! The loops: poll the upstream into the shared snapshot (`Poller`); read the gates, decide and
+//! act (`Autopilot`); persist. They take their effects as arguments so tests can drive them;
+//! `daemon::run` starts them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::policy::{self, Action, Decision};
+use crate::shutdown::Shutdown;
+use crate::snapshot::{self, Snapshot};
+use crate::state;
+use crate::systemd::Notifier;
+use crate::upstream::{Upstream, UpstreamError};
+
+mod act;
+
+pub use crate::shared::{Control, Health, Outcome, Shared, PULL_RETRY};
+pub use act::Actor;
+
+/// Polls the upstream pod list into `Shared`, logging once per change of outcome.
+pub struct Poller {
+    upstream: Arc<dyn Upstream>,
+    shared: Arc<Shared>,
+    /// The last error logged, so a failing upstream logs once, not once per poll.
+    last_logged: Option<String>,
+    /// The pods needing upgrade last logged.
+    last_outdated: Vec<String>,
+}
+
+impl Poller {
+    pub fn new(upstream: Arc<dyn Upstream>, shared: Arc<Shared>) -> Poller {
+        Poller {
+            upstream,
+            shared,
+            last_logged: None,
+            last_outdated: Vec::new(),
+        }
+    }
+
+    pub fn poll_once(&mut self) {
+        let result = self.upstream.list_pods().and_then(|raw| {
+            let unchanged = self
+                .shared
+                .snapshot()
+                .is_some_and(|s| s.source_hash == snapshot::hash(&raw));
+            if unchanged {
+                return Ok(None);
+            }
+            Snapshot::build(&raw)
+                .map(Some)
+                .map_err(|e| UpstreamError::InvalidJson(e.to_string()))
+        });
+        match result {
+            Ok(snap) => {
+                let changed = snap.is_some();
+                let (first, failures) = self.shared.succeeded(snap);
+                if self.last_logged.take().is_some() {
+                    log::info!(
+                        "upstream {} answers again after {failures} failed polls",
+                        self.upstream.url()
+                    );
+                }
+                if changed {
+                    self.log_pods(first);
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if self.last_logged.as_deref() != Some(msg.as_str()) {
+                    let keep = if self.shared.snapshot().is_some() {
+                        "; serving the last good pod list"
+                    } else {
+                        ""
+                    };
+                    log::warn!("polling {}/pods failed: {msg}{keep}", self.upstream.url());
+                    self.last_logged = Some(msg);
+                } else {
+                    log::debug!("polling {}/pods failed again: {msg}", self.upstream.url());
+                }
+                self.shared.failed(e);
+            }
+        }
+    }
+
+    fn log_pods(&mut self, first: bool) {
+        let Some(snap) = self.shared.snapshot() else {
+            return;
+        };
+        let outdated: Vec<String> = snap
+            .needing_upgrade_in_order()
+            .into_iter()
+            .map(|p| p.key())
+            .collect();
+        if first {
+            log::info!(
+                "first pod list: {} pods, {} need upgrade",
+                snap.pods.len(),
+                outdated.len()
+            );
+        }
+        if outdated != self.last_outdated {
+            if outdated.is_empty() {
+                log::info!("no pod needs upgrade");
+            } else {
+                log::info!("pods needing upgrade: {}", outdated.join(", "));
+            }
+            self.last_outdated = outdated;
+        }
+    }
+
+    /// Polls every `interval` until `stop` is triggered.
+    pub fn run(mut self, interval: Duration, stop: &Shutdown) {
+        loop {
+            let started = Instant::now();
+            self.poll_once();
+            let next = (started + interval).saturating_duration_since(Instant::now());
+            if stop.wait_timeout(next) {
+                return;
+            }
+        }
+    }
+}
+
+/// The decision loop (SPEC section 6): every `gate_check_interval`, read the gates, decide on
+/// the newest snapshot, and act.
+pub struct Autopilot {
+    actor: Actor,
+    shared: Arc<Shared>,
+    control: Arc<Control>,
+    /// Each gate's change count at the last tick, to put its changes in the event log.
+    seen_changes: Vec<u64>,
+    notifier: Option<Arc<Notifier>>,
+}
+
+impl Autopilot {
+    pub fn new(upstream: Arc<dyn Upstream>, shared: Arc<Shared>, control: Arc<Control>) -> Self {
+        Autopilot {
+            actor: Actor::new(upstream, shared.clone(), control.clone()),
+            shared,
+            control,
+            seen_changes: Vec::new(),
+            notifier: None,
+        }
+    }
+
+    /// Reports `STATUS=` and pings the watchdog through `n` after each tick.
+    pub fn with_notifier(mut self, n: Arc<Notifier>) -> Self {
+        self.notifier = Some(n);
+        self
+    }
+
+    /// Progress, for the watchdog: the poller ended a poll recently (a failed one counts; a
+    /// hung one does not).
+    fn poller_alive(&self) -> bool {
+        let bound = self.shared.poll_interval * 3 + Duration::from_secs(30);
+        self.shared
+            .health()
+            .last_attempt
+            .is_some_and(|at| at.elapsed() < bound)
+    }
+
+    /// Gate changes go into the event log; written with the next state change, not each one.
+    fn note_gate_changes(&mut self, wall: SystemTime) {
+        let states = self.control.gates.states();
+        self.seen_changes.resize(states.len(), 0);
+        for (g, seen) in states.iter().zip(self.seen_changes.iter_mut()) {
+            if g.changes != *seen {
+                *seen = g.changes;
+                let (kind, what) = if g.open {
+                    ("gate_open", format!("gate {} open: {}", g.name, g.detail))
+                } else {
+                    let why = g.error.as_deref().unwrap_or(&g.detail);
+                    ("gate_closed", format!("gate {} closed: {why}", g.name))
+                };
+                self.control.store.note(|s| s.event(wall, kind, None, what));
+            }
+        }
+    }
+
+    /// One cycle; returns how long to wait before the next.
+    pub fn tick(&mut self) -> Duration {
+        let c = self.control.clone();
+        c.gates.check();
+        let wall = SystemTime::now();
+        let now_ms = state::unix_ms(wall);
+        self.note_gate_changes(wall);
+        // Each store update writes the file: only when something is due.
+        if c.store
+            .read(|s| s.holds.iter().any(|h| h.expires_ms <= now_ms))
+        {
+            c.store.update(|s| {
+                let expired: Vec<String> = s
+                    .holds
+                    .iter()
+                    .filter(|h| h.expires_ms <= now_ms)
+                    .map(|h| h.name.clone())
+                    .collect();
+                for name in expired {
+                    s.holds.retain(|h| h.name != name);
+                    log::info!("hold {name} expired");
+                    s.event(wall, "hold_expired", None, format!("hold {name} expired"));
+                }
+            });
+        }
+        let snap = self.shared.snapshot();
+        let decision = c.decide(snap.as_ref().map(|s| s.pods.as_slice()));
+        for action in &decision.actions {
+            self.actor.act(action, snap.as_deref());
+        }
+        if let Some(snap) = &snap {
+            let present = |uid: &str| snap.pods.iter().any(|p| p.metadata.uid == uid);
+            c.pulls()
+                .retain(|(k, _)| present(k.split('@').next().unwrap_or_default()));
+            let stale = c.store.read(|s| {
+                s.parked.iter().any(|p| !present(&p.uid))
+                    || s.backoff.iter().any(|b| !present(&b.uid))
+            });
+            if stale {
+                c.store.update(|s| {
+                    s.parked.retain(|p| present(&p.uid));
+                    s.backoff.retain(|b| present(&b.uid));
+                });
+            }
+        }
+        let mut next = decision
+            .blockers
+            .stable_in
+            .map_or(c.policy.gate_check_interval, |d| {
+                d.min(c.policy.gate_check_interval)
+            });
+        if let Some(n) = &self.notifier {
+            n.status(&status_line(&decision, snap.as_deref(), &self.shared, &c));
+            if self.poller_alive() {
+                n.watchdog();
+            }
+            if let Some(period) = n.watchdog_period() {
+                next = next.min(period / 4);
+            }
+        }
+        next.max(Duration::from_millis(1))
+    }
+
+    pub fn run(mut self, stop: &Shutdown) {
+        loop {
+            let next = self.tick();
+            if stop.wait_timeout(next) {
+                self.control.store.flush();
+                return;
+            }
+        }
+    }
+}
+
+/// The one-line `STATUS=` for systemd: what the agent is doing and, if waiting, on what.
+pub fn status_line(d: &Decision, snap: Option<&Snapshot>, shared: &Shared, c: &Control) -> String {
+    let health = shared.health();
+    let Some(snap) = snap else {
+        return match health.last_error {
+            Some((e, _)) => format!("no pod list yet: upstream {e}"),
+            None => "waiting for the first pod list".into(),
+        };
+    };
+    let (in_flight, breaker) = c.store.read(|s| {
+        (
+            s.in_flight
+                .iter()
+                .map(|f| format!("{}/{}", f.namespace, f.name))
+                .collect::<Vec<_>>(),
+            s.breaker.as_ref().map(|b| b.reason.clone()),
+        )
+    });
+    let waiting = d.waiting.len()
+        + d.actions
+            .iter()
+            .filter(|a| matches!(a, Action::Upgrade { .. }))
+            .count();
+    let needing = snap.needing_upgrade().count().max(waiting);
+    let mut line = match needing {
+        0 => "no pod needs upgrade".to_owned(),
+        1 => "1 pod needs upgrade".to_owned(),
+        n => format!("{n} pods need upgrade"),
+    };
+    if !in_flight.is_empty() {
+        line += &format!("; upgrading {}", in_flight.join(", "));
+    }
+    let blocked = |names: &[String]| {
+        names
+            .iter()
+            .map(|n| match n.strip_prefix("hold:") {
+                Some(h) => format!("hold {h}"),
+                None => format!("gate {n} closed"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let other = d.waiting.iter().find(|w| {
+        !matches!(
+            w.1,
+            policy::Why::InFlight | policy::Why::MaxConcurrent(_) | policy::Why::Manual
+        )
+    });
+    if let Some(reason) = breaker {
+        line += &format!("; breaker tripped: {reason}");
+    } else if needing > 0 && !d.blockers.names.is_empty() {
+        // The gates first: what an operator most often waits on.
+        line += &format!("; waiting: {}", blocked(&d.blockers.names));
+    } else if let Some((_, why, _)) = other {
+        line += &format!("; waiting: {why}");
+    } else if needing > 0 && c.policy.mode == crate::config::Mode::Manual && in_flight.is_empty() {
+        line += "; manual mode";
+    }
+    if let Some((e, _)) = health
+        .last_error
+        .filter(|_| health.consecutive_failures > 0)
+    {
+        line += &format!("; upstream failing ({})", e.kind());
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::fixture;
+    use crate::upstream::Relay;
+    use std::sync::Mutex;
+
+    /// An upstream whose pod list a test sets.
+    struct Fixed(Mutex<Result<Vec<u8>, UpstreamError>>);
+
+    impl Upstream for Fixed {
+        fn list_pods(&self) -> Result<Vec<u8>, UpstreamError> {
+            self.0.lock().unwrap().clone()
+        }
+        fn upgrade(&self, _: &str, _: &str) -> Result<Relay, UpstreamError> {
+            unreachable!("the poller never upgrades")
+        }
+        fn imagepull(&self, _: &str, _: &str) -> Result<Relay, UpstreamError> {
+            unreachable!("the poller never pulls")
+        }
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+        fn url(&self) -> &str {
+            "test://"
+        }
+    }
+
+    #[test]
+    fn the_snapshot_is_rebuilt_once_per_change_not_per_poll() {
+        let upstream = Arc::new(Fixed(Mutex::new(Ok(fixture("1.33")))));
+        let shared = Arc::new(Shared::new(Duration::from_secs(5)));
+        let mut poller = Poller::new(upstream.clone(), shared.clone());
+        poller.poll_once();
+        let first = shared.snapshot().unwrap();
+        let first_success = shared.health().last_success.unwrap().0;
+        poller.poll_once();
+        assert!(
+            Arc::ptr_eq(&first, &shared.snapshot().unwrap()),
+            "same bytes: same snapshot"
+        );
+        assert!(
+            shared.health().last_success.unwrap().0 > first_success,
+            "but the poll counts as a success"
+        );
+
+        *upstream.0.lock().unwrap() = Err(UpstreamError::Connect("refused".into()));
+        poller.poll_once();
+        assert!(
+            Arc::ptr_eq(&first, &shared.snapshot().unwrap()),
+            "a failure keeps the last good one"
+        );
+        assert_eq!(shared.health().consecutive_failures, 1);
+
+        *upstream.0.lock().unwrap() = Ok(fixture("1.36"));
+        poller.poll_once();
+        let next = shared.snapshot().unwrap();
+        assert!(!Arc::ptr_eq(&first, &next));
+        assert!(next
+            .pods
+            .iter()
+            .any(|p| p.spec.node_name == "v1.36-control-plane"));
+        assert_eq!(shared.health().consecutive_failures, 0);
+    }
+}

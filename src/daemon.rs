@@ -1,0 +1,134 @@
+//! The wiring on top: bind the API, start the poll and decision threads, serve until the stop,
+//! then join them. The parts it joins (`shared`, `agent`, `api`) do not know one another's
+//! threads.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::Instant;
+
+use crate::agent::{status_line, Autopilot, Poller};
+use crate::api::{self, Api};
+use crate::config::{Settings, UpstreamKind};
+use crate::gate::Gates;
+use crate::shared::{Control, Shared};
+use crate::shutdown::Shutdown;
+use crate::state::Store;
+use crate::systemd::Notifier;
+use crate::upstream::{self, Upstream};
+
+/// The state store in `state.dir`; memory only (with the reason) when it cannot be used, so a
+/// read-only or full disk never stops the agent from serving and guarding.
+fn open_store(dir: &std::path::Path) -> (Store, Option<String>) {
+    match Store::open(dir) {
+        Ok(s) => (s, None),
+        Err(e) => {
+            log::error!("{e}; state is kept in memory only and will not survive a restart");
+            (Store::in_memory(), Some(e))
+        }
+    }
+}
+
+/// Runs the daemon until `stop` is triggered (by SIGTERM or SIGINT in `main`).
+pub fn run(settings: Settings, stop: Arc<Shutdown>) -> Result<(), String> {
+    let sim = (settings.upstream.kind == UpstreamKind::Sim)
+        .then(|| Arc::new(crate::sim::Node::new(settings.sim.clone())));
+    let upstream: Arc<dyn Upstream> = match &sim {
+        Some(node) => Arc::new(upstream::sim::Sim::new(node.clone())),
+        None => Arc::new(upstream::yurthub::Yurthub::new(
+            &settings.upstream.url,
+            settings.upstream.timeout,
+        )),
+    };
+    let token = match &settings.api.token_file {
+        Some(path) => Some(api::read_token(path)?),
+        None => None,
+    };
+    let shared = Arc::new(Shared::new(settings.upstream.poll_interval));
+    let listener = api::bind(&settings.api.listen)?;
+    log::info!(
+        "yurt-ota {} serving the OTA API on {}; upstream {} {} every {}",
+        env!("CARGO_PKG_VERSION"),
+        settings.api.listen,
+        upstream.kind(),
+        upstream.url(),
+        crate::config::format_duration(settings.upstream.poll_interval)
+    );
+    let p = &settings.policy;
+    let gate_names: Vec<&str> = settings.gates.iter().map(|g| g.name.as_str()).collect();
+    match (p.mode, gate_names.is_empty()) {
+        (crate::config::Mode::Auto, true) => log::warn!(
+            "automatic mode with no gates: every outdated DaemonSet pod is upgraded as soon as it needs it"
+        ),
+        (mode, _) => log::info!(
+            "{} mode; gates: {}; stable_for {}",
+            if mode == crate::config::Mode::Auto { "automatic" } else { "manual" },
+            if gate_names.is_empty() { "none".to_owned() } else { gate_names.join(", ") },
+            crate::config::format_duration(p.stable_for)
+        ),
+    }
+    let (store, store_error) = open_store(&settings.state.dir);
+    let mut control = Control::new(
+        Gates::from_settings(&settings.gates),
+        store,
+        settings.policy.clone(),
+    );
+    control.store_error = store_error;
+    let control = Arc::new(control);
+    let api = Api::new(
+        shared.clone(),
+        upstream.clone(),
+        sim,
+        token,
+        control.clone(),
+    );
+
+    let notifier = Arc::new(Notifier::from_env());
+    let poller = {
+        let (shared, stop, upstream) = (shared.clone(), stop.clone(), upstream.clone());
+        let (control, notifier) = (control.clone(), notifier.clone());
+        let interval = settings.upstream.poll_interval;
+        thread::Builder::new()
+            .name("poll".into())
+            .spawn(move || {
+                // READY=1 once the API is bound (above) and the first poll has been tried; the
+                // API already answers meanwhile (503 no_snapshot).
+                let started = Instant::now();
+                let mut poller = Poller::new(upstream, shared.clone());
+                poller.poll_once();
+                let snap = shared.snapshot();
+                let pods = snap.as_ref().map(|s| s.pods.as_slice());
+                notifier.ready(&status_line(
+                    &control.decide(pods),
+                    snap.as_deref(),
+                    &shared,
+                    &control,
+                ));
+                let next = (started + interval).saturating_duration_since(Instant::now());
+                if !stop.wait_timeout(next) {
+                    poller.run(interval, &stop)
+                }
+            })
+            .map_err(|e| format!("cannot start the poll thread: {e}"))?
+    };
+    let autopilot = {
+        let (shared, stop, upstream) = (shared.clone(), stop.clone(), upstream.clone());
+        let notifier = notifier.clone();
+        thread::Builder::new()
+            .name("decide".into())
+            .spawn(move || {
+                Autopilot::new(upstream, shared, control)
+                    .with_notifier(notifier)
+                    .run(&stop)
+            })
+            .map_err(|e| format!("cannot start the decision thread: {e}"))?
+    };
+    crate::http::serve(listener, api::limits(&settings.api), &stop, &api);
+    notifier.stopping();
+    let _ = poller.join();
+    let _ = autopilot.join();
+    if let crate::config::Listen::Unix(path) = &settings.api.listen {
+        let _ = std::fs::remove_file(path);
+    }
+    log::info!("stopped");
+    Ok(())
+}

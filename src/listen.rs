@@ -1,0 +1,40 @@
+//! The listening socket of a local HTTP server (the agent's API, `yurt-ota sim`): TCP or a Unix
+//! socket, and the request size caps both use. Below `api` and `sim`, so neither imports the
+//! other for it.
+
+use crate::config::Listen;
+use crate::http;
+
+/// Request bodies above this are refused with 413.
+pub const MAX_REQUEST_BODY: usize = 64 * 1024;
+/// Request heads (request line and headers) above this are refused with 431.
+pub const MAX_REQUEST_HEAD: usize = 16 * 1024;
+
+/// Binds the API socket. A stale Unix socket from an earlier run is replaced.
+pub fn bind(listen: &Listen) -> Result<http::Listener, String> {
+    let fail = |e: std::io::Error| {
+        format!("cannot listen on {listen} (api.listen): {e}; is another yurt-ota running?")
+    };
+    match listen {
+        Listen::Tcp(addr) => std::net::TcpListener::bind(addr)
+            .map(http::Listener::Tcp)
+            .map_err(fail),
+        Listen::Unix(path) => {
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            if std::fs::symlink_metadata(path).is_ok_and(|m| {
+                use std::os::unix::fs::FileTypeExt;
+                m.file_type().is_socket()
+            }) {
+                let _ = std::fs::remove_file(path);
+            }
+            let l = std::os::unix::net::UnixListener::bind(path).map_err(fail)?;
+            // Read and write for the service's user and group, whatever the umask: device apps
+            // reach the socket by joining the group (the unit sets UMask=0027).
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(fail)?;
+            Ok(http::Listener::Unix(l, path.clone()))
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The pod JSON the model edits: YurtHub's status pre-check, conditions, readiness, the image
+//! a pod asked for, the rendered list; and Kubernetes-looking names and dates.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use super::model::SimPod;
+
+/// YurtHub's pre-check of the pod's own status.
+pub(super) fn check_status(p: &SimPod) -> Result<(), String> {
+    let (ns, name) = (&p.namespace, &p.name);
+    if p.deleting {
+        return Err(format!("Pod {ns}/{name} is deleting, can not be updated"));
+    }
+    let offered = p.json["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == crate::pod::NEED_UPGRADE && c["status"] == "True")
+    });
+    if !offered {
+        return Err(format!(
+            "Pod: {ns}/{name} update status is False, can not be updated"
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn set_condition(
+    pod: &mut Value,
+    kind: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+) {
+    let now = rfc3339(SystemTime::now());
+    let Some(conditions) = pod["status"]["conditions"].as_array_mut() else {
+        return;
+    };
+    let mut c =
+        json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now});
+    if !reason.is_empty() {
+        c["reason"] = json!(reason);
+    }
+    if !message.is_empty() {
+        c["message"] = json!(message);
+    }
+    match conditions.iter_mut().find(|c| c["type"] == kind) {
+        Some(old) => *old = c,
+        None => conditions.push(c),
+    }
+}
+
+/// `PodImageReady` for revision `hash`: `False` when requested, `True` once pulled.
+pub(super) fn set_image(p: &mut SimPod, hash: String, pulled: bool) {
+    let (status, reason) = if pulled {
+        ("True", "PullImageSuccess")
+    } else {
+        ("False", "")
+    };
+    set_condition(
+        &mut p.json,
+        crate::pod::IMAGE_READY,
+        status,
+        reason,
+        &format!("controllerrevision: {hash}"),
+    );
+    p.image = Some((hash, pulled));
+}
+
+pub(super) fn set_ready(pod: &mut Value, ready: bool) {
+    let status = if ready { "True" } else { "False" };
+    for c in pod["status"]["conditions"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
+        if c["type"] == "Ready" || c["type"] == "ContainersReady" {
+            c["status"] = json!(status);
+        }
+    }
+    pod["status"]["phase"] = json!(if ready { "Running" } else { "Pending" });
+    let cs = &mut pod["status"]["containerStatuses"][0];
+    cs["ready"] = json!(ready);
+    cs["started"] = json!(ready);
+    cs["state"] = if ready {
+        json!({"running": {"startedAt": rfc3339(SystemTime::now())}})
+    } else {
+        json!({"waiting": {"reason": "ContainerCreating"}})
+    };
+}
+
+pub(super) fn render(pods: &[SimPod], resource_version: u64) -> Vec<u8> {
+    let items: Vec<&Value> = pods.iter().map(|p| &p.json).collect();
+    serde_json::to_vec(&json!({"kind": "PodList", "apiVersion": "v1",
+                               "metadata": {"resourceVersion": resource_version.to_string()}, "items": items}))
+    .expect("serializable")
+}
+
+/// Kubernetes' "safe" alphabet for generated names (no vowels, no look-alikes).
+pub(super) fn encode(mut n: u64, len: usize) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..len)
+        .map(|_| {
+            let c = ALPHABET[(n % ALPHABET.len() as u64) as usize] as char;
+            n /= ALPHABET.len() as u64;
+            c
+        })
+        .collect()
+}
+
+/// `2026-11-25T17:44:01Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
