@@ -122,8 +122,6 @@ pub struct Gate {
     pub upgrade: bool,
     pub pull: bool,
     pub signal: Box<dyn Signal>,
-    /// How changes are noticed, once `Gates::watch` ran.
-    pub notice: Option<Notice>,
 }
 
 impl Gate {
@@ -165,7 +163,6 @@ impl Gate {
             upgrade: s.upgrade,
             pull: s.pull,
             signal,
-            notice: None,
         }
     }
 }
@@ -173,6 +170,8 @@ impl Gate {
 /// Every configured gate with its last reading.
 pub struct Gates {
     inner: Mutex<Vec<(Gate, GateState)>>,
+    /// How each gate hears of changes, once `watch` ran (same order as `inner`).
+    notices: Mutex<Vec<Notice>>,
 }
 
 impl Gates {
@@ -203,6 +202,7 @@ impl Gates {
             .collect();
         Gates {
             inner: Mutex::new(inner),
+            notices: Mutex::new(Vec::new()),
         }
     }
 
@@ -252,6 +252,7 @@ impl Gates {
     /// periodically. Returns the inotify error, if any (then file gates rely on the re-read).
     pub fn watch(&self, bell: &Arc<Bell>, fallback: Duration) -> Result<(), String> {
         let mut files = Vec::new();
+        let mut notices = Vec::new();
         for (gate, state) in self.lock().iter_mut() {
             let notice = gate.signal.notice(bell, fallback);
             if let Notice::File(path) = &notice {
@@ -260,8 +261,9 @@ impl Gates {
             if let Notice::Periodic(why) = &notice {
                 log::info!("gate {}: {why}", state.name);
             }
-            gate.notice = Some(notice);
+            notices.push(notice);
         }
+        *self.notices.lock().unwrap_or_else(|e| e.into_inner()) = notices;
         if files.is_empty() {
             return Ok(());
         }
@@ -277,10 +279,12 @@ impl Gates {
     /// How each gate learns of changes, by name, for status: "inotify on DIR", "edge events
     /// ...", "periodic read every 250ms: ...".
     pub fn notices(&self) -> Vec<(String, String)> {
+        let notices = self.notices.lock().unwrap_or_else(|e| e.into_inner()).clone();
         self.lock()
             .iter()
-            .map(|(g, s)| {
-                let how = match &g.notice {
+            .enumerate()
+            .map(|(i, (g, s))| {
+                let how = match notices.get(i) {
                     None => "read at every check".to_owned(),
                     Some(Notice::File(p)) => match watch::watch_dir(p) {
                         Some(d) => format!("inotify on {}", d.display()),
@@ -298,12 +302,17 @@ impl Gates {
     /// How long until some gate's reading may change with no event (see `Signal::next_change`).
     /// A gate never read yet is due now; an unwatched one (no `watch`) has no deadline here.
     pub fn next_change(&self, now: SystemTime) -> Option<Duration> {
+        let watched = !self
+            .notices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty();
         self.lock()
             .iter()
-            .filter_map(|(g, s)| match (&g.notice, s.read) {
+            .filter_map(|(g, s)| match (watched, s.read) {
                 (_, false) => Some(Duration::ZERO),
-                (None, true) => None,
-                (Some(_), true) => g.signal.next_change(now),
+                (false, true) => None,
+                (true, true) => g.signal.next_change(now),
             })
             .min()
     }
@@ -381,7 +390,6 @@ mod tests {
             upgrade: true,
             pull: false,
             signal: Box::new(Script(script, Arc::new(AtomicUsize::new(0)))),
-            notice: None,
         }
     }
 
