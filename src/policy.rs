@@ -304,9 +304,34 @@ pub struct Decision {
     pub waiting: Vec<(String, Why, bool)>,
     /// The upgrade gates without force, for status.
     pub blockers: Blockers,
+    /// When this decision may change with no new input (no gate event, snapshot or API call):
+    /// the gates turn stable, a hold expires, a backoff ends, an upgrade reaches
+    /// `ready_timeout`. `None`: only new input changes it. The loop sleeps until then.
+    pub next_look: Option<Duration>,
 }
 
 pub fn decide(i: &Inputs) -> Decision {
+    let mut d = decide_now(i);
+    d.next_look = next_look(i, &d);
+    d
+}
+
+/// The earliest moment at which `decide` on the same inputs would answer differently.
+fn next_look(i: &Inputs, d: &Decision) -> Option<Duration> {
+    let after = |ms: u64| (ms > i.now_ms).then(|| Duration::from_millis(ms - i.now_ms));
+    let ready = i.settings.ready_timeout.as_millis() as u64;
+    let holds = i.state.holds.iter().filter_map(|h| after(h.expires_ms));
+    let backoff = i.state.backoff.iter().filter_map(|b| after(b.retry_ms));
+    // Failed once strictly past ready_timeout: just after it.
+    let timeouts = (i.state.in_flight.iter()).filter_map(|f| after(f.started_ms + ready + 1));
+    (d.blockers.stable_in.into_iter())
+        .chain(holds)
+        .chain(backoff)
+        .chain(timeouts)
+        .min()
+}
+
+fn decide_now(i: &Inputs) -> Decision {
     let mut d = Decision::default();
     let holds: Vec<&Hold> = i.state.active_holds(i.now_ms).collect();
     let s = i.settings;

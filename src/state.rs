@@ -137,6 +137,8 @@ pub struct Store {
     dirty: Mutex<bool>,
     /// The last write error, logged once per change.
     write_error: Mutex<Option<String>>,
+    /// Rung after an update that changed the state: the decision loop sleeps on it.
+    changed: std::sync::OnceLock<std::sync::Arc<crate::gate::Bell>>,
 }
 
 impl Store {
@@ -147,6 +149,7 @@ impl Store {
             state: Mutex::new(State::default()),
             dirty: Mutex::new(false),
             write_error: Mutex::new(None),
+            changed: Default::default(),
         }
     }
 
@@ -192,6 +195,7 @@ impl Store {
             state: Mutex::new(state),
             dirty: Mutex::new(false),
             write_error: Mutex::new(None),
+            changed: Default::default(),
         };
         // Prove the directory is writable now, not at the first upgrade.
         let s = store.lock().clone();
@@ -253,8 +257,16 @@ impl Store {
         let r = f(&mut guard);
         if self.take_dirty() || *guard != before {
             self.persist(&guard);
+            if let Some(bell) = self.changed.get() {
+                bell.ring();
+            }
         }
         r
+    }
+
+    /// Rings `bell` after each update that changes the state (an API hold, queue, reset).
+    pub fn ring_on_change(&self, bell: std::sync::Arc<crate::gate::Bell>) {
+        let _ = self.changed.set(bell);
     }
 
     /// Writes, logging a failure once per change of error.

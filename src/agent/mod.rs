@@ -121,8 +121,13 @@ impl Poller {
     }
 }
 
-/// The decision loop (SPEC section 6): every `gate_check_interval`, read the gates, decide on
-/// the newest snapshot, and act.
+/// The slow safety re-read of every gate, in case an event was lost.
+pub const GATE_REREAD: Duration = Duration::from_secs(30);
+
+/// The decision loop (SPEC section 6): read the gates, decide on the newest snapshot, act, and
+/// sleep until the next deadline: a gate event, a new snapshot or state change (the bell), or
+/// the earliest of a `stable_for` expiry, a hold expiry, a window edge or a file turning stale,
+/// a backoff, ready or pull-retry deadline, the watchdog ping and the slow re-read.
 pub struct Autopilot {
     actor: Actor,
     shared: Arc<Shared>,
@@ -130,6 +135,9 @@ pub struct Autopilot {
     /// Each gate's change count at the last tick, to put its changes in the event log.
     seen_changes: Vec<u64>,
     notifier: Option<Arc<Notifier>>,
+    /// The gates tell of their changes (`run` started their watches): the loop sleeps until a
+    /// deadline, at most `GATE_REREAD`. Otherwise it reads them every `gate_check_interval`.
+    watched: bool,
 }
 
 impl Autopilot {
@@ -140,6 +148,7 @@ impl Autopilot {
             control,
             seen_changes: Vec::new(),
             notifier: None,
+            watched: false,
         }
     }
 
@@ -222,28 +231,51 @@ impl Autopilot {
                 });
             }
         }
-        let mut next = decision
-            .blockers
-            .stable_in
-            .map_or(c.policy.gate_check_interval, |d| {
-                d.min(c.policy.gate_check_interval)
-            });
+        let now = Instant::now();
+        // After acting, look again soon: an action changes what the next decision sees (a pull
+        // asked for, an upgrade started) in ways no event reports.
+        let mut next = if self.watched && decision.actions.is_empty() {
+            GATE_REREAD
+        } else {
+            c.policy.gate_check_interval
+        };
+        let pull_retry = (c.pulls().iter())
+            .filter_map(|(_, at)| at.map(|at| at.saturating_duration_since(now)))
+            .min();
+        for d in [decision.next_look, c.gates.next_change(wall), pull_retry]
+            .into_iter()
+            .flatten()
+        {
+            next = next.min(d);
+        }
         if let Some(n) = &self.notifier {
             n.status(&status_line(&decision, snap.as_deref(), &self.shared, &c));
             if self.poller_alive() {
                 n.watchdog();
             }
+            // It pings when half a period passed since the last ping: a third keeps it on time.
             if let Some(period) = n.watchdog_period() {
-                next = next.min(period / 4);
+                next = next.min(period / 3);
             }
         }
         next.max(Duration::from_millis(1))
     }
 
+    /// Starts the gates' watches, then loops until `stop`, asleep between deadlines.
     pub fn run(mut self, stop: &Shutdown) {
+        let bell = self.shared.bell.clone();
+        stop.stops(bell.clone());
+        self.control.store.ring_on_change(bell.clone());
+        match (self.control.gates).watch(&bell, self.control.policy.gate_check_interval) {
+            Ok(()) => self.watched = true,
+            Err(e) => log::warn!(
+                "{e}: gates are read every {} instead",
+                crate::config::format_duration(self.control.policy.gate_check_interval)
+            ),
+        }
         loop {
             let next = self.tick();
-            if stop.wait_timeout(next) {
+            if bell.wait(next) || stop.is_triggered() {
                 self.control.store.flush();
                 return;
             }

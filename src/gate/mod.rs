@@ -279,7 +279,11 @@ impl Gates {
     /// How each gate learns of changes, by name, for status: "inotify on DIR", "edge events
     /// ...", "periodic read every 250ms: ...".
     pub fn notices(&self) -> Vec<(String, String)> {
-        let notices = self.notices.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let notices = self
+            .notices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         self.lock()
             .iter()
             .enumerate()
