@@ -25,6 +25,9 @@ pub struct Poller {
     last_logged: Option<String>,
     /// The pods needing upgrade last logged.
     last_outdated: Vec<String>,
+    /// The gates' slow safety re-read, done here when the poll wakes often enough, so an idle
+    /// agent wakes for the poll alone; a change rings the decision loop's bell.
+    reread: Option<Arc<Control>>,
 }
 
 impl Poller {
@@ -34,7 +37,14 @@ impl Poller {
             shared,
             last_logged: None,
             last_outdated: Vec::new(),
+            reread: None,
         }
+    }
+
+    /// Takes over the gates' slow re-read (`GATE_REREAD`) from the decision loop.
+    pub fn with_reread(mut self, control: Arc<Control>) -> Self {
+        self.reread = Some(control);
+        self
     }
 
     pub fn poll_once(&mut self) {
@@ -113,6 +123,11 @@ impl Poller {
         loop {
             let started = Instant::now();
             self.poll_once();
+            if let Some(c) = &self.reread {
+                if c.gates.reread_if_due(GATE_REREAD, interval / 2) {
+                    self.shared.bell.ring();
+                }
+            }
             let next = (started + interval).saturating_duration_since(Instant::now());
             if stop.wait_timeout(next) {
                 return;
@@ -138,6 +153,9 @@ pub struct Autopilot {
     /// The gates tell of their changes (`run` started their watches): the loop sleeps until a
     /// deadline, at most `GATE_REREAD`. Otherwise it reads them every `gate_check_interval`.
     watched: bool,
+    /// The poller does the slow re-read (`Poller::with_reread`): this loop's own is only a
+    /// backstop for a stuck poller.
+    reread_by_poller: bool,
 }
 
 impl Autopilot {
@@ -149,7 +167,14 @@ impl Autopilot {
             seen_changes: Vec::new(),
             notifier: None,
             watched: false,
+            reread_by_poller: false,
         }
+    }
+
+    /// The poller re-reads the gates every `GATE_REREAD` (its interval is no longer).
+    pub fn reread_by_poller(mut self) -> Self {
+        self.reread_by_poller = true;
+        self
     }
 
     /// Reports `STATUS=` and pings the watchdog through `n` after each tick.
@@ -235,7 +260,11 @@ impl Autopilot {
         // After acting, look again soon: an action changes what the next decision sees (a pull
         // asked for, an upgrade started) in ways no event reports.
         let mut next = if self.watched && decision.actions.is_empty() {
-            GATE_REREAD
+            if self.reread_by_poller {
+                GATE_REREAD * 4
+            } else {
+                GATE_REREAD
+            }
         } else {
             c.policy.gate_check_interval
         };

@@ -172,6 +172,8 @@ pub struct Gates {
     inner: Mutex<Vec<(Gate, GateState)>>,
     /// How each gate hears of changes, once `watch` ran (same order as `inner`).
     notices: Mutex<Vec<Notice>>,
+    /// When every gate was last read (by `check`).
+    last_check: Mutex<Option<Instant>>,
 }
 
 impl Gates {
@@ -203,6 +205,7 @@ impl Gates {
         Gates {
             inner: Mutex::new(inner),
             notices: Mutex::new(Vec::new()),
+            last_check: Mutex::new(None),
         }
     }
 
@@ -224,6 +227,21 @@ impl Gates {
         for (gate, state) in self.lock().iter_mut() {
             read_into(gate, state, now, wall, false);
         }
+        *self.last_check.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
+    }
+
+    /// The slow safety re-read, from a thread that is awake anyway (the poller): reads every
+    /// gate when the last full read is `every` old or more (less `slack`, so a poll that comes
+    /// slightly early does not push it a whole poll later). True when a gate changed.
+    pub fn reread_if_due(&self, every: Duration, slack: Duration) -> bool {
+        let last = *self.last_check.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| at.elapsed() + slack < every) {
+            return false;
+        }
+        let before: u64 = self.lock().iter().map(|(_, s)| s.changes).sum();
+        self.check();
+        let after: u64 = self.lock().iter().map(|(_, s)| s.changes).sum();
+        after != before
     }
 
     /// Re-reads afresh, now, every gate that applies to `purpose`, and returns the names of
