@@ -12,16 +12,20 @@ impl Api {
     pub(super) fn events(&self, query: &str) -> Result<Response, ApiError> {
         let limit = match query_value(query, "limit") {
             None => 50,
-            Some(v) => v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                ApiError::new(
-                    400,
-                    "invalid_limit",
-                    format!(
-                        "limit={v:?}: give a whole number from 1 to {}",
-                        state::MAX_EVENTS
-                    ),
-                )
-            })?,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=state::MAX_EVENTS).contains(n))
+                .ok_or_else(|| {
+                    ApiError::new(
+                        400,
+                        "invalid_limit",
+                        format!(
+                            "limit={v:?}: give a whole number from 1 to {}",
+                            state::MAX_EVENTS
+                        ),
+                    )
+                })?,
         };
         let events: Vec<Value> = self.control.store.read(|s| {
             s.events

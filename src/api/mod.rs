@@ -9,7 +9,6 @@
 //! readyz), `metrics`, `events`. `serve` below is the routing table from endpoint to handler.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -49,8 +48,10 @@ pub enum Endpoint {
     Hold,
     BreakerReset,
     Events,
-    /// `/sim/...`, when the upstream is the in-process simulator.
+    /// `GET /sim`, when the upstream is the in-process simulator.
     Sim,
+    /// `POST /sim/rollout/{ns}/{daemonset}`, `/sim/connect`, `/sim/disconnect`, likewise.
+    SimControl,
 }
 
 impl Endpoint {
@@ -68,15 +69,34 @@ impl Endpoint {
             Endpoint::Hold => "hold",
             Endpoint::BreakerReset => "breaker_reset",
             Endpoint::Events => "events",
-            Endpoint::Sim => "sim",
+            Endpoint::Sim | Endpoint::SimControl => "sim",
         }
     }
 
+    /// Every endpoint, for the check that docs/openapi.yaml documents each one.
+    pub const ALL: [Endpoint; 13] = [
+        Endpoint::Pods,
+        Endpoint::Upgrade,
+        Endpoint::Imagepull,
+        Endpoint::Healthz,
+        Endpoint::Readyz,
+        Endpoint::Status,
+        Endpoint::Metrics,
+        Endpoint::Holds,
+        Endpoint::Hold,
+        Endpoint::BreakerReset,
+        Endpoint::Events,
+        Endpoint::Sim,
+        Endpoint::SimControl,
+    ];
+
     fn allow(self) -> &'static str {
         match self {
-            Endpoint::Upgrade | Endpoint::Imagepull | Endpoint::BreakerReset => "POST",
+            Endpoint::Upgrade
+            | Endpoint::Imagepull
+            | Endpoint::BreakerReset
+            | Endpoint::SimControl => "POST",
             Endpoint::Hold => "GET, PUT, DELETE",
-            Endpoint::Sim => "GET, POST",
             _ => "GET",
         }
     }
@@ -115,7 +135,10 @@ pub fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, (Option<Endpo
         ["v1", "readyz"] => (Endpoint::Readyz, None),
         ["v1", "status"] => (Endpoint::Status, None),
         ["metrics"] => (Endpoint::Metrics, None),
-        ["sim", ..] => (Endpoint::Sim, None),
+        ["sim"] => (Endpoint::Sim, None),
+        ["sim", "rollout", _, _] | ["sim", "connect" | "disconnect"] => {
+            (Endpoint::SimControl, None)
+        }
         _ => {
             return Err((
                 None,
@@ -283,7 +306,7 @@ impl Api {
             Endpoint::Readyz => self.readyz(now),
             Endpoint::Status => Ok(json_response(200, &self.status(now))),
             Endpoint::Metrics => Ok(self.metrics(now)),
-            Endpoint::Sim => match &self.sim {
+            Endpoint::Sim | Endpoint::SimControl => match &self.sim {
                 Some(node) => {
                     let a = node.handle(now, &req.method, &format!("{path}?{query}"));
                     Ok(Response::new(a.status, a.content_type, a.body))
@@ -323,19 +346,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Reads the bearer token; an empty or unreadable file is an error naming the key.
-pub fn read_token(path: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("api.token_file {}: cannot read it: {e}", path.display()))?;
-    let token = text.trim();
-    if token.is_empty() {
-        return Err(format!(
-            "api.token_file {}: the file is empty",
-            path.display()
-        ));
-    }
-    Ok(token.to_owned())
-}
+/// Reads the bearer token; config checks it the same way at load.
+pub use crate::config::read_token;
 
 impl http::Handler for Api {
     /// Answers one request; a panic inside is answered 500 and the server carries on.
@@ -390,6 +402,54 @@ mod tests {
     fn err(method: &str, path: &str) -> (Option<Endpoint>, u16, &'static str) {
         let (ep, e) = route(method, path).unwrap_err();
         (ep, e.status, e.error)
+    }
+
+    /// The paths and methods of docs/openapi.yaml, read as text: `  /path:` then
+    /// `    get:` lines below it.
+    fn documented_routes() -> Vec<(String, Vec<String>)> {
+        let doc = include_str!("../../docs/openapi.yaml");
+        let paths = doc.split("\npaths:\n").nth(1).expect("a paths: section");
+        let mut routes: Vec<(String, Vec<String>)> = Vec::new();
+        for line in paths.lines() {
+            if let Some(p) = line.strip_prefix("  /").and_then(|l| l.strip_suffix(':')) {
+                routes.push((format!("/{p}"), Vec::new()));
+            } else if let Some(m) = line.strip_prefix("    ").and_then(|l| l.strip_suffix(':')) {
+                if ["get", "put", "post", "delete", "patch", "head", "options"].contains(&m) {
+                    let last = routes.last_mut().expect("a method under a path");
+                    last.1.push(m.to_uppercase());
+                }
+            }
+        }
+        routes
+    }
+
+    #[test]
+    fn the_openapi_document_matches_the_routing_table() {
+        let routes = documented_routes();
+        assert!(routes.len() >= 12, "{routes:?}");
+        let mut covered = Vec::new();
+        for (template, methods) in &routes {
+            let path = template
+                .replace("{ns}", "kube-system")
+                .replace("{pod}", "kube-proxy-x2x7z")
+                .replace("{name}", "navigation")
+                .replace("{daemonset}", "kube-proxy");
+            let endpoint = route(&methods[0], &path)
+                .unwrap_or_else(|e| panic!("{} {template}: {e:?}", methods[0]))
+                .endpoint;
+            let mut allowed: Vec<&str> = endpoint.allow().split(", ").collect();
+            allowed.sort_unstable();
+            let mut documented: Vec<&str> = methods.iter().map(String::as_str).collect();
+            documented.sort_unstable();
+            assert_eq!(
+                allowed, documented,
+                "{template}: the document and Allow differ"
+            );
+            covered.push(endpoint);
+        }
+        for e in Endpoint::ALL {
+            assert!(covered.contains(&e), "{e:?} is not in docs/openapi.yaml");
+        }
     }
 
     #[test]

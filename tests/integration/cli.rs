@@ -105,6 +105,48 @@ fn check_config_prints_settings_or_every_error() {
 }
 
 #[test]
+fn check_config_refuses_a_token_file_run_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("token");
+    std::fs::write(&empty, "  \n").unwrap();
+    for token in [empty, dir.path().join("missing")] {
+        let conf = dir.path().join("c.toml");
+        std::fs::write(
+            &conf,
+            format!("[api]\ntoken_file = \"{}\"\n", token.display()),
+        )
+        .unwrap();
+        let want = format!("{}: `api.token_file`: {}", conf.display(), token.display());
+        for cmd in ["check-config", "run"] {
+            let (code, out, err) = run(&[cmd, "--config", conf.to_str().unwrap()]);
+            assert_eq!(code, Some(1), "{cmd}: {out} {err}");
+            assert!(err.contains(&want), "{cmd}: {err}");
+        }
+    }
+}
+
+#[test]
+fn an_absurd_duration_is_a_config_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("c.toml");
+    std::fs::write(
+        &conf,
+        "[upstream]\npoll_interval = \"99999999999999999h\"\n[policy]\nready_timeout = \"1000000h\"\n",
+    )
+    .unwrap();
+    for cmd in ["check-config", "run"] {
+        let (code, _, err) = run(&[cmd, "--config", conf.to_str().unwrap()]);
+        assert_eq!(code, Some(1), "{cmd}: {err}");
+        assert!(
+            err.contains("`upstream.poll_interval`: \"99999999999999999h\" is out of range")
+                && err.contains("`policy.ready_timeout`: \"1000000h\" is out of range"),
+            "{cmd}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
 fn status_and_pods_tables() {
     let up = Upstream::start(Pods::Serve(fixture_needing_upgrade(
         "1.35",

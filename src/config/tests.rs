@@ -1,0 +1,402 @@
+use super::types::*;
+use super::*;
+
+fn parse(text: &str) -> Result<Settings, Vec<String>> {
+    Settings::parse(text, Path::new("/etc/yurt-ota/config.toml"))
+        .map_err(|e| e.0.iter().map(|e| e.to_string()).collect())
+}
+
+#[test]
+fn empty_file_gives_defaults() {
+    assert_eq!(parse("").unwrap(), Settings::default());
+}
+
+#[test]
+fn full_file_is_read() {
+    let s = parse(
+        r#"
+        [upstream]
+        kind = "sim"
+        url = "http://127.0.0.1:10999/"
+        poll_interval = "1m30s"
+        timeout = "250ms"
+        [api]
+        listen = "unix:/run/yurt-ota/api.sock"
+        token_file = "/etc/yurt-ota/token"
+        max_connections = 2
+        [policy]
+        on_closed = "queue"
+        stable_for = "10s"
+        max_concurrent = 2
+        include = ["edge-apps/*"]
+        exclude = ["kube-system/kube-proxy*"]
+        prepull = false
+        [state]
+        dir = "/tmp/state"
+        [sim]
+        ready_delay = "100ms"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(s.upstream.kind, UpstreamKind::Sim);
+    assert_eq!(s.upstream.url, "http://127.0.0.1:10999");
+    assert_eq!(s.upstream.poll_interval, Duration::from_secs(90));
+    assert_eq!(s.upstream.timeout, Duration::from_millis(250));
+    assert_eq!(s.api.listen, Listen::Unix("/run/yurt-ota/api.sock".into()));
+    assert_eq!(
+        s.api.token_file.as_deref(),
+        Some(Path::new("/etc/yurt-ota/token"))
+    );
+    assert_eq!(s.api.max_connections, 2);
+    assert_eq!(s.policy.on_closed, OnClosed::Queue);
+    assert_eq!(s.policy.max_concurrent, 2);
+    assert_eq!(s.policy.include, vec!["edge-apps/*"]);
+    assert!(!s.policy.prepull);
+    assert_eq!(s.state.dir, PathBuf::from("/tmp/state"));
+    assert_eq!(s.sim.ready_delay, Duration::from_millis(100));
+}
+
+#[test]
+fn every_error_names_file_and_key() {
+    let errs = parse(
+        r#"
+        colour = "blue"
+        [upstream]
+        kind = "kubelet"
+        poll_interval = "5 parsecs"
+        timeout = 5
+        bogus = 1
+        [api]
+        listen = "localhost"
+        max_connections = 0
+        [policy]
+        mode = "sometimes"
+        stable_for = "0s"
+        include = ["no-slash"]
+        [state]
+        dir = "relative/dir"
+        "#,
+    )
+    .unwrap_err();
+    let want = [
+        "`colour`: unknown section",
+        "`upstream.bogus`: unknown key",
+        "`upstream.kind`: unknown kind \"kubelet\"",
+        "`upstream.poll_interval`: \"5 parsecs\" is not a duration",
+        "`upstream.timeout`: expected a string, found integer",
+        "`api.listen`: \"localhost\" is not an IP:port",
+        "`api.max_connections`: 0 is out of range",
+        "`policy.mode`: unknown mode \"sometimes\"",
+        "`policy.stable_for`: \"0s\" must be longer than zero",
+        "`policy.include[0]`: \"no-slash\" must look like",
+        "`state.dir`: \"relative/dir\" must be an absolute path",
+    ];
+    for w in want {
+        assert!(
+            errs.iter()
+                .any(|e| e.contains(w) && e.starts_with("/etc/yurt-ota/config.toml: ")),
+            "missing {w:?} in {errs:#?}"
+        );
+    }
+    assert_eq!(errs.len(), want.len(), "{errs:#?}");
+}
+
+#[test]
+fn a_url_port_out_of_range_is_refused() {
+    for url in [
+        "http://127.0.0.1:99999",
+        "http://127.0.0.1:0",
+        "http://127.0.0.1:",
+        "http://[::1]:65536",
+        "http://host:http",
+    ] {
+        let errs = parse(&format!("[upstream]\nurl = {url:?}\n")).unwrap_err();
+        assert!(
+            errs.len() == 1 && errs[0].contains("`upstream.url`") && errs[0].contains("1..=65535"),
+            "{url}: {errs:?}"
+        );
+    }
+    for url in [
+        "http://127.0.0.1:65535",
+        "http://[::1]:80",
+        "http://[::1]",
+        "http://hub",
+    ] {
+        assert_eq!(
+            parse(&format!("[upstream]\nurl = {url:?}\n"))
+                .unwrap()
+                .upstream
+                .url,
+            url
+        );
+    }
+}
+
+#[test]
+fn an_absurd_duration_is_a_config_error_not_a_panic() {
+    let errs = parse(
+        "[upstream]\npoll_interval = \"99999999999999999h\"\n\
+         [policy]\ngate_check_interval = \"5ms\"\nstable_for = \"25h\"\n\
+         [[gate]]\nname = \"g\"\nkind = \"command\"\nargv = [\"/bin/true\"]\ntimeout = \"11m\"\n",
+    )
+    .unwrap_err();
+    let want = [
+        "`upstream.poll_interval`: \"99999999999999999h\" is out of range 10ms..=1h",
+        "`policy.gate_check_interval`: \"5ms\" is out of range 10ms..=1m",
+        "`policy.stable_for`: \"25h\" is out of range 10ms..=24h",
+        "`gate[0].timeout`: \"11m\" is out of range 10ms..=10m",
+    ];
+    assert_eq!(errs.len(), want.len(), "{errs:#?}");
+    for w in want {
+        assert!(
+            errs.iter().any(|e| e.contains(w)),
+            "missing {w:?} in {errs:#?}"
+        );
+    }
+    // The ends of each range are accepted.
+    let s = parse("[upstream]\npoll_interval = \"1h\"\ntimeout = \"10ms\"\n").unwrap();
+    assert_eq!(s.upstream.poll_interval, Duration::from_secs(3600));
+}
+
+#[test]
+fn non_loopback_listen_needs_a_token() {
+    let errs = parse("[api]\nlisten = \"0.0.0.0:10290\"\n").unwrap_err();
+    assert!(
+        errs[0].contains("`api.listen`: 0.0.0.0:10290 is not a loopback"),
+        "{errs:?}"
+    );
+    parse("[api]\nlisten = \"0.0.0.0:10290\"\ntoken_file = \"/etc/t\"\n").unwrap();
+    parse("[api]\nlisten = \"[::1]:10290\"\n").unwrap();
+}
+
+#[test]
+fn gates_of_every_kind_are_read() {
+    let s = parse(
+        r#"
+        [policy]
+        mode = "auto"
+        [[gate]]
+        name = "vehicle-stopped"
+        kind = "file"
+        path = "/run/vehicle/stopped"
+        open_when = "equals"
+        value = "1"
+        max_age = "10s"
+        safety = true
+        applies_to = ["upgrade", "pull"]
+        [[gate]]
+        name = "park-brake"
+        kind = "gpio"
+        chip = "/dev/gpiochip0"
+        line = "PARK_BRAKE"
+        open_when = "low"
+        [[gate]]
+        name = "old-bsp"
+        kind = "gpio-sysfs"
+        line = 17
+        [[gate]]
+        name = "night"
+        kind = "window"
+        windows = ["Mon-Fri 01:00-05:00", "Sat-Sun 00:00-24:00"]
+        timezone = "Europe/Berlin"
+        [[gate]]
+        name = "idle-check"
+        kind = "command"
+        argv = ["/usr/lib/yurt-ota/idle-check", "--quiet"]
+        "#,
+    )
+    .unwrap();
+    assert_eq!(s.policy.mode, Mode::Auto);
+    assert_eq!(s.gates.len(), 5);
+    let g = &s.gates[0];
+    assert!(g.safety && g.upgrade && g.pull);
+    assert_eq!(
+        g.kind,
+        GateKind::File {
+            path: "/run/vehicle/stopped".into(),
+            open_when: FileOpen::Equals("1".into()),
+            max_age: Some(Duration::from_secs(10)),
+        }
+    );
+    assert_eq!(
+        s.gates[1].kind,
+        GateKind::Gpio {
+            chip: "/dev/gpiochip0".into(),
+            line: GpioLine::Name("PARK_BRAKE".into()),
+            open_high: false
+        }
+    );
+    assert!(!s.gates[1].safety && s.gates[1].upgrade && !s.gates[1].pull);
+    assert_eq!(
+        s.gates[2].kind,
+        GateKind::GpioSysfs {
+            root: "/sys/class/gpio".into(),
+            line: 17,
+            open_high: true
+        }
+    );
+    assert_eq!(
+        s.gates[4].kind,
+        GateKind::Command {
+            argv: vec!["/usr/lib/yurt-ota/idle-check".into(), "--quiet".into()],
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(2),
+        }
+    );
+    // check-config's output reads back to the same settings.
+    assert_eq!(parse(&s.to_toml()).unwrap(), s, "{}", s.to_toml());
+}
+
+#[test]
+fn bad_gates_name_the_key() {
+    let errs = parse(
+        r#"
+        [[gate]]
+        kind = "file"
+        path = "relative"
+        [[gate]]
+        name = "a"
+        kind = "gpio"
+        chip = "/dev/gpiochip0"
+        line = 1.5
+        open_when = "up"
+        [[gate]]
+        name = "a"
+        kind = "command"
+        argv = ["idle-check"]
+        [[gate]]
+        name = "w"
+        kind = "window"
+        windows = ["Mon-Fri 1-5"]
+        timezone = "Mars/Base"
+        colour = "red"
+        [[gate]]
+        name = "x"
+        kind = "smoke"
+        [[gate]]
+        name = "f"
+        kind = "file"
+        path = "/run/x"
+        open_when = "equals"
+        applies_to = ["reboot"]
+        "#,
+    )
+    .unwrap_err();
+    let want = [
+        "`gate[0].name`: required",
+        "`gate[0].path`: \"relative\" must be an absolute path",
+        "`gate[1].line`: expected a line offset",
+        "`gate[1].open_when`: \"up\": expected \"high\" or \"low\"",
+        "`gate[2].argv[0]`: \"idle-check\" must be an absolute path",
+        "`gate[3].colour`: unknown key for a \"window\" gate",
+        "`gate[3].windows[0]`: \"Mon-Fri 1-5\"",
+        "`gate[3].timezone`: \"Mars/Base\" is not a time zone",
+        "`gate[4].kind`: unknown kind \"smoke\"",
+        "`gate[5].applies_to[0]`: \"reboot\"",
+        "`gate[5].value`: required",
+    ];
+    for w in want {
+        assert!(
+            errs.iter().any(|e| e.contains(w)),
+            "missing {w:?} in {errs:#?}"
+        );
+    }
+    assert_eq!(errs.len(), want.len(), "{errs:#?}");
+    // Two gates with one name: the second is refused.
+    let errs = parse(
+        "[[gate]]\nname = \"a\"\nkind = \"file\"\npath = \"/a\"\n\
+         [[gate]]\nname = \"a\"\nkind = \"file\"\npath = \"/b\"\n",
+    )
+    .unwrap_err();
+    assert!(errs[0].contains("`gate[1].name`: \"a\" is the name of an earlier gate"));
+}
+
+#[test]
+fn the_packaged_conffile_shows_every_key_with_its_default() {
+    let text = include_str!("../../packaging/config.toml");
+    assert_eq!(
+        parse(text).unwrap(),
+        Settings::default(),
+        "as shipped: defaults"
+    );
+    // Uncomment every `# [section]` and `# key = value` line.
+    let is_key = |k: &str| !k.is_empty() && k.bytes().all(|c| c.is_ascii_lowercase() || c == b'_');
+    let uncommented: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| l.starts_with('[') || l.split_once(" = ").is_some_and(|(k, _)| is_key(k)))
+        .collect();
+    let uncommented = uncommented.join("\n");
+    let s = parse(&uncommented).unwrap_or_else(|e| panic!("{e:#?}\n{uncommented}"));
+    let kinds: Vec<&str> = s.gates.iter().map(|g| g.kind.word()).collect();
+    assert_eq!(kinds, ["file", "gpio", "gpio-sysfs", "command", "window"]);
+    // Uncommented, the values are the defaults (but for the gates, which have none).
+    assert_eq!(
+        Settings {
+            gates: Vec::new(),
+            ..s
+        },
+        Settings::default()
+    );
+    let mut section = String::new();
+    for line in Settings::default().to_toml().lines() {
+        if line.starts_with('[') {
+            section = line.to_owned();
+            assert!(uncommented.contains(line), "{line} missing");
+        } else if let Some((key, _)) = line.split_once(" = ") {
+            let body = &uncommented[uncommented.find(&section).unwrap() + section.len()..];
+            let body = &body[..body.find("\n[").unwrap_or(body.len())];
+            assert!(
+                body.contains(&format!("\n{key} = ")),
+                "{section} {key} missing"
+            );
+        }
+    }
+}
+
+#[test]
+fn invalid_toml_says_where() {
+    let errs = parse("[upstream\nkind = 1").unwrap_err();
+    assert!(
+        errs[0].starts_with("/etc/yurt-ota/config.toml: invalid TOML:"),
+        "{errs:?}"
+    );
+    assert!(errs[0].contains("line 1"), "{errs:?}");
+}
+
+#[test]
+fn urls() {
+    assert!(parse_url("https://x")
+        .unwrap_err()
+        .contains("https is not supported"));
+    assert!(parse_url("ftp://x").is_err());
+    assert!(parse_url("http://").is_err());
+    assert_eq!(
+        parse_url("http://127.0.0.1:10267/").unwrap(),
+        "http://127.0.0.1:10267"
+    );
+}
+
+#[test]
+fn durations_round_trip() {
+    for (text, d) in [
+        ("250ms", Duration::from_millis(250)),
+        ("30s", Duration::from_secs(30)),
+        ("5m", Duration::from_secs(300)),
+        ("2h", Duration::from_secs(7200)),
+        ("1m30s", Duration::from_secs(90)),
+    ] {
+        assert_eq!(parse_duration(text).unwrap(), d, "{text}");
+    }
+    assert_eq!(format_duration(Duration::from_secs(90)), "90s");
+    for bad in ["", "5", "s", "5x", "-1s", "1.5s", "5 s"] {
+        assert!(parse_duration(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn effective_settings_parse_back_to_themselves() {
+    let s = Settings::default();
+    let text = s.to_toml();
+    assert_eq!(parse(&text).unwrap(), s, "{text}");
+}

@@ -1,0 +1,523 @@
+//! One pass from the raw sections to `Settings`, collecting every semantic error (bad value,
+//! relative path, unknown zone, duplicate gate name), each naming the file, the key and its line.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::raw::{RawCommon, RawConfig, RawGate, RawLine};
+use super::types::*;
+use super::*;
+
+/// The errors found so far in one file, each placed at its line.
+pub(super) struct Errors<'t> {
+    text: &'t str,
+    file: &'t Path,
+    /// Each error with its line (0: none), to be listed in file order.
+    list: Vec<(usize, ConfigError)>,
+    /// Keys serde refused (reported): validation says nothing more about them.
+    refused: Vec<String>,
+}
+
+impl<'t> Errors<'t> {
+    pub fn new(text: &'t str, file: &'t Path) -> Self {
+        Errors {
+            text,
+            file,
+            list: Vec::new(),
+            refused: Vec::new(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// An error at `key`, placed at the line where the file sets it (if it does).
+    pub fn push(&mut self, key: &str, message: String) {
+        if self.refused.iter().any(|k| k == key) {
+            return;
+        }
+        match locate(self.text, key) {
+            Some(at) => self.push_at(key, at, message),
+            None => self.list.push((
+                0,
+                ConfigError {
+                    file: self.file.to_owned(),
+                    key: key.to_owned(),
+                    message,
+                },
+            )),
+        }
+    }
+
+    /// A key serde refused (unknown, or of the wrong type), at byte `at` of the file.
+    pub fn refuse(&mut self, key: &str, at: usize, message: String) {
+        self.refused.push(key.to_owned());
+        self.push_at(key, at, message);
+    }
+
+    /// An error at `key`, at byte `at` of the file.
+    pub fn push_at(&mut self, key: &str, at: usize, message: String) {
+        let before = &self.text[..at.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        self.list.push((
+            line,
+            ConfigError {
+                file: self.file.to_owned(),
+                key: key.to_owned(),
+                message: format!("{message} (line {line}, column {column})"),
+            },
+        ));
+    }
+
+    /// `value` parsed by `f`, or the error reported at `key`.
+    fn check<T>(
+        &mut self,
+        key: &str,
+        value: Option<&str>,
+        f: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        match f(value?) {
+            Ok(v) => Some(v),
+            Err(message) => {
+                self.push(key, message);
+                None
+            }
+        }
+    }
+
+    /// A duration within the key's range (`duration_range`), so that no absurd value reaches
+    /// the clock arithmetic of the loops.
+    fn duration(&mut self, key: &str, value: &Option<String>) -> Option<Duration> {
+        let (min, max) = duration_range(key);
+        self.check(key, value.as_deref(), |s| match parse_duration(s) {
+            Ok(d) if d.is_zero() => Err(format!("{s:?} must be longer than zero")),
+            Ok(d) if d < min || d > max => Err(format!(
+                "{s:?} is out of range {}..={}",
+                format_duration(min),
+                format_duration(max)
+            )),
+            other => other,
+        })
+    }
+
+    fn integer(&mut self, key: &str, value: Option<i64>, min: i64, max: i64) -> Option<i64> {
+        match value? {
+            v if (min..=max).contains(&v) => Some(v),
+            v => {
+                self.push(key, format!("{v} is out of range {min}..={max}"));
+                None
+            }
+        }
+    }
+
+    fn path(&mut self, key: &str, value: &Option<String>) -> Option<PathBuf> {
+        self.check(key, value.as_deref(), absolute_path)
+    }
+
+    /// A list of `namespace/name-prefix*` patterns.
+    fn patterns(&mut self, key: &str, value: Option<Vec<String>>) -> Option<Vec<String>> {
+        let items = value?;
+        let mut out = Vec::with_capacity(items.len());
+        for (i, p) in items.into_iter().enumerate() {
+            match check_pattern(&p) {
+                Ok(()) => out.push(p),
+                Err(msg) => self.push(&format!("{key}[{i}]"), msg),
+            }
+        }
+        Some(out)
+    }
+}
+
+impl From<Errors<'_>> for ConfigErrors {
+    fn from(mut e: Errors<'_>) -> Self {
+        e.list.sort_by_key(|(line, _)| *line);
+        ConfigErrors(e.list.into_iter().map(|(_, e)| e).collect())
+    }
+}
+
+/// Where the file sets `key` (`section.key`, `gate[2].key[1]`): the byte offset of the key, or
+/// of the item for `key[i]` lists written one item a line.
+fn locate(text: &str, key: &str) -> Option<usize> {
+    let (section, rest) = key.split_once('.')?;
+    let name = rest.split('[').next()?;
+    let (section, gate) = match section.strip_prefix("gate[") {
+        Some(i) => ("gate", i.trim_end_matches(']').parse::<usize>().ok()),
+        None => (section, None),
+    };
+    let (mut current, mut gates) = (String::new(), 0usize);
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim_start();
+        let indent = line.len() - t.len();
+        if let Some(h) = t.strip_prefix("[[") {
+            current = h.split(']').next().unwrap_or_default().trim().to_owned();
+            if current == "gate" {
+                gates += 1;
+            }
+        } else if let Some(h) = t.strip_prefix('[') {
+            current = h.split(']').next().unwrap_or_default().trim().to_owned();
+        } else if current == section
+            && gate.is_none_or(|g| gates == g + 1)
+            && t.strip_prefix(name)
+                .is_some_and(|r| r.trim_start().starts_with('='))
+        {
+            return Some(offset + indent);
+        }
+        offset += line.len();
+    }
+    None
+}
+
+/// The raw file into `Settings`: defaults for what it leaves out, every error reported.
+/// `read_files`: also read the files the settings name, as `run` will (the token file).
+pub(super) fn settings(raw: RawConfig, e: &mut Errors, read_files: bool) -> Option<Settings> {
+    let mut s = Settings::default();
+
+    let u = raw.upstream.unwrap_or_default();
+    if let Some(v) = e.check("upstream.kind", u.kind.as_deref(), parse_kind) {
+        s.upstream.kind = v;
+    }
+    if let Some(v) = e.check("upstream.url", u.url.as_deref(), parse_url) {
+        s.upstream.url = v;
+    }
+    if let Some(v) = e.duration("upstream.poll_interval", &u.poll_interval) {
+        s.upstream.poll_interval = v;
+    }
+    if let Some(v) = e.duration("upstream.timeout", &u.timeout) {
+        s.upstream.timeout = v;
+    }
+    s.upstream.apiserver = apiserver::settings(&u, e);
+
+    let a = raw.api.unwrap_or_default();
+    if let Some(v) = e.check("api.listen", a.listen.as_deref(), str::parse::<Listen>) {
+        s.api.listen = v;
+    }
+    if let Some(v) = a.token_file {
+        s.api.token_file = (!v.is_empty()).then(|| PathBuf::from(v));
+    }
+    // The token file as `run` reads it, so that check-config refuses what run would.
+    if let Some(path) = s.api.token_file.as_deref().filter(|_| read_files) {
+        if let Err(msg) = token_from_file(path) {
+            e.push("api.token_file", msg);
+        }
+    }
+    if let Some(v) = e.integer("api.max_connections", a.max_connections, 1, 1024) {
+        s.api.max_connections = v as usize;
+    }
+    if let Some(v) = e.duration("api.connection_timeout", &a.connection_timeout) {
+        s.api.connection_timeout = v;
+    }
+    if let Listen::Tcp(addr) = s.api.listen {
+        if !addr.ip().is_loopback() && s.api.token_file.is_none() {
+            e.push(
+                "api.listen",
+                format!(
+                    "{addr} is not a loopback address; set api.token_file so that only \
+                     callers with the token can upgrade pods"
+                ),
+            );
+        }
+    }
+
+    let p = raw.policy.unwrap_or_default();
+    if let Some(v) = e.check("policy.mode", p.mode.as_deref(), parse_mode) {
+        s.policy.mode = v;
+    }
+    if let Some(v) = e.check("policy.on_closed", p.on_closed.as_deref(), parse_on_closed) {
+        s.policy.on_closed = v;
+    }
+    if let Some(v) = e.duration("policy.stable_for", &p.stable_for) {
+        s.policy.stable_for = v;
+    }
+    if let Some(v) = e.integer("policy.max_concurrent", p.max_concurrent, 1, 1000) {
+        s.policy.max_concurrent = v as u32;
+    }
+    if let Some(v) = e.duration("policy.ready_timeout", &p.ready_timeout) {
+        s.policy.ready_timeout = v;
+    }
+    if let Some(v) = e.duration("policy.gate_check_interval", &p.gate_check_interval) {
+        s.policy.gate_check_interval = v;
+    }
+    if let Some(v) = p.prepull {
+        s.policy.prepull = v;
+    }
+    if let Some(v) = e.patterns("policy.include", p.include) {
+        s.policy.include = v;
+    }
+    if let Some(v) = e.patterns("policy.exclude", p.exclude) {
+        s.policy.exclude = v;
+    }
+
+    if let Some(v) = e.path("state.dir", &raw.state.unwrap_or_default().dir) {
+        s.state.dir = v;
+    }
+
+    let sim = raw.sim.unwrap_or_default();
+    if let Some(v) = e.check("sim.node_name", sim.node_name.as_deref(), |v| {
+        crate::names::check_subdomain(v).map(|_| v.to_owned())
+    }) {
+        s.sim.node_name = v;
+    }
+    if let Some(v) = e.duration("sim.recreate_delay", &sim.recreate_delay) {
+        s.sim.recreate_delay = v;
+    }
+    if let Some(v) = e.duration("sim.ready_delay", &sim.ready_delay) {
+        s.sim.ready_delay = v;
+    }
+    if let Some(v) = e.duration("sim.pull_delay", &sim.pull_delay) {
+        s.sim.pull_delay = v;
+    }
+
+    for (i, g) in raw.gates.into_iter().enumerate() {
+        let Some(g) = g.and_then(|g| gate(&format!("gate[{i}]"), g, e)) else {
+            continue;
+        };
+        if s.gates.iter().any(|o| o.name == g.name) {
+            e.push(
+                &format!("gate[{i}].name"),
+                format!("{:?} is the name of an earlier gate", g.name),
+            );
+            continue;
+        }
+        s.gates.push(g);
+    }
+    Some(s)
+}
+
+/// One gate; `None` (after reporting) if anything in it is wrong.
+fn gate(sec: &str, g: RawGate, e: &mut Errors) -> Option<GateSettings> {
+    let errors_before = e.list.len();
+    let key = |k: &str| format!("{sec}.{k}");
+    let common = match &g {
+        RawGate::File(g) => g.common(),
+        RawGate::Gpio(g) => g.common(),
+        RawGate::GpioSysfs(g) => g.common(),
+        RawGate::Command(g) => g.common(),
+        RawGate::Window(g) => g.common(),
+    };
+    let RawCommon {
+        name,
+        safety,
+        applies_to,
+    } = common;
+    let name = match name {
+        None => {
+            e.push(&key("name"), "required: every gate needs a name".into());
+            None
+        }
+        Some(n) => e.check(&key("name"), Some(&n), |v| {
+            crate::names::check_plain(v).map(|_| v.to_owned())
+        }),
+    };
+    let (mut upgrade, mut pull) = (true, false);
+    if let Some(list) = applies_to {
+        (upgrade, pull) = (false, false);
+        for (j, a) in list.iter().enumerate() {
+            match a.as_str() {
+                "upgrade" => upgrade = true,
+                "pull" => pull = true,
+                other => e.push(
+                    &format!("{sec}.applies_to[{j}]"),
+                    format!("{other:?}: expected \"upgrade\" or \"pull\""),
+                ),
+            }
+        }
+        if list.is_empty() {
+            e.push(
+                &key("applies_to"),
+                "must name \"upgrade\", \"pull\" or both".into(),
+            );
+        }
+    }
+    let required = |e: &mut Errors, k: &str, present: bool| {
+        if !present {
+            e.push(&key(k), "required for this kind of gate".into());
+        }
+    };
+    let level = |e: &mut Errors, v: Option<&str>| match v {
+        None | Some("high") => Some(true),
+        Some("low") => Some(false),
+        Some(other) => {
+            e.push(
+                &key("open_when"),
+                format!("{other:?}: expected \"high\" or \"low\""),
+            );
+            None
+        }
+    };
+    let kind = match g {
+        RawGate::File(f) => {
+            required(e, "path", f.path.is_some());
+            let path = e.path(&key("path"), &f.path);
+            let open_when = match (f.open_when.as_deref().unwrap_or("exists"), f.value) {
+                ("exists", None) => Some(FileOpen::Exists),
+                ("absent", None) => Some(FileOpen::Absent),
+                ("equals", Some(v)) => Some(FileOpen::Equals(v.trim().to_owned())),
+                ("equals", None) => {
+                    required(e, "value", false);
+                    None
+                }
+                ("exists" | "absent", Some(_)) => {
+                    e.push(
+                        &key("value"),
+                        "only used with open_when = \"equals\"".into(),
+                    );
+                    None
+                }
+                (other, _) => {
+                    e.push(
+                        &key("open_when"),
+                        format!("{other:?}: expected \"exists\", \"absent\" or \"equals\""),
+                    );
+                    None
+                }
+            };
+            let max_age = e.duration(&key("max_age"), &f.max_age);
+            Some(GateKind::File {
+                path: path?,
+                open_when: open_when?,
+                max_age,
+            })
+        }
+        RawGate::Gpio(g) => {
+            required(e, "chip", g.chip.is_some());
+            required(e, "line", g.line.is_some());
+            let chip = e.path(&key("chip"), &g.chip);
+            let line = match g.line {
+                Some(RawLine::Offset(n)) if (0..=u32::MAX as i64).contains(&n) => {
+                    Some(GpioLine::Offset(n as u32))
+                }
+                Some(RawLine::Name(s)) if !s.is_empty() => Some(GpioLine::Name(s)),
+                Some(_) => {
+                    e.push(
+                        &key("line"),
+                        "expected a line offset (17) or a line name (\"PARK_BRAKE\")".into(),
+                    );
+                    None
+                }
+                None => None,
+            };
+            let open_high = level(e, g.open_when.as_deref());
+            Some(GateKind::Gpio {
+                chip: chip?,
+                line: line?,
+                open_high: open_high?,
+            })
+        }
+        RawGate::GpioSysfs(g) => {
+            required(e, "line", g.line.is_some());
+            let line = e.integer(&key("line"), g.line, 0, 65535);
+            let root = match &g.sysfs_root {
+                Some(_) => e.path(&key("sysfs_root"), &g.sysfs_root),
+                None => Some(PathBuf::from("/sys/class/gpio")),
+            };
+            let open_high = level(e, g.open_when.as_deref());
+            Some(GateKind::GpioSysfs {
+                root: root?,
+                line: line? as u32,
+                open_high: open_high?,
+            })
+        }
+        RawGate::Command(c) => {
+            required(e, "argv", c.argv.is_some());
+            if let Some(argv) = &c.argv {
+                match argv.first() {
+                    None => e.push(
+                        &key("argv"),
+                        "must name a program: [\"/usr/lib/yurt-ota/idle-check\"]".into(),
+                    ),
+                    Some(p) if !Path::new(p).is_absolute() => e.push(
+                        &key("argv[0]"),
+                        format!("{p:?} must be an absolute path (no shell, no PATH search)"),
+                    ),
+                    _ => {}
+                }
+            }
+            let interval = e.duration(&key("interval"), &c.interval);
+            let timeout = e.duration(&key("timeout"), &c.timeout);
+            Some(GateKind::Command {
+                argv: c.argv?,
+                interval: interval.unwrap_or(Duration::from_secs(10)),
+                timeout: timeout.unwrap_or(Duration::from_secs(2)),
+            })
+        }
+        RawGate::Window(w) => {
+            required(e, "windows", w.windows.is_some());
+            let mut windows = Vec::new();
+            for (j, text) in w.windows.iter().flatten().enumerate() {
+                match crate::gate::window::Window::parse(text) {
+                    Ok(w) => windows.push(w),
+                    Err(msg) => e.push(&format!("{sec}.windows[{j}]"), msg),
+                }
+            }
+            if w.windows.as_ref().is_some_and(|t| t.is_empty()) {
+                e.push(&key("windows"), "must hold at least one window".into());
+            }
+            let timezone = match w.timezone.as_deref() {
+                None | Some("local") => None,
+                Some(name) => match crate::gate::window::zone(Some(name)) {
+                    Ok(_) => Some(name.to_owned()),
+                    Err(msg) => {
+                        e.push(&key("timezone"), msg);
+                        None
+                    }
+                },
+            };
+            Some(GateKind::Window { windows, timezone })
+        }
+    };
+    if e.list.len() != errors_before {
+        return None;
+    }
+    Some(GateSettings {
+        name: name?,
+        safety: safety.unwrap_or(false),
+        upgrade,
+        pull,
+        kind: kind?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_give_their_line_and_come_in_file_order() {
+        let text = "[upstream]\nkind = \"kubelet\"\ntimeout = 5\n\n[[gate]]\nname = \"g\"\n\
+                    kind = \"file\"\npath = \"relative\"\ncolour = 1\n";
+        let errs: Vec<String> = Settings::parse(text, Path::new("c.toml"))
+            .unwrap_err()
+            .0
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(
+            errs,
+            [
+                "c.toml: `upstream.kind`: unknown kind \"kubelet\"; expected \"yurthub\" or \"sim\" (line 2, column 1)",
+                "c.toml: `upstream.timeout`: expected a string, found integer (line 3, column 11)",
+                "c.toml: `gate[0].path`: \"relative\" must be an absolute path (line 8, column 1)",
+                "c.toml: `gate[0].colour`: unknown key for a \"file\" gate; it takes name, safety, applies_to, path, open_when, value, max_age (line 9, column 1)",
+            ]
+        );
+    }
+
+    #[test]
+    fn locate_finds_keys_of_the_nth_gate() {
+        let text = "[[gate]]\nname = \"a\"\n[[gate]]\n  name = \"b\"\n";
+        assert_eq!(
+            locate(text, "gate[1].name"),
+            Some(text.find("  name").unwrap() + 2)
+        );
+        assert_eq!(locate(text, "gate[0].name[3]"), Some(9));
+        assert_eq!(locate(text, "gate[2].name"), None);
+        assert_eq!(locate(text, "api.listen"), None);
+    }
+}
