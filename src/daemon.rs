@@ -84,7 +84,7 @@ pub fn run(settings: Settings, stop: Arc<Shutdown>) -> Result<(), String> {
 
     let notifier = Arc::new(Notifier::from_env());
     // The gates' slow re-read rides on the poll's wake-up when the poll comes often enough.
-    let reread_by_poller = settings.upstream.poll_interval <= crate::agent::GATE_REREAD;
+    let reread_by_poller = settings.upstream.poll_interval <= settings.policy.gate_reread;
     let poller = {
         let (shared, stop, upstream) = (shared.clone(), stop.clone(), upstream.clone());
         let (control, notifier) = (control.clone(), notifier.clone());

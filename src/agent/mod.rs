@@ -41,7 +41,7 @@ impl Poller {
         }
     }
 
-    /// Takes over the gates' slow re-read (`GATE_REREAD`) from the decision loop.
+    /// Takes over the gates' slow re-read (`policy.gate_reread`) from the decision loop.
     pub fn with_reread(mut self, control: Arc<Control>) -> Self {
         self.reread = Some(control);
         self
@@ -124,7 +124,7 @@ impl Poller {
             let started = Instant::now();
             self.poll_once();
             if let Some(c) = &self.reread {
-                if c.gates.reread_if_due(GATE_REREAD, interval / 2) {
+                if c.gates.reread_if_due(c.policy.gate_reread, interval / 2) {
                     self.shared.bell.ring();
                 }
             }
@@ -135,9 +135,6 @@ impl Poller {
         }
     }
 }
-
-/// The slow safety re-read of every gate, in case an event was lost.
-pub const GATE_REREAD: Duration = Duration::from_secs(30);
 
 /// The decision loop (SPEC section 6): read the gates, decide on the newest snapshot, act, and
 /// sleep until the next deadline: a gate event, a new snapshot or state change (the bell), or
@@ -151,7 +148,7 @@ pub struct Autopilot {
     seen_changes: Vec<u64>,
     notifier: Option<Arc<Notifier>>,
     /// The gates tell of their changes (`run` started their watches): the loop sleeps until a
-    /// deadline, at most `GATE_REREAD`. Otherwise it reads them every `gate_check_interval`.
+    /// deadline, at most `policy.gate_reread`. Otherwise it reads them every `gate_check_interval`.
     watched: bool,
     /// The poller does the slow re-read (`Poller::with_reread`): this loop's own is only a
     /// backstop for a stuck poller.
@@ -171,7 +168,7 @@ impl Autopilot {
         }
     }
 
-    /// The poller re-reads the gates every `GATE_REREAD` (its interval is no longer).
+    /// The poller re-reads the gates every `policy.gate_reread` (its interval is no longer).
     pub fn reread_by_poller(mut self) -> Self {
         self.reread_by_poller = true;
         self
@@ -261,9 +258,9 @@ impl Autopilot {
         // asked for, an upgrade started) in ways no event reports.
         let mut next = if self.watched && decision.actions.is_empty() {
             if self.reread_by_poller {
-                GATE_REREAD * 4
+                c.policy.gate_reread * 4
             } else {
-                GATE_REREAD
+                c.policy.gate_reread
             }
         } else {
             c.policy.gate_check_interval

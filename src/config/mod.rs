@@ -169,6 +169,9 @@ pub struct PolicySettings {
     pub max_concurrent: u32,
     pub ready_timeout: Duration,
     pub gate_check_interval: Duration,
+    /// The slow safety re-read of every gate, in case an event was lost (events tell the
+    /// agent of changes; this is the net under them).
+    pub gate_reread: Duration,
     pub prepull: bool,
     pub include: Vec<String>,
     pub exclude: Vec<String>,
@@ -214,6 +217,7 @@ impl Default for Settings {
                 max_concurrent: 1,
                 ready_timeout: Duration::from_secs(300),
                 gate_check_interval: Duration::from_millis(250),
+                gate_reread: Duration::from_secs(30),
                 prepull: true,
                 include: Vec::new(),
                 exclude: Vec::new(),

@@ -59,6 +59,7 @@ pub(super) struct RawPolicy {
     pub max_concurrent: Option<i64>,
     pub ready_timeout: Option<String>,
     pub gate_check_interval: Option<String>,
+    pub gate_reread: Option<String>,
     pub prepull: Option<bool>,
     pub include: Option<Vec<String>>,
     pub exclude: Option<Vec<String>>,

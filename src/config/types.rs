@@ -38,6 +38,7 @@ pub(super) fn duration_range(key: &str) -> (Duration, Duration) {
         (false, "stable_for") => 24 * HOUR,
         (false, "ready_timeout") => 24 * HOUR,
         (false, "gate_check_interval") => MINUTE,
+        (false, "gate_reread") => HOUR,
         (true, "max_age") => 7 * 24 * HOUR,
         (true, "interval") => HOUR,
         (true, "timeout") => 10 * MINUTE,
