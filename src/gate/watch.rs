@@ -146,14 +146,19 @@ impl FileWatch {
             }
         }
         for d in want {
-            if self.watches.contains_key(&d) {
-                continue;
-            }
+            // Added again even when present: the same inode gives the same descriptor, and a
+            // path that now leads elsewhere (a symlink swapped) gets a new one.
             match inotify::add_watch(&self.fd, &d, dir_flags()) {
-                Ok(wd) => {
-                    self.watches.insert(d, wd);
-                    changed = true;
-                }
+                Ok(wd) => match self.watches.insert(d, wd) {
+                    None => changed = true,
+                    Some(old) if old != wd => {
+                        if !self.watches.values().any(|w| *w == old) {
+                            let _ = inotify::remove_watch(&self.fd, old);
+                        }
+                        changed = true;
+                    }
+                    Some(_) => {}
+                },
                 // Gone between the check and the call, or not allowed: the slow re-read still
                 // reads the gate, and the next event or re-arm tries again.
                 Err(e) => log::debug!("inotify_add_watch {}: {e}", d.display()),
@@ -209,9 +214,10 @@ impl FileWatch {
                             }
                             Seen::Rearm => rearm = true,
                             Seen::Relevant => {
+                                // A directory (or a symlink) on the way to a target may have
+                                // appeared or changed: the watches follow.
                                 ring = true;
-                                // A directory created on the way to a target: move the watch.
-                                rearm |= ev.events().contains(ReadFlags::ISDIR);
+                                rearm = true;
                             }
                             Seen::Other => {}
                         },
@@ -268,6 +274,24 @@ mod tests {
         std::fs::remove_dir_all(root.path().join("a")).unwrap();
         assert!(w.arm());
         assert_eq!(w.dirs(), vec![root.path().to_owned()]);
+        assert!(!w.arm(), "nothing changed");
+    }
+
+    /// `run/current -> run/v1`, then swapped to `run/v2`: the watch follows the link.
+    #[test]
+    fn a_swapped_symlink_moves_the_watch() {
+        let root = tempfile::tempdir().unwrap();
+        for v in ["v1", "v2"] {
+            std::fs::create_dir(root.path().join(v)).unwrap();
+        }
+        let link = root.path().join("current");
+        std::os::unix::fs::symlink("v1", &link).unwrap();
+        let mut w = FileWatch::new(vec![link.join("stopped")]).unwrap();
+        let first = w.watches[&link];
+        std::os::unix::fs::symlink("v2", root.path().join("next")).unwrap();
+        std::fs::rename(root.path().join("next"), &link).unwrap();
+        assert!(w.arm());
+        assert_ne!(w.watches[&link], first);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod api;
 mod cli;
+mod events;
 mod gates;
 mod node;
 mod safety;
