@@ -51,16 +51,16 @@ per_thread() {
     done
 }
 switches() { cat /proc/$pid/task/*/status | awk '/ctxt_switches/ {s += $2} END {print s}'; }
-ticks() { awk '{print $14 + $15}' /proc/$pid/stat; }
-hz=$(getconf CLK_TCK)
-s0=$(switches); t0=$(ticks); b0=$(per_thread)
+# CPU time in ns from the scheduler (schedstat), finer than the 10 ms ticks of /proc/PID/stat.
+cpu_ns() { cat /proc/$pid/task/*/schedstat | awk '{s += $1} END {printf "%d", s}'; }
+s0=$(switches); t0=$(cpu_ns); b0=$(per_thread)
 sleep "$secs"
-s1=$(switches); t1=$(ticks); b1=$(per_thread)
+s1=$(switches); t1=$(cpu_ns); b1=$(per_thread)
 threads=$(ls /proc/$pid/task | wc -l)
 rss=$(awk '/VmRSS/ {print $2, $3}' /proc/$pid/status)
-awk -v s="$((s1 - s0))" -v t="$((t1 - t0))" -v secs="$secs" -v hz="$hz" -v th="$threads" -v rss="$rss" 'BEGIN {
-    printf "idle %ss, 3 gates (file closed, gpio-sysfs test tree, window), sim: %d threads, %d context switches = %.3f wake-ups/s (target <= 0.2), %d CPU ticks = %.4f%% of one core (target <= 0.02%%), VmRSS %s\n",
-        secs, th, s, s / secs, t, t / hz / secs * 100, rss }'
+awk -v s="$((s1 - s0))" -v t="$((t1 - t0))" -v secs="$secs" -v th="$threads" -v rss="$rss" 'BEGIN {
+    printf "idle %ss, 3 gates (file closed, gpio-sysfs test tree, window), sim: %d threads, %d context switches = %.3f wake-ups/s (target <= 0.2), %.2f ms CPU = %.4f%% of one core (target <= 0.02%%), VmRSS %s\n",
+        secs, th, s, s / secs, t / 1e6, t / 1e9 / secs * 100, rss }'
 echo "per thread, before: $b0"
 echo "per thread, after:  $b1"
 echo "last log lines:"; tail -n 4 "$dir/log"
