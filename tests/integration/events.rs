@@ -30,7 +30,12 @@ fn a_gate_flapping_faster_than_stable_for_never_upgrades() {
     wait_for("the first snapshot", Duration::from_secs(10), || {
         get(&agent.url("/v1/status")).json()["snapshot"].is_object()
     });
+    let watch = || get(&agent.url("/v1/status")).json()["gates"][0]["watch"].clone();
+    assert_eq!(watch(), format!("inotify on {}", dir.path().display()));
     std::fs::create_dir_all(stopped.parent().unwrap()).unwrap();
+    wait_for("the watch to move down", Duration::from_secs(5), || {
+        watch() == format!("inotify on {}", stopped.parent().unwrap().display()).as_str()
+    });
     // Open 300 ms, closed 100 ms, for 4 s: never open for 500 ms on end.
     let until = Instant::now() + Duration::from_secs(4);
     while Instant::now() < until {
