@@ -16,16 +16,11 @@ use crate::state::Store;
 use crate::systemd::Notifier;
 use crate::upstream::{self, Upstream};
 
-/// The state store in `state.dir`; memory only (with the reason) when it cannot be used, so a
-/// read-only or full disk never stops the agent from serving and guarding.
+/// The state store in `state.dir`. One that cannot be read or written (a read-only or full disk)
+/// never stops the agent from serving and guarding: it reports itself unavailable, upgrades and
+/// durable changes pause, and it retries until it can be written (`Store::recover`).
 fn open_store(dir: &std::path::Path) -> (Store, Option<String>) {
-    match Store::open(dir) {
-        Ok(s) => (s, None),
-        Err(e) => {
-            log::error!("{e}; state is kept in memory only and will not survive a restart");
-            (Store::in_memory(), Some(e))
-        }
-    }
+    (Store::open(dir), None)
 }
 
 /// Runs the daemon until `stop` is triggered (by SIGTERM or SIGINT in `main`).

@@ -30,7 +30,13 @@ fn init_logging(default: &str) {
     let filter = std::env::var("YURT_OTA_LOG").unwrap_or_else(|_| default.to_owned());
     env_logger::Builder::new()
         .parse_filters(&filter)
-        .format(|buf, record| writeln!(buf, "{}: {}", record.level(), record.args()))
+        .format(|buf, record| writeln!(buf, "{}: {}", record.level(), one_line(record.args())))
         .target(env_logger::Target::Stderr)
         .init();
+}
+
+/// A log message as one line of plain text: control characters from outside text (a hold
+/// reason, an upstream answer) are escaped, so none can forge a record or drive a terminal.
+fn one_line(args: &std::fmt::Arguments) -> String {
+    yurt_ota::names::escape_controls(&args.to_string()).into_owned()
 }

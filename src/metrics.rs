@@ -43,6 +43,8 @@ pub struct Gauges {
     pub breaker_tripped: bool,
     pub in_flight: usize,
     pub queued: usize,
+    /// The state file can be written (`Store::unavailable` is `None`).
+    pub state_writable: bool,
 }
 
 fn bump(map: &Mutex<BTreeMap<(&'static str, u16), u64>>, key: (&'static str, u16)) {
@@ -199,6 +201,11 @@ impl Metrics {
                 "Upgrades queued until the gates allow.",
                 g.queued as u64,
             ),
+            (
+                "yurt_ota_state_writable",
+                "1 while the state file can be written; at 0, upgrades and changes through the API pause.",
+                u64::from(g.state_writable),
+            ),
         ] {
             head(&mut out, name, "gauge", help);
             let _ = writeln!(out, "{name} {v}");
@@ -267,6 +274,7 @@ mod tests {
             breaker_tripped: true,
             in_flight: 0,
             queued: 2,
+            state_writable: false,
         });
         for line in [
             "yurt_ota_snapshot_age_seconds 1.500",
@@ -283,6 +291,7 @@ mod tests {
             "yurt_ota_holds_active 1",
             "yurt_ota_breaker_tripped 1",
             "yurt_ota_upgrades_queued 2",
+            "yurt_ota_state_writable 0",
             "yurt_ota_upgrades_total{result=\"started\"} 1",
             "yurt_ota_upgrades_total{result=\"failed\"} 0",
         ] {
@@ -302,6 +311,7 @@ mod tests {
             breaker_tripped: false,
             in_flight: 0,
             queued: 0,
+            state_writable: true,
         });
         assert!(!none
             .lines()

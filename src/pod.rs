@@ -147,6 +147,9 @@ impl Pod {
     }
 
     /// Mirrors YurtHub's check: an existing `PodImageReady` must be `True` for the current hash.
+    /// A pre-pull counts only for the revision it was asked for: a condition naming another
+    /// revision (the cloud published a newer one after the pull) reads as `NotRequested` for
+    /// the current one, and `image_pull_outdated` tells it apart from no condition at all.
     pub fn image_state(&self) -> ImageState {
         let Some(c) = self.condition(IMAGE_READY) else {
             return ImageState::NotRequested;
@@ -155,7 +158,8 @@ impl Pod {
             c.message.strip_prefix(REVISION_PREFIX),
             self.target_revision(),
         ) {
-            (Some(have), Some(want)) => have == want,
+            (Some(have), Some(want)) if have != want => return ImageState::NotRequested,
+            (Some(_), Some(_)) => true,
             // Without a revision in PodNeedUpgrade (before v1.7) there is nothing to compare.
             (_, None) => true,
             (None, Some(_)) => false,
@@ -165,6 +169,16 @@ impl Pod {
         } else {
             ImageState::Pending
         }
+    }
+
+    /// `PodImageReady` exists for another revision than the one the pod needs: YurtHub refuses
+    /// the upgrade until a pre-pull for the current revision succeeds, so one must be asked for
+    /// whether or not `policy.prepull` is on.
+    pub fn image_pull_outdated(&self) -> bool {
+        let have = self
+            .condition(IMAGE_READY)
+            .and_then(|c| c.message.strip_prefix(REVISION_PREFIX));
+        matches!((have, self.target_revision()), (Some(have), Some(want)) if have != want)
     }
 
     pub fn restarts(&self) -> u32 {
@@ -206,13 +220,15 @@ impl Upgraded<'_> {
 }
 
 /// SPEC section 2, "the upgrade of pod X finished": the old uid is gone, and a pod with the same
-/// owner is present, Ready, and no longer needs upgrade. Returns that replacement.
+/// owner is present and Ready. Whether the replacement already needs a newer revision does not
+/// matter (the cloud may publish one while it starts): it is a new pod, handled afresh.
+/// Returns that replacement.
 pub fn replacement<'a>(pods: &'a [Pod], old: Upgraded) -> Option<&'a Pod> {
     if pods.iter().any(|p| p.metadata.uid == old.uid) {
         return None;
     }
     pods.iter()
-        .find(|p| old.succeeded_by(p) && p.is_ready() && !p.is_deleting() && !p.upgrade_offered())
+        .find(|p| old.succeeded_by(p) && p.is_ready() && !p.is_deleting())
 }
 
 #[cfg(test)]
@@ -291,8 +307,20 @@ mod tests {
             with(
                 json!({"type": "PodImageReady", "status": "True", "message": "controllerrevision: old"})
             ),
-            ImageState::Pending
+            ImageState::NotRequested,
+            "pulled for an older revision: not requested for this one"
         );
+        assert!(ds_pod(json!([
+            need,
+            {"type": "PodImageReady", "status": "True", "message": "controllerrevision: old"}
+        ]))
+        .image_pull_outdated());
+        assert!(!ds_pod(json!([
+            need,
+            {"type": "PodImageReady", "status": "False", "message": "controllerrevision: new"}
+        ]))
+        .image_pull_outdated());
+        assert!(!ds_pod(json!([need])).image_pull_outdated());
         assert_eq!(
             with(
                 json!({"type": "PodImageReady", "status": "False", "message": "controllerrevision: new"})
@@ -322,6 +350,22 @@ mod tests {
             "u2"
         );
         assert!(replacement(std::slice::from_ref(&new), up("other-ds")).is_none());
+        // Regression (issue 9, item 3): a replacement that already needs the next revision
+        // still finishes the upgrade that made it.
+        let mut outdated = new.clone();
+        outdated.status.conditions.push(Condition {
+            kind: NEED_UPGRADE.into(),
+            status: "True".into(),
+            reason: String::new(),
+            message: "controllerrevision: newer".into(),
+        });
+        assert_eq!(
+            replacement(std::slice::from_ref(&outdated), up("ds-uid"))
+                .unwrap()
+                .metadata
+                .uid,
+            "u2"
+        );
         // Static pods: the Node owns them all; only the same name is a successor.
         new.metadata.owner_references[0].kind = "Node".into();
         assert!(replacement(std::slice::from_ref(&new), up("ds-uid")).is_none());

@@ -91,6 +91,8 @@ pub enum Why {
     Blocked(Vec<String>),
     NotStable(Duration),
     MaxConcurrent(u32),
+    /// The state file cannot be written: no upgrade starts without its intent persisted.
+    StateUnavailable(String),
 }
 
 impl fmt::Display for Why {
@@ -136,6 +138,10 @@ impl fmt::Display for Why {
                 secs(d)
             ),
             Why::MaxConcurrent(n) => write!(f, "policy.max_concurrent ({n}) upgrades in flight"),
+            Why::StateUnavailable(e) => write!(
+                f,
+                "state cannot be written ({e}); upgrades pause until it can"
+            ),
         }
     }
 }
@@ -157,6 +163,7 @@ impl Why {
             Why::Blocked(_) => "blocked",
             Why::NotStable(_) => "not_stable",
             Why::MaxConcurrent(_) => "max_concurrent",
+            Why::StateUnavailable(_) => "state_unavailable",
         }
     }
 }
@@ -295,6 +302,8 @@ pub struct Inputs<'a> {
     pub imagepull_supported: bool,
     /// `pull_key`s already asked for.
     pub pulls_requested: &'a [String],
+    /// Why the state cannot be written, when it cannot (`Store::unavailable`): upgrades pause.
+    pub state_unavailable: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -310,6 +319,8 @@ pub struct Decision {
     pub next_look: Option<Duration>,
 }
 
+/// Linear in the pods: every lookup by uid goes through a map built once per call (a node list
+/// of 20,000 pods made the nested scans take seconds).
 pub fn decide(i: &Inputs) -> Decision {
     let mut d = decide_now(i);
     d.next_look = next_look(i, &d);
@@ -332,6 +343,7 @@ fn next_look(i: &Inputs, d: &Decision) -> Option<Duration> {
 }
 
 fn decide_now(i: &Inputs) -> Decision {
+    use std::collections::{HashMap, HashSet};
     let mut d = Decision::default();
     let holds: Vec<&Hold> = i.state.active_holds(i.now_ms).collect();
     let s = i.settings;
@@ -340,8 +352,14 @@ fn decide_now(i: &Inputs) -> Decision {
         return d;
     };
 
-    // Upgrades in flight: finished, failed, or still going.
+    // Upgrades in flight: finished, failed, or still going. One entry per uid, even from a state
+    // file written by an older version.
+    let mut in_flight_uids: HashSet<&str> = HashSet::new();
+    let mut ended = 0u32;
     for f in &i.state.in_flight {
+        if !in_flight_uids.insert(&f.uid) {
+            continue;
+        }
         let old = crate::pod::Upgraded {
             uid: &f.uid,
             owner_uid: &f.owner_uid,
@@ -352,6 +370,7 @@ fn decide_now(i: &Inputs) -> Decision {
                 uid: f.uid.clone(),
                 replacement: new.key(),
             });
+            ended += 1;
             continue;
         }
         let looping = pods
@@ -377,9 +396,27 @@ fn decide_now(i: &Inputs) -> Decision {
 
     // The candidates: the queue first (in order asked), then, in auto mode, the rest in stable
     // order.
+    // The first pod of each uid (the snapshot already drops duplicates; this holds for any list).
+    let mut by_uid: HashMap<&str, &Pod> = HashMap::with_capacity(pods.len());
+    for p in pods {
+        by_uid.entry(&p.metadata.uid).or_insert(p);
+    }
+    let queued_uids: HashSet<&str> = i.state.queue.iter().map(|q| q.uid.as_str()).collect();
+    let parked: HashMap<&str, &crate::state::Parked> =
+        i.state.parked.iter().map(|p| (p.uid.as_str(), p)).collect();
+    let backoff: HashMap<&str, &crate::state::Backoff> = i
+        .state
+        .backoff
+        .iter()
+        .map(|b| (b.uid.as_str(), b))
+        .collect();
     let mut candidates: Vec<(&Pod, Option<bool>)> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
     for q in &i.state.queue {
-        match pods.iter().find(|p| p.metadata.uid == q.uid) {
+        if !seen.insert(&q.uid) {
+            continue;
+        }
+        match by_uid.get(q.uid.as_str()).copied() {
             None => d.actions.push(Action::Dequeue {
                 uid: q.uid.clone(),
                 reason: "the pod is gone".into(),
@@ -393,7 +430,8 @@ fn decide_now(i: &Inputs) -> Decision {
     }
     let mut outdated: Vec<&Pod> = pods
         .iter()
-        .filter(|p| p.needs_upgrade() && !i.state.queue.iter().any(|q| q.uid == p.metadata.uid))
+        .filter(|p| p.needs_upgrade() && !queued_uids.contains(p.metadata.uid.as_str()))
+        .filter(|p| seen.insert(&p.metadata.uid))
         .collect();
     outdated.sort_by(|a, b| crate::pod::upgrade_order(a, b));
     for p in outdated {
@@ -407,7 +445,7 @@ fn decide_now(i: &Inputs) -> Decision {
             None
         };
         match why {
-            Some(why) if !i.state.in_flight.iter().any(|f| f.uid == p.metadata.uid) => {
+            Some(why) if !in_flight_uids.contains(p.metadata.uid.as_str()) => {
                 d.waiting.push((p.key(), why, false))
             }
             _ => candidates.push((p, None)),
@@ -420,23 +458,36 @@ fn decide_now(i: &Inputs) -> Decision {
         .filter(|g| g.applies(Purpose::Pull) && !g.open)
         .map(|g| g.name.clone())
         .collect();
-    let mut in_flight = i.state.in_flight.len() as u32;
+    // Those that finished just now no longer count. A failure trips the breaker as it is acted
+    // on: no automatic upgrade starts beside it.
+    let breaker = i
+        .state
+        .breaker
+        .as_ref()
+        .map(|b| b.reason.clone())
+        .or_else(|| {
+            d.actions.iter().find_map(|a| match a {
+                Action::Failed { reason, .. } => Some(reason.clone()),
+                _ => None,
+            })
+        });
+    let mut in_flight = (in_flight_uids.len() as u32).saturating_sub(ended);
     for (p, queued) in candidates {
         let uid = &p.metadata.uid;
         let force = queued == Some(true);
         let mut wait = |why: Why| d.waiting.push((p.key(), why, queued.is_some()));
-        if i.state.in_flight.iter().any(|f| &f.uid == uid) {
+        if in_flight_uids.contains(uid.as_str()) {
             wait(Why::InFlight);
             continue;
         }
-        if let Some(pk) = i.state.parked.iter().find(|pk| &pk.uid == uid) {
+        if let Some(pk) = parked.get(uid.as_str()) {
             if pk.fingerprint == fingerprint(p) {
                 wait(Why::Parked(pk.detail.clone()));
                 continue;
             }
             d.actions.push(Action::Unpark { uid: uid.clone() });
         }
-        if let Some(b) = i.state.backoff.iter().find(|b| &b.uid == uid) {
+        if let Some(b) = backoff.get(uid.as_str()) {
             if b.retry_ms > i.now_ms {
                 wait(Why::Backoff {
                     retry_in: Duration::from_millis(b.retry_ms - i.now_ms),
@@ -446,8 +497,8 @@ fn decide_now(i: &Inputs) -> Decision {
             }
         }
         if queued.is_none() {
-            if let Some(b) = &i.state.breaker {
-                wait(Why::Breaker(b.reason.clone()));
+            if let Some(reason) = &breaker {
+                wait(Why::Breaker(reason.clone()));
                 continue;
             }
         }
@@ -462,7 +513,12 @@ fn decide_now(i: &Inputs) -> Decision {
                 wait(Why::ImageNotReady(m));
                 continue;
             }
-            ImageState::NotRequested if queued.is_none() && s.prepull && i.imagepull_supported => {
+            // Asked for with `prepull`, and always when the pod was pulled for an older revision:
+            // YurtHub refuses the upgrade until the current one is pulled.
+            ImageState::NotRequested
+                if i.imagepull_supported
+                    && (p.image_pull_outdated() || (queued.is_none() && s.prepull)) =>
+            {
                 let key = pull_key(p);
                 if !i.pulls_requested.contains(&key) {
                     if !pull_blockers.is_empty() {
@@ -478,6 +534,10 @@ fn decide_now(i: &Inputs) -> Decision {
                 continue;
             }
             _ => {}
+        }
+        if let Some(e) = i.state_unavailable {
+            wait(Why::StateUnavailable(e.to_owned()));
+            continue;
         }
         let b = if force {
             blockers(i.gates, &holds, true, i.now, s.stable_for)
@@ -575,6 +635,7 @@ mod tests {
         max_concurrent: u32,
         include: Vec<String>,
         exclude: Vec<String>,
+        state_unavailable: Option<&'static str>,
     }
 
     fn case(name: &'static str, now: Instant) -> Case {
@@ -590,6 +651,7 @@ mod tests {
             max_concurrent: 1,
             include: Vec::new(),
             exclude: Vec::new(),
+            state_unavailable: None,
         }
     }
 
@@ -613,6 +675,7 @@ mod tests {
             settings: &s,
             imagepull_supported: c.imagepull_supported,
             pulls_requested: &c.pulls,
+            state_unavailable: c.state_unavailable,
         })
     }
 
@@ -814,15 +877,51 @@ mod tests {
         pulled(&mut c.pods, "7f9c8d6b5");
         cases.push((c, vec![KN], Some(Why::MaxConcurrent(1))));
 
-        let mut c = case("image pulled for an older revision: not ready", now);
+        // Regression (issue 9, item 2): read as "pending" forever, never asked again.
+        let mut c = case(
+            "image pulled for an older revision, prepull off: asked again",
+            now,
+        );
         pulled(&mut c.pods, "0ld");
+        cases.push((c, vec![], Some(Why::ImagePulling)));
+
+        let mut c = case("the pull for this revision failed: not ready", now);
+        for p in &mut c.pods {
+            p.status.conditions.push(cond(
+                "PodImageReady",
+                "False",
+                "PullImageFail",
+                "controllerrevision: 7f9c8d6b5",
+            ));
+        }
         cases.push((
             c,
             vec![],
             Some(Why::ImageNotReady(
-                "PullImageSuccess: controllerrevision: 0ld".into(),
+                "PullImageFail: controllerrevision: 7f9c8d6b5".into(),
             )),
         ));
+
+        let mut c = case("state cannot be written: upgrades pause", now);
+        c.state_unavailable = Some("disk full");
+        c.max_concurrent = 2;
+        cases.push((c, vec![], Some(Why::StateUnavailable("disk full".into()))));
+
+        let mut c = case("state cannot be written: queued ones pause too", now);
+        c.mode = Mode::Manual;
+        c.state_unavailable = Some("disk full");
+        c.state.queue.push(queued_kube_proxy(true));
+        cases.push((c, vec![], Some(Why::StateUnavailable("disk full".into()))));
+
+        // Regression (issue 9, item 4): the same uid twice gave two upgrade calls.
+        let mut c = case("a pod listed twice is upgraded once", now);
+        c.max_concurrent = 5;
+        c.gates = vec![];
+        let twice = c.pods.iter().find(|p| p.key() == KP).unwrap().clone();
+        c.pods.push(twice);
+        c.state.queue.push(queued_kube_proxy(false));
+        c.state.queue.push(queued_kube_proxy(false));
+        cases.push((c, vec![KP, KN], None));
 
         let mut c = case("queued in manual mode: upgraded when the gates allow", now);
         c.mode = Mode::Manual;
@@ -968,6 +1067,57 @@ mod tests {
                 .collect();
             assert_eq!(tracked, want.into_iter().collect::<Vec<_>>(), "{name}");
         }
+    }
+
+    /// Regression (issue 9, item 3): a replacement that already needed the next revision never
+    /// "finished"; the entry stayed, blocked every other pod and tripped the breaker.
+    #[test]
+    fn a_ready_replacement_finishes_whatever_revision_it_needs_next() {
+        let now = Instant::now();
+        let owner = "5b09aa5c-a098-4dd2-ad37-b7226b561ac0";
+        let mut c = case("replacement outdated", now);
+        let p = c.pods.iter_mut().find(|p| p.key() == KP).unwrap();
+        p.metadata.uid = "new-uid".into();
+        p.metadata.name = "kube-proxy-n3w".into();
+        for cd in &mut p.status.conditions {
+            if cd.kind == "PodNeedUpgrade" {
+                cd.message = "controllerrevision: 8a0d9e7c6".into();
+            }
+        }
+        c.state
+            .in_flight
+            .push(in_flight(KP_UID, owner, NOW_MS - 1000));
+        let d = run(&c, now);
+        assert!(d.actions.contains(&Action::Finished {
+            uid: KP_UID.into(),
+            replacement: "kube-system/kube-proxy-n3w".into(),
+        }));
+        // The slot is free again at once: the next pod in order goes (max_concurrent 1).
+        assert_eq!(upgrades(&d), vec![KN]);
+        // And the replacement itself is a new pod needing upgrade, handled afresh.
+        c.state.in_flight.clear();
+        c.max_concurrent = 2;
+        assert_eq!(
+            upgrades(&run(&c, now)),
+            vec![KN.to_owned(), "kube-system/kube-proxy-n3w".to_owned()]
+        );
+    }
+
+    #[test]
+    fn no_automatic_upgrade_starts_beside_a_failure_that_trips_the_breaker() {
+        let now = Instant::now();
+        let mut c = case("a timeout and free slots", now);
+        c.max_concurrent = 5;
+        c.state
+            .in_flight
+            .push(in_flight("gone-uid", "some-ds", NOW_MS - 301_000));
+        let d = run(&c, now);
+        assert!(d
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Failed { uid, .. } if uid == "gone-uid")));
+        assert_eq!(upgrades(&d), Vec::<String>::new());
+        assert_eq!(why(&d, KP).map(Why::word), Some("breaker"));
     }
 
     #[test]

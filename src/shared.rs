@@ -210,6 +210,7 @@ impl Control {
             .filter(|(_, retry)| retry.is_none_or(|at| at > now))
             .map(|(k, _)| k.clone())
             .collect();
+        let unavailable = self.store.unavailable();
         self.store.read(|s| {
             policy::decide(&policy::Inputs {
                 pods,
@@ -220,6 +221,7 @@ impl Control {
                 settings: &self.policy,
                 imagepull_supported: self.imagepull_supported.load(Ordering::Relaxed),
                 pulls_requested: &pulls,
+                state_unavailable: unavailable.as_deref(),
             })
         })
     }

@@ -22,6 +22,8 @@ pub struct Snapshot {
     pub body: Vec<u8>,
     /// A hash of the upstream bytes it was built from, to skip rebuilding an unchanged list.
     pub source_hash: u64,
+    /// `namespace/name (uid)` of the items dropped because an earlier item had the same uid.
+    pub duplicates: Vec<String>,
 }
 
 /// The `GET /pods` body, so the API can send it straight from the shared snapshot.
@@ -74,7 +76,11 @@ impl Snapshot {
             }
         }
         let items = list.items.unwrap_or_default();
-        let mut pods = Vec::with_capacity(items.len());
+        let mut pods: Vec<Pod> = Vec::with_capacity(items.len());
+        // A uid is one pod: a list that carries it twice (seen upstream) would make two upgrade
+        // calls for it. The first is kept, in the typed pods and in the served body alike.
+        let mut uids = std::collections::HashSet::with_capacity(items.len());
+        let mut duplicates = Vec::new();
         let mut body = Vec::with_capacity(raw.len() / 2);
         body.extend_from_slice(br#"{"kind":"PodList","apiVersion":"v1","metadata":"#);
         body.extend_from_slice(list.metadata.map_or("{}", |m| m.get()).as_bytes());
@@ -82,7 +88,11 @@ impl Snapshot {
         for (i, item) in items.iter().enumerate() {
             let pod: Pod = serde_json::from_str(item.get())
                 .map_err(|e| InvalidList(format!("items[{i}]: {e}")))?;
-            if i > 0 {
+            if !pod.metadata.uid.is_empty() && !uids.insert(pod.metadata.uid.clone()) {
+                duplicates.push(format!("{} ({})", pod.key(), pod.metadata.uid));
+                continue;
+            }
+            if !pods.is_empty() {
                 body.push(b',');
             }
             write_without_managed_fields(&mut body, item)
@@ -94,6 +104,7 @@ impl Snapshot {
             pods,
             body,
             source_hash: hash(raw),
+            duplicates,
         })
     }
 
@@ -255,6 +266,27 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    /// Regression (issue 9, item 4): a list with the same uid twice gave two upgrade calls.
+    #[test]
+    fn a_uid_listed_twice_is_one_pod() {
+        let raw = br#"{"kind":"PodList","items":[
+            {"metadata":{"name":"a","namespace":"n","uid":"u1"}},
+            {"metadata":{"name":"b","namespace":"n","uid":"u2"}},
+            {"metadata":{"name":"a-again","namespace":"n","uid":"u1"}},
+            {"metadata":{"name":"x","namespace":"n"}},
+            {"metadata":{"name":"y","namespace":"n"}}]}"#;
+        let snap = Snapshot::build(raw).unwrap();
+        let names: Vec<_> = snap.pods.iter().map(|p| p.metadata.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["a", "b", "x", "y"],
+            "pods without a uid are not merged"
+        );
+        assert_eq!(snap.duplicates, ["n/a-again (u1)"]);
+        let v: Value = serde_json::from_slice(&snap.body).unwrap();
+        assert_eq!(v["items"].as_array().unwrap().len(), 4);
     }
 
     #[test]

@@ -10,12 +10,20 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 /// The event log keeps this many, newest first.
 pub const MAX_EVENTS: usize = 256;
+/// At most this many holds at once: each one is rewritten with every state change.
+pub const MAX_HOLDS: usize = 64;
+/// A hold's reason is at most this many bytes.
+pub const MAX_REASON: usize = 1024;
+/// A state file over this is set aside at start without being read whole, and a state that
+/// would serialize larger is not written. Holds, queue, parked and backed-off pods of a node
+/// (110 pods by default) and 256 events stay far below it.
+pub const MAX_FILE: u64 = 4 << 20;
 const FILE: &str = "state.json";
 
 /// Milliseconds since the Unix epoch: persisted times are wall-clock times.
@@ -126,164 +134,306 @@ impl State {
     pub fn active_holds(&self, now_ms: u64) -> impl Iterator<Item = &Hold> {
         self.holds.iter().filter(move |h| h.expires_ms > now_ms)
     }
+
+    /// Sets (or replaces) a hold. A new name past `MAX_HOLDS` active holds is refused with the
+    /// reason. (Expired ones leave with the next tick, which logs them.)
+    pub fn set_hold(&mut self, hold: Hold, now_ms: u64) -> Result<(), String> {
+        self.holds.retain(|h| h.name != hold.name);
+        if self.active_holds(now_ms).count() >= MAX_HOLDS {
+            return Err(format!(
+                "{MAX_HOLDS} holds are active, the most this agent keeps; release one (DELETE /v1/holds/NAME) or reuse a name"
+            ));
+        }
+        self.holds.push(hold);
+        Ok(())
+    }
+}
+
+/// Why a change could not be made durable: the state file cannot be written (full or
+/// read-only disk, a directory in the way) or was never read. Mutating API calls answer 503
+/// `state_unavailable` with it; automatic upgrades pause.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unavailable(pub String);
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "state cannot be persisted: {}", self.0)
+    }
 }
 
 /// The state in memory and on disk.
+///
+/// Two ways to change it: `commit` is durable-or-error (for what a 2xx acknowledges and for the
+/// intent written before an upgrade call); `update` and `note` are best effort, for records of
+/// what already happened, kept in memory and written with the next write that succeeds.
 pub struct Store {
-    /// `None`: memory only (the directory could not be written; shown in status).
+    /// `None`: memory only (tests).
     path: Option<PathBuf>,
-    state: Mutex<State>,
-    /// Changed by `note` and not yet written.
-    dirty: Mutex<bool>,
-    /// The last write error, logged once per change.
-    write_error: Mutex<Option<String>>,
-    /// Rung after an update that changed the state: the decision loop sleeps on it.
+    inner: Mutex<Inner>,
+    /// Rung after a change of the state: the decision loop sleeps on it.
     changed: std::sync::OnceLock<std::sync::Arc<crate::gate::Bell>>,
 }
 
+struct Inner {
+    state: State,
+    /// Changed and not yet written.
+    dirty: bool,
+    /// The file was read (or did not exist). Until it is, nothing is written over it.
+    loaded: bool,
+    /// Why the state cannot be written now; `None` when the last write succeeded.
+    error: Option<String>,
+    /// The last recovery attempt, so a broken disk is retried at most every `RETRY_EVERY`.
+    last_retry: Option<Instant>,
+}
+
+/// How often `recover` tries again while the state cannot be written.
+pub const RETRY_EVERY: Duration = Duration::from_secs(1);
+
 impl Store {
-    /// Memory only: for tests, and for a `state.dir` that cannot be used.
+    /// Memory only: for tests.
     pub fn in_memory() -> Store {
         Store {
             path: None,
-            state: Mutex::new(State::default()),
-            dirty: Mutex::new(false),
-            write_error: Mutex::new(None),
+            inner: Mutex::new(Inner {
+                state: State::default(),
+                dirty: false,
+                loaded: true,
+                error: None,
+                last_retry: None,
+            }),
             changed: Default::default(),
         }
     }
 
-    /// Loads `dir/state.json`. A corrupt file is renamed aside and the agent starts fresh; a
-    /// directory that cannot be created or written is an error the caller decides about.
-    pub fn open(dir: &Path) -> Result<Store, String> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("state.dir {}: cannot create it: {e}", dir.display()))?;
-        let path = dir.join(FILE);
-        let mut state = State::default();
-        match std::fs::read(&path) {
-            Ok(bytes) => match serde_json::from_slice::<State>(&bytes) {
-                Ok(s) => state = s,
-                Err(e) => {
-                    let aside = dir.join(format!(
-                        "{FILE}.corrupt-{}",
-                        unix_ms(SystemTime::now()) / 1000
-                    ));
-                    std::fs::rename(&path, &aside).map_err(|re| {
-                        format!(
-                            "{} is corrupt ({e}) and cannot be set aside: {re}",
-                            path.display()
-                        )
-                    })?;
-                    log::warn!(
-                        "{} is corrupt ({e}); set aside as {} and starting with empty state",
-                        path.display(),
-                        aside.display()
-                    );
-                    state.event(
-                        SystemTime::now(),
-                        "state_corrupt",
-                        None,
-                        format!("state file was corrupt ({e}); kept as {}", aside.display()),
-                    );
-                }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("{}: cannot read it: {e}", path.display())),
-        }
+    /// Loads `dir/state.json` and proves the directory writable. A corrupt file, or one over
+    /// `MAX_FILE`, is set aside and the agent starts fresh. A directory that cannot be read or
+    /// written does not stop the agent: the store is then unavailable (`unavailable()` says
+    /// why), keeps retrying through `recover`, and serves what it has in memory.
+    pub fn open(dir: &Path) -> Store {
         let store = Store {
-            path: Some(path),
-            state: Mutex::new(state),
-            dirty: Mutex::new(false),
-            write_error: Mutex::new(None),
+            path: Some(dir.join(FILE)),
+            inner: Mutex::new(Inner {
+                state: State::default(),
+                dirty: false,
+                loaded: false,
+                error: None,
+                last_retry: None,
+            }),
             changed: Default::default(),
         };
-        // Prove the directory is writable now, not at the first upgrade.
-        let s = store.lock().clone();
+        let mut inner = store.lock();
+        store.load(&mut inner);
+        if inner.loaded {
+            // Prove the directory is writable now, not at the first upgrade.
+            inner.dirty = true;
+            store.persist(&mut inner);
+        }
+        drop(inner);
         store
-            .write(&s)
-            .map_err(|e| format!("state.dir {}: {e}", dir.display()))?;
-        Ok(store)
+    }
+
+    /// Reads the file into `inner`, or records why it cannot.
+    fn load(&self, inner: &mut Inner) {
+        let Some(path) = &self.path else { return };
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        match read_capped(path) {
+            Ok(None) => inner.loaded = true,
+            Ok(Some(Ok(bytes))) => match serde_json::from_slice::<State>(&bytes) {
+                Ok(s) => {
+                    inner.state = s;
+                    inner.loaded = true;
+                }
+                Err(e) => self.set_aside(inner, dir, &format!("it is corrupt ({e})")),
+            },
+            Ok(Some(Err(len))) => self.set_aside(
+                inner,
+                dir,
+                &format!("it is {len} bytes, over the {} KiB cap", MAX_FILE >> 10),
+            ),
+            Err(e) => {
+                let e = format!("{}: cannot read it: {e}", path.display());
+                if inner.error.as_deref() != Some(e.as_str()) {
+                    log::error!("{e}; automatic upgrades and changes through the API pause until it can be read");
+                }
+                inner.error = Some(e);
+            }
+        }
+    }
+
+    /// Renames an unusable file aside under a name never used before, and starts fresh.
+    fn set_aside(&self, inner: &mut Inner, dir: &Path, why: &str) {
+        let Some(path) = &self.path else { return };
+        match set_aside(path, dir) {
+            Ok(aside) => {
+                log::warn!(
+                    "{}: {why}; set aside as {} and starting with empty state",
+                    path.display(),
+                    aside.display()
+                );
+                inner.state = State::default();
+                inner.state.event(
+                    SystemTime::now(),
+                    "state_corrupt",
+                    None,
+                    format!("state file unusable: {why}; kept as {}", aside.display()),
+                );
+                inner.loaded = true;
+                inner.dirty = true;
+            }
+            Err(e) => {
+                let e = format!("{}: {why}, and it cannot be set aside: {e}", path.display());
+                if inner.error.as_deref() != Some(e.as_str()) {
+                    log::error!("{e}");
+                }
+                inner.error = Some(e);
+            }
+        }
     }
 
     pub fn is_persistent(&self) -> bool {
         self.path.is_some()
     }
 
-    pub fn write_error(&self) -> Option<String> {
-        self.write_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// Why the state cannot be persisted now, if it cannot.
+    pub fn unavailable(&self) -> Option<String> {
+        self.lock().error.clone()
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A copy of the state, to decide on without holding the lock.
     pub fn get(&self) -> State {
-        self.lock().clone()
+        self.lock().state.clone()
     }
 
     /// Changes the state without writing it: for frequent, low-value changes (gate events), so a
-    /// flapping signal does not wear the flash. They reach the disk with the next `update` or
-    /// `flush`.
+    /// flapping signal does not wear the flash. They reach the disk with the next write.
     pub fn note(&self, f: impl FnOnce(&mut State)) {
-        f(&mut self.lock());
-        *self.dirty.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        let mut inner = self.lock();
+        f(&mut inner.state);
+        inner.dirty = true;
     }
 
-    /// Writes what `note` changed, if anything.
+    /// Writes what `note` changed (or an earlier write could not), if anything.
     pub fn flush(&self) {
-        let guard = self.lock();
-        if self.take_dirty() {
-            self.persist(&guard);
+        let mut inner = self.lock();
+        if inner.dirty || inner.error.is_some() {
+            self.persist(&mut inner);
         }
     }
 
-    fn take_dirty(&self) -> bool {
-        std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()))
+    /// While the state cannot be written, tries again (at most every `RETRY_EVERY`): reads the
+    /// file if it never could, then writes. Returns whether the state is writable now.
+    pub fn recover(&self, now: Instant) -> bool {
+        let mut inner = self.lock();
+        if inner.error.is_none() {
+            return true;
+        }
+        if inner
+            .last_retry
+            .is_some_and(|t| now.saturating_duration_since(t) < RETRY_EVERY)
+        {
+            return false;
+        }
+        inner.last_retry = Some(now);
+        if !inner.loaded {
+            self.load(&mut inner);
+            if !inner.loaded {
+                return false;
+            }
+        }
+        self.persist(&mut inner);
+        inner.error.is_none()
     }
 
     /// Reads the state under its lock, without a copy.
     pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
-        f(&self.lock())
+        f(&self.lock().state)
     }
 
-    /// Changes the state and, when it changed, writes it before returning.
+    /// Best effort: changes the state in memory and, when it changed, writes it before
+    /// returning. A failed write keeps the change in memory for the next write that succeeds,
+    /// and makes the store unavailable until then. For records of what already happened.
     pub fn update<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
-        let mut guard = self.lock();
-        let before = guard.clone();
-        let r = f(&mut guard);
-        if self.take_dirty() || *guard != before {
-            self.persist(&guard);
-            if let Some(bell) = self.changed.get() {
-                bell.ring();
-            }
+        let mut inner = self.lock();
+        let before = inner.state.clone();
+        let r = f(&mut inner.state);
+        if inner.state != before {
+            inner.dirty = true;
+            self.ring();
+        }
+        if inner.dirty {
+            self.persist(&mut inner);
         }
         r
     }
 
-    /// Rings `bell` after each update that changes the state (an API hold, queue, reset).
+    /// Rings `bell` after each change of the state (an API hold, queue, breaker reset).
     pub fn ring_on_change(&self, bell: std::sync::Arc<crate::gate::Bell>) {
         let _ = self.changed.set(bell);
     }
 
-    /// Writes, logging a failure once per change of error.
-    fn persist(&self, state: &State) {
-        let result = self.write(state);
-        let mut last = self.write_error.lock().unwrap_or_else(|e| e.into_inner());
-        match result {
+    fn ring(&self) {
+        if let Some(bell) = self.changed.get() {
+            bell.ring();
+        }
+    }
+
+    /// Durable or nothing: applies `f` to a copy, writes the copy, and only then makes it the
+    /// state. When the write fails (or the file was never read) the state is unchanged and the
+    /// caller must not acknowledge or act: a 2xx means durable.
+    pub fn commit<R>(&self, f: impl FnOnce(&mut State) -> R) -> Result<R, Unavailable> {
+        let mut inner = self.lock();
+        if !inner.loaded {
+            let why = inner.error.clone().unwrap_or_default();
+            return Err(Unavailable(why));
+        }
+        let mut next = inner.state.clone();
+        let r = f(&mut next);
+        if next == inner.state && !inner.dirty && inner.error.is_none() {
+            return Ok(r);
+        }
+        match self.write(&next) {
             Ok(()) => {
-                if last.take().is_some() {
-                    log::info!("state file written again");
+                if inner.state != next {
+                    self.ring();
+                }
+                inner.state = next;
+                inner.dirty = false;
+                if inner.error.take().is_some() {
+                    log::info!("state file written again; automatic upgrades resume");
+                }
+                Ok(r)
+            }
+            Err(e) => {
+                if inner.error.as_deref() != Some(e.as_str()) {
+                    log::error!("cannot persist state: {e}; automatic upgrades and changes through the API pause until it can");
+                }
+                inner.error = Some(e.clone());
+                Err(Unavailable(e))
+            }
+        }
+    }
+
+    /// Writes, logging a failure once per change of error. Never writes over a file not read.
+    fn persist(&self, inner: &mut Inner) {
+        if !inner.loaded {
+            return;
+        }
+        match self.write(&inner.state) {
+            Ok(()) => {
+                inner.dirty = false;
+                if inner.error.take().is_some() {
+                    log::info!("state file written again; automatic upgrades resume");
                 }
             }
             Err(e) => {
-                if last.as_deref() != Some(e.as_str()) {
-                    log::error!("cannot persist state: {e}; keeping it in memory");
+                if inner.error.as_deref() != Some(e.as_str()) {
+                    log::error!("cannot persist state: {e}; keeping it in memory; automatic upgrades and changes through the API pause until it can be written");
                 }
-                *last = Some(e);
+                inner.error = Some(e);
             }
         }
     }
@@ -293,9 +443,19 @@ impl Store {
             return Ok(());
         };
         let dir = path.parent().unwrap_or(Path::new("/"));
-        let tmp = dir.join(format!(".{FILE}.tmp"));
         let bytes = serde_json::to_vec(state).map_err(|e| e.to_string())?;
+        if bytes.len() as u64 > MAX_FILE {
+            // A file over the cap would be set aside at the next start: never write one.
+            return Err(format!(
+                "writing {}: the state would be {} bytes, over the {} KiB cap",
+                path.display(),
+                bytes.len(),
+                MAX_FILE >> 10
+            ));
+        }
+        let tmp = dir.join(format!(".{FILE}.tmp"));
         let result = (|| {
+            std::fs::create_dir_all(dir)?;
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&bytes)?;
             f.sync_all()?;
@@ -303,8 +463,51 @@ impl Store {
             // The rename itself is durable once the directory is synced.
             std::fs::File::open(dir)?.sync_all()
         })();
+        if result.is_err() {
+            // A partial temp file on a full disk takes the room the next try needs.
+            let _ = std::fs::remove_file(&tmp);
+        }
         result.map_err(|e| format!("writing {}: {e}", path.display()))
     }
+}
+
+/// The file's bytes; `None` when there is none; `Err(len)` when it is over `MAX_FILE`, found
+/// without reading it whole.
+fn read_capped(path: &Path) -> std::io::Result<Option<Result<Vec<u8>, u64>>> {
+    use std::io::Read;
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let len = f.metadata()?.len();
+    if len > MAX_FILE {
+        return Ok(Some(Err(len)));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    // Bounded even when the file grows after the length was read.
+    f.take(MAX_FILE + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Ok(Some(Err(bytes.len() as u64)));
+    }
+    Ok(Some(Ok(bytes)))
+}
+
+/// Renames `path` to `state.json.corrupt-<unix ms>-<n>`, the first such name not taken: two
+/// files set aside in the same millisecond, or a clock set back, never overwrite each other.
+fn set_aside(path: &Path, dir: &Path) -> Result<PathBuf, String> {
+    let ms = unix_ms(SystemTime::now());
+    for n in 0..1000 {
+        let aside = dir.join(format!("{FILE}.corrupt-{ms}-{n}"));
+        // One agent owns a state directory, so "absent now" holds until the rename.
+        if std::fs::symlink_metadata(&aside).is_ok() {
+            continue;
+        }
+        return std::fs::rename(path, &aside)
+            .map(|()| aside)
+            .map_err(|e| e.to_string());
+    }
+    Err("no free name for it".into())
 }
 
 #[cfg(test)]
@@ -314,7 +517,7 @@ mod tests {
     #[test]
     fn changes_persist_and_reload() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path());
         store.update(|s| {
             s.holds.push(Hold {
                 name: "nav".into(),
@@ -324,7 +527,7 @@ mod tests {
             });
             s.event(SystemTime::now(), "hold_set", None, "nav".into());
         });
-        let again = Store::open(dir.path()).unwrap().get();
+        let again = Store::open(dir.path()).get();
         assert_eq!(again, store.get());
         assert_eq!(again.holds[0].name, "nav");
         // No temp file is left behind.
@@ -338,21 +541,21 @@ mod tests {
     #[test]
     fn noted_changes_wait_for_the_next_write() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path());
         store.note(|s| s.event(SystemTime::now(), "gate_open", None, "a".into()));
-        assert!(Store::open(dir.path()).unwrap().get().events.is_empty());
+        assert!(Store::open(dir.path()).get().events.is_empty());
         store.flush();
-        assert_eq!(Store::open(dir.path()).unwrap().get().events.len(), 1);
+        assert_eq!(Store::open(dir.path()).get().events.len(), 1);
         store.note(|s| s.event(SystemTime::now(), "gate_closed", None, "b".into()));
         store.update(|s| s.breaker = None); // no change of its own, but the note is written
-        assert_eq!(Store::open(dir.path()).unwrap().get().events.len(), 2);
+        assert_eq!(Store::open(dir.path()).get().events.len(), 2);
     }
 
     #[test]
     fn a_corrupt_file_is_set_aside_not_fatal() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("state.json"), b"{\"in_flight\": [tru").unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path());
         let s = store.get();
         assert!(s.in_flight.is_empty());
         assert_eq!(s.events[0].kind, "state_corrupt");
@@ -380,10 +583,166 @@ mod tests {
     }
 
     #[test]
-    fn an_unwritable_dir_is_refused_at_open() {
+    fn a_dir_that_cannot_be_created_makes_the_store_unavailable_not_fatal() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("not-a-dir");
         std::fs::write(&file, "").unwrap();
-        assert!(Store::open(&file).err().unwrap().contains("state.dir"));
+        let store = Store::open(&file);
+        assert!(store.unavailable().unwrap().contains("not-a-dir"));
+        assert!(store.commit(|s| s.breaker = None).is_err());
+        // It comes back once the path can be used.
+        std::fs::remove_file(&file).unwrap();
+        assert!(store.recover(Instant::now()));
+        assert!(file.join("state.json").exists());
+    }
+
+    fn hold(name: &str) -> Hold {
+        Hold {
+            name: name.into(),
+            reason: String::new(),
+            created_ms: 0,
+            expires_ms: u64::MAX,
+        }
+    }
+
+    /// Regression (issue 9, item 7): on a full disk, hold PUTs were answered 200 and lost at the
+    /// restart. `commit` is durable or changes nothing.
+    #[test]
+    fn a_full_disk_loses_nothing_acknowledged_and_recovers_by_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path());
+        store.commit(|s| s.holds.push(hold("a"))).unwrap();
+        // The rename onto state.json fails while a directory is in its way, as a write fails
+        // on a full disk; this works as root too.
+        let file = dir.path().join("state.json");
+        std::fs::remove_file(&file).unwrap();
+        std::fs::create_dir(&file).unwrap();
+        std::fs::write(file.join("x"), "").unwrap();
+        let e = store.commit(|s| s.holds.push(hold("b"))).unwrap_err();
+        assert!(e.0.contains("state.json"), "{e}");
+        assert_eq!(store.get().holds.len(), 1, "not acknowledged: not kept");
+        assert!(store.unavailable().is_some());
+        // Best-effort records stay in memory for later.
+        store.update(|s| s.event(SystemTime::now(), "upgrade_finished", None, "x".into()));
+        assert_eq!(store.get().events.len(), 1);
+        let now = Instant::now();
+        assert!(!store.recover(now));
+        std::fs::remove_dir_all(&file).unwrap();
+        assert!(!store.recover(now), "not retried before RETRY_EVERY");
+        assert!(store.recover(now + RETRY_EVERY));
+        assert!(store.unavailable().is_none());
+        let again = Store::open(dir.path()).get();
+        assert_eq!(again.holds, vec![hold("a")]);
+        assert_eq!(
+            again.events.len(),
+            1,
+            "the record kept in memory was written"
+        );
+        // No temp file is left behind after the failures.
+        assert!(!dir.path().join(".state.json.tmp").exists());
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_read_is_never_written_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("state.json");
+        std::fs::create_dir(&file).unwrap();
+        let store = Store::open(dir.path());
+        assert!(store.unavailable().unwrap().contains("cannot read it"));
+        assert!(store.commit(|s| s.holds.push(hold("a"))).is_err());
+        store.update(|s| s.breaker = None);
+        assert!(file.is_dir(), "left as it was");
+        std::fs::remove_dir(&file).unwrap();
+        std::fs::write(
+            &file,
+            serde_json::to_vec(&State {
+                holds: vec![hold("old")],
+                ..State::default()
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(store.recover(Instant::now()));
+        assert_eq!(
+            store.get().holds,
+            vec![hold("old")],
+            "read once it could be"
+        );
+    }
+
+    /// Regression (issue 9, item 8): a 100 MB state file was read whole at start.
+    #[test]
+    fn a_state_file_over_the_cap_is_set_aside_without_reading_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("state.json");
+        // Sparse: its length is over the cap, its bytes are never read.
+        std::fs::File::create(&file)
+            .unwrap()
+            .set_len(MAX_FILE + 1)
+            .unwrap();
+        let store = Store::open(dir.path());
+        assert!(store.unavailable().is_none());
+        let s = store.get();
+        assert_eq!(s.events[0].kind, "state_corrupt");
+        assert!(
+            s.events[0].message.contains("over the"),
+            "{}",
+            s.events[0].message
+        );
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains(".corrupt-"))
+            .collect();
+        assert_eq!(aside.len(), 1);
+        assert_eq!(std::fs::metadata(&aside[0]).unwrap().len(), MAX_FILE + 1);
+    }
+
+    #[test]
+    fn a_state_over_the_cap_is_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path());
+        let big = "x".repeat(MAX_FILE as usize);
+        assert!(store
+            .commit(|s| s.event(SystemTime::now(), "x", None, big))
+            .unwrap_err()
+            .0
+            .contains("cap"));
+        assert!(store.get().events.is_empty());
+    }
+
+    /// Regression (issue 9, item 10): corrupt files set aside in the same second overwrote
+    /// each other.
+    #[test]
+    fn corrupt_files_set_aside_at_once_keep_distinct_names() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..3 {
+            std::fs::write(dir.path().join("state.json"), format!("corrupt {i}")).unwrap();
+            Store::open(dir.path());
+            // The fresh state written by `open` is what the next round corrupts.
+        }
+        let mut kept: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains(".corrupt-"))
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect();
+        kept.sort();
+        assert_eq!(kept, vec!["corrupt 0", "corrupt 1", "corrupt 2"]);
+    }
+
+    /// Regression (issue 9, item 8): 10,000 holds made an 11 MB state file.
+    #[test]
+    fn holds_are_capped_and_a_name_can_be_reused() {
+        let mut s = State::default();
+        for i in 0..MAX_HOLDS {
+            s.set_hold(hold(&format!("h{i}")), 0).unwrap();
+        }
+        assert!(s.set_hold(hold("one-more"), 0).unwrap_err().contains("64"));
+        s.set_hold(hold("h3"), 0).unwrap();
+        assert_eq!(s.holds.len(), MAX_HOLDS);
+        // Expired holds do not count.
+        s.holds[0].expires_ms = 5;
+        s.set_hold(hold("one-more"), 10).unwrap();
     }
 }

@@ -126,7 +126,11 @@ impl Actor {
         let key = pod.key();
         let started = SystemTime::now();
         // Persisted first: after a crash in the call, the restarted agent does not call again.
-        c.store.update(|s| {
+        // No call without it on disk, and never a second entry for one uid.
+        let intent = c.store.commit(|s| {
+            if s.in_flight.iter().any(|f| f.uid == pod.uid) {
+                return false;
+            }
             s.in_flight.push(InFlight {
                 namespace: pod.namespace.clone(),
                 name: pod.name.clone(),
@@ -134,8 +138,25 @@ impl Actor {
                 owner_uid: pod.owner_uid.clone(),
                 started_ms: state::unix_ms(started),
                 accepted: false,
-            })
+            });
+            true
         });
+        match intent {
+            Ok(true) => {}
+            Ok(false) => {
+                log::warn!(
+                    "not upgrading {key}: an upgrade of its uid {} is already in flight",
+                    pod.uid
+                );
+                return;
+            }
+            Err(e) => {
+                log::warn!(
+                    "not upgrading {key}: the intent cannot be written first ({e}); upgrades pause until it can"
+                );
+                return;
+            }
+        }
         // The moment of action (SPEC section 5): every upgrade gate read afresh, and holds.
         let mut closed = c.gates.recheck(Purpose::Upgrade, force);
         if !force {

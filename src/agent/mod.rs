@@ -25,6 +25,8 @@ pub struct Poller {
     last_logged: Option<String>,
     /// The pods needing upgrade last logged.
     last_outdated: Vec<String>,
+    /// The duplicate uids last logged.
+    last_duplicates: Vec<String>,
     /// The gates' slow safety re-read, done here when the poll wakes often enough, so an idle
     /// agent wakes for the poll alone; a change rings the decision loop's bell.
     reread: Option<Arc<Control>>,
@@ -37,6 +39,7 @@ impl Poller {
             shared,
             last_logged: None,
             last_outdated: Vec::new(),
+            last_duplicates: Vec::new(),
             reread: None,
         }
     }
@@ -107,6 +110,15 @@ impl Poller {
                 snap.pods.len(),
                 outdated.len()
             );
+        }
+        if snap.duplicates != self.last_duplicates {
+            if !snap.duplicates.is_empty() {
+                log::warn!(
+                    "the upstream pod list has pods listed more than once (same uid); keeping the first of each, dropping {}",
+                    snap.duplicates.join(", ")
+                );
+            }
+            self.last_duplicates = snap.duplicates.clone();
         }
         if outdated != self.last_outdated {
             if outdated.is_empty() {
@@ -212,6 +224,9 @@ impl Autopilot {
     pub fn tick(&mut self) -> Duration {
         let c = self.control.clone();
         c.gates.check();
+        // While the state cannot be written, try again (throttled by the store): the agent
+        // resumes by itself once the disk has room or is writable again.
+        c.store.recover(Instant::now());
         let wall = SystemTime::now();
         let now_ms = state::unix_ms(wall);
         self.note_gate_changes(wall);
@@ -239,7 +254,9 @@ impl Autopilot {
             self.actor.act(action, snap.as_deref());
         }
         if let Some(snap) = &snap {
-            let present = |uid: &str| snap.pods.iter().any(|p| p.metadata.uid == uid);
+            let uids: std::collections::HashSet<&str> =
+                snap.pods.iter().map(|p| p.metadata.uid.as_str()).collect();
+            let present = |uid: &str| uids.contains(uid);
             c.pulls()
                 .retain(|(k, _)| present(k.split('@').next().unwrap_or_default()));
             let stale = c.store.read(|s| {
@@ -268,9 +285,16 @@ impl Autopilot {
         let pull_retry = (c.pulls().iter())
             .filter_map(|(_, at)| at.map(|at| at.saturating_duration_since(now)))
             .min();
-        for d in [decision.next_look, c.gates.next_change(wall), pull_retry]
-            .into_iter()
-            .flatten()
+        // While the state cannot be written, `recover` is tried again at its pace.
+        let recover = c.store.unavailable().map(|_| state::RETRY_EVERY);
+        for d in [
+            decision.next_look,
+            c.gates.next_change(wall),
+            pull_retry,
+            recover,
+        ]
+        .into_iter()
+        .flatten()
         {
             next = next.min(d);
         }

@@ -5,10 +5,10 @@ use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
-use super::{json_response, Api, ApiError, TEXT};
+use super::{json_response, state_unavailable, Api, ApiError, TEXT};
 use crate::http::Response;
 use crate::sim;
-use crate::state::{from_unix_ms, unix_ms, Hold};
+use crate::state::{from_unix_ms, unix_ms, Hold, MAX_REASON};
 
 /// A hold lasts at most this long: an app that crashed holding one cannot block forever.
 pub const MAX_HOLD_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
@@ -45,17 +45,21 @@ impl Api {
                     })
             }
             "DELETE" => {
-                let existed = self.control.store.update(|s| {
-                    let before = s.holds.len();
-                    s.holds.retain(|h| h.name != name);
-                    let existed = s.holds.len() != before;
-                    if existed {
-                        log::info!("hold {name} released");
-                        s.event(now, "hold_released", None, format!("hold {name} released"));
-                    }
-                    existed
-                });
+                let existed = self
+                    .control
+                    .store
+                    .commit(|s| {
+                        let before = s.holds.len();
+                        s.holds.retain(|h| h.name != name);
+                        let existed = s.holds.len() != before;
+                        if existed {
+                            s.event(now, "hold_released", None, format!("hold {name} released"));
+                        }
+                        existed
+                    })
+                    .map_err(state_unavailable)?;
                 if existed {
+                    log::info!("hold {name} released");
                     Ok(Response::new(204, TEXT, Vec::new()))
                 } else {
                     Err(ApiError::new(404, "not_found", format!("no hold {name:?}")))
@@ -79,11 +83,11 @@ impl Api {
                 }
                 let reason = match v.get("reason") {
                     None | Some(Value::Null) => String::new(),
-                    Some(Value::String(r)) if r.len() <= 1024 => r.clone(),
+                    Some(Value::String(r)) if r.len() <= MAX_REASON => r.clone(),
                     Some(_) => {
-                        return Err(bad(
-                            "\"reason\" must be a string of at most 1024 bytes".into()
-                        ))
+                        return Err(bad(format!(
+                            "\"reason\" must be a string of at most {MAX_REASON} bytes"
+                        )))
                     }
                 };
                 let hold = Hold {
@@ -92,40 +96,51 @@ impl Api {
                     created_ms: now_ms,
                     expires_ms: now_ms + ttl.as_millis() as u64,
                 };
-                self.control.store.update(|s| {
-                    s.holds.retain(|h| h.name != name);
-                    s.holds.push(hold.clone());
-                    let msg = format!(
-                        "hold {name} set for {} ({})",
-                        crate::config::format_duration(ttl),
-                        hold.reason
-                    );
-                    log::info!("{msg}");
-                    s.event(now, "hold_set", None, msg);
-                });
+                let msg = format!(
+                    "hold {name} set for {} ({})",
+                    crate::config::format_duration(ttl),
+                    hold.reason
+                );
+                // Durable before the 200, and at most `MAX_HOLDS` (409 `too_many_holds`).
+                self.control
+                    .store
+                    .commit(|s| {
+                        s.set_hold(hold.clone(), now_ms)?;
+                        s.event(now, "hold_set", None, msg.clone());
+                        Ok(())
+                    })
+                    .map_err(state_unavailable)?
+                    .map_err(|m: String| ApiError::new(409, "too_many_holds", m))?;
+                log::info!("{msg}");
                 Ok(json_response(200, &hold_json(&hold)))
             }
         }
     }
 
     /// `POST /v1/breaker/reset`: automatic upgrades may start again.
-    pub(super) fn breaker_reset(&self) -> Response {
-        let was = self.control.store.update(|s| {
-            let was = s.breaker.take();
-            if let Some(b) = &was {
-                log::info!("circuit breaker reset by the API (was: {})", b.reason);
-                s.event(
-                    SystemTime::now(),
-                    "breaker_reset",
-                    None,
-                    format!("reset by the API; it had tripped: {}", b.reason),
-                );
-            }
-            was
-        });
-        json_response(
+    pub(super) fn breaker_reset(&self) -> Result<Response, ApiError> {
+        let was = self
+            .control
+            .store
+            .commit(|s| {
+                let was = s.breaker.take();
+                if let Some(b) = &was {
+                    s.event(
+                        SystemTime::now(),
+                        "breaker_reset",
+                        None,
+                        format!("reset by the API; it had tripped: {}", b.reason),
+                    );
+                }
+                was
+            })
+            .map_err(state_unavailable)?;
+        if let Some(b) = &was {
+            log::info!("circuit breaker reset by the API (was: {})", b.reason);
+        }
+        Ok(json_response(
             200,
             &json!({"tripped": false, "was_tripped": was.is_some(), "reason": was.map(|b| b.reason)}),
-        )
+        ))
     }
 }

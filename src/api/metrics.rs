@@ -44,6 +44,7 @@ impl Api {
             breaker_tripped: breaker,
             in_flight,
             queued,
+            state_writable: c.store.unavailable().is_none(),
             ..self.shared.gauges(now)
         }
     }

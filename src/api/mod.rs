@@ -234,6 +234,18 @@ impl ApiError {
     }
 }
 
+/// 503 `state_unavailable`: the change was not made, because it could not be made durable (a 2xx
+/// means durable).
+fn state_unavailable(e: crate::state::Unavailable) -> ApiError {
+    let mut err = ApiError::new(
+        503,
+        "state_unavailable",
+        format!("{e}; nothing was changed. Try again once state.dir can be written (GET /v1/status shows it)"),
+    );
+    err.retry_after = Some(5);
+    err
+}
+
 fn json_response(status: u16, v: &Value) -> Response {
     Response::new(status, JSON, v.to_string().into_bytes())
 }
@@ -300,7 +312,7 @@ impl Api {
                 let name = route.hold.expect("hold routes carry a name");
                 self.hold(&req.method, name, &req.body)
             }
-            Endpoint::BreakerReset => Ok(self.breaker_reset()),
+            Endpoint::BreakerReset => self.breaker_reset(),
             Endpoint::Events => self.events(query),
             Endpoint::Healthz => Ok(Response::new(200, TEXT, b"ok".to_vec())),
             Endpoint::Readyz => self.readyz(now),

@@ -6,7 +6,7 @@ use std::time::{Instant, SystemTime};
 
 use serde_json::json;
 
-use super::{json_response, query_value, Api, ApiError, Endpoint, JSON, TEXT};
+use super::{json_response, query_value, state_unavailable, Api, ApiError, Endpoint, JSON, TEXT};
 use crate::config::OnClosed;
 use crate::gate::Purpose;
 use crate::http::{Body, Response};
@@ -95,31 +95,38 @@ impl Api {
             return Err(ApiError::new(409, "not_upgradable", format!("{key} does not need upgrade (PodNeedUpgrade is not True, or it is being deleted)")));
         }
         let uid = p.metadata.uid.clone();
-        let position = self.control.store.update(|s| {
-            if let Some(i) = s.queue.iter().position(|q| q.uid == uid) {
-                // Asked again: a force from either request stands.
-                s.queue[i].force |= force;
-                return i;
-            }
-            s.queue.push(Queued {
-                namespace: ns.to_owned(),
-                name: pod.to_owned(),
-                uid: uid.clone(),
-                at_ms: unix_ms(SystemTime::now()),
-                force,
-            });
+        // Durable before the 202: the queue survives a restart.
+        let (position, new) = self
+            .control
+            .store
+            .commit(|s| {
+                if let Some(i) = s.queue.iter().position(|q| q.uid == uid) {
+                    // Asked again: a force from either request stands.
+                    s.queue[i].force |= force;
+                    return (i, false);
+                }
+                s.queue.push(Queued {
+                    namespace: ns.to_owned(),
+                    name: pod.to_owned(),
+                    uid: uid.clone(),
+                    at_ms: unix_ms(SystemTime::now()),
+                    force,
+                });
+                s.event(
+                    SystemTime::now(),
+                    "queued",
+                    Some(&key),
+                    format!("waiting for {}", blocked_by.join(", ")),
+                );
+                (s.queue.len() - 1, true)
+            })
+            .map_err(state_unavailable)?;
+        if new {
             log::info!(
                 "{key} queued: upgraded when {} allow",
                 blocked_by.join(", ")
             );
-            s.event(
-                SystemTime::now(),
-                "queued",
-                Some(&key),
-                format!("waiting for {}", blocked_by.join(", ")),
-            );
-            s.queue.len() - 1
-        });
+        }
         Ok(json_response(
             202,
             &json!({"queued": true, "pod": key, "uid": uid, "position": position, "force": force, "blocked_by": blocked_by}),

@@ -11,6 +11,7 @@ use lexopt::ValueExt;
 use serde_json::Value;
 
 use crate::config::{self, Listen, Settings};
+use crate::names::escape_controls;
 use crate::shutdown::Shutdown;
 
 mod client;
@@ -398,7 +399,7 @@ fn execute(cmd: Command, opts: ClientOpts, stop: Arc<Shutdown>) -> Result<(), Fa
             if a.status == 200 && !opts.json {
                 let v = a.json()?;
                 match v["reason"].as_str() {
-                    Some(r) => println!("breaker reset (it had tripped: {r})"),
+                    Some(r) => println!("breaker reset (it had tripped: {})", escape_controls(r)),
                     None => println!("the breaker was not tripped"),
                 }
                 return Ok(());
@@ -414,7 +415,7 @@ fn report(call: &str, a: &Answer, json: bool) -> Result<(), Failure> {
         let body = a.json().unwrap_or_else(|_| Value::String(a.text()));
         println!("{}", serde_json::json!({"status": a.status, "body": body}));
     } else if ok {
-        println!("{}", a.text());
+        println!("{}", escape_controls(&a.text()));
     }
     if ok {
         Ok(())

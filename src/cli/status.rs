@@ -3,6 +3,7 @@
 use serde_json::Value;
 
 use super::{Client, Failure};
+use crate::names::escape_controls;
 
 /// Fetches `/v1/status` and prints it: as JSON, or rendered.
 pub(super) fn status(client: &Client, json: bool) -> Result<(), Failure> {
@@ -24,8 +25,10 @@ fn render(v: &Value) -> String {
 }
 
 /// A string field, or `-`.
+/// A string field as text for the terminal, control characters escaped; `-` when absent.
 fn s(v: &Value) -> String {
-    v.as_str().map(str::to_owned).unwrap_or_else(|| "-".into())
+    v.as_str()
+        .map_or_else(|| "-".into(), |t| escape_controls(t).into_owned())
 }
 
 /// Version, mode, readiness and the upstream.
@@ -131,6 +134,11 @@ fn pods(v: &Value) -> String {
     let mut out = String::new();
     if v["state"]["persistent"] == false {
         out += &format!("state: memory only ({})\n", s(&v["state"]["error"]));
+    } else if v["state"]["writable"] == false {
+        out += &format!(
+            "state: CANNOT BE WRITTEN ({}); upgrades and changes through the API pause until it can\n",
+            s(&v["state"]["error"])
+        );
     }
     let outdated = v["pods_needing_upgrade"]
         .as_array()
@@ -193,7 +201,14 @@ fn pods(v: &Value) -> String {
 }
 
 /// Left-aligned columns, two spaces apart.
+///
+/// Cells come from the agent and, through it, from apps and the upstream: control characters
+/// are escaped, so no cell can break the layout or drive the terminal.
 pub(super) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: &Vec<Vec<String>> = &rows
+        .iter()
+        .map(|r| r.iter().map(|c| escape_controls(c).into_owned()).collect())
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {

@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 
 use crate::config::SimSettings;
 
+pub mod apiserver; // the kube-apiserver stand-in (`yurt-ota-apisim`)
 pub mod model;
 mod pod;
 pub mod server;

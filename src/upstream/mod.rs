@@ -10,6 +10,9 @@ pub mod yurthub;
 
 /// Upstream bodies above this are refused (a YurtHub pod list for 110 pods is about 1 MiB).
 pub const MAX_BODY: u64 = 32 * 1024 * 1024;
+/// Upgrade and imagepull answers are relayed up to this (YurtHub's are one line); the rest is
+/// cut, the status kept.
+pub const MAX_RELAY_BODY: u64 = 64 * 1024;
 
 /// An upstream answer to relay: status, content type and body as received.
 #[derive(Debug, Clone, PartialEq, Eq)]

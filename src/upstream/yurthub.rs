@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use ureq::Agent;
 
-use super::{excerpt, Relay, Upstream, UpstreamError, MAX_BODY};
+use super::{excerpt, Relay, Upstream, UpstreamError, MAX_BODY, MAX_RELAY_BODY};
 
 pub struct Yurthub {
     base: String,
@@ -36,22 +36,61 @@ impl Yurthub {
         }
     }
 
+    /// An upgrade or imagepull. Its status is what matters: YurtHub may have started the
+    /// upgrade whatever follows, so a body over `MAX_RELAY_BODY` is cut there and the status
+    /// relayed, never turned into an error.
     fn post(&self, path: &str) -> Result<Relay, UpstreamError> {
+        use std::io::Read;
         let resp = self.agent.post(format!("{}{path}", self.base)).send_empty();
-        read(resp)
+        let mut resp = resp.map_err(map_error)?;
+        let (status, content_type) = head(&resp)?;
+        let mut body = Vec::new();
+        resp.body_mut()
+            .as_reader()
+            .take(MAX_RELAY_BODY + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| map_error(ureq::Error::Io(e)))?;
+        if body.len() as u64 > MAX_RELAY_BODY {
+            body.truncate(MAX_RELAY_BODY as usize);
+            log::warn!(
+                "{}{path} answered {status} with a body over {} KiB; relaying its first {} KiB",
+                self.base,
+                MAX_RELAY_BODY >> 10,
+                MAX_RELAY_BODY >> 10
+            );
+        }
+        Ok(Relay {
+            status,
+            content_type,
+            body,
+        })
     }
 }
 
-fn read(
-    resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-) -> Result<Relay, UpstreamError> {
-    let mut resp = resp.map_err(map_error)?;
+/// The status and content type, once the status is known to be one a client can be given.
+fn head(resp: &ureq::http::Response<ureq::Body>) -> Result<(u16, Option<String>), UpstreamError> {
     let status = resp.status().as_u16();
+    // The HTTP types accept 100 to 999; only a final status a client understands is relayed
+    // (a 1xx is never final, 600 and up are not HTTP).
+    if !(200..=599).contains(&status) {
+        return Err(UpstreamError::Io(format!(
+            "answered with HTTP status {status}, which is not a valid final status (200 to 599)"
+        )));
+    }
     let content_type = resp
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    Ok((status, content_type))
+}
+
+/// A `GET /pods` answer, refused whole when over `MAX_BODY`.
+fn read(
+    resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> Result<Relay, UpstreamError> {
+    let mut resp = resp.map_err(map_error)?;
+    let (status, content_type) = head(&resp)?;
     // Refused on the declared length, before reading a byte of it: on a slow board, reading 32
     // MiB only to throw it away could outlast upstream.timeout.
     let declared = resp

@@ -67,10 +67,19 @@ fn auto_mode_upgrades_each_outdated_pod_one_at_a_time_while_gates_are_open_and_s
         st["blocked_by"],
         serde_json::json!(["vehicle-stopped", "park-brake"])
     );
-    let why = st["pods_needing_upgrade"][0]["why_not_yet"]
-        .as_str()
-        .unwrap();
-    assert!(why.contains("vehicle-stopped"), "{why}");
+    // The pre-pull comes first (prepull is on); once the image is ready, the gates are the
+    // reason. Waited for, not slept: under qemu on a loaded machine the pre-pull takes longer.
+    wait_for(
+        "the gates to be why the pod waits",
+        Duration::from_secs(15),
+        || {
+            let st = get(&agent.url("/v1/status")).json();
+            st["pods_needing_upgrade"][0]["why_not_yet"]
+                .as_str()
+                .is_some_and(|why| why.contains("vehicle-stopped"))
+        },
+    );
+    assert!(node.upgraded().is_empty(), "both gates closed");
 
     touch(&stopped);
     thread::sleep(Duration::from_millis(1200));

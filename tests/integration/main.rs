@@ -2,9 +2,11 @@
 //! the recorded fixture pod lists) and against the simulator.
 
 mod api;
+mod apisim;
 mod cli;
 mod events;
 mod gates;
+mod hardening;
 mod node;
 mod safety;
 mod sim;

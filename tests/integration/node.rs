@@ -34,6 +34,9 @@ pub struct NodeState {
     pub restarts: u32,
     /// The status answered to upgrades of pods that exist and need upgrade.
     pub upgrade_status: u16,
+    /// How many of the next replacements come up already needing a newer revision (the cloud
+    /// published another one while they started).
+    pub outdated_replacements: u32,
     seq: u32,
 }
 
@@ -69,7 +72,16 @@ impl NodeState {
             pod["metadata"]["uid"] = json!(format!("replacement-uid-{}", self.seq));
             let ready = if self.ready { "True" } else { "False" };
             let conditions = pod["status"]["conditions"].as_array_mut().unwrap();
-            conditions.retain(|c| c["type"] != "PodNeedUpgrade");
+            if self.outdated_replacements > 0 {
+                self.outdated_replacements -= 1;
+                for c in conditions.iter_mut() {
+                    if c["type"] == "PodNeedUpgrade" {
+                        c["message"] = json!("controllerrevision: 8a0d9e7c6");
+                    }
+                }
+            } else {
+                conditions.retain(|c| c["type"] != "PodNeedUpgrade");
+            }
             for c in conditions.iter_mut() {
                 if c["type"] == "Ready" || c["type"] == "ContainersReady" {
                     c["status"] = json!(ready);
@@ -167,6 +179,7 @@ impl Node {
             ready,
             restarts: 0,
             upgrade_status: 200,
+            outdated_replacements: 0,
             seq: 0,
         }));
         let stop = Arc::new(AtomicBool::new(false));

@@ -1,0 +1,709 @@
+//! The stand-in on sockets: HTTPS (rustls) for the Kubernetes API, with bearer-token and
+//! client-certificate authentication and chunked watches; plain HTTP on loopback for the
+//! `/sim/...` controls (rollout, undo, drop watches, fail requests, down/up, compaction).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown as Both, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
+use serde_json::{json, Value};
+
+use super::store::{bookmark_line, status};
+use super::{tls, Cluster, Options, Reply, Watch};
+use crate::http::{self, Request, Response};
+use crate::shutdown::Shutdown;
+
+/// How to start the stand-in.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// HTTPS address of the Kubernetes API (port 0: any free port).
+    pub listen: SocketAddr,
+    /// Plain-HTTP loopback address of the `/sim/...` controls.
+    pub control: SocketAddr,
+    /// Where the CA, token, client certificate and kubeconfigs are written.
+    pub dir: PathBuf,
+    /// The bearer token; default: generated.
+    pub token: Option<String>,
+    /// More names or addresses for the server certificate; the first one is the kubeconfig's
+    /// server host (default: the listen address, 127.0.0.1 when it is unspecified).
+    pub sans: Vec<String>,
+    /// BOOKMARK events on watches that allow them, this often.
+    pub bookmark_interval: Duration,
+    pub options: Options,
+}
+
+const MAX_CONNECTIONS: usize = 512;
+const MAX_HEAD: usize = 64 * 1024;
+const MAX_BODY: usize = 1024 * 1024;
+
+struct Shared {
+    cluster: Arc<Cluster>,
+    tls: Arc<ServerConfig>,
+    token: Mutex<String>,
+    dir: PathBuf,
+    addr: SocketAddr,
+    bookmark_interval: Duration,
+    /// The next N API requests fail with this status.
+    fail: Mutex<(u32, u16)>,
+    down: Mutex<bool>,
+    up: Condvar,
+    /// Open API connections (all, and those streaming a watch), to cut them.
+    conns: Mutex<HashMap<u64, (TcpStream, bool)>>,
+    next_conn: AtomicU64,
+    requests: Mutex<BTreeMap<String, u64>>,
+    stop: Arc<Shutdown>,
+    stopped: AtomicBool,
+}
+
+/// A running stand-in; dropped or `stop()`ped, it ends its threads.
+pub struct Handle {
+    pub addr: SocketAddr,
+    pub control: SocketAddr,
+    pub files: tls::Written,
+    pub ca_pem: String,
+    pub client_cert_pem: String,
+    pub client_key_pem: String,
+    url: String,
+    shared: Arc<Shared>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl Handle {
+    /// The server URL written to the kubeconfigs.
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+    pub fn control_url(&self) -> String {
+        format!("http://{}", self.control)
+    }
+    pub fn cluster(&self) -> &Cluster {
+        &self.shared.cluster
+    }
+    pub fn token(&self) -> String {
+        self.shared
+            .token
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+    pub fn stop(&mut self) {
+        if self.shared.stopped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.shared.stop.trigger();
+        set_down(&self.shared, false);
+        let _ = TcpStream::connect(self.addr);
+        cut(&self.shared, false);
+        self.shared.cluster.wake();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+    /// Blocks until `stop` is triggered from elsewhere (a signal).
+    pub fn wait(mut self, stop: &Shutdown) {
+        stop.wait();
+        self.stop();
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn start(cfg: Config) -> Result<Handle, String> {
+    let listener = TcpListener::bind(cfg.listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let control = TcpListener::bind(cfg.control)
+        .map_err(|e| format!("cannot listen on {}: {e}", cfg.control))?;
+    let control_addr = control.local_addr().map_err(|e| e.to_string())?;
+    let mut hosts = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    if !addr.ip().is_unspecified() && !addr.ip().is_loopback() {
+        hosts.push(addr.ip().to_string());
+    }
+    hosts.extend(cfg.sans.iter().cloned());
+    let token = cfg.token.clone().unwrap_or_else(new_token);
+    let creds = tls::generate(&hosts, token.clone())?;
+    let url = match (cfg.sans.first(), addr.ip().is_unspecified()) {
+        (Some(host), _) if host.contains(':') => format!("https://[{host}]:{}", addr.port()),
+        (Some(host), _) => format!("https://{host}:{}", addr.port()),
+        (None, true) => format!("https://127.0.0.1:{}", addr.port()),
+        (None, false) => format!("https://{addr}"),
+    };
+    let files = tls::write(&cfg.dir, &url, &creds)?;
+    tls::write_atomic(
+        &cfg.dir.join("control"),
+        format!("http://{control_addr}").as_bytes(),
+    )?;
+    let shared = Arc::new(Shared {
+        cluster: Arc::new(Cluster::new(cfg.options.clone())),
+        tls: tls::server_config(&creds)?,
+        token: Mutex::new(token),
+        dir: cfg.dir.clone(),
+        addr,
+        bookmark_interval: cfg.bookmark_interval,
+        fail: Mutex::new((0, 500)),
+        down: Mutex::new(false),
+        up: Condvar::new(),
+        conns: Mutex::new(HashMap::new()),
+        next_conn: AtomicU64::new(0),
+        requests: Mutex::new(BTreeMap::new()),
+        stop: Shutdown::new(),
+        stopped: AtomicBool::new(false),
+    });
+    let mut threads = Vec::new();
+    let s = shared.clone();
+    threads.push(thread::spawn(move || accept_loop(&s, listener)));
+    let s = shared.clone();
+    threads.push(thread::spawn(move || s.cluster.run_timers(&s.stop)));
+    let s = shared.clone();
+    threads.push(thread::spawn(move || {
+        let limits = http::Limits {
+            max_connections: 16,
+            max_head: 16 * 1024,
+            max_body: 16 * 1024,
+            timeout: Duration::from_secs(10),
+        };
+        let stop = s.stop.clone();
+        http::serve(http::Listener::Tcp(control), limits, &stop, &Control(s));
+    }));
+    Ok(Handle {
+        addr,
+        control: control_addr,
+        files,
+        ca_pem: creds.ca_pem,
+        client_cert_pem: creds.client_cert_pem,
+        client_key_pem: creds.client_key_pem,
+        url,
+        shared,
+        threads,
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// 32 hex digits from /dev/urandom (the clock if it cannot be read).
+fn new_token() -> String {
+    let mut b = [0u8; 16];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_err()
+    {
+        let t = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        b = t.to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A uuid-looking Audit-Id per response, as the apiserver sends.
+fn audit_id() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    format!("00000000-0000-4000-8000-{n:012x}")
+}
+
+fn accept_loop(s: &Arc<Shared>, mut listener: TcpListener) {
+    loop {
+        let conn = listener.accept();
+        if s.stop.is_triggered() {
+            return;
+        }
+        if *lock(&s.down) {
+            drop(listener);
+            let mut down = lock(&s.down);
+            while *down && !s.stop.is_triggered() {
+                down = s.up.wait(down).unwrap_or_else(|e| e.into_inner());
+            }
+            drop(down);
+            if s.stop.is_triggered() {
+                return;
+            }
+            listener = loop {
+                match TcpListener::bind(s.addr) {
+                    Ok(l) => break l,
+                    Err(e) => {
+                        log::warn!("apisim: cannot listen again on {}: {e}", s.addr);
+                        if s.stop.wait_timeout(Duration::from_millis(100)) {
+                            return;
+                        }
+                    }
+                }
+            };
+            continue;
+        }
+        let Ok((tcp, _)) = conn else {
+            thread::sleep(Duration::from_millis(10));
+            continue;
+        };
+        if lock(&s.conns).len() >= MAX_CONNECTIONS {
+            continue;
+        }
+        let id = s.next_conn.fetch_add(1, Ordering::Relaxed);
+        if let Ok(clone) = tcp.try_clone() {
+            lock(&s.conns).insert(id, (clone, false));
+        }
+        let s = s.clone();
+        thread::spawn(move || {
+            let _ = serve_conn(&s, id, tcp);
+            lock(&s.conns).remove(&id);
+        });
+    }
+}
+
+fn set_down(s: &Shared, down: bool) {
+    *lock(&s.down) = down;
+    s.up.notify_all();
+    if down {
+        // Wake the accept so that it closes the listener, and cut every connection.
+        let _ = TcpStream::connect(s.addr);
+        cut(s, false);
+    }
+}
+
+/// Cuts open API connections (only watches, or all): the peer sees the stream end mid-way.
+fn cut(s: &Shared, watches_only: bool) -> usize {
+    let conns = lock(&s.conns);
+    let mut n = 0;
+    for (tcp, watching) in conns.values() {
+        if *watching || !watches_only {
+            let _ = tcp.shutdown(Both::Both);
+            n += 1;
+        }
+    }
+    drop(conns);
+    s.cluster.wake();
+    n
+}
+
+struct Head {
+    method: String,
+    target: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Head {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+type Tls = StreamOwned<ServerConnection, TcpStream>;
+
+/// Reads one request head and body; `None` at a clean end of the connection.
+fn read_request(tls: &mut Tls, buf: &mut Vec<u8>) -> io::Result<Option<(Head, Vec<u8>)>> {
+    let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_owned());
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        if let httparse::Status::Complete(n) = req.parse(buf).map_err(|e| bad(&e.to_string()))? {
+            let head = Head {
+                method: req.method.unwrap_or_default().to_owned(),
+                target: req.path.unwrap_or_default().to_owned(),
+                headers: req
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_owned(),
+                            String::from_utf8_lossy(h.value).into_owned(),
+                        )
+                    })
+                    .collect(),
+            };
+            buf.drain(..n);
+            let len: usize = head
+                .header("content-length")
+                .map_or(Ok(0), |v| v.trim().parse())
+                .map_err(|_| bad("bad Content-Length"))?;
+            if len > MAX_BODY {
+                return Err(bad("body too large"));
+            }
+            while buf.len() < len {
+                let mut chunk = [0u8; 16 * 1024];
+                let r = tls.read(&mut chunk)?;
+                if r == 0 {
+                    return Err(bad("body cut short"));
+                }
+                buf.extend_from_slice(&chunk[..r]);
+            }
+            let body = buf.drain(..len).collect();
+            return Ok(Some((head, body)));
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(bad("request head too large"));
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        let r = match tls.read(&mut chunk) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && buf.is_empty() => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
+        if r == 0 {
+            return if buf.is_empty() {
+                Ok(None)
+            } else {
+                Err(bad("request cut short"))
+            };
+        }
+        buf.extend_from_slice(&chunk[..r]);
+    }
+}
+
+fn http_date() -> String {
+    // RFC 3339 is close enough for a Date header the agent never parses.
+    crate::sim::rfc3339(SystemTime::now())
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        410 => "Gone",
+        415 => "Unsupported Media Type",
+        422 => "Unprocessable Entity",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Status",
+    }
+}
+
+fn write_full(
+    tls: &mut Tls,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+    extra: &str,
+) -> io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status} {}\r\nAudit-Id: {}\r\nCache-Control: no-cache, private\r\nContent-Type: {content_type}\r\n\
+         Date: {}\r\n{extra}Content-Length: {}\r\n\r\n",
+        reason(status),
+        audit_id(),
+        http_date(),
+        body.len()
+    );
+    let mut out = head.into_bytes();
+    out.extend_from_slice(body);
+    tls.write_all(&out)?;
+    tls.flush()
+}
+
+fn serve_conn(s: &Shared, id: u64, tcp: TcpStream) -> io::Result<()> {
+    tcp.set_read_timeout(Some(Duration::from_secs(120)))?;
+    tcp.set_write_timeout(Some(Duration::from_secs(30)))?;
+    tcp.set_nodelay(true)?;
+    let conn = ServerConnection::new(s.tls.clone()).map_err(io::Error::other)?;
+    let mut tls = StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock)?;
+    }
+    let cert_user = tls.conn.peer_certificates().is_some_and(|c| !c.is_empty());
+    let mut buf = Vec::new();
+    while let Some((head, body)) = read_request(&mut tls, &mut buf)? {
+        if *lock(&s.down) || s.stop.is_triggered() {
+            return Ok(());
+        }
+        let authed = cert_user
+            || head
+                .header("authorization")
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .is_some_and(|t| t.trim() == lock(&s.token).as_str());
+        if !authed {
+            count(s, "401");
+            let b = status(401, "Unauthorized", "Unauthorized", None).to_string();
+            write_full(&mut tls, 401, "application/json", b.as_bytes(), "")?;
+            continue;
+        }
+        {
+            let mut f = lock(&s.fail);
+            if f.0 > 0 {
+                f.0 -= 1;
+                let code = f.1;
+                drop(f);
+                count(s, &format!("failed {code}"));
+                let (reason, message, extra) = match code {
+                    410 => (
+                        "Expired",
+                        "The resourceVersion for the provided list is too old.",
+                        "",
+                    ),
+                    429 => (
+                        "TooManyRequests",
+                        "Too many requests, please try again later.",
+                        "Retry-After: 1\r\n",
+                    ),
+                    503 => (
+                        "ServiceUnavailable",
+                        "the server is currently unable to handle the request",
+                        "",
+                    ),
+                    _ => (
+                        "InternalError",
+                        "Internal error occurred: simulated failure (yurt-ota-apisim)",
+                        "",
+                    ),
+                };
+                let b = status(code, reason, message, None).to_string();
+                write_full(&mut tls, code, "application/json", b.as_bytes(), extra)?;
+                continue;
+            }
+        }
+        let ct = head.header("content-type").unwrap_or_default().to_owned();
+        match s.cluster.handle(&head.method, &head.target, &ct, &body) {
+            Reply::Full {
+                status,
+                content_type,
+                body,
+            } => {
+                count(s, &verb(&head, false));
+                write_full(&mut tls, status, content_type, &body, "")?;
+            }
+            Reply::Watch(w) => {
+                count(s, &verb(&head, true));
+                if let Some(c) = lock(&s.conns).get_mut(&id) {
+                    c.1 = true;
+                }
+                // Ended by its timeout or an ERROR: the connection serves on, as the
+                // apiserver's does; cut or stopped: closed.
+                if !stream(s, &mut tls, &w)? {
+                    return Ok(());
+                }
+                if let Some(c) = lock(&s.conns).get_mut(&id) {
+                    c.1 = false;
+                }
+            }
+        }
+        if head
+            .header("connection")
+            .is_some_and(|c| c.eq_ignore_ascii_case("close"))
+        {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// `list pods`, `watch pods`, `delete pods`, ... for the request counters.
+fn verb(head: &Head, watch: bool) -> String {
+    let path = head.target.split('?').next().unwrap_or_default();
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let plurals = ["pods", "daemonsets", "controllerrevisions", "leases"];
+    let Some(i) = parts.iter().rposition(|p| plurals.contains(p)) else {
+        return format!("{} {path}", head.method.to_lowercase());
+    };
+    let named = i + 1 < parts.len();
+    let sub = if i + 2 < parts.len() { "/status" } else { "" };
+    let v = match (head.method.as_str(), named) {
+        _ if watch => "watch",
+        ("GET", false) => "list",
+        ("GET", true) => "get",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        (m, _) => return format!("{} {}{sub}", m.to_lowercase(), parts[i]),
+    };
+    format!("{v} {}{sub}", parts[i])
+}
+
+fn count(s: &Shared, key: &str) {
+    *lock(&s.requests).entry(key.to_owned()).or_default() += 1;
+}
+
+fn chunk(tls: &mut Tls, data: &[u8]) -> io::Result<()> {
+    let mut out = format!("{:x}\r\n", data.len()).into_bytes();
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+    tls.write_all(&out)?;
+    tls.flush()
+}
+
+fn expired_line(from: u64, compacted: u64) -> Vec<u8> {
+    let s = status(
+        410,
+        "Expired",
+        &format!("too old resource version: {from} ({compacted})"),
+        None,
+    );
+    format!("{{\"type\":\"ERROR\",\"object\":{s}}}\n").into_bytes()
+}
+
+/// Streams a watch until its timeout, the stand-in's stop, a compaction, or the peer leaving.
+/// `true` when it ended cleanly (the connection can carry the next request).
+fn stream(s: &Shared, tls: &mut Tls, w: &Watch) -> io::Result<bool> {
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nAudit-Id: {}\r\nCache-Control: no-cache, private\r\nContent-Type: application/json\r\n\
+         Date: {}\r\nTransfer-Encoding: chunked\r\n\r\n",
+        audit_id(),
+        http_date()
+    );
+    tls.write_all(head.as_bytes())?;
+    let deadline = Instant::now() + w.timeout;
+    let (mut pos, epoch) = match w.from {
+        None => {
+            let (lines, rv, epoch) = s.cluster.initial(w);
+            for l in &lines {
+                chunk(tls, l)?;
+            }
+            if w.initial_events && w.bookmarks {
+                chunk(tls, &bookmark_line(w.res, rv, true))?;
+            }
+            (rv, epoch)
+        }
+        Some(from) => {
+            let (_, _, expired, epoch) = s.cluster.events_after(w, from);
+            if expired {
+                chunk(tls, &expired_line(from, s.cluster.compacted()))?;
+                return end(tls);
+            }
+            (from, epoch)
+        }
+    };
+    let mut next_bookmark = Instant::now() + s.bookmark_interval;
+    loop {
+        if s.stop.is_triggered() || *lock(&s.down) {
+            return Ok(false);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return end(tls);
+        }
+        let (lines, rv, expired, e) = s.cluster.events_after(w, pos);
+        if expired || e != epoch {
+            chunk(tls, &expired_line(pos, s.cluster.compacted()))?;
+            return end(tls);
+        }
+        for l in &lines {
+            chunk(tls, l)?;
+        }
+        pos = rv;
+        if w.bookmarks && now >= next_bookmark {
+            chunk(tls, &bookmark_line(w.res, pos, false))?;
+            next_bookmark = now + s.bookmark_interval;
+        }
+        let until = if w.bookmarks {
+            deadline.min(next_bookmark)
+        } else {
+            deadline
+        };
+        s.cluster
+            .wait(pos, epoch, until.saturating_duration_since(Instant::now()));
+    }
+}
+
+fn end(tls: &mut Tls) -> io::Result<bool> {
+    tls.write_all(b"0\r\n\r\n")?;
+    tls.flush()?;
+    Ok(true)
+}
+
+/// The `/sim/...` control routes (plain HTTP on loopback).
+struct Control(Arc<Shared>);
+
+impl http::Handler for Control {
+    fn handle(&self, req: Request) -> Response {
+        let s = &self.0;
+        let (path, query) = req.target.split_once('?').unwrap_or((&req.target, ""));
+        let q = |k: &str| super::query_value(query, k);
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let post = req.method == "POST";
+        let ok = |v: Value| Response::new(200, "application/json", v.to_string().into_bytes());
+        let err = |code: u16, m: String| {
+            Response::new(
+                code,
+                "application/json",
+                json!({"error": m}).to_string().into_bytes(),
+            )
+        };
+        match parts.as_slice() {
+            ["sim"] if req.method == "GET" => {
+                let mut d = s.cluster.describe();
+                d["requests"] = json!(*lock(&s.requests));
+                d["down"] = json!(*lock(&s.down));
+                d["listen"] = json!(s.addr.to_string());
+                ok(d)
+            }
+            ["sim", "rollout", ns, ds] if post => {
+                let undo = matches!(q("undo").as_deref(), Some("1" | "true"));
+                match s.cluster.rollout(ns, ds, undo) {
+                    Ok(v) => ok(v),
+                    Err((c, m)) => err(c, m),
+                }
+            }
+            ["sim", "rollout", ns, ds, "undo"] if post => match s.cluster.rollout(ns, ds, true) {
+                Ok(v) => ok(v),
+                Err((c, m)) => err(c, m),
+            },
+            ["sim", "annotate", ns, ds] if post => {
+                let Some(key) = q("key") else {
+                    return err(400, "key= is required".into());
+                };
+                match s.cluster.annotate(ns, ds, &key, q("value").as_deref()) {
+                    Ok(()) => ok(
+                        json!({"annotated": format!("{ns}/{ds}"), "key": key, "value": q("value")}),
+                    ),
+                    Err(m) => err(404, m),
+                }
+            }
+            ["sim", "drop-watches"] if post => ok(json!({"dropped": cut(s, true)})),
+            ["sim", "fail"] if post => {
+                let count = q("count").and_then(|c| c.parse().ok()).unwrap_or(1);
+                let code = q("code").and_then(|c| c.parse().ok()).unwrap_or(500);
+                *lock(&s.fail) = (count, code);
+                ok(json!({"fail_next": count, "code": code}))
+            }
+            ["sim", "down"] if post => {
+                set_down(s, true);
+                ok(json!({"down": true}))
+            }
+            ["sim", "up"] if post => {
+                set_down(s, false);
+                ok(json!({"down": false}))
+            }
+            ["sim", "compact"] if post => {
+                s.cluster.compact();
+                ok(json!({"compacted": s.cluster.compacted().to_string()}))
+            }
+            ["sim", "rotate-token"] if post => {
+                let token = new_token();
+                if let Err(e) = tls::write_atomic(&s.dir.join("token"), token.as_bytes()) {
+                    return err(500, e);
+                }
+                *lock(&s.token) = token;
+                ok(json!({"rotated": true, "file": s.dir.join("token")}))
+            }
+            _ => err(404, format!("no control route {} {path}", req.method)),
+        }
+    }
+
+    fn reject(&self, status: u16, _: &'static str, message: String) -> Response {
+        Response::new(status, "text/plain; charset=utf-8", message.into_bytes())
+    }
+}
