@@ -465,3 +465,75 @@ mod tests {
         assert_eq!(shared.health().consecutive_failures, 0);
     }
 }
+
+#[cfg(test)]
+mod deadline_tests {
+    use super::*;
+    use crate::config::Settings;
+    use crate::gate::Gates;
+    use crate::state::{Backoff, Hold, Store};
+    use crate::upstream::Relay;
+
+    struct Never;
+
+    impl Upstream for Never {
+        fn list_pods(&self) -> Result<Vec<u8>, UpstreamError> {
+            Err(UpstreamError::Connect("no".into()))
+        }
+        fn upgrade(&self, _: &str, _: &str) -> Result<Relay, UpstreamError> {
+            unreachable!()
+        }
+        fn imagepull(&self, _: &str, _: &str) -> Result<Relay, UpstreamError> {
+            unreachable!()
+        }
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+        fn url(&self) -> &str {
+            "test://"
+        }
+    }
+
+    /// Idle, the loop sleeps until the earliest deadline the policy names (a backoff, then a
+    /// hold's expiry), else until the slow re-read; never on a fixed tick.
+    #[test]
+    fn the_loop_sleeps_until_the_next_deadline() {
+        let settings = Settings::default();
+        let control = Arc::new(Control::new(
+            Gates::new(Vec::new()),
+            Store::in_memory(),
+            settings.policy.clone(),
+        ));
+        let now_ms = state::unix_ms(SystemTime::now());
+        control.store.update(|s| {
+            s.holds.push(Hold {
+                name: "driving".into(),
+                reason: String::new(),
+                created_ms: now_ms,
+                expires_ms: now_ms + 10_000,
+            });
+            s.backoff.push(Backoff {
+                uid: "u".into(),
+                key: "ns/p".into(),
+                attempts: 1,
+                retry_ms: now_ms + 3_000,
+                detail: String::new(),
+            });
+        });
+        let shared = Arc::new(Shared::new(Duration::from_secs(5)));
+        let mut a = Autopilot::new(Arc::new(Never), shared, control.clone());
+        a.watched = true;
+        let near = |d: Duration, want: u64| {
+            let want = Duration::from_secs(want);
+            assert!(
+                d <= want && d + Duration::from_secs(1) > want,
+                "{d:?}, want {want:?}"
+            );
+        };
+        near(a.tick(), 3);
+        control.store.update(|s| s.backoff.clear());
+        near(a.tick(), 10);
+        control.store.update(|s| s.holds.clear());
+        assert_eq!(a.tick(), settings.policy.gate_reread);
+    }
+}
