@@ -28,8 +28,13 @@ pub fn bound_glibc_heap() {
         }
         let mut args = std::env::args_os();
         let arg0 = args.next().unwrap_or_else(|| "yurt-ota".into());
-        // The same binary even if the package replaced the file meanwhile.
-        let e = std::process::Command::new("/proc/self/exe")
+        // The binary by its path, so the process keeps its name (`comm`, for ps, pidof and the
+        // journal); /proc/self/exe when that path is gone (the package replaced the file).
+        let exe = std::env::current_exe()
+            .ok()
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| "/proc/self/exe".into());
+        let e = std::process::Command::new(exe)
             .arg0(arg0)
             .args(args)
             .env("GLIBC_TUNABLES", TUNABLES)
