@@ -1,9 +1,20 @@
 //! A small blocking HTTP/1.1 server for the local API and the simulator.
 //!
-//! One thread per connection, at most `max_connections` of them; a connection past the cap is
-//! answered 503 and closed. Every limit is enforced before memory is committed: the request head
-//! is capped, a declared body over the cap is refused without reading it, and an idle or stalled
-//! connection is closed after `timeout`. Responses always carry Content-Length.
+//! One thread per connection, at most `max_connections` of them. Every limit is enforced before
+//! memory is committed: the request head is capped, a declared body over the cap is refused
+//! without reading it, and an idle or stalled connection is closed after `timeout`. Responses
+//! always carry Content-Length.
+//!
+//! A slow or silent client cannot lock others out:
+//! - a request's head and body must arrive within `timeout`, at most [`REQUEST_DEADLINE`],
+//!   counted from its first byte, however the bytes trickle in (408 after that);
+//! - when every slot is taken, a new connection takes the slot of the one that has sent nothing
+//!   since it was accepted the longest (silent or half-open), else of the one idle between
+//!   keep-alive requests the longest, else of the one that has been sending its request (or
+//!   receiving its answer) the longest; that one is closed. Only when every connection is inside
+//!   its handler is the new one answered 503 `busy`;
+//! - that refusal is written, and the connection drained and closed, by a thread of its own: the
+//!   accept thread never waits on a client.
 //!
 //! (tiny_http, used before, allocates a buffer the size of a client's declared Content-Length
 //! when a request is answered without its body being read, and keeps a thread per connection
@@ -13,13 +24,15 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown as Both, TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::shutdown::Shutdown;
 
@@ -88,9 +101,13 @@ pub struct Limits {
     pub max_connections: usize,
     pub max_head: usize,
     pub max_body: usize,
-    /// A connection idle, or stalled mid-request or mid-response, this long is closed.
+    /// A connection idle, or stalled mid-request or mid-response, this long is closed; a
+    /// request's head and body must also arrive within this (at most [`REQUEST_DEADLINE`]).
     pub timeout: Duration,
 }
+
+/// The longest a request's head and body may take to arrive, from its first byte.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 
 pub enum Listener {
     Tcp(TcpListener),
@@ -162,6 +179,37 @@ impl Write for Stream {
 }
 
 impl Listener {
+    /// Binds a Unix socket at `path`, readable and writable by owner and group. A socket file
+    /// nobody listens on (left by a process that died) is replaced; one where a live server
+    /// answers is an error naming the path, so that a second agent cannot take over the first's.
+    pub fn unix(path: &Path) -> Result<Listener, String> {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        let fail = |e: io::Error| format!("cannot listen on unix:{}: {e}", path.display());
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+            match UnixStream::connect(path) {
+                Ok(_) => {
+                    return Err(format!(
+                        "cannot listen on unix:{}: a running server (another yurt-ota?) answers \
+                         there; stop it, or give this one another api.listen",
+                        path.display()
+                    ))
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    std::fs::remove_file(path).map_err(fail)?
+                }
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        let l = UnixListener::bind(path).map_err(fail)?;
+        // Read and write for the service's user and group, whatever the umask: device apps
+        // reach the socket by joining the group (the unit sets UMask=0027).
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(fail)?;
+        Ok(Listener::Unix(l, path.to_owned()))
+    }
+
     fn accept(&self) -> io::Result<Stream> {
         match self {
             Listener::Tcp(l) => l.accept().map(|(s, _)| Stream::Tcp(s)),
@@ -169,32 +217,102 @@ impl Listener {
         }
     }
 
-    /// Connects to itself, to wake a thread blocked in `accept`.
-    fn poke(&self) {
-        match self {
-            Listener::Tcp(l) => {
-                if let Ok(addr) = l.local_addr() {
-                    let _ = TcpStream::connect(addr);
-                }
-            }
-            Listener::Unix(_, path) => {
-                let _ = UnixStream::connect(path);
-            }
+    /// Wakes a thread blocked in `accept` (which then fails) by shutting the listening socket
+    /// down for reading, through a duplicate of its descriptor. Nothing goes by the socket's
+    /// address, which another process may have taken over.
+    fn wake(&self) {
+        let fd: io::Result<OwnedFd> = match self {
+            Listener::Tcp(l) => l.try_clone().map(OwnedFd::from),
+            Listener::Unix(l, _) => l.try_clone().map(OwnedFd::from),
+        };
+        let done = fd.and_then(|fd| UnixStream::from(fd).shutdown(Both::Read));
+        if let Err(e) = done {
+            log::warn!("cannot wake the API's accept thread: {e}");
         }
     }
 }
 
-/// Open connections, so that a stop can end their reads at once.
-#[derive(Default)]
+/// What a connection is doing, for the choice of which to close when slots run out.
+/// Accepted, not a byte received yet (a silent or half-open client is here).
+const NEW: u8 = 0;
+/// Between requests on a keep-alive connection.
+const IDLE: u8 = 1;
+const READING: u8 = 2;
+const WRITING: u8 = 3;
+const HANDLING: u8 = 4;
+const EVICTED: u8 = 5;
+
+/// One open connection: a clone of its stream (to end it from outside), what it is doing, and
+/// since when (milliseconds from the server's start).
+struct Slot {
+    stream: Stream,
+    state: AtomicU8,
+    since: AtomicU64,
+}
+
+/// Open connections, so that a stop can end their reads at once and a new client can take the
+/// slot of an idle or slow one.
 struct Open {
     next: AtomicU64,
-    streams: Mutex<HashMap<u64, Stream>>,
+    epoch: Instant,
+    slots: Mutex<HashMap<u64, Arc<Slot>>>,
 }
 
 impl Open {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Stream>> {
-        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Slot>>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}
+
+/// A connection's handle on its own slot.
+struct Tracker<'a> {
+    open: &'a Open,
+    slot: Arc<Slot>,
+}
+
+impl Tracker<'_> {
+    /// Moves from `from` to `to`; false if the connection was evicted meanwhile.
+    fn set(&self, from: u8, to: u8) -> bool {
+        self.slot.since.store(self.open.now(), Ordering::Relaxed);
+        self.slot
+            .state
+            .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
+/// Closes the open connection a new one should replace, if any: the one that has sent nothing
+/// for the longest since it was accepted, else the one idle between requests the longest, else
+/// the one reading its request or writing its answer the longest. Never one inside a handler.
+/// The caller holds the lock, so the chosen one stays in the map until it is shut down.
+fn evict(map: &HashMap<u64, Arc<Slot>>) -> bool {
+    for _ in 0..4 {
+        let victim = map
+            .values()
+            .filter_map(|s| {
+                let state = s.state.load(Ordering::Acquire);
+                (state < HANDLING).then(|| (state.min(READING), s.since.load(Ordering::Relaxed), s))
+            })
+            .min_by_key(|&(rank, since, _)| (rank, since));
+        let Some((_, _, slot)) = victim else {
+            return false;
+        };
+        let state = slot.state.load(Ordering::Acquire);
+        if state < HANDLING
+            && slot
+                .state
+                .compare_exchange(state, EVICTED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            let _ = slot.stream.shutdown(Both::Both);
+            return true;
+        }
+    }
+    false
 }
 
 /// Removes a connection from `Open` however its thread ends.
@@ -209,15 +327,35 @@ impl Drop for Registered<'_> {
 /// Serves `listener` until `stop` is triggered; then stops accepting, lets each connection finish
 /// the request it is handling, closes the rest, and returns.
 pub fn serve(listener: Listener, limits: Limits, stop: &Shutdown, handler: &dyn Handler) {
-    let open = Open::default();
+    let open = Open {
+        next: AtomicU64::new(0),
+        epoch: Instant::now(),
+        slots: Mutex::default(),
+    };
+    // Refused connections, answered and drained by one thread so accept never waits on them;
+    // when it is behind, further ones are closed unanswered.
+    let (refusals, refused) = mpsc::sync_channel::<Stream>(32);
     thread::scope(|s| {
         let (open, listener) = (&open, &listener);
         s.spawn(move || {
             stop.wait();
             // Wake the accept below, then end every idle read.
-            listener.poke();
-            for stream in open.lock().values() {
-                stream.shutdown_read();
+            listener.wake();
+            for slot in open.lock().values() {
+                slot.stream.shutdown_read();
+            }
+        });
+        s.spawn(move || {
+            for mut stream in refused {
+                let r = handler.reject(
+                    503,
+                    "busy",
+                    format!(
+                        "the agent serves at most {} connections at once; retry",
+                        limits.max_connections
+                    ),
+                );
+                refuse(&mut stream, r, Duration::from_millis(100));
             }
         });
         loop {
@@ -241,37 +379,40 @@ pub fn serve(listener: Listener, limits: Limits, stop: &Shutdown, handler: &dyn 
                 continue;
             }
             let id = open.next.fetch_add(1, Ordering::Relaxed);
-            {
+            let slot = {
                 let mut map = open.lock();
-                if map.len() >= limits.max_connections {
+                let live = map
+                    .values()
+                    .filter(|s| s.state.load(Ordering::Acquire) != EVICTED)
+                    .count();
+                if live >= limits.max_connections && !evict(&map) {
                     drop(map);
-                    let mut stream = stream;
-                    let r = handler.reject(
-                        503,
-                        "busy",
-                        format!(
-                            "the agent serves at most {} connections at once; retry",
-                            limits.max_connections
-                        ),
-                    );
-                    // Briefly: this is the accept thread.
-                    refuse(&mut stream, r, Duration::from_millis(100));
+                    let _ = refusals.try_send(stream);
                     continue;
                 }
-                match stream.try_clone() {
-                    Ok(clone) => map.insert(id, clone),
-                    Err(_) => continue,
+                let Ok(clone) = stream.try_clone() else {
+                    continue;
                 };
-            }
+                let slot = Arc::new(Slot {
+                    stream: clone,
+                    state: AtomicU8::new(NEW),
+                    since: AtomicU64::new(open.now()),
+                });
+                map.insert(id, slot.clone());
+                slot
+            };
             let spawned = thread::Builder::new()
                 .name("api-conn".into())
                 .stack_size(256 * 1024)
                 .spawn_scoped(s, move || {
                     let _registered = Registered(open, id);
+                    let tracker = Tracker { open, slot };
                     // A panic ends this connection only; left to unwind, `thread::scope` would
                     // re-raise it when serving ends.
-                    if catch_unwind(AssertUnwindSafe(|| connection(stream, limits, handler)))
-                        .is_err()
+                    if catch_unwind(AssertUnwindSafe(|| {
+                        connection(stream, limits, handler, &tracker)
+                    }))
+                    .is_err()
                     {
                         log::error!("a connection's handler panicked; connection closed");
                     }
@@ -281,24 +422,54 @@ pub fn serve(listener: Listener, limits: Limits, stop: &Shutdown, handler: &dyn 
                 open.lock().remove(&id);
             }
         }
+        drop(refusals);
         // Registration happens only in this loop, so every connection is in `open` now, also
         // one accepted while the thread above was ending the others.
-        for stream in open.lock().values() {
-            stream.shutdown_read();
+        for slot in open.lock().values() {
+            slot.stream.shutdown_read();
         }
     });
 }
 
-/// Serves one connection's requests in order until it closes, errs or times out.
-fn connection(mut stream: Stream, limits: Limits, handler: &dyn Handler) {
+/// Serves one connection's requests in order until it closes, errs, times out or is evicted.
+fn connection(mut stream: Stream, limits: Limits, handler: &dyn Handler, slot: &Tracker) {
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let budget = limits.timeout.min(REQUEST_DEADLINE);
+    let mut waiting = NEW;
     loop {
-        let head = match read_head(&mut stream, &mut buf, limits.max_head) {
-            Ok(Some(h)) => h,
-            Ok(None) => return,
-            Err(Refusal(status, error, message)) => {
-                refuse(&mut stream, handler.reject(status, error, message), LINGER);
+        // Idle until the next request's first byte; its whole head and body then have `budget`.
+        let mut deadline = None;
+        if !buf.is_empty() {
+            if !slot.set(waiting, READING) {
                 return;
+            }
+            deadline = Some(Instant::now() + budget);
+        }
+        let head = loop {
+            match parse_head(&buf, limits.max_head) {
+                Ok(Some(h)) => break h,
+                Ok(None) => {}
+                Err(Refusal(status, error, message)) => {
+                    refuse(&mut stream, handler.reject(status, error, message), LINGER);
+                    return;
+                }
+            }
+            match read_some(
+                &mut stream,
+                &mut buf,
+                limits.max_head,
+                deadline,
+                limits.timeout,
+            ) {
+                Got::Data => {}
+                Got::Closed => return,
+                Got::Late => return late(&mut stream, handler),
+            }
+            if deadline.is_none() {
+                if !slot.set(waiting, READING) {
+                    return;
+                }
+                deadline = Some(Instant::now() + budget);
             }
         };
         let Head {
@@ -314,10 +485,7 @@ fn connection(mut stream: Stream, limits: Limits, handler: &dyn Handler) {
             headers,
             body: Vec::new(),
         };
-        let close = minor == 0
-            || req
-                .header("Connection")
-                .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let close = minor == 0 || wants_close(&req);
         let body_len = match body_length(&req, limits.max_body) {
             Ok(n) => n,
             Err(Refusal(status, error, message)) => {
@@ -336,19 +504,85 @@ fn connection(mut stream: Stream, limits: Limits, handler: &dyn Handler) {
             return;
         }
         while buf.len() < body_len {
-            let mut chunk = [0u8; 8192];
-            let want = (body_len - buf.len()).min(chunk.len());
-            match stream.read(&mut chunk[..want]) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            match read_some(&mut stream, &mut buf, body_len, deadline, limits.timeout) {
+                Got::Data => {}
+                Got::Closed => return,
+                Got::Late => return late(&mut stream, handler),
             }
         }
         req.body = buf.drain(..body_len).collect();
-        let resp = handler.handle(req);
-        if write_response(&mut stream, resp, close).is_err() || close {
+        if !slot.set(READING, HANDLING) {
             return;
         }
+        let resp = handler.handle(req);
+        if !slot.set(HANDLING, WRITING) {
+            return;
+        }
+        if write_response(&mut stream, resp, close).is_err() || close || !slot.set(WRITING, IDLE) {
+            return;
+        }
+        waiting = IDLE;
+        let _ = stream.set_read_timeout(limits.timeout);
     }
+}
+
+enum Got {
+    Data,
+    /// The peer closed, went quiet past the timeout, or the connection was ended from outside.
+    Closed,
+    /// The request's deadline passed.
+    Late,
+}
+
+/// Reads once into `buf`, up to `cap` bytes in all, waiting at most until `deadline`.
+fn read_some(
+    stream: &mut Stream,
+    buf: &mut Vec<u8>,
+    cap: usize,
+    deadline: Option<Instant>,
+    timeout: Duration,
+) -> Got {
+    if let Some(d) = deadline {
+        let left = d.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Got::Late;
+        }
+        let _ = stream.set_read_timeout(left.min(timeout));
+    }
+    let mut chunk = [0u8; 8192];
+    let want = cap.saturating_sub(buf.len()).clamp(1, chunk.len());
+    match stream.read(&mut chunk[..want]) {
+        Ok(0) => Got::Closed,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            Got::Data
+        }
+        Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => Got::Late,
+        Err(_) => Got::Closed,
+    }
+}
+
+/// Answers a request that did not arrive in time with 408 and closes, without waiting on a
+/// client that is this slow.
+fn late(stream: &mut Stream, handler: &dyn Handler) {
+    let r = handler.reject(
+        408,
+        "request_timeout",
+        format!(
+            "a request's head and body must arrive within {} s",
+            REQUEST_DEADLINE.as_secs()
+        ),
+    );
+    let _ = write_response(stream, r, true);
+}
+
+/// True if the client asked to close after this request (`close` in any Connection header's list).
+fn wants_close(req: &Request) -> bool {
+    req.headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("Connection"))
+        .flat_map(|(_, v)| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("close"))
 }
 
 /// How long a refused connection is drained before it is closed.
@@ -388,66 +622,90 @@ struct Head {
 
 struct Refusal(u16, &'static str, String);
 
-/// Reads until `buf` holds a complete request head. `Ok(None)`: the peer closed or went quiet.
-fn read_head(
-    stream: &mut Stream,
-    buf: &mut Vec<u8>,
-    max_head: usize,
-) -> Result<Option<Head>, Refusal> {
-    loop {
-        if !buf.is_empty() {
-            let mut slots = [httparse::EMPTY_HEADER; 64];
-            let mut parsed = httparse::Request::new(&mut slots);
-            match parsed.parse(buf) {
-                Ok(httparse::Status::Complete(len)) => {
-                    return Ok(Some(Head {
-                        method: parsed.method.unwrap_or_default().to_owned(),
-                        target: parsed.path.unwrap_or_default().to_owned(),
-                        minor: parsed.version.unwrap_or(1),
-                        headers: parsed
-                            .headers
-                            .iter()
-                            .map(|h| {
-                                (
-                                    h.name.to_owned(),
-                                    String::from_utf8_lossy(h.value).into_owned(),
-                                )
-                            })
-                            .collect(),
-                        len,
-                    }))
-                }
-                Ok(httparse::Status::Partial) => {}
-                Err(httparse::Error::TooManyHeaders) => {
-                    return Err(Refusal(
-                        431,
-                        "headers_too_large",
-                        "more than 64 request headers".into(),
-                    ))
-                }
-                Err(e) => {
-                    return Err(Refusal(
-                        400,
-                        "bad_request",
-                        format!("malformed HTTP request: {e}"),
-                    ))
-                }
+/// Parses the request head at the start of `buf`; `Ok(None)` while it is incomplete.
+fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<Head>, Refusal> {
+    if !buf.is_empty() {
+        let mut slots = [httparse::EMPTY_HEADER; 64];
+        let mut parsed = httparse::Request::new(&mut slots);
+        match parsed.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                return Ok(Some(Head {
+                    method: parsed.method.unwrap_or_default().to_owned(),
+                    target: parsed.path.unwrap_or_default().to_owned(),
+                    minor: parsed.version.unwrap_or(1),
+                    headers: parsed
+                        .headers
+                        .iter()
+                        .map(|h| {
+                            (
+                                h.name.to_owned(),
+                                String::from_utf8_lossy(h.value).into_owned(),
+                            )
+                        })
+                        .collect(),
+                    len,
+                }))
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(Refusal(
+                    431,
+                    "headers_too_large",
+                    "more than 64 request headers".into(),
+                ))
+            }
+            Err(e) => {
+                return Err(Refusal(
+                    400,
+                    "bad_request",
+                    format!("malformed HTTP request: {e}"),
+                ))
             }
         }
-        if buf.len() >= max_head {
-            return Err(Refusal(
-                431,
-                "headers_too_large",
-                format!("request heads are limited to {} KiB", max_head / 1024),
-            ));
-        }
-        let mut chunk = [0u8; 4096];
-        let want = (max_head - buf.len()).min(chunk.len());
-        match stream.read(&mut chunk[..want]) {
-            Ok(0) => return Ok(None),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            // Idle past the timeout (or stopped): close quietly.
-            Err(_) => return Ok(None),
+    }
+    if buf.len() >= max_head {
+        return Err(Refusal(
+            431,
+            "headers_too_large",
+            format!("request heads are limited to {} KiB", max_head / 1024),
+        ));
+    }
+    Ok(None)
+}
+
+/// Frames `data` as the server frames what a connection sends, request after request, with
+/// the agent's caps, and panics where an invariant breaks. For the fuzz target `http_framing`.
+#[doc(hidden)]
+pub fn fuzz_framing(data: &[u8]) {
+    let (max_head, max_body) = (
+        crate::listen::MAX_REQUEST_HEAD,
+        crate::listen::MAX_REQUEST_BODY,
+    );
+    let mut buf = data;
+    loop {
+        // The server never holds more than `max_head` bytes while it waits for a head.
+        let head = match parse_head(&buf[..buf.len().min(max_head)], max_head) {
+            Ok(Some(head)) => head,
+            Ok(None) => return assert!(buf.len() < max_head),
+            Err(Refusal(status, ..)) => return assert!(matches!(status, 400 | 431)),
+        };
+        assert!(head.len > 0 && head.len <= buf.len().min(max_head));
+        let req = Request {
+            method: head.method,
+            target: head.target,
+            headers: head.headers,
+            body: Vec::new(),
+        };
+        let _ = wants_close(&req);
+        match body_length(&req, max_body) {
+            Ok(n) => {
+                assert!(n <= max_body);
+                let Some(rest) = buf.get(head.len + n..) else {
+                    return;
+                };
+                buf = rest;
+            }
+            Err(Refusal(status, ..)) => return assert!(matches!(status, 400 | 411 | 413)),
         }
     }
 }
@@ -474,13 +732,16 @@ fn body_length(req: &Request, max_body: usize) -> Result<usize, Refusal> {
             "conflicting Content-Length headers".into(),
         ));
     }
-    let n: u64 = first.trim().parse().map_err(|_| {
-        Refusal(
+    // Digits only (no sign), as RFC 9110 has it; a number past u64 is merely too large.
+    let digits = first.trim_matches([' ', '\t']);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Refusal(
             400,
             "bad_request",
             format!("invalid Content-Length {first:?}"),
-        )
-    })?;
+        ));
+    }
+    let n: u64 = digits.parse().unwrap_or(u64::MAX);
     if n > max_body as u64 {
         return Err(Refusal(
             413,
@@ -737,42 +998,296 @@ mod tests {
         t.join().unwrap();
     }
 
+    /// Answers `/block` only once `release` is set, so a test can keep connections inside the
+    /// handler.
+    struct Blocks(std::sync::atomic::AtomicBool);
+
+    impl Handler for Blocks {
+        fn handle(&self, req: Request) -> Response {
+            while req.target == "/block" && !self.0.load(Ordering::Relaxed) {
+                thread::sleep(Duration::from_millis(10));
+            }
+            Response::new(200, "text/plain", b"done".to_vec())
+        }
+        fn reject(&self, status: u16, error: &'static str, _: String) -> Response {
+            Response::new(status, "text/plain", error.as_bytes().to_vec())
+        }
+    }
+
+    fn read_status(s: &mut TcpStream) -> String {
+        let mut r = io::BufReader::new(s.try_clone().unwrap());
+        let mut line = String::new();
+        let _ = r.read_line(&mut line);
+        line
+    }
+
     #[test]
     fn connections_past_the_cap_get_503_and_stop_frees_the_rest() {
-        let (port, stop, t) = server(Limits {
+        static BLOCKS: Blocks = Blocks(std::sync::atomic::AtomicBool::new(false));
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let stop = Shutdown::new();
+        let st = stop.clone();
+        let limits = Limits {
             max_connections: 2,
             ..LIMITS
-        });
+        };
+        let t = thread::spawn(move || serve(Listener::Tcp(l), limits, &st, &BLOCKS));
+        // Two connections inside the handler: nothing can be evicted, so a third gets 503.
         let mut held = Vec::new();
         for _ in 0..2 {
             let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-            s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-            let mut r = io::BufReader::new(s.try_clone().unwrap());
-            let mut line = String::new();
-            r.read_line(&mut line).unwrap();
-            assert!(line.starts_with("HTTP/1.1 200"));
+            s.write_all(b"GET /block HTTP/1.1\r\n\r\n").unwrap();
             held.push(s);
         }
+        thread::sleep(Duration::from_millis(200));
         let out = exchange(port, b"GET / HTTP/1.1\r\n\r\n");
         assert!(
             out.starts_with("HTTP/1.1 503") && out.contains("busy"),
             "{out}"
         );
-        // The freed slot is taken again (its thread ends a moment after the client closes).
-        drop(held.pop());
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let out = exchange(port, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
-            if out.starts_with("HTTP/1.1 200") {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "{out}");
-            thread::sleep(Duration::from_millis(20));
+        BLOCKS.0.store(true, Ordering::Relaxed);
+        for s in &mut held {
+            assert!(read_status(s).starts_with("HTTP/1.1 200"));
         }
+        // Both are idle keep-alive connections now, and a new client takes one's slot.
+        let out = exchange(port, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
         // A stop returns promptly although a client still holds an idle keep-alive connection.
         let started = std::time::Instant::now();
         stop.trigger();
         t.join().unwrap();
         assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn slow_clients_do_not_lock_out_others() {
+        let (port, stop, t) = server(Limits {
+            max_connections: 4,
+            ..LIMITS
+        });
+        // Every slot held by a client that trickles its head a byte at a time.
+        let mut slow: Vec<TcpStream> = (0..4)
+            .map(|_| {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.write_all(b"G").unwrap();
+                s
+            })
+            .collect();
+        let started = Instant::now();
+        for i in 0..10 {
+            for s in &mut slow {
+                let _ = s.write_all(b"E");
+            }
+            let out = exchange(port, b"GET /me HTTP/1.1\r\nConnection: close\r\n\r\n");
+            assert!(out.ends_with("GET /me 0"), "request {i}: {out}");
+        }
+        assert!(started.elapsed() < Duration::from_secs(5));
+        stop.trigger();
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn a_request_trickled_past_the_deadline_gets_408() {
+        let (port, stop, t) = server(LIMITS);
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let started = Instant::now();
+        let mut out = String::new();
+        // A byte every 300 ms never trips the 1 s read timeout, but the 1 s deadline does.
+        for b in b"GET / HTTP/1.1\r\nX: aaaaaaaaaaaaaa" {
+            if s.write_all(&[*b]).is_err() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(300));
+            if started.elapsed() > Duration::from_secs(3) {
+                break;
+            }
+        }
+        let _ = s.read_to_string(&mut out);
+        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+        assert!(started.elapsed() < Duration::from_secs(4));
+        stop.trigger();
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn idle_keep_alive_connections_are_closed_first_when_slots_run_out() {
+        let (port, stop, t) = server(Limits {
+            max_connections: 2,
+            ..LIMITS
+        });
+        let mut idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        idle.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        assert!(read_status(&mut idle).starts_with("HTTP/1.1 200"));
+        // The other slot: a request under way (a partial head), newer than the idle one.
+        let mut busy = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        busy.write_all(b"GET /busy HTTP/1.1\r\n").unwrap();
+        thread::sleep(Duration::from_millis(100));
+        let out = exchange(port, b"GET /new HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert!(out.ends_with("GET /new 0"), "{out}");
+        // The idle one was closed; the one mid-request was kept and completes.
+        idle.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut rest = Vec::new();
+        assert_eq!(idle.read_to_end(&mut rest).unwrap_or(0), 0);
+        busy.write_all(b"Connection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        busy.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        busy.read_to_string(&mut out).unwrap();
+        assert!(out.ends_with("GET /busy 0"), "{out}");
+        stop.trigger();
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn a_silent_connection_gives_up_its_slot_before_a_used_keep_alive_one() {
+        let (port, stop, t) = server(Limits {
+            max_connections: 2,
+            ..LIMITS
+        });
+        let mut used = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        used.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        assert!(read_status(&mut used).starts_with("HTTP/1.1 200"));
+        thread::sleep(Duration::from_millis(50));
+        let mut silent = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        thread::sleep(Duration::from_millis(100));
+        let out = exchange(port, b"GET /new HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert!(out.ends_with("GET /new 0"), "{out}");
+        silent
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        assert_eq!(
+            silent.read(&mut [0u8; 16]).unwrap_or(0),
+            0,
+            "the silent one was closed"
+        );
+        used.write_all(b"GET /again HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        used.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        used.read_to_string(&mut out).unwrap();
+        assert!(out.ends_with("GET /again 0"), "{out}");
+        stop.trigger();
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn silent_half_open_connections_do_not_take_a_real_clients_slot() {
+        let (port, stop, t) = server(Limits {
+            max_connections: 2,
+            ..LIMITS
+        });
+        // Far more silent connections than slots, queued in the backlog too.
+        let silent: Vec<TcpStream> = (0..20)
+            .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+            .collect();
+        thread::sleep(Duration::from_millis(100));
+        for i in 0..5 {
+            let out = exchange(port, b"GET /real HTTP/1.1\r\nConnection: close\r\n\r\n");
+            assert!(out.ends_with("GET /real 0"), "request {i}: {out}");
+        }
+        drop(silent);
+        stop.trigger();
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn refusing_a_connection_never_stalls_accept() {
+        static BLOCKS: Blocks = Blocks(std::sync::atomic::AtomicBool::new(false));
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let stop = Shutdown::new();
+        let st = stop.clone();
+        let limits = Limits {
+            max_connections: 1,
+            ..LIMITS
+        };
+        let t = thread::spawn(move || serve(Listener::Tcp(l), limits, &st, &BLOCKS));
+        let mut held = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        held.write_all(b"GET /block HTTP/1.1\r\n\r\n").unwrap();
+        thread::sleep(Duration::from_millis(200));
+        // Refused clients that never read nor close: each would hold accept 100 ms if accept
+        // drained them itself, so 50 of them would take 5 s.
+        let started = Instant::now();
+        let mut refused = Vec::new();
+        for _ in 0..50 {
+            let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            refused.push(s);
+        }
+        let mut last = refused.pop().unwrap();
+        last.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let line = read_status(&mut last);
+        // Answered (503), or closed unanswered if the refusal thread is behind; never waited on.
+        assert!(
+            line.is_empty() || line.starts_with("HTTP/1.1 503"),
+            "{line}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(2500),
+            "{:?}",
+            started.elapsed()
+        );
+        BLOCKS.0.store(true, Ordering::Relaxed);
+        stop.trigger();
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn content_length_and_connection_are_read_as_rfc_9110_says() {
+        let (port, stop, t) = server(LIMITS);
+        for bad in ["+3", "-3", "3 3", "0x3", "", " "] {
+            let out = exchange(
+                port,
+                format!("POST / HTTP/1.1\r\nContent-Length: {bad}\r\n\r\nabc").as_bytes(),
+            );
+            assert!(out.starts_with("HTTP/1.1 400"), "{bad:?}: {out}");
+        }
+        let out = exchange(
+            port,
+            b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\nabc",
+        );
+        assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+        let out = exchange(
+            port,
+            b"POST / HTTP/1.1\r\nContent-Length:  3 \r\nConnection: close\r\n\r\nabc",
+        );
+        assert!(out.ends_with("POST / 3"), "{out}");
+        // `close` anywhere in the list closes, without waiting for the idle timeout.
+        for value in ["keep-alive, close", "Upgrade,CLOSE", "x,\tclose ,y"] {
+            let started = Instant::now();
+            let out = exchange(
+                port,
+                format!("GET / HTTP/1.1\r\nConnection: {value}\r\n\r\n").as_bytes(),
+            );
+            assert!(out.contains("Connection: close"), "{value}: {out}");
+            assert!(started.elapsed() < Duration::from_millis(800), "{value}");
+        }
+        stop.trigger();
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn a_live_unix_socket_is_not_taken_over_and_shutdown_does_not_use_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api.sock");
+        let first = Listener::unix(&path).unwrap();
+        let err = Listener::unix(&path).err().unwrap();
+        assert!(err.contains(path.to_str().unwrap()), "{err}");
+        let stop = Shutdown::new();
+        let st = stop.clone();
+        let t = thread::spawn(move || serve(first, LIMITS, &st, &Echo));
+        // Someone replaces the socket file: the first server still stops at once.
+        std::fs::remove_file(&path).unwrap();
+        let _other = UnixListener::bind(&path).unwrap();
+        let started = Instant::now();
+        stop.trigger();
+        t.join().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(1));
+        // A socket file nobody listens on is replaced.
+        drop(_other);
+        let again = Listener::unix(&path).unwrap();
+        assert!(UnixStream::connect(&path).is_ok());
+        drop(again);
     }
 }

@@ -10,7 +10,7 @@ pub const MAX_REQUEST_BODY: usize = 64 * 1024;
 /// Request heads (request line and headers) above this are refused with 431.
 pub const MAX_REQUEST_HEAD: usize = 16 * 1024;
 
-/// Binds the API socket. A stale Unix socket from an earlier run is replaced.
+/// Binds the API socket. A stale Unix socket from an earlier run is replaced, a live one refused.
 pub fn bind(listen: &Listen) -> Result<http::Listener, String> {
     let fail = |e: std::io::Error| {
         format!("cannot listen on {listen} (api.listen): {e}; is another yurt-ota running?")
@@ -19,22 +19,6 @@ pub fn bind(listen: &Listen) -> Result<http::Listener, String> {
         Listen::Tcp(addr) => std::net::TcpListener::bind(addr)
             .map(http::Listener::Tcp)
             .map_err(fail),
-        Listen::Unix(path) => {
-            if let Some(dir) = path.parent() {
-                let _ = std::fs::create_dir_all(dir);
-            }
-            if std::fs::symlink_metadata(path).is_ok_and(|m| {
-                use std::os::unix::fs::FileTypeExt;
-                m.file_type().is_socket()
-            }) {
-                let _ = std::fs::remove_file(path);
-            }
-            let l = std::os::unix::net::UnixListener::bind(path).map_err(fail)?;
-            // Read and write for the service's user and group, whatever the umask: device apps
-            // reach the socket by joining the group (the unit sets UMask=0027).
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(fail)?;
-            Ok(http::Listener::Unix(l, path.clone()))
-        }
+        Listen::Unix(path) => http::Listener::unix(path),
     }
 }

@@ -338,7 +338,10 @@ impl Api {
         };
         let given = req
             .header("Authorization")
-            .and_then(|v| v.strip_prefix("Bearer "));
+            // RFC 7235: the scheme is case-insensitive.
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("Bearer"))
+            .map(|(_, token)| token);
         match given {
             Some(g) if constant_time_eq(g.trim().as_bytes(), token.as_bytes()) => Ok(()),
             _ => Err(ApiError::new(

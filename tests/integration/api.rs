@@ -1,5 +1,6 @@
 //! The local API against a scripted upstream: relays, error codes, auth, sockets, shutdown.
 
+use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -344,6 +345,7 @@ fn mutating_routes_need_the_token() {
         Some("Bearer s3cret-tokeX"),
         Some("s3cret-token"),
         Some("Basic s3cret-token"),
+        Some("Bearers3cret-token"),
     ] {
         let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
         let r = request("POST", &url, &headers, None);
@@ -361,6 +363,14 @@ fn mutating_routes_need_the_token() {
         None,
     );
     assert_eq!(r.status, 200);
+    // RFC 7235: the scheme is case-insensitive (lowercase `bearer` was refused).
+    let r = request(
+        "POST",
+        &url,
+        &[("Authorization", "bearer s3cret-token")],
+        None,
+    );
+    assert_ne!(r.status, 401, "{}", r.text());
     assert_eq!(
         get(&agent.url("/v1/status")).status,
         200,
@@ -493,4 +503,83 @@ fn unix_socket_and_sigterm() {
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(!sock.exists(), "the socket is removed on shutdown");
     assert!(agent.log().contains("stopped"), "{}", agent.log());
+}
+
+#[test]
+fn a_second_agent_cannot_take_over_a_live_unix_socket() {
+    let up = Upstream::start(Pods::Serve(fixture("1.36")));
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("api.sock");
+    let api = format!("unix:{}", sock.display());
+    let config = format!(
+        "[api]\nlisten = \"{api}\"\n{}",
+        config_for(&up.url(), "200ms", "1s")
+    );
+    let mut first = Agent::start_with(&config, &api);
+    wait_for("the socket", Duration::from_secs(5), || {
+        first.cli(&["status", "--json"]).status.success()
+    });
+    // The second agent, same socket path: it refuses to start, naming the path.
+    let second_dir = tempfile::tempdir().unwrap();
+    let second_config = second_dir.path().join("config.toml");
+    std::fs::write(
+        &second_config,
+        format!(
+            "{config}\n[state]\ndir = \"{}\"\n",
+            second_dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&second_config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(&sock.display().to_string()), "{err}");
+    // The first agent still serves on its socket, and still stops at once.
+    assert!(first.cli(&["status", "--json"]).status.success());
+    let started = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-TERM", &first.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut code = None;
+    wait_for("exit after SIGTERM", Duration::from_secs(5), || {
+        code = first.child.try_wait().unwrap();
+        code.is_some()
+    });
+    assert!(code.unwrap().success(), "{code:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn slow_clients_do_not_lock_out_others() {
+    let up = Upstream::start(Pods::Serve(fixture("1.36")));
+    let port = free_port();
+    let agent = Agent::start_with(
+        &format!(
+            "[api]\nlisten = \"127.0.0.1:{port}\"\nmax_connections = 4\nconnection_timeout = \"30s\"\n{}",
+            config_for(&up.url(), "200ms", "1s")
+        ),
+        &format!("http://127.0.0.1:{port}"),
+    );
+    // Attackers hold every slot twice over: half trickle a request head, half stay silent.
+    let mut slow = Vec::new();
+    for i in 0..8 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        if i % 2 == 0 {
+            s.write_all(b"G").unwrap();
+        }
+        slow.push(s);
+    }
+    for i in 0..20 {
+        for s in slow.iter_mut().step_by(2) {
+            let _ = s.write_all(b"E");
+        }
+        let r = get(&agent.url("/v1/status"));
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+    }
 }
