@@ -44,7 +44,9 @@ pub fn start_agent(dir: &Path, config: &str) -> (Child, u16) {
         ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_yurt-ota"))
+    // YURT_OTA_BIN: another build of the agent (the static musl one, for memory figures).
+    let bin = std::env::var("YURT_OTA_BIN").unwrap_or(env!("CARGO_BIN_EXE_yurt-ota").into());
+    let child = Command::new(bin)
         .args(["run", "--config"])
         .arg(&cfg)
         .env("YURT_OTA_LOG", "warn")

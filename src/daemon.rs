@@ -84,6 +84,8 @@ pub fn run(settings: Settings, stop: Arc<Shutdown>) -> Result<(), String> {
     );
 
     let notifier = Arc::new(Notifier::from_env());
+    // The gates' slow re-read rides on the poll's wake-up when the poll comes often enough.
+    let reread_by_poller = settings.upstream.poll_interval <= settings.policy.gate_reread;
     let poller = {
         let (shared, stop, upstream) = (shared.clone(), stop.clone(), upstream.clone());
         let (control, notifier) = (control.clone(), notifier.clone());
@@ -95,6 +97,9 @@ pub fn run(settings: Settings, stop: Arc<Shutdown>) -> Result<(), String> {
                 // API already answers meanwhile (503 no_snapshot).
                 let started = Instant::now();
                 let mut poller = Poller::new(upstream, shared.clone());
+                if reread_by_poller {
+                    poller = poller.with_reread(control.clone());
+                }
                 poller.poll_once();
                 let snap = shared.snapshot();
                 let pods = snap.as_ref().map(|s| s.pods.as_slice());
@@ -118,9 +123,12 @@ pub fn run(settings: Settings, stop: Arc<Shutdown>) -> Result<(), String> {
         thread::Builder::new()
             .name("decide".into())
             .spawn(move || {
-                Autopilot::new(upstream, shared, control)
-                    .with_notifier(notifier, poll_timeout)
-                    .run(&stop)
+                let autopilot =
+                    Autopilot::new(upstream, shared, control).with_notifier(notifier, poll_timeout);
+                match reread_by_poller {
+                    true => autopilot.reread_by_poller().run(&stop),
+                    false => autopilot.run(&stop),
+                }
             })
             .map_err(|e| format!("cannot start the decision thread: {e}"))?
     };

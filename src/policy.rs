@@ -364,11 +364,57 @@ pub struct Decision {
     pub waiting: Vec<(String, Why, bool)>,
     /// The upgrade gates without force, for status.
     pub blockers: Blockers,
+    /// When this decision may change with no new input (no gate event, snapshot or API call):
+    /// the gates turn stable, a hold expires, a backoff ends, an upgrade reaches
+    /// `ready_timeout`. `None`: only new input changes it. The loop sleeps until then.
+    pub next_look: Option<Duration>,
 }
 
 /// Linear in the pods: every lookup by uid goes through a map built once per call (a node list
 /// of 20,000 pods made the nested scans take seconds).
 pub fn decide(i: &Inputs) -> Decision {
+    let mut d = decide_now(i);
+    d.next_look = next_look(i, &d);
+    d
+}
+
+/// The earliest moment at which `decide` on the same inputs would answer differently.
+fn next_look(i: &Inputs, d: &Decision) -> Option<Duration> {
+    let after = |ms: u64| (ms > i.now_ms).then(|| Duration::from_millis(ms - i.now_ms));
+    let ready = i.settings.ready_timeout.as_millis() as u64;
+    let holds = i.state.holds.iter().filter_map(|h| after(h.expires_ms));
+    let backoff = i.state.backoff.iter().filter_map(|b| after(b.retry_ms));
+    // Failed once strictly past ready_timeout: just after it.
+    let timeouts = (i.state.in_flight.iter()).filter_map(|f| after(f.started_ms + ready + 1));
+    // Per pod: a forced pod (queued with force, or past max_defer) has its own stability,
+    // counted over the safety gates only.
+    let waiting = d.waiting.iter().filter_map(|(_, why, _)| match why {
+        Why::NotStable(left) => Some(*left),
+        Why::Backoff { retry_in, .. } => Some(*retry_in),
+        _ => None,
+    });
+    // The moment a pod's deferral runs out (`policy.max_defer`): holds stop blocking it.
+    let deferrals = i.settings.max_defer.into_iter().flat_map(|max| {
+        let max = max.as_millis() as u64;
+        (i.state.outdated.iter()).filter_map(move |o| after(o.since_ms.saturating_add(max)))
+    });
+    // A fleet slot tried again.
+    let slots = i.fleet.values().filter_map(|ds| match &ds.slots {
+        crate::fleet::SlotView::Full { retry_ms, .. }
+        | crate::fleet::SlotView::Unavailable { retry_ms, .. } => after(*retry_ms),
+        _ => None,
+    });
+    (d.blockers.stable_in.into_iter())
+        .chain(holds)
+        .chain(backoff)
+        .chain(timeouts)
+        .chain(waiting)
+        .chain(deferrals)
+        .chain(slots)
+        .min()
+}
+
+fn decide_now(i: &Inputs) -> Decision {
     use std::collections::{HashMap, HashSet};
     let mut d = Decision::default();
     let holds: Vec<&Hold> = i.state.active_holds(i.now_ms).collect();

@@ -29,6 +29,8 @@ pub struct Shared {
     recent: Mutex<VecDeque<Outcome>>,
     pub metrics: Metrics,
     pub poll_interval: Duration,
+    /// What the decision loop sleeps on: rung by a new snapshot, a gate event, a state change.
+    pub bell: Arc<crate::gate::Bell>,
 }
 
 #[derive(Default, Clone)]
@@ -60,6 +62,7 @@ impl Shared {
             recent: Mutex::new(VecDeque::new()),
             metrics: Metrics::default(),
             poll_interval,
+            bell: crate::gate::Bell::new(),
         }
     }
 
@@ -146,6 +149,7 @@ impl Shared {
     pub(crate) fn succeeded(&self, snapshot: Option<Snapshot>) -> (bool, u64) {
         if let Some(s) = snapshot {
             *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(s));
+            self.bell.ring();
         }
         let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
         let first = h.last_success.is_none();

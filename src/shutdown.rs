@@ -6,10 +6,14 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use crate::gate::Bell;
+
 #[derive(Default)]
 pub struct Shutdown {
     stopped: Mutex<bool>,
     cv: Condvar,
+    /// Stopped too on a trigger: the decision loop sleeps on its bell, not here.
+    bells: Mutex<Vec<Arc<Bell>>>,
 }
 
 impl Shutdown {
@@ -20,6 +24,20 @@ impl Shutdown {
     pub fn trigger(&self) {
         *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
         self.cv.notify_all();
+        for b in self.bells.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            b.stop();
+        }
+    }
+
+    /// Stops `bell` on the trigger (at once if it already happened).
+    pub fn stops(&self, bell: Arc<Bell>) {
+        self.bells
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(bell.clone());
+        if self.is_triggered() {
+            bell.stop();
+        }
     }
 
     pub fn is_triggered(&self) -> bool {

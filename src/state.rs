@@ -188,6 +188,8 @@ pub struct Store {
     /// `None`: memory only (tests).
     path: Option<PathBuf>,
     inner: Mutex<Inner>,
+    /// Rung after a change of the state: the decision loop sleeps on it.
+    changed: std::sync::OnceLock<std::sync::Arc<crate::gate::Bell>>,
 }
 
 struct Inner {
@@ -217,6 +219,7 @@ impl Store {
                 error: None,
                 last_retry: None,
             }),
+            changed: Default::default(),
         }
     }
 
@@ -234,6 +237,7 @@ impl Store {
                 error: None,
                 last_retry: None,
             }),
+            changed: Default::default(),
         };
         let mut inner = store.lock();
         store.load(&mut inner);
@@ -376,11 +380,23 @@ impl Store {
         let r = f(&mut inner.state);
         if inner.state != before {
             inner.dirty = true;
+            self.ring();
         }
         if inner.dirty {
             self.persist(&mut inner);
         }
         r
+    }
+
+    /// Rings `bell` after each change of the state (an API hold, queue, breaker reset).
+    pub fn ring_on_change(&self, bell: std::sync::Arc<crate::gate::Bell>) {
+        let _ = self.changed.set(bell);
+    }
+
+    fn ring(&self) {
+        if let Some(bell) = self.changed.get() {
+            bell.ring();
+        }
     }
 
     /// Durable or nothing: applies `f` to a copy, writes the copy, and only then makes it the
@@ -399,6 +415,9 @@ impl Store {
         }
         match self.write(&next) {
             Ok(()) => {
+                if inner.state != next {
+                    self.ring();
+                }
                 inner.state = next;
                 inner.dirty = false;
                 if inner.error.take().is_some() {

@@ -27,6 +27,9 @@ pub struct Poller {
     last_outdated: Vec<String>,
     /// The duplicate uids last logged.
     last_duplicates: Vec<String>,
+    /// The gates' slow safety re-read, done here when the poll wakes often enough, so an idle
+    /// agent wakes for the poll alone; a change rings the decision loop's bell.
+    reread: Option<Arc<Control>>,
 }
 
 impl Poller {
@@ -37,7 +40,14 @@ impl Poller {
             last_logged: None,
             last_outdated: Vec::new(),
             last_duplicates: Vec::new(),
+            reread: None,
         }
+    }
+
+    /// Takes over the gates' slow re-read (`policy.gate_reread`) from the decision loop.
+    pub fn with_reread(mut self, control: Arc<Control>) -> Self {
+        self.reread = Some(control);
+        self
     }
 
     pub fn poll_once(&mut self) {
@@ -126,6 +136,11 @@ impl Poller {
         loop {
             let started = Instant::now();
             self.poll_once();
+            if let Some(c) = &self.reread {
+                if c.gates.reread_if_due(c.policy.gate_reread, interval / 2) {
+                    self.shared.bell.ring();
+                }
+            }
             let next = (started + interval).saturating_duration_since(Instant::now());
             if stop.wait_timeout(next) {
                 return;
@@ -134,8 +149,10 @@ impl Poller {
     }
 }
 
-/// The decision loop (SPEC section 6): every `gate_check_interval`, read the gates, decide on
-/// the newest snapshot, and act.
+/// The decision loop (SPEC section 6): read the gates, decide on the newest snapshot, act, and
+/// sleep until the next deadline: a gate event, a new snapshot or state change (the bell), or
+/// the earliest of a `stable_for` expiry, a hold expiry, a window edge or a file turning stale,
+/// a backoff, ready or pull-retry deadline, the watchdog ping and the slow re-read.
 pub struct Autopilot {
     actor: Actor,
     shared: Arc<Shared>,
@@ -145,6 +162,12 @@ pub struct Autopilot {
     notifier: Option<Arc<Notifier>>,
     /// The upstream timeout: a poll that runs longer (and some slack) is stuck.
     poll_timeout: Duration,
+    /// The gates tell of their changes (`run` started their watches): the loop sleeps until a
+    /// deadline, at most `policy.gate_reread`. Otherwise it reads them every `gate_check_interval`.
+    watched: bool,
+    /// The poller does the slow re-read (`Poller::with_reread`): this loop's own is only a
+    /// backstop for a stuck poller.
+    reread_by_poller: bool,
 }
 
 impl Autopilot {
@@ -156,7 +179,15 @@ impl Autopilot {
             seen_changes: Vec::new(),
             notifier: None,
             poll_timeout: Duration::from_secs(5),
+            watched: false,
+            reread_by_poller: false,
         }
+    }
+
+    /// The poller re-reads the gates every `policy.gate_reread` (its interval is no longer).
+    pub fn reread_by_poller(mut self) -> Self {
+        self.reread_by_poller = true;
+        self
     }
 
     /// Reports `STATUS=` and pings the watchdog through `n` after each tick, while the poller
@@ -249,12 +280,34 @@ impl Autopilot {
                 });
             }
         }
-        let mut next = decision
-            .blockers
-            .stable_in
-            .map_or(c.policy.gate_check_interval, |d| {
-                d.min(c.policy.gate_check_interval)
-            });
+        let now = Instant::now();
+        // After acting, look again soon: an action changes what the next decision sees (a pull
+        // asked for, an upgrade started) in ways no event reports.
+        let mut next = if self.watched && decision.actions.is_empty() {
+            if self.reread_by_poller {
+                c.policy.gate_reread * 4
+            } else {
+                c.policy.gate_reread
+            }
+        } else {
+            c.policy.gate_check_interval
+        };
+        let pull_retry = (c.pulls().iter())
+            .filter_map(|(_, at)| at.map(|at| at.saturating_duration_since(now)))
+            .min();
+        // While the state cannot be written, `recover` is tried again at its pace.
+        let recover = c.store.unavailable().map(|_| state::RETRY_EVERY);
+        for d in [
+            decision.next_look,
+            c.gates.next_change(wall),
+            pull_retry,
+            recover,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            next = next.min(d);
+        }
         if let Some(n) = &self.notifier {
             n.status(&status_line(&decision, snap.as_deref(), &self.shared, &c));
             match self.poller_stuck() {
@@ -264,17 +317,29 @@ impl Autopilot {
                     stuck.as_secs_f64()
                 )),
             }
+            // It pings when half a period passed since the last ping: a third keeps it on time.
             if let Some(period) = n.watchdog_period() {
-                next = next.min(period / 4);
+                next = next.min(period / 3);
             }
         }
         next.max(Duration::from_millis(1))
     }
 
+    /// Starts the gates' watches, then loops until `stop`, asleep between deadlines.
     pub fn run(mut self, stop: &Shutdown) {
+        let bell = self.shared.bell.clone();
+        stop.stops(bell.clone());
+        self.control.store.ring_on_change(bell.clone());
+        match (self.control.gates).watch(&bell, self.control.policy.gate_check_interval) {
+            Ok(()) => self.watched = true,
+            Err(e) => log::warn!(
+                "{e}: gates are read every {} instead",
+                crate::config::format_duration(self.control.policy.gate_check_interval)
+            ),
+        }
         loop {
             let next = self.tick();
-            if stop.wait_timeout(next) {
+            if bell.wait(next) || stop.is_triggered() {
                 self.control.store.flush();
                 return;
             }
@@ -412,5 +477,77 @@ mod tests {
             .iter()
             .any(|p| p.spec.node_name == "v1.36-control-plane"));
         assert_eq!(shared.health().consecutive_failures, 0);
+    }
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use super::*;
+    use crate::config::Settings;
+    use crate::gate::Gates;
+    use crate::state::{Backoff, Hold, Store};
+    use crate::upstream::Relay;
+
+    struct Never;
+
+    impl Upstream for Never {
+        fn list_pods(&self) -> Result<Vec<u8>, UpstreamError> {
+            Err(UpstreamError::Connect("no".into()))
+        }
+        fn upgrade(&self, _: &str, _: &str) -> Result<Relay, UpstreamError> {
+            unreachable!()
+        }
+        fn imagepull(&self, _: &str, _: &str) -> Result<Relay, UpstreamError> {
+            unreachable!()
+        }
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+        fn url(&self) -> &str {
+            "test://"
+        }
+    }
+
+    /// Idle, the loop sleeps until the earliest deadline the policy names (a backoff, then a
+    /// hold's expiry), else until the slow re-read; never on a fixed tick.
+    #[test]
+    fn the_loop_sleeps_until_the_next_deadline() {
+        let settings = Settings::default();
+        let control = Arc::new(Control::new(
+            Gates::new(Vec::new()),
+            Store::in_memory(),
+            settings.policy.clone(),
+        ));
+        let now_ms = state::unix_ms(SystemTime::now());
+        control.store.update(|s| {
+            s.holds.push(Hold {
+                name: "driving".into(),
+                reason: String::new(),
+                created_ms: now_ms,
+                expires_ms: now_ms + 10_000,
+            });
+            s.backoff.push(Backoff {
+                uid: "u".into(),
+                key: "ns/p".into(),
+                attempts: 1,
+                retry_ms: now_ms + 3_000,
+                detail: String::new(),
+            });
+        });
+        let shared = Arc::new(Shared::new(Duration::from_secs(5)));
+        let mut a = Autopilot::new(Arc::new(Never), shared, control.clone());
+        a.watched = true;
+        let near = |d: Duration, want: u64| {
+            let want = Duration::from_secs(want);
+            assert!(
+                d <= want && d + Duration::from_secs(1) > want,
+                "{d:?}, want {want:?}"
+            );
+        };
+        near(a.tick(), 3);
+        control.store.update(|s| s.backoff.clear());
+        near(a.tick(), 10);
+        control.store.update(|s| s.holds.clear());
+        assert_eq!(a.tick(), settings.policy.gate_reread);
     }
 }

@@ -80,7 +80,8 @@ impl Api {
             .gates
             .states()
             .iter()
-            .map(|g| {
+            .zip(self.control.gates.notices())
+            .map(|(g, (_, watch))| {
                 let applies: Vec<&str> = [("upgrade", g.upgrade), ("pull", g.pull)]
                     .iter()
                     .filter(|a| a.1)
@@ -98,6 +99,7 @@ impl Api {
                     "error": g.error,
                     "last_error": g.last_error.as_ref().map(|(e, t)| json!({"message": e, "at": sim::rfc3339(*t)})),
                     "next_open": g.next_open.map(sim::rfc3339),
+                    "watch": watch,
                 })
             })
             .collect();

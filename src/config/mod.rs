@@ -172,6 +172,9 @@ pub struct PolicySettings {
     /// A pod needing upgrade this long is treated as forced (SPEC 6b); `None`: never.
     pub max_defer: Option<Duration>,
     pub gate_check_interval: Duration,
+    /// The slow safety re-read of every gate, in case an event was lost (events tell the
+    /// agent of changes; this is the net under them).
+    pub gate_reread: Duration,
     pub prepull: bool,
     pub include: Vec<String>,
     pub exclude: Vec<String>,
@@ -218,6 +221,7 @@ impl Default for Settings {
                 ready_timeout: Duration::from_secs(300),
                 max_defer: None,
                 gate_check_interval: Duration::from_millis(250),
+                gate_reread: Duration::from_secs(30),
                 prepull: true,
                 include: Vec::new(),
                 exclude: Vec::new(),

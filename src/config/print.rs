@@ -22,7 +22,7 @@ impl Settings {
             "[upstream]\nkind = \"{}\"\nurl = {:?}\npoll_interval = {}\ntimeout = {}\n{}\n\
              [api]\nlisten = \"{}\"\ntoken_file = {:?}\nmax_connections = {}\nconnection_timeout = {}\n\n\
              [policy]\nmode = \"{}\"\non_closed = \"{}\"\nstable_for = {}\n\
-             max_concurrent = {}\nready_timeout = {}\nmax_defer = {}\ngate_check_interval = {}\nprepull = {}\n\
+             max_concurrent = {}\nready_timeout = {}\nmax_defer = {}\ngate_check_interval = {}\ngate_reread = {}\nprepull = {}\n\
              include = {}\nexclude = {}\n\n\
              [state]\ndir = {:?}\n\n\
              [sim]\nnode_name = {:?}\nrecreate_delay = {}\nready_delay = {}\npull_delay = {}\n",
@@ -55,6 +55,7 @@ impl Settings {
             d(p.ready_timeout),
             p.max_defer.map_or("\"\"".into(), d),
             d(p.gate_check_interval),
+            d(p.gate_reread),
             p.prepull,
             list(&p.include),
             list(&p.exclude),

@@ -60,6 +60,7 @@ pub(super) struct RawPolicy {
     pub ready_timeout: Option<String>,
     pub max_defer: Option<String>,
     pub gate_check_interval: Option<String>,
+    pub gate_reread: Option<String>,
     pub prepull: Option<bool>,
     pub include: Option<Vec<String>>,
     pub exclude: Option<Vec<String>>,

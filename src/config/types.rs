@@ -39,6 +39,7 @@ pub(super) fn duration_range(key: &str) -> (Duration, Duration) {
         (false, "ready_timeout") => 24 * HOUR,
         (false, "max_defer") => 365 * 24 * HOUR,
         (false, "gate_check_interval") => MINUTE,
+        (false, "gate_reread") => HOUR,
         (true, "max_age") => 7 * 24 * HOUR,
         (true, "interval") => HOUR,
         (true, "timeout") => 10 * MINUTE,

@@ -249,6 +249,9 @@ pub(super) fn settings(raw: RawConfig, e: &mut Errors, read_files: bool) -> Opti
     if let Some(v) = e.duration("policy.gate_check_interval", &p.gate_check_interval) {
         s.policy.gate_check_interval = v;
     }
+    if let Some(v) = e.duration("policy.gate_reread", &p.gate_reread) {
+        s.policy.gate_reread = v;
+    }
     if let Some(v) = p.prepull {
         s.policy.prepull = v;
     }

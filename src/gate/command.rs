@@ -5,7 +5,9 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{Reading, Signal};
+use std::sync::Arc;
+
+use super::{Bell, Notice, Reading, Signal};
 
 pub struct CommandGate {
     argv: Vec<String>,
@@ -70,6 +72,18 @@ impl CommandGate {
 }
 
 impl Signal for CommandGate {
+    fn notice(&mut self, _: &Arc<Bell>, _: Duration) -> Notice {
+        Notice::Periodic(format!(
+            "runs every {}",
+            crate::config::format_duration(self.interval)
+        ))
+    }
+
+    fn next_change(&self, _now: SystemTime) -> Option<Duration> {
+        let (at, _) = self.last.as_ref()?;
+        Some((*at + self.interval).saturating_duration_since(Instant::now()))
+    }
+
     fn read(&mut self, _now: SystemTime, fresh: bool) -> Result<Reading, String> {
         let now = Instant::now();
         match &self.last {

@@ -2,9 +2,10 @@
 
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::{Reading, Signal};
+use super::{Bell, Notice, Reading, Signal};
 use crate::config::FileOpen;
 
 /// Contents above this are not read: a signal file holds a word, not a document.
@@ -14,6 +15,8 @@ pub struct FileGate {
     path: PathBuf,
     open_when: FileOpen,
     max_age: Option<Duration>,
+    /// With `max_age`: when the file, as last read, turns stale.
+    stale_at: Option<SystemTime>,
 }
 
 impl FileGate {
@@ -22,12 +25,23 @@ impl FileGate {
             path,
             open_when,
             max_age,
+            stale_at: None,
         }
     }
 }
 
 impl Signal for FileGate {
+    fn notice(&mut self, _: &Arc<Bell>, _: Duration) -> Notice {
+        Notice::File(self.path.clone())
+    }
+
+    /// The moment the file turns stale, if it is fresh now: a timer, not an event.
+    fn next_change(&self, now: SystemTime) -> Option<Duration> {
+        self.stale_at?.duration_since(now).ok()
+    }
+
     fn read(&mut self, now: SystemTime, _fresh: bool) -> Result<Reading, String> {
+        self.stale_at = None;
         let p = self.path.display();
         let meta = match std::fs::metadata(&self.path) {
             Ok(m) => Some(m),
@@ -45,6 +59,8 @@ impl Signal for FileGate {
         if let Some(max) = self.max_age {
             let modified = meta.modified().map_err(|e| format!("{p}: mtime: {e}"))?;
             let age = now.duration_since(modified).unwrap_or_default();
+            // Just past the limit, so that the read at that moment sees it stale.
+            self.stale_at = (age <= max).then(|| modified + max + Duration::from_millis(1));
             if age > max {
                 return Err(format!(
                     "{p} is stale: last written {}s ago, max_age is {}",
@@ -104,9 +120,23 @@ mod tests {
         let r = equals.read(now, false).unwrap();
         assert!(r.open, "{}", r.detail);
         assert!(fresh.read(now, false).unwrap().open);
+        let left = fresh
+            .next_change(now)
+            .expect("a fresh file turns stale later");
+        assert!(left > Duration::from_secs(9) && left <= Duration::from_secs(11));
+        assert_eq!(
+            exists.next_change(now),
+            None,
+            "no max_age: only events change it"
+        );
         // The same file, eleven seconds later, is stale: an error, so the gate is closed.
         let later = now + Duration::from_secs(11);
         assert!(fresh.read(later, false).unwrap_err().contains("stale"));
+        assert_eq!(
+            fresh.next_change(later),
+            None,
+            "stale: only a write changes it"
+        );
 
         std::fs::write(&path, "0").unwrap();
         assert!(!equals.read(now, false).unwrap().open);

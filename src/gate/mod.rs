@@ -4,7 +4,8 @@
 //! been open or closed, logs each change once, and re-reads them afresh at the moment of action.
 //! A signal that cannot be read is closed (fail closed), with its error kept for `/v1/status`.
 
-use std::sync::Mutex;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{GateKind, GateSettings};
@@ -12,7 +13,24 @@ use crate::config::{GateKind, GateSettings};
 pub mod command;
 pub mod file;
 pub mod gpio;
+pub mod watch;
 pub mod window;
+
+pub use watch::Bell;
+
+/// How a gate learns that its signal may have changed (shown in `/v1/status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// inotify on the directory of this file (or its nearest existing ancestor).
+    File(PathBuf),
+    /// The signal rings the bell itself (GPIO edge events, `poll(2)` on sysfs); how, for status.
+    Events(String),
+    /// Only time changes it; `Signal::next_change` says when (a window's next edge).
+    Timed(String),
+    /// Read again every so often (`Signal::next_change`): a command's interval, or a line with
+    /// no edge events; why, for status.
+    Periodic(String),
+}
 
 /// What a signal says when it could be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +47,24 @@ pub trait Signal: Send {
 
     /// When it will open, where that can be known (a window); for `Retry-After`.
     fn next_open(&self, _now: SystemTime) -> Option<SystemTime> {
+        None
+    }
+
+    /// Arranges to hear of changes: a signal with events of its own starts them here, ringing
+    /// `bell`; one without says how it is watched. `fallback` is the period of a periodic read.
+    fn notice(&mut self, _bell: &Arc<Bell>, _fallback: Duration) -> Notice {
+        Notice::Periodic("read at every check".into())
+    }
+
+    /// How long until the reading may change with no event: a file turning stale, a window's
+    /// next edge, a command's next run, a periodic read. `None`: only an event changes it.
+    fn next_change(&self, _now: SystemTime) -> Option<Duration> {
+        None
+    }
+
+    /// How it hears of changes now, where that changes after `notice` (a line that turned out
+    /// to have no edge events).
+    fn how(&self) -> Option<String> {
         None
     }
 }
@@ -134,6 +170,10 @@ impl Gate {
 /// Every configured gate with its last reading.
 pub struct Gates {
     inner: Mutex<Vec<(Gate, GateState)>>,
+    /// How each gate hears of changes, once `watch` ran (same order as `inner`).
+    notices: Mutex<Vec<Notice>>,
+    /// When every gate was last read (by `check`).
+    last_check: Mutex<Option<Instant>>,
 }
 
 impl Gates {
@@ -164,6 +204,8 @@ impl Gates {
             .collect();
         Gates {
             inner: Mutex::new(inner),
+            notices: Mutex::new(Vec::new()),
+            last_check: Mutex::new(None),
         }
     }
 
@@ -185,6 +227,21 @@ impl Gates {
         for (gate, state) in self.lock().iter_mut() {
             read_into(gate, state, now, wall, false);
         }
+        *self.last_check.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
+    }
+
+    /// The slow safety re-read, from a thread that is awake anyway (the poller): reads every
+    /// gate when the last full read is `every` old or more (less `slack`, so a poll that comes
+    /// slightly early does not push it a whole poll later). True when a gate changed.
+    pub fn reread_if_due(&self, every: Duration, slack: Duration) -> bool {
+        let last = *self.last_check.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| at.elapsed() + slack < every) {
+            return false;
+        }
+        let before: u64 = self.lock().iter().map(|(_, s)| s.changes).sum();
+        self.check();
+        let after: u64 = self.lock().iter().map(|(_, s)| s.changes).sum();
+        after != before
     }
 
     /// Re-reads afresh, now, every gate that applies to `purpose`, and returns the names of
@@ -206,6 +263,80 @@ impl Gates {
 
     pub fn states(&self) -> Vec<GateState> {
         self.lock().iter().map(|(_, s)| s.clone()).collect()
+    }
+
+    /// Starts hearing of changes: each signal's own events, and one inotify thread for the
+    /// files, all ringing `bell`. `fallback`: the period of a gate that can only be read
+    /// periodically. Returns the inotify error, if any (then file gates rely on the re-read).
+    pub fn watch(&self, bell: &Arc<Bell>, fallback: Duration) -> Result<(), String> {
+        let mut files = Vec::new();
+        let mut notices = Vec::new();
+        for (gate, state) in self.lock().iter_mut() {
+            let notice = gate.signal.notice(bell, fallback);
+            if let Notice::File(path) = &notice {
+                files.push(path.clone());
+            }
+            if let Notice::Periodic(why) = &notice {
+                log::info!("gate {}: {why}", state.name);
+            }
+            notices.push(notice);
+        }
+        *self.notices.lock().unwrap_or_else(|e| e.into_inner()) = notices;
+        if files.is_empty() {
+            return Ok(());
+        }
+        let w = watch::FileWatch::new(files)?;
+        let bell = bell.clone();
+        std::thread::Builder::new()
+            .name("inotify".into())
+            .spawn(move || w.run(&bell))
+            .map_err(|e| format!("cannot start the inotify thread: {e}"))?;
+        Ok(())
+    }
+
+    /// How each gate learns of changes, by name, for status: "inotify on DIR", "edge events
+    /// ...", "periodic read every 250ms: ...".
+    pub fn notices(&self) -> Vec<(String, String)> {
+        let notices = self
+            .notices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        self.lock()
+            .iter()
+            .enumerate()
+            .map(|(i, (g, s))| {
+                let how = match notices.get(i) {
+                    None => "read at every check".to_owned(),
+                    Some(Notice::File(p)) => match watch::watch_dir(p) {
+                        Some(d) => format!("inotify on {}", d.display()),
+                        None => format!("inotify on the directory of {}", p.display()),
+                    },
+                    Some(Notice::Events(how) | Notice::Timed(how) | Notice::Periodic(how)) => {
+                        how.clone()
+                    }
+                };
+                (s.name.clone(), g.signal.how().unwrap_or(how))
+            })
+            .collect()
+    }
+
+    /// How long until some gate's reading may change with no event (see `Signal::next_change`).
+    /// A gate never read yet is due now; an unwatched one (no `watch`) has no deadline here.
+    pub fn next_change(&self, now: SystemTime) -> Option<Duration> {
+        let watched = !self
+            .notices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty();
+        self.lock()
+            .iter()
+            .filter_map(|(g, s)| match (watched, s.read) {
+                (_, false) => Some(Duration::ZERO),
+                (false, true) => None,
+                (true, true) => g.signal.next_change(now),
+            })
+            .min()
     }
 }
 

@@ -6,13 +6,14 @@
 //! are simply not inside; on the night they fall back, the repeated hour is inside twice.
 
 use std::fmt;
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use jiff::civil::{Date, Time, Weekday};
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
-use super::{Reading, Signal};
+use super::{Bell, Notice, Reading, Signal};
 
 const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
 
@@ -174,6 +175,58 @@ pub fn next_open(windows: &[Window], tz: &TimeZone, now: Timestamp) -> Option<Ti
     best
 }
 
+/// The next instant after `now` at which a window starts or ends, in `tz`. Around a DST change
+/// a wall-clock time that occurs twice gives both instants, and the zone's next transition is
+/// a candidate too (a window starting inside a gap opens at its end): a wake-up too many is
+/// harmless (the gate is read again), one too few would leave the loop asleep while the gate
+/// changed.
+pub fn next_edge(windows: &[Window], tz: &TimeZone, now: Timestamp) -> Option<Timestamp> {
+    let today: Date = now.to_zoned_datetime(tz.clone()).date();
+    let mut best: Option<Timestamp> = tz
+        .following(now)
+        .next()
+        .map(|t| t.timestamp())
+        .filter(|t| *t > now);
+    let mut consider = |date: Date, minute: u16| {
+        let (date, minute) = if minute >= 1440 {
+            (date.tomorrow().ok(), minute - 1440)
+        } else {
+            (Some(date), minute)
+        };
+        let Some(date) = date else { return };
+        let Ok(time) = Time::new((minute / 60) as i8, (minute % 60) as i8, 0, 0) else {
+            return;
+        };
+        let amb = tz.to_ambiguous_timestamp(date.to_datetime(time));
+        for ts in [amb.earlier(), amb.later()].into_iter().flatten() {
+            if ts > now && best.is_none_or(|b| ts < b) {
+                best = Some(ts);
+            }
+        }
+    };
+    for offset in -1..=8i64 {
+        let Ok(date) = today.checked_add(jiff::Span::new().days(offset)) else {
+            continue;
+        };
+        for w in windows {
+            if w.days & day_bit(date.weekday()) == 0 {
+                continue;
+            }
+            consider(date, w.start);
+            // An end at or before the start is on the next day.
+            consider(
+                date,
+                if w.end <= w.start {
+                    w.end + 1440
+                } else {
+                    w.end
+                },
+            );
+        }
+    }
+    best
+}
+
 /// A `window` gate.
 pub struct WindowGate {
     windows: Vec<Window>,
@@ -204,6 +257,16 @@ impl Signal for WindowGate {
                 local.minute()
             ),
         })
+    }
+
+    fn notice(&mut self, _: &Arc<Bell>, _: Duration) -> Notice {
+        Notice::Timed("a timer at its next edge".into())
+    }
+
+    fn next_change(&self, now: SystemTime) -> Option<Duration> {
+        let tz = zone(self.zone_name.as_deref()).ok()?;
+        let next = next_edge(&self.windows, &tz, Timestamp::try_from(now).ok()?)?;
+        SystemTime::try_from(next).ok()?.duration_since(now).ok()
     }
 
     fn next_open(&self, now: SystemTime) -> Option<SystemTime> {
@@ -310,6 +373,61 @@ mod tests {
                                                                    // Summer and winter: 01:00 local is a different UTC hour, same window.
         assert!(open(&w, tz, "2026-07-01T01:00"));
         assert!(open(&w, tz, "2026-01-01T01:00"));
+    }
+
+    /// Minute by minute across both DST nights: every change of the reading happens at the
+    /// edge `next_edge` announced the minute before, so a loop asleep until then misses none.
+    #[test]
+    fn the_next_edge_is_never_late_across_dst() {
+        let win: Vec<Window> = [
+            "01:00-01:30",
+            "Sun 02:30-04:00",
+            "Sat 12:00-24:00",
+            "Sun 22:00-02:00",
+        ]
+        .iter()
+        .map(|w| Window::parse(w).unwrap())
+        .collect();
+        for (tz, day) in [
+            ("America/New_York", "2026-11-01T00:00:00Z"),
+            ("America/New_York", "2026-03-08T00:00:00Z"),
+            ("Europe/Berlin", "2026-03-28T20:00:00Z"),
+            ("Europe/Berlin", "2026-10-24T20:00:00Z"),
+        ] {
+            let tz = TimeZone::get(tz).unwrap();
+            let start: Timestamp = day.parse().unwrap();
+            let mut changes = 0;
+            for m in 0..(36 * 60) {
+                let t = start + jiff::SignedDuration::from_mins(m);
+                let next = t + jiff::SignedDuration::from_mins(1);
+                let edge = next_edge(&win, &tz, t).unwrap();
+                assert!(edge > t);
+                if is_open(&win, &tz, t) != is_open(&win, &tz, next) {
+                    changes += 1;
+                    assert!(edge <= next, "{tz:?} {t}: changes by {next}, edge {edge}");
+                }
+            }
+            assert!(changes >= 2, "{day}: the test saw the windows change");
+        }
+        // Fall back in New York: 01:00-01:30 happens twice, and both openings are edges.
+        let ny = TimeZone::get("America/New_York").unwrap();
+        let w = [Window::parse("01:00-01:30").unwrap()];
+        let utc = |s: &str| s.parse::<Timestamp>().unwrap();
+        let mut t = utc("2026-11-01T04:00:00Z");
+        let mut edges = Vec::new();
+        for _ in 0..4 {
+            t = next_edge(&w, &ny, t).unwrap();
+            edges.push(t.to_string());
+        }
+        assert_eq!(
+            edges,
+            [
+                "2026-11-01T05:00:00Z",
+                "2026-11-01T05:30:00Z",
+                "2026-11-01T06:00:00Z",
+                "2026-11-01T06:30:00Z"
+            ]
+        );
     }
 
     #[test]

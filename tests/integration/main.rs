@@ -6,6 +6,7 @@ mod apiserver;
 mod apisim;
 mod cli;
 mod defer;
+mod events;
 mod fleet;
 mod gates;
 mod hardening;

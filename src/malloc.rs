@@ -1,0 +1,44 @@
+//! Flat memory under glibc: bounded malloc arenas and a fixed mmap threshold.
+//!
+//! glibc raises its mmap threshold each time a large block is freed (up to 32 MiB), so after the
+//! first poll the ~1 MB pod-list buffers of later polls, and the steps by which a growing buffer
+//! gets there, come from the heap and stay resident: measured, the RSS of an idle agent polling
+//! 110 pods went from 4.4 to 6.9 MiB in 12 s with no API request at all. Per-thread arenas (up
+//! to 8 per core) keep what the API's connection threads freed. A fixed threshold (which also
+//! turns the raising off), a low trim threshold and two arenas keep it flat.
+//!
+//! These are read by glibc before `main`, from `GLIBC_TUNABLES`, and setting them at run time
+//! needs `mallopt` (unsafe). So `run` re-executes itself once with them set, unless the
+//! environment already has `GLIBC_TUNABLES` (the systemd unit can set it; an operator's own
+//! value is kept). musl's allocator returns freed memory by itself: nothing to do there.
+
+/// What `run` sets: 2 arenas, blocks from 128 KiB mmapped and returned at free, the top of the
+/// heap trimmed above 128 KiB.
+pub const TUNABLES: &str =
+    "glibc.malloc.arena_max=2:glibc.malloc.mmap_threshold=131072:glibc.malloc.trim_threshold=131072";
+
+/// Re-executes this process with `GLIBC_TUNABLES` set, on glibc when it is not set yet. Returns
+/// only when it does not (not glibc, already set, or the exec failed: then it runs as it is).
+pub fn bound_glibc_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::os::unix::process::CommandExt;
+        if std::env::var_os("GLIBC_TUNABLES").is_some() {
+            return;
+        }
+        let mut args = std::env::args_os();
+        let arg0 = args.next().unwrap_or_else(|| "yurt-ota".into());
+        // The binary by its path, so the process keeps its name (`comm`, for ps, pidof and the
+        // journal); /proc/self/exe when that path is gone (the package replaced the file).
+        let exe = std::env::current_exe()
+            .ok()
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| "/proc/self/exe".into());
+        let e = std::process::Command::new(exe)
+            .arg0(arg0)
+            .args(args)
+            .env("GLIBC_TUNABLES", TUNABLES)
+            .exec();
+        eprintln!("yurt-ota: cannot re-execute with GLIBC_TUNABLES set ({e}); running without");
+    }
+}
