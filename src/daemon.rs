@@ -90,47 +90,43 @@ pub fn run(settings: Settings, stop: Arc<Shutdown>) -> Result<(), String> {
         let (shared, stop, upstream) = (shared.clone(), stop.clone(), upstream.clone());
         let (control, notifier) = (control.clone(), notifier.clone());
         let interval = settings.upstream.poll_interval;
-        thread::Builder::new()
-            .name("poll".into())
-            .spawn(move || {
-                // READY=1 once the API is bound (above) and the first poll has been tried; the
-                // API already answers meanwhile (503 no_snapshot).
-                let started = Instant::now();
-                let mut poller = Poller::new(upstream, shared.clone());
-                if reread_by_poller {
-                    poller = poller.with_reread(control.clone());
-                }
-                poller.poll_once();
-                let snap = shared.snapshot();
-                let pods = snap.as_ref().map(|s| s.pods.as_slice());
-                notifier.ready(&status_line(
-                    &control.decide(pods),
-                    snap.as_deref(),
-                    &shared,
-                    &control,
-                ));
-                let next = (started + interval).saturating_duration_since(Instant::now());
-                if !stop.wait_timeout(next) {
-                    poller.run(interval, &stop)
-                }
-            })
-            .map_err(|e| format!("cannot start the poll thread: {e}"))?
+        critical("poll", exit_on_panic, move || {
+            // READY=1 once the API is bound (above) and the first poll has been tried; the
+            // API already answers meanwhile (503 no_snapshot).
+            let started = Instant::now();
+            let mut poller = Poller::new(upstream, shared.clone());
+            if reread_by_poller {
+                poller = poller.with_reread(control.clone());
+            }
+            poller.poll_once();
+            let snap = shared.snapshot();
+            let pods = snap.as_ref().map(|s| s.pods.as_slice());
+            notifier.ready(&status_line(
+                &control.decide(pods),
+                snap.as_deref(),
+                &shared,
+                &control,
+            ));
+            let next = (started + interval).saturating_duration_since(Instant::now());
+            if !stop.wait_timeout(next) {
+                poller.run(interval, &stop)
+            }
+        })
+        .map_err(|e| format!("cannot start the poll thread: {e}"))?
     };
     let autopilot = {
         let (shared, stop, upstream) = (shared.clone(), stop.clone(), upstream.clone());
         let notifier = notifier.clone();
         let poll_timeout = settings.upstream.timeout;
-        thread::Builder::new()
-            .name("decide".into())
-            .spawn(move || {
-                let autopilot =
-                    Autopilot::new(upstream, shared, control).with_notifier(notifier, poll_timeout);
-                match reread_by_poller {
-                    true => autopilot.reread_by_poller().run(&stop),
-                    false => autopilot.run(&stop),
-                }
-            })
-            .map_err(|e| format!("cannot start the decision thread: {e}"))?
+        critical("decide", exit_on_panic, move || {
+            let autopilot =
+                Autopilot::new(upstream, shared, control).with_notifier(notifier, poll_timeout);
+            match reread_by_poller {
+                true => autopilot.reread_by_poller().run(&stop),
+                false => autopilot.run(&stop),
+            }
+        })
+        .map_err(|e| format!("cannot start the decision thread: {e}"))?
     };
     crate::http::serve(listener, api::limits(&settings.api), &stop, &api);
     notifier.stopping();
@@ -141,4 +137,51 @@ pub fn run(settings: Settings, stop: Arc<Shutdown>) -> Result<(), String> {
     }
     log::info!("stopped");
     Ok(())
+}
+
+/// Runs `f` on a thread named `name`; a panic in it calls `on_panic`. The poll and decision
+/// threads are critical: an agent whose API answers while its loop is dead is half-alive and
+/// upgrades nothing, so their panic ends the process and systemd restarts the whole agent.
+fn critical(
+    name: &'static str,
+    on_panic: fn(&str),
+    f: impl FnOnce() + Send + 'static,
+) -> std::io::Result<thread::JoinHandle<()>> {
+    thread::Builder::new().name(name.into()).spawn(move || {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+            on_panic(name);
+        }
+    })
+}
+
+fn exit_on_panic(name: &str) {
+    log::error!("the {name} thread panicked; exiting so that systemd restarts the agent");
+    std::process::exit(70);
+}
+
+#[cfg(test)]
+mod critical_tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static PANICKED: AtomicUsize = AtomicUsize::new(0);
+
+    fn count(_: &str) {
+        PANICKED.fetch_add(1, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn a_panic_in_a_critical_thread_is_not_swallowed() {
+        critical("t1", count, || {}).unwrap().join().unwrap();
+        assert_eq!(
+            PANICKED.load(Ordering::SeqCst),
+            0,
+            "a clean return is no panic"
+        );
+        critical("t2", count, || panic!("boom"))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(PANICKED.load(Ordering::SeqCst), 1);
+    }
 }
