@@ -8,6 +8,7 @@ mod cli;
 mod defer;
 mod events;
 mod fleet;
+mod fleet_agents;
 mod gates;
 mod hardening;
 mod node;

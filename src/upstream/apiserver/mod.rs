@@ -159,6 +159,8 @@ pub struct Tracked {
     pub skip: Option<String>,
     /// Set while a thread watches it; cleared when its last pod left.
     pub watching: bool,
+    /// Its uid, strategy and budget annotations and desiredNumberScheduled (SPEC 6b).
+    pub info: Option<crate::fleet::DaemonSetInfo>,
 }
 
 struct Shared {
@@ -180,6 +182,27 @@ struct Inner {
 
 pub struct Apiserver {
     inner: Arc<Inner>,
+    /// The fleet budget's Lease slots, over the same HTTPS client (SPEC 6b).
+    leases: crate::fleet::kube::LeaseApi<Calls>,
+}
+
+/// One request over the calls client, for `fleet::kube`.
+struct Calls(Arc<Inner>);
+
+impl crate::fleet::kube::Kube for Calls {
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<(u16, Vec<u8>), String> {
+        let i = &self.0;
+        let body = body.map(|b| ("application/json", b.to_vec()));
+        let resp = i
+            .request(&i.calls, method, path, body)
+            .map_err(|e| e.to_string())?;
+        Inner::read_all(resp).map_err(|e| e.to_string())
+    }
 }
 
 /// Watches last this long before the server ends them (the kubelet draws 5 to 10 minutes).
@@ -225,7 +248,8 @@ impl Apiserver {
         while !inner.lock().listed && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(Apiserver { inner })
+        let leases = crate::fleet::kube::LeaseApi(Calls(inner.clone()));
+        Ok(Apiserver { inner, leases })
     }
 
     /// `DELETE` with the uid read as precondition: a pod recreated under the same name since
@@ -655,6 +679,10 @@ impl Inner {
                 .map(str::to_owned),
             newest_hash: None,
         };
+        let info = crate::fleet::kube::daemonset_info(ds);
+        if let Some(t) = self.lock().daemonsets.get_mut(k) {
+            t.info = info;
+        }
         let old = self.lock().daemonsets.get(k).and_then(|t| t.view.clone());
         let relevant =
             view.strategy == "OnDelete" && view.ota_annotation.is_some() && observed >= gen;
@@ -874,6 +902,21 @@ pub fn precheck(pod: &Value, ns: &str, name: &str, node: &str) -> Result<String,
 }
 
 impl Upstream for Apiserver {
+    /// detect = revision only: with detect = openyurt, OpenYurt's controller carries the
+    /// strategies out (and no DaemonSet is read).
+    fn daemonsets(&self) -> Vec<crate::fleet::DaemonSetInfo> {
+        let s = self.inner.lock();
+        s.daemonsets
+            .values()
+            .filter(|t| t.watching)
+            .filter_map(|t| t.info.clone())
+            .collect()
+    }
+
+    fn leases(&self) -> crate::fleet::run::Io<'_> {
+        Some((&self.leases, self.inner.node()))
+    }
+
     fn list_pods(&self) -> Result<Vec<u8>, UpstreamError> {
         self.inner.rendered().map(|b| b.as_ref().clone())
     }
