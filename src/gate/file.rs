@@ -60,7 +60,11 @@ impl Signal for FileGate {
             let modified = meta.modified().map_err(|e| format!("{p}: mtime: {e}"))?;
             let age = now.duration_since(modified).unwrap_or_default();
             // Just past the limit, so that the read at that moment sees it stale.
-            self.stale_at = (age <= max).then(|| modified + max + Duration::from_millis(1));
+            // Checked: an mtime set far in the future (`touch -d`) must not overflow into a
+            // panic; such a file has no stale moment to wake for.
+            self.stale_at = (age <= max)
+                .then(|| modified.checked_add(max + Duration::from_millis(1)))
+                .flatten();
             if age > max {
                 return Err(format!(
                     "{p} is stale: last written {}s ago, max_age is {}",
