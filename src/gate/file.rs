@@ -15,13 +15,17 @@ pub struct FileGate {
     path: PathBuf,
     open_when: FileOpen,
     max_age: Option<Duration>,
-    /// With `max_age`: when the file, as last read, turns stale.
+    /// With `max_age`: when the file, as last read, turns stale. Also set to the read's
+    /// moment after a closure seen only by the watch, for an immediate second read.
     stale_at: Option<SystemTime>,
+    /// `watch::transitions` of the file at the last read.
+    seen: (u64, u64),
 }
 
 impl FileGate {
     pub fn new(path: PathBuf, open_when: FileOpen, max_age: Option<Duration>) -> FileGate {
         FileGate {
+            seen: super::watch::transitions(&path),
             path,
             open_when,
             max_age,
@@ -37,10 +41,38 @@ impl Signal for FileGate {
 
     /// The moment the file turns stale, if it is fresh now: a timer, not an event.
     fn next_change(&self, now: SystemTime) -> Option<Duration> {
-        self.stale_at?.duration_since(now).ok()
+        Some(self.stale_at?.duration_since(now).unwrap_or(Duration::ZERO))
     }
 
+    /// The file as it is now; but if the watch saw it go away (or, for `absent`, appear) since
+    /// the last read, the gate was closed for a moment in between: that reads closed once, so
+    /// the stability window restarts rather than spanning the closure, and it is read again at
+    /// once. This holds for the fresh re-read at the moment of action too.
     fn read(&mut self, now: SystemTime, _fresh: bool) -> Result<Reading, String> {
+        let seen = super::watch::transitions(&self.path);
+        let (left, appeared) = (seen.0 != self.seen.0, seen.1 != self.seen.1);
+        self.seen = seen;
+        let r = self.read_now(now)?;
+        let interrupted = match self.open_when {
+            FileOpen::Absent => appeared,
+            FileOpen::Exists | FileOpen::Equals(_) => left,
+        };
+        if r.open && interrupted {
+            self.stale_at = Some(now);
+            return Ok(Reading {
+                open: false,
+                detail: format!(
+                    "{} changed and changed back since the last read: closed for a moment",
+                    self.path.display()
+                ),
+            });
+        }
+        Ok(r)
+    }
+}
+
+impl FileGate {
+    fn read_now(&mut self, now: SystemTime) -> Result<Reading, String> {
         self.stale_at = None;
         let p = self.path.display();
         let meta = match std::fs::metadata(&self.path) {
@@ -100,6 +132,48 @@ impl Signal for FileGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (seen under qemu): a file removed and re-created between two reads of the
+    /// gate read open both times, so the stability window spanned the closure.
+    #[test]
+    fn a_closure_seen_only_by_the_watch_reads_closed_once_then_open() {
+        use rustix::fs::inotify::ReadFlags;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stopped");
+        std::fs::write(&path, "").unwrap();
+        let now = SystemTime::now();
+        let mut exists = FileGate::new(path.clone(), FileOpen::Exists, None);
+        let mut absent = FileGate::new(path.clone(), FileOpen::Absent, None);
+        assert!(exists.read(now, false).unwrap().open);
+        assert_eq!(exists.next_change(now), None);
+        // Gone and back before the next read: only the watch saw it.
+        super::super::watch::note_transition(&path, ReadFlags::DELETE);
+        super::super::watch::note_transition(&path, ReadFlags::CREATE);
+        let r = exists.read(now, true).unwrap();
+        assert!(!r.open, "{}", r.detail);
+        assert_eq!(
+            exists.next_change(now),
+            Some(Duration::ZERO),
+            "read again at once"
+        );
+        assert!(exists.read(now, false).unwrap().open);
+        assert_eq!(exists.next_change(now), None);
+        // `absent`: the file is there now, closed whatever the transitions.
+        assert!(!absent.read(now, false).unwrap().open);
+        std::fs::remove_file(&path).unwrap();
+        super::super::watch::note_transition(&path, ReadFlags::DELETE);
+        assert!(
+            absent.read(now, false).unwrap().open,
+            "it left: open, no interruption"
+        );
+        super::super::watch::note_transition(&path, ReadFlags::CREATE);
+        super::super::watch::note_transition(&path, ReadFlags::DELETE);
+        assert!(
+            !absent.read(now, false).unwrap().open,
+            "it appeared for a moment"
+        );
+        assert!(absent.read(now, false).unwrap().open);
+    }
 
     #[test]
     fn exists_absent_equals_and_stale() {

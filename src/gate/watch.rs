@@ -87,6 +87,30 @@ pub fn watch_dir(target: &Path) -> Option<PathBuf> {
     }
 }
 
+/// Per signal file: how many times the watch saw it go away (deleted, renamed away) and
+/// appear (created, renamed in). A file gate compares these between its reads, so a closure
+/// shorter than the loop's reaction (gone and back before the gate is read) is still a closure:
+/// the stability window restarts instead of spanning it.
+static TRANSITIONS: Mutex<BTreeMap<PathBuf, (u64, u64)>> = Mutex::new(BTreeMap::new());
+
+/// `(left, appeared)` for `path` so far.
+pub fn transitions(path: &Path) -> (u64, u64) {
+    let map = TRANSITIONS.lock().unwrap_or_else(|e| e.into_inner());
+    map.get(path).copied().unwrap_or_default()
+}
+
+pub(crate) fn note_transition(path: &Path, flags: ReadFlags) {
+    let left = flags.intersects(ReadFlags::DELETE | ReadFlags::MOVED_FROM);
+    let appeared = flags.intersects(ReadFlags::CREATE | ReadFlags::MOVED_TO);
+    if !left && !appeared {
+        return;
+    }
+    let mut map = TRANSITIONS.lock().unwrap_or_else(|e| e.into_inner());
+    let e = map.entry(path.to_path_buf()).or_default();
+    e.0 += u64::from(left);
+    e.1 += u64::from(appeared);
+}
+
 /// What one inotify event means for the targets.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Seen {
@@ -167,6 +191,18 @@ impl FileWatch {
         changed
     }
 
+    /// Counts a signal file going away or appearing (`transitions`).
+    fn note(&self, wd: i32, flags: ReadFlags, name: Option<&[u8]>) -> &Self {
+        let dir = self.watches.iter().find(|(_, w)| **w == wd).map(|(d, _)| d);
+        if let (Some(dir), Some(name)) = (dir, name) {
+            let path = dir.join(std::ffi::OsStr::from_bytes(name));
+            if self.targets.contains(&path) {
+                note_transition(&path, flags);
+            }
+        }
+        self
+    }
+
     /// Classifies one event.
     pub fn classify(&self, wd: i32, flags: ReadFlags, name: Option<&[u8]>) -> Seen {
         if flags.contains(ReadFlags::QUEUE_OVERFLOW) {
@@ -202,11 +238,10 @@ impl FileWatch {
                 let mut reader = inotify::Reader::new(&self.fd, &mut buf);
                 loop {
                     match reader.next() {
-                        Ok(ev) => match self.classify(
-                            ev.wd(),
-                            ev.events(),
-                            ev.file_name().map(|n| n.to_bytes()),
-                        ) {
+                        Ok(ev) => match self
+                            .note(ev.wd(), ev.events(), ev.file_name().map(|n| n.to_bytes()))
+                            .classify(ev.wd(), ev.events(), ev.file_name().map(|n| n.to_bytes()))
+                        {
                             Seen::Overflow => {
                                 log::info!("inotify queue overflowed: re-reading every gate now");
                                 ring = true;
