@@ -161,6 +161,10 @@ fn list_then_watch_drops_410s_and_the_apiserver_down() {
     let (h, _d) = stand_in();
     let agent = Agent::start(&config(&h.files.kubeconfig, "revision", ""));
     wait_pods(&agent, "the list", |p| p.len() >= 8);
+    // The watch opens just after the list: waited for, since under qemu the gap is long.
+    wait_for("the watch to connect", Duration::from_secs(15), || {
+        watch(&agent)["connected"] == true
+    });
     let before = watch(&agent);
     assert_eq!(before["connected"], true, "{before}");
     assert_eq!(before["relists"], 0);
