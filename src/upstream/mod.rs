@@ -104,6 +104,31 @@ pub trait Upstream: Send + Sync {
     }
 }
 
+/// A ureq failure as an `UpstreamError`; `other` names what neither timeouts, size, connection
+/// nor I/O covers (TLS refusals, protocol errors), which the two HTTP upstreams read differently.
+pub(crate) fn from_ureq(e: ureq::Error, other: fn(String) -> UpstreamError) -> UpstreamError {
+    match e {
+        // Which ureq timer fired is noise; the same outage must read the same each poll.
+        ureq::Error::Timeout(_) => {
+            UpstreamError::Timeout("no complete answer within upstream.timeout".into())
+        }
+        ureq::Error::BodyExceedsLimit(_) => UpstreamError::TooLarge,
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
+            UpstreamError::Connect(e.to_string())
+        }
+        ureq::Error::Io(io) => match io.kind() {
+            std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::AddrNotAvailable
+            | std::io::ErrorKind::NotFound => UpstreamError::Connect(io.to_string()),
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
+                UpstreamError::Timeout(io.to_string())
+            }
+            _ => UpstreamError::Io(io.to_string()),
+        },
+        e => other(e.to_string()),
+    }
+}
+
 /// Keeps the first part of an error body for a log line or status field.
 pub fn excerpt(body: &[u8]) -> String {
     const MAX: usize = 200;

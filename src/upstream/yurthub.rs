@@ -115,26 +115,7 @@ fn read(
 }
 
 fn map_error(e: ureq::Error) -> UpstreamError {
-    match e {
-        // Which ureq timer fired is noise; the same outage must read the same each poll.
-        ureq::Error::Timeout(_) => {
-            UpstreamError::Timeout("no complete answer within upstream.timeout".into())
-        }
-        ureq::Error::BodyExceedsLimit(_) => UpstreamError::TooLarge,
-        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
-            UpstreamError::Connect(e.to_string())
-        }
-        ureq::Error::Io(io) => match io.kind() {
-            std::io::ErrorKind::ConnectionRefused
-            | std::io::ErrorKind::AddrNotAvailable
-            | std::io::ErrorKind::NotFound => UpstreamError::Connect(io.to_string()),
-            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
-                UpstreamError::Timeout(io.to_string())
-            }
-            _ => UpstreamError::Io(io.to_string()),
-        },
-        other => UpstreamError::Io(other.to_string()),
-    }
+    super::from_ureq(e, UpstreamError::Io)
 }
 
 impl Upstream for Yurthub {

@@ -1026,26 +1026,8 @@ impl Upstream for Apiserver {
 }
 
 fn map_error(e: ureq::Error) -> UpstreamError {
-    match e {
-        ureq::Error::Timeout(_) => {
-            UpstreamError::Timeout("no complete answer within upstream.timeout".into())
-        }
-        ureq::Error::BodyExceedsLimit(_) => UpstreamError::TooLarge,
-        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
-            UpstreamError::Connect(e.to_string())
-        }
-        ureq::Error::Io(io) => match io.kind() {
-            std::io::ErrorKind::ConnectionRefused
-            | std::io::ErrorKind::AddrNotAvailable
-            | std::io::ErrorKind::NotFound => UpstreamError::Connect(io.to_string()),
-            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
-                UpstreamError::Timeout(io.to_string())
-            }
-            _ => UpstreamError::Io(io.to_string()),
-        },
-        // A certificate the CA does not vouch for, a refused client certificate: no connection.
-        other => UpstreamError::Connect(other.to_string()),
-    }
+    // A certificate the CA does not vouch for, a refused client certificate: no connection.
+    super::from_ureq(e, UpstreamError::Connect)
 }
 
 #[cfg(test)]
