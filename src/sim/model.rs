@@ -57,7 +57,7 @@ pub struct Model {
     pods: Vec<SimPod>,
     due: VecDeque<(Instant, Due)>,
     resource_version: u64,
-    rng: u64,
+    names: super::pod::Names,
     /// The rendered `GET /pods` body, dropped on every change.
     rendered: Option<Vec<u8>>,
 }
@@ -190,7 +190,7 @@ impl Model {
             pods: Vec::new(),
             due: VecDeque::new(),
             resource_version: 1000,
-            rng: seed,
+            names: super::pod::Names(seed),
             rendered: None,
         };
         let now = rfc3339(SystemTime::now());
@@ -509,29 +509,12 @@ impl Model {
         p.json["metadata"]["resourceVersion"] = json!(self.resource_version.to_string());
     }
 
-    fn next(&mut self) -> u64 {
-        // xorshift64: names and uids only need to look random, not be unpredictable.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng
-    }
-
     fn uid(&mut self) -> String {
-        let (a, b) = (self.next(), self.next());
-        format!(
-            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-            a >> 32,
-            (a >> 16) & 0xffff,
-            a & 0xfff,
-            (b >> 48) & 0x3fff | 0x8000,
-            b & 0xffff_ffff_ffff
-        )
+        self.names.uid()
     }
 
     fn suffix(&mut self) -> String {
-        let n = self.next();
-        encode(n, 5)
+        self.names.suffix()
     }
 }
 

@@ -132,3 +132,36 @@ pub fn rfc3339(t: SystemTime) -> String {
         rem % 60
     )
 }
+
+/// Random-looking names and uids for simulated objects, from a seed (xorshift64: they only
+/// need to look random, not be unpredictable). Both simulated wires draw from one.
+#[derive(Debug, Clone)]
+pub(super) struct Names(pub(super) u64);
+
+impl Names {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A version-4-shaped uid.
+    pub(super) fn uid(&mut self) -> String {
+        let (a, b) = (self.next(), self.next());
+        format!(
+            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0xfff,
+            (b >> 48) & 0x3fff | 0x8000,
+            b & 0xffff_ffff_ffff
+        )
+    }
+
+    /// A five-character generated-name suffix, as the apiserver makes them.
+    pub(super) fn suffix(&mut self) -> String {
+        let n = self.next();
+        encode(n, 5)
+    }
+}

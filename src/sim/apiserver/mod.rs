@@ -191,7 +191,7 @@ struct Inner {
     store: Store,
     dss: Vec<Ds>,
     due: Vec<(Instant, Due)>,
-    rng: u64,
+    names: crate::sim::pod::Names,
 }
 
 /// What the HTTP layer sends.
@@ -276,7 +276,7 @@ impl Cluster {
                 store: Store::new(1000, opts.history.max(1)),
                 dss: Vec::new(),
                 due: Vec::new(),
-                rng: seed,
+                names: crate::sim::pod::Names(seed),
             }),
             changed: Condvar::new(),
             opts,
@@ -1198,27 +1198,12 @@ impl Cluster {
 }
 
 impl Inner {
-    fn next(&mut self) -> u64 {
-        // xorshift64: names and uids need to look random, not be unpredictable.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng
-    }
     fn uid(&mut self) -> String {
-        let (a, b) = (self.next(), self.next());
-        format!(
-            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-            a >> 32,
-            (a >> 16) & 0xffff,
-            a & 0xfff,
-            (b >> 48) & 0x3fff | 0x8000,
-            b & 0xffff_ffff_ffff
-        )
+        self.names.uid()
     }
+
     fn suffix(&mut self) -> String {
-        let n = self.next();
-        encode(n, 5)
+        self.names.suffix()
     }
 }
 
