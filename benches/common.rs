@@ -49,7 +49,11 @@ pub fn start_agent(dir: &Path, config: &str) -> (Child, u16) {
     let child = Command::new(bin)
         .args(["run", "--config"])
         .arg(&cfg)
-        .env("YURT_OTA_LOG", "warn")
+        // YURT_OTA_BENCH_LOG=debug: the agent's own timings of each step (on stderr).
+        .env(
+            "YURT_OTA_LOG",
+            std::env::var("YURT_OTA_BENCH_LOG").unwrap_or("warn".into()),
+        )
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();

@@ -186,6 +186,7 @@ impl Actor {
         let c = &self.control;
         let key = pod.key();
         let started = SystemTime::now();
+        let t0 = std::time::Instant::now();
         let leases = self.upstream.leases();
         if let Some(ds) = slot {
             if let Err(e) = c.fleet.take(leases, ds, started) {
@@ -200,19 +201,13 @@ impl Actor {
         };
         // Persisted first: after a crash in the call, the restarted agent does not call again.
         // No call without it on disk, and never a second entry for one uid.
-        let intent = c.store.commit(|s| {
-            if s.in_flight.iter().any(|f| f.uid == pod.uid) {
-                return false;
-            }
-            s.in_flight.push(InFlight {
-                namespace: pod.namespace.clone(),
-                name: pod.name.clone(),
-                uid: pod.uid.clone(),
-                owner_uid: pod.owner_uid.clone(),
-                started_ms: state::unix_ms(started),
-                accepted: false,
-            });
-            true
+        let intent = c.store.intend(InFlight {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            uid: pod.uid.clone(),
+            owner_uid: pod.owner_uid.clone(),
+            started_ms: state::unix_ms(started),
+            accepted: false,
         });
         match intent {
             Ok(true) => {}
@@ -231,6 +226,7 @@ impl Actor {
                 return;
             }
         }
+        let t_intent = t0.elapsed();
         // The moment of action (SPEC section 5): every upgrade gate read afresh, and holds.
         let mut closed = c.gates.recheck(Purpose::Upgrade, force);
         if !force {
@@ -252,7 +248,14 @@ impl Actor {
             release("a gate read closed at the moment of action");
             return;
         }
+        let t_recheck = t0.elapsed();
         let result = self.upstream.upgrade(&pod.namespace, &pod.name);
+        log::debug!(
+            "upgrade {key}: intent durable after {:.2} ms, gates re-read after {:.2} ms, answer after {:.2} ms",
+            ms(t_intent),
+            ms(t_recheck),
+            ms(t0.elapsed())
+        );
         let status = result.as_ref().map_or(0, |r| r.status);
         self.shared.metrics.upstream_call("upgrade", status);
         let detail = match &result {
@@ -328,6 +331,10 @@ impl Actor {
             }
         }
     }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 /// Removes and returns the first element matching `f`.

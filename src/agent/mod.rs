@@ -168,6 +168,9 @@ pub struct Autopilot {
     /// The poller does the slow re-read (`Poller::with_reread`): this loop's own is only a
     /// backstop for a stuck poller.
     reread_by_poller: bool,
+    /// How long after its deadline the loop woke last (0 when woken early by the bell): with
+    /// the time each step of an upgrade takes, logged at debug level.
+    woke_late: Duration,
 }
 
 impl Autopilot {
@@ -181,6 +184,7 @@ impl Autopilot {
             poll_timeout: Duration::from_secs(5),
             watched: false,
             reread_by_poller: false,
+            woke_late: Duration::ZERO,
         }
     }
 
@@ -231,6 +235,7 @@ impl Autopilot {
 
     /// One cycle; returns how long to wait before the next.
     pub fn tick(&mut self) -> Duration {
+        let woke = Instant::now();
         let c = self.control.clone();
         c.gates.check();
         // While the state cannot be written, try again (throttled by the store): the agent
@@ -261,6 +266,14 @@ impl Autopilot {
         let snap = self.shared.snapshot();
         let decision = c.decide(snap.as_ref().map(|s| s.pods.as_slice()));
         for action in &decision.actions {
+            if let Action::Upgrade { pod, .. } = action {
+                log::debug!(
+                    "upgrade {} decided {:.2} ms after waking, {:.2} ms after the deadline",
+                    pod.key(),
+                    woke.elapsed().as_secs_f64() * 1000.0,
+                    self.woke_late.as_secs_f64() * 1000.0
+                );
+            }
             self.actor.act(action, snap.as_deref());
         }
         if let Some(snap) = &snap {
@@ -339,10 +352,12 @@ impl Autopilot {
         }
         loop {
             let next = self.tick();
+            let due = Instant::now() + next;
             if bell.wait(next) || stop.is_triggered() {
                 self.control.store.flush();
                 return;
             }
+            self.woke_late = Instant::now().saturating_duration_since(due);
         }
     }
 }
