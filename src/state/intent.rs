@@ -188,6 +188,9 @@ mod tests {
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!(meta.len(), SIZE as u64);
         assert_eq!(std::os::unix::fs::MetadataExt::ino(&meta), ino, "in place");
-        assert!(matches!(read(&path).unwrap(), Some(Read::Valid(Record { seq: 2, .. }))));
+        assert!(matches!(
+            read(&path).unwrap(),
+            Some(Read::Valid(Record { seq: 2, .. }))
+        ));
     }
 }

@@ -182,7 +182,12 @@ impl Store {
                     });
                     inner.dirty = true;
                 }
-                Err(e) => return fail(inner, format!("unusable ({why}), and it cannot be set aside: {e}")),
+                Err(e) => {
+                    return fail(
+                        inner,
+                        format!("unusable ({why}), and it cannot be set aside: {e}"),
+                    )
+                }
             },
         }
         inner.intent = match intent::File::open(&path) {

@@ -297,7 +297,10 @@ fn a_second_intent_before_the_first_is_taken_in_goes_to_the_state_file() {
     let store = Store::open(dir.path());
     let before = std::fs::read(dir.path().join("state.json")).unwrap();
     assert_eq!(store.intend(in_flight("c")), Ok(true));
-    assert_eq!(std::fs::read(dir.path().join("state.json")).unwrap(), before);
+    assert_eq!(
+        std::fs::read(dir.path().join("state.json")).unwrap(),
+        before
+    );
 }
 
 /// A record that does not check out (a power cut mid-write) is set aside, as a corrupt state
