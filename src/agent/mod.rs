@@ -13,6 +13,7 @@ use crate::systemd::Notifier;
 use crate::upstream::{Upstream, UpstreamError};
 
 mod act;
+mod upgrade;
 
 pub use crate::shared::{Control, Health, Outcome, Shared, PULL_RETRY};
 pub use act::Actor;
@@ -433,33 +434,11 @@ pub fn status_line(d: &Decision, snap: Option<&Snapshot>, shared: &Shared, c: &C
 mod tests {
     use super::*;
     use crate::testing::fixture;
-    use crate::upstream::Relay;
-    use std::sync::Mutex;
-
-    /// An upstream whose pod list a test sets.
-    struct Fixed(Mutex<Result<Vec<u8>, UpstreamError>>);
-
-    impl Upstream for Fixed {
-        fn list_pods(&self) -> Result<Vec<u8>, UpstreamError> {
-            self.0.lock().unwrap().clone()
-        }
-        fn upgrade(&self, _: &str, _: &str) -> Result<Relay, UpstreamError> {
-            unreachable!("the poller never upgrades")
-        }
-        fn imagepull(&self, _: &str, _: &str) -> Result<Relay, UpstreamError> {
-            unreachable!("the poller never pulls")
-        }
-        fn kind(&self) -> &'static str {
-            "test"
-        }
-        fn url(&self) -> &str {
-            "test://"
-        }
-    }
+    use crate::upstream::testing::Fake;
 
     #[test]
     fn the_snapshot_is_rebuilt_once_per_change_not_per_poll() {
-        let upstream = Arc::new(Fixed(Mutex::new(Ok(fixture("1.33")))));
+        let upstream = Arc::new(Fake::listing(fixture("1.33")));
         let shared = Arc::new(Shared::new(Duration::from_secs(5)));
         let mut poller = Poller::new(upstream.clone(), shared.clone());
         poller.poll_once();
@@ -475,7 +454,7 @@ mod tests {
             "but the poll counts as a success"
         );
 
-        *upstream.0.lock().unwrap() = Err(UpstreamError::Connect("refused".into()));
+        upstream.set_pods(Err(UpstreamError::Connect("refused".into())));
         poller.poll_once();
         assert!(
             Arc::ptr_eq(&first, &shared.snapshot().unwrap()),
@@ -483,7 +462,7 @@ mod tests {
         );
         assert_eq!(shared.health().consecutive_failures, 1);
 
-        *upstream.0.lock().unwrap() = Ok(fixture("1.36"));
+        upstream.set_pods(Ok(fixture("1.36")));
         poller.poll_once();
         let next = shared.snapshot().unwrap();
         assert!(!Arc::ptr_eq(&first, &next));
@@ -501,27 +480,7 @@ mod deadline_tests {
     use crate::config::Settings;
     use crate::gate::Gates;
     use crate::state::{Backoff, Hold, Store};
-    use crate::upstream::Relay;
-
-    struct Never;
-
-    impl Upstream for Never {
-        fn list_pods(&self) -> Result<Vec<u8>, UpstreamError> {
-            Err(UpstreamError::Connect("no".into()))
-        }
-        fn upgrade(&self, _: &str, _: &str) -> Result<Relay, UpstreamError> {
-            unreachable!()
-        }
-        fn imagepull(&self, _: &str, _: &str) -> Result<Relay, UpstreamError> {
-            unreachable!()
-        }
-        fn kind(&self) -> &'static str {
-            "test"
-        }
-        fn url(&self) -> &str {
-            "test://"
-        }
-    }
+    use crate::upstream::testing::Fake;
 
     /// Idle, the loop sleeps until the earliest deadline the policy names (a backoff, then a
     /// hold's expiry), else until the slow re-read; never on a fixed tick.
@@ -550,7 +509,7 @@ mod deadline_tests {
             });
         });
         let shared = Arc::new(Shared::new(Duration::from_secs(5)));
-        let mut a = Autopilot::new(Arc::new(Never), shared, control.clone());
+        let mut a = Autopilot::new(Arc::new(Fake::default()), shared, control.clone());
         a.watched = true;
         let near = |d: Duration, want: u64| {
             let want = Duration::from_secs(want);
