@@ -306,6 +306,18 @@ impl Autopilot {
         } else {
             c.policy.gate_check_interval
         };
+        // Halfway through `stable_for`, with pods waiting on it, what is pending (the gate's
+        // opening, at least) is written: a state file that cannot be written is found now, and
+        // the upgrade waits (SPEC 6), rather than after a call whose intent went into its own
+        // record (`state::intent`). At most one write per half `stable_for`, off the path from
+        // the gates turning stable to the call.
+        if let Some(left) = (decision.blockers.stable_in).filter(|_| !decision.waiting.is_empty()) {
+            let half = c.policy.stable_for / 2;
+            match left.checked_sub(half).filter(|d| !d.is_zero()) {
+                Some(until_half) => next = next.min(until_half),
+                None => c.store.flush(),
+            }
+        }
         let pull_retry = (c.pulls().iter())
             .filter_map(|(_, at)| at.map(|at| at.saturating_duration_since(now)))
             .min();
