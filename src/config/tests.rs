@@ -50,7 +50,7 @@ fn full_file_is_read() {
     assert_eq!(s.api.max_connections, 2);
     assert_eq!(s.policy.on_closed, OnClosed::Queue);
     assert_eq!(s.policy.max_concurrent, 2);
-    assert_eq!(s.policy.include, vec!["edge-apps/*"]);
+    assert_eq!(s.policy.include, vec!["edge-apps/*".parse().unwrap()]);
     assert!(!s.policy.prepull);
     assert_eq!(s.state.dir, PathBuf::from("/tmp/state"));
     assert_eq!(s.sim.ready_delay, Duration::from_millis(100));
@@ -386,12 +386,38 @@ fn durations_round_trip() {
         ("2h", Duration::from_secs(7200)),
         ("1m30s", Duration::from_secs(90)),
     ] {
-        assert_eq!(parse_duration(text).unwrap(), d, "{text}");
+        assert_eq!(text.parse(), Ok(HumanDuration(d)), "{text}");
+        assert_eq!(HumanDuration(d).to_string(), text.replace("1m30s", "90s"));
     }
-    assert_eq!(format_duration(Duration::from_secs(90)), "90s");
+    assert_eq!(HumanDuration(Duration::from_secs(90)).to_string(), "90s");
     for bad in ["", "5", "s", "5x", "-1s", "1.5s", "5 s"] {
-        assert!(parse_duration(bad).is_err(), "{bad:?}");
+        assert!(bad.parse::<HumanDuration>().is_err(), "{bad:?}");
     }
+}
+
+/// Each value type reads what it writes: the printer of `check-config` relies on it.
+#[test]
+fn listen_pattern_and_window_round_trip() {
+    for text in ["127.0.0.1:10290", "[::1]:80", "unix:/run/yurt-ota/api.sock"] {
+        assert_eq!(text.parse::<Listen>().unwrap().to_string(), text);
+    }
+    assert!("unix:api.sock".parse::<Listen>().is_err());
+    for text in ["kube-system/kube-proxy*", "edge-*/*", "a/b"] {
+        assert_eq!(text.parse::<Pattern>().unwrap().to_string(), text);
+    }
+    for bad in ["kube-proxy", "/x", "a/", "a*b/c", "a/*b"] {
+        assert!(bad.parse::<Pattern>().is_err(), "{bad:?}");
+    }
+    let p: Pattern = "kube-system/kube-proxy*".parse().unwrap();
+    assert!(p.matches("kube-system", "kube-proxy-hsdvx"));
+    assert!(!p.matches("kube-system", "kindnet-4pxt7"));
+    assert!(!p.matches("kube-systemx", "kube-proxy"));
+    let w: crate::gate::window::Window = "Mon-Fri 01:00-05:00".parse().unwrap();
+    assert_eq!(w.to_string().parse::<crate::gate::window::Window>(), Ok(w));
+    let text = "[policy]\ninclude = [\"kube-system/*\"]\nexclude = [\"a/b*\"]\n\n\
+                [[gate]]\nname = \"night\"\nkind = \"window\"\nwindows = [\"Sat-Sun 00:00-24:00\"]\n";
+    let s = parse(text).unwrap();
+    assert_eq!(parse(&s.to_toml()).unwrap(), s, "{}", s.to_toml());
 }
 
 #[test]

@@ -52,7 +52,7 @@ pub(super) fn decide_now(i: &Inputs) -> Decision {
                     "no Ready replacement for {}/{} within policy.ready_timeout ({})",
                     f.namespace,
                     f.name,
-                    crate::config::format_duration(s.ready_timeout)
+                    crate::config::HumanDuration(s.ready_timeout)
                 ),
             });
         }

@@ -1,19 +1,12 @@
 //! What the policy reads of a pod beyond `pod.rs`: include/exclude patterns, the fingerprint of
 //! its conditions, the key of a pre-pull.
 
+use crate::config::Pattern;
 use crate::pod::Pod;
 
-/// `namespace/name-prefix*` patterns (validated by config): each side exact, or a prefix when it
-/// ends in `*`.
-pub fn matches(pattern: &str, p: &Pod) -> bool {
-    let Some((ns, name)) = pattern.split_once('/') else {
-        return false;
-    };
-    let side = |pat: &str, s: &str| match pat.strip_suffix('*') {
-        Some(prefix) => s.starts_with(prefix),
-        None => pat == s,
-    };
-    side(ns, &p.metadata.namespace) && side(name, &p.metadata.name)
+/// Whether `pattern` (`policy.include`/`exclude`) matches the pod's namespace and name.
+pub fn matches(pattern: &Pattern, p: &Pod) -> bool {
+    pattern.matches(&p.metadata.namespace, &p.metadata.name)
 }
 
 /// Identifies a pod's conditions, to tell when a parked pod's situation changed. FNV-1a, so the

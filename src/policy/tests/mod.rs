@@ -100,8 +100,9 @@ fn run(c: &Case, now: Instant) -> Decision {
     s.mode = c.mode;
     s.prepull = c.prepull;
     s.max_concurrent = c.max_concurrent;
-    s.include = c.include.clone();
-    s.exclude = c.exclude.clone();
+    let patterns = |v: &[String]| v.iter().map(|p| p.parse().unwrap()).collect();
+    s.include = patterns(&c.include);
+    s.exclude = patterns(&c.exclude);
     s.stable_for = Duration::from_secs(30);
     s.ready_timeout = Duration::from_secs(300);
     s.max_defer = c.max_defer;
