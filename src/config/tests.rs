@@ -449,3 +449,38 @@ fn max_defer_is_off_by_default_takes_days_and_has_bounds() {
     );
     assert!(parse("[policy]\nmax_defer = \"soon\"\n").unwrap_err()[0].contains("policy.max_defer"));
 }
+
+/// `kind` is read by serde (`GateTag`), each error at its line and column; the rest of a gate
+/// of an unknown kind is still read.
+#[test]
+fn gate_kinds_are_read_by_serde_at_their_line() {
+    let err = |text: &str| parse(text).unwrap_err();
+    assert_eq!(
+        err("[[gate]]\nname = \"a\"\nkind = 5\n"),
+        ["/etc/yurt-ota/config.toml: `gate[0].kind`: expected a string, found integer (line 3, column 8)"]
+    );
+    assert_eq!(
+        err("[[gate]]\nkind = {file = 1}\n"),
+        ["/etc/yurt-ota/config.toml: `gate[0].kind`: expected a string, found table (line 2, column 8)"]
+    );
+    assert_eq!(
+        err("[[gate]]\nname = \"a\"\n"),
+        ["/etc/yurt-ota/config.toml: `gate[0].kind`: required: file, gpio, gpio-sysfs, command or window (line 1, column 1)"]
+    );
+    assert_eq!(
+        err("[[gate]]\nname = \"a\"\nkind = \"smoke\"\nsafety = 3\n"),
+        [
+            "/etc/yurt-ota/config.toml: `gate[0].kind`: unknown kind \"smoke\"; expected file, gpio, gpio-sysfs, command or window (line 3, column 8)",
+            "/etc/yurt-ota/config.toml: `gate[0].safety`: expected true or false, found integer (line 4, column 10)",
+        ]
+    );
+    // The keys of another kind, each refused by that kind's struct, at its own line.
+    assert_eq!(
+        err("[[gate]]\nkind = \"gpio\"\nname = \"a\"\nchip = \"/dev/gpiochip0\"\nline = 3\n\
+             path = \"/x\"\nargv = [\"/bin/true\"]\n"),
+        [
+            "/etc/yurt-ota/config.toml: `gate[0].path`: unknown key for a \"gpio\" gate; it takes name, safety, applies_to, chip, line, open_when (line 6, column 1)",
+            "/etc/yurt-ota/config.toml: `gate[0].argv`: unknown key for a \"gpio\" gate; it takes name, safety, applies_to, chip, line, open_when (line 7, column 1)",
+        ]
+    );
+}
