@@ -153,7 +153,7 @@ impl Actor {
                     let msg = format!(
                         "{key} has needed upgrade since {} (policy.max_defer {}): holds and non-safety gates no longer block it; safety gates still do",
                         crate::sim::rfc3339(state::from_unix_ms(*since_ms)),
-                        crate::config::format_duration(max)
+                        crate::config::HumanDuration(max)
                     );
                     log::info!("{msg}");
                     s.event(wall, "deferral_expired", Some(key), msg);
