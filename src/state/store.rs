@@ -22,9 +22,10 @@ impl std::fmt::Display for Unavailable {
 
 /// The state in memory and on disk.
 ///
-/// Two ways to change it: `commit` is durable-or-error (for what a 2xx acknowledges and for the
-/// intent written before an upgrade call); `update` and `note` are best effort, for records of
-/// what already happened, kept in memory and written with the next write that succeeds.
+/// Two ways to change it: `commit` (for what a 2xx acknowledges) and `intend` (the intent written
+/// before an upgrade call) are durable-or-error; `update` and `note` are best effort, for
+/// records of what already happened, kept in memory and written with the next write that
+/// succeeds.
 pub struct Store {
     /// `None`: memory only (tests).
     path: Option<PathBuf>,
