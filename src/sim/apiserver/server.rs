@@ -12,11 +12,10 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
-use serde_json::{json, Value};
 
 use super::store::{bookmark_line, status};
 use super::{tls, Cluster, Options, Reply, Watch};
-use crate::http::{self, Request, Response};
+use crate::http;
 use crate::shutdown::Shutdown;
 
 /// How to start the stand-in.
@@ -42,21 +41,21 @@ const MAX_CONNECTIONS: usize = 512;
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_BODY: usize = 1024 * 1024;
 
-struct Shared {
-    cluster: Arc<Cluster>,
+pub(super) struct Shared {
+    pub(super) cluster: Arc<Cluster>,
     tls: Arc<ServerConfig>,
-    token: Mutex<String>,
-    dir: PathBuf,
-    addr: SocketAddr,
+    pub(super) token: Mutex<String>,
+    pub(super) dir: PathBuf,
+    pub(super) addr: SocketAddr,
     bookmark_interval: Duration,
     /// The next N API requests fail with this status.
-    fail: Mutex<(u32, u16)>,
-    down: Mutex<bool>,
+    pub(super) fail: Mutex<(u32, u16)>,
+    pub(super) down: Mutex<bool>,
     up: Condvar,
     /// Open API connections (all, and those streaming a watch), to cut them.
     conns: Mutex<HashMap<u64, (TcpStream, bool)>>,
     next_conn: AtomicU64,
-    requests: Mutex<BTreeMap<String, u64>>,
+    pub(super) requests: Mutex<BTreeMap<String, u64>>,
     stop: Arc<Shutdown>,
     stopped: AtomicBool,
 }
@@ -177,7 +176,12 @@ pub fn start(cfg: Config) -> Result<Handle, String> {
             timeout: Duration::from_secs(10),
         };
         let stop = s.stop.clone();
-        http::serve(http::Listener::Tcp(control), limits, &stop, &Control(s));
+        http::serve(
+            http::Listener::Tcp(control),
+            limits,
+            &stop,
+            &super::control::Control(s),
+        );
     }));
     Ok(Handle {
         addr,
@@ -192,12 +196,12 @@ pub fn start(cfg: Config) -> Result<Handle, String> {
     })
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// 32 hex digits from /dev/urandom (the clock if it cannot be read).
-fn new_token() -> String {
+pub(super) fn new_token() -> String {
     let mut b = [0u8; 16];
     if std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut b))
@@ -266,7 +270,7 @@ fn accept_loop(s: &Arc<Shared>, mut listener: TcpListener) {
     }
 }
 
-fn set_down(s: &Shared, down: bool) {
+pub(super) fn set_down(s: &Shared, down: bool) {
     *lock(&s.down) = down;
     s.up.notify_all();
     if down {
@@ -277,7 +281,7 @@ fn set_down(s: &Shared, down: bool) {
 }
 
 /// Cuts open API connections (only watches, or all): the peer sees the stream end mid-way.
-fn cut(s: &Shared, watches_only: bool) -> usize {
+pub(super) fn cut(s: &Shared, watches_only: bool) -> usize {
     let conns = lock(&s.conns);
     let mut n = 0;
     for (tcp, watching) in conns.values() {
@@ -622,88 +626,4 @@ fn end(tls: &mut Tls) -> io::Result<bool> {
     tls.write_all(b"0\r\n\r\n")?;
     tls.flush()?;
     Ok(true)
-}
-
-/// The `/sim/...` control routes (plain HTTP on loopback).
-struct Control(Arc<Shared>);
-
-impl http::Handler for Control {
-    fn handle(&self, req: Request) -> Response {
-        let s = &self.0;
-        let (path, query) = req.target.split_once('?').unwrap_or((&req.target, ""));
-        let q = |k: &str| super::query_value(query, k);
-        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let post = req.method == "POST";
-        let ok = |v: Value| Response::new(200, "application/json", v.to_string().into_bytes());
-        let err = |code: u16, m: String| {
-            Response::new(
-                code,
-                "application/json",
-                json!({"error": m}).to_string().into_bytes(),
-            )
-        };
-        match parts.as_slice() {
-            ["sim"] if req.method == "GET" => {
-                let mut d = s.cluster.describe();
-                d["requests"] = json!(*lock(&s.requests));
-                d["down"] = json!(*lock(&s.down));
-                d["listen"] = json!(s.addr.to_string());
-                ok(d)
-            }
-            ["sim", "rollout", ns, ds] if post => {
-                let undo = matches!(q("undo").as_deref(), Some("1" | "true"));
-                match s.cluster.rollout(ns, ds, undo) {
-                    Ok(v) => ok(v),
-                    Err((c, m)) => err(c, m),
-                }
-            }
-            ["sim", "rollout", ns, ds, "undo"] if post => match s.cluster.rollout(ns, ds, true) {
-                Ok(v) => ok(v),
-                Err((c, m)) => err(c, m),
-            },
-            ["sim", "annotate", ns, ds] if post => {
-                let Some(key) = q("key") else {
-                    return err(400, "key= is required".into());
-                };
-                match s.cluster.annotate(ns, ds, &key, q("value").as_deref()) {
-                    Ok(()) => ok(
-                        json!({"annotated": format!("{ns}/{ds}"), "key": key, "value": q("value")}),
-                    ),
-                    Err(m) => err(404, m),
-                }
-            }
-            ["sim", "drop-watches"] if post => ok(json!({"dropped": cut(s, true)})),
-            ["sim", "fail"] if post => {
-                let count = q("count").and_then(|c| c.parse().ok()).unwrap_or(1);
-                let code = q("code").and_then(|c| c.parse().ok()).unwrap_or(500);
-                *lock(&s.fail) = (count, code);
-                ok(json!({"fail_next": count, "code": code}))
-            }
-            ["sim", "down"] if post => {
-                set_down(s, true);
-                ok(json!({"down": true}))
-            }
-            ["sim", "up"] if post => {
-                set_down(s, false);
-                ok(json!({"down": false}))
-            }
-            ["sim", "compact"] if post => {
-                s.cluster.compact();
-                ok(json!({"compacted": s.cluster.compacted().to_string()}))
-            }
-            ["sim", "rotate-token"] if post => {
-                let token = new_token();
-                if let Err(e) = tls::write_atomic(&s.dir.join("token"), token.as_bytes()) {
-                    return err(500, e);
-                }
-                *lock(&s.token) = token;
-                ok(json!({"rotated": true, "file": s.dir.join("token")}))
-            }
-            _ => err(404, format!("no control route {} {path}", req.method)),
-        }
-    }
-
-    fn reject(&self, status: u16, _: &'static str, message: String) -> Response {
-        Response::new(status, "text/plain; charset=utf-8", message.into_bytes())
-    }
 }
