@@ -3,13 +3,13 @@
 //! watch in the recorded shapes, 410s, DELETE preconditions, Lease compare-and-swap, rollouts.
 
 use std::io::{BufRead, BufReader, Read};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
 use yurt_ota::sim::apiserver::server::{self, Config, Handle};
 use yurt_ota::sim::apiserver::Options;
+
+use crate::util::{apisim_agent, ApiClient};
 
 const WATCH_FIXTURE: &str = "kind-v1.36-kube-system-pods-watch-initial-events.jsonl";
 
@@ -40,91 +40,19 @@ fn start() -> (Handle, tempfile::TempDir) {
     start_with(1, |_| {})
 }
 
+/// `ApiClient` with the shapes these tests send.
+type Client = ApiClient;
+
 fn tls(ca_pem: &str, client: Option<(&str, &str)>) -> ureq::Agent {
-    let ca = Certificate::from_pem(ca_pem.as_bytes()).unwrap();
-    let mut tls = TlsConfig::builder()
-        .provider(TlsProvider::Rustls)
-        .root_certs(RootCerts::Specific(Arc::new(vec![ca])));
-    if let Some((cert, key)) = client {
-        let cert = Certificate::from_pem(cert.as_bytes()).unwrap();
-        let key = PrivateKey::from_pem(key.as_bytes()).unwrap();
-        tls = tls.client_cert(Some(ClientCert::new_with_certs(&[cert], key)));
-    }
-    ureq::Agent::config_builder()
-        .tls_config(tls.build())
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(20)))
-        .build()
-        .into()
+    apisim_agent(ca_pem, client)
 }
 
-/// A client of `h` with its bearer token.
-struct Client {
-    agent: ureq::Agent,
-    base: String,
-    token: String,
-}
-
-impl Client {
-    fn new(h: &Handle) -> Client {
-        Client {
-            agent: tls(&h.ca_pem, None),
-            base: h.url(),
-            token: h.token(),
-        }
-    }
-    fn auth(&self) -> String {
-        format!("Bearer {}", self.token)
-    }
-    fn get(&self, path: &str) -> (u16, Value) {
-        let mut r = self
-            .agent
-            .get(format!("{}{path}", self.base))
-            .header("Authorization", self.auth())
-            .call()
-            .unwrap();
-        let s = r.status().as_u16();
-        (
-            s,
-            serde_json::from_str::<Value>(&r.body_mut().read_to_string().unwrap()).unwrap(),
-        )
-    }
+impl ApiClient {
     fn send(&self, method: &str, path: &str, ct: &str, body: &Value) -> (u16, Value) {
-        let url = format!("{}{path}", self.base);
-        let b = body.to_string();
-        let r = match method {
-            "POST" => self
-                .agent
-                .post(&url)
-                .header("Content-Type", ct)
-                .header("Authorization", self.auth())
-                .send(&b),
-            "PUT" => self
-                .agent
-                .put(&url)
-                .header("Content-Type", ct)
-                .header("Authorization", self.auth())
-                .send(&b),
-            "PATCH" => self
-                .agent
-                .patch(&url)
-                .header("Content-Type", ct)
-                .header("Authorization", self.auth())
-                .send(&b),
-            _ => self
-                .agent
-                .delete(&url)
-                .header("Content-Type", ct)
-                .header("Authorization", self.auth())
-                .force_send_body()
-                .send(&b),
-        };
-        let mut r = r.unwrap();
-        let s = r.status().as_u16();
-        (
-            s,
-            serde_json::from_str::<Value>(&r.body_mut().read_to_string().unwrap()).unwrap(),
-        )
+        let (s, b) = self
+            .call(method, path, ct, Some(body.to_string().as_bytes()))
+            .unwrap();
+        (s, serde_json::from_slice(&b).unwrap())
     }
     /// A watch, read line by line.
     fn watch(&self, query: &str) -> impl Iterator<Item = std::io::Result<Value>> {

@@ -13,6 +13,8 @@ mod fleet;
 // tests run there too.
 #[cfg(target_arch = "x86_64")]
 mod fleet_agents;
+#[cfg(target_arch = "x86_64")]
+mod fleet_gates;
 mod gates;
 mod hardening;
 mod node;
