@@ -42,18 +42,23 @@ fn ota_with_a_budget_upgrades_each_node_when_its_own_gate_opens() {
     let new_hash = rollout["hash"].as_str().unwrap().to_owned();
     let c = ApiClient::new(&h);
     // Every gate closed: nothing moves.
-    wait_for("every agent saw the new revision", Duration::from_secs(60), || {
-        agents.iter().all(|a| {
-            get(&a.url("/v1/pods")).json()["pods"]
-                .as_array()
-                .is_some_and(|p| {
-                    p.iter().any(|p| {
-                        p["name"].as_str().unwrap().starts_with("telemetry-agent-")
-                            && p["needs_upgrade"] == true
+    wait_for(
+        "every agent saw the new revision",
+        Duration::from_secs(60),
+        || {
+            agents.iter().all(|a| {
+                get(&a.url("/v1/status")).json()["pods_needing_upgrade"]
+                    .as_array()
+                    .is_some_and(|p| {
+                        p.iter().any(|p| {
+                            p["name"].as_str().unwrap().starts_with("telemetry-agent-")
+                                && p["strategy"] == "OTA"
+                                && p["why_word"] == "blocked"
+                        })
                     })
-                })
-        })
-    });
+            })
+        },
+    );
     std::thread::sleep(Duration::from_secs(1));
     assert!(deleted(&history(&h)).is_empty(), "no gate open, no upgrade");
     // Nodes 1-3 open together (three candidates for two slots), node 4 later, node 5 never.
@@ -74,7 +79,10 @@ fn ota_with_a_budget_upgrades_each_node_when_its_own_gate_opens() {
     // Node 5 had as long as node 4 and more; a few more ticks for it to misbehave.
     std::thread::sleep(Duration::from_secs(2));
     let hist = history(&h);
-    for e in hist.iter().filter(|e| e["event"] == "delete" && e["daemonset"] == DS) {
+    for e in hist
+        .iter()
+        .filter(|e| e["event"] == "delete" && e["daemonset"] == DS)
+    {
         let node = e["node"].as_str().unwrap();
         let i: usize = node.trim_start_matches("edge-node-").parse().unwrap();
         assert!(
@@ -89,7 +97,10 @@ fn ota_with_a_budget_upgrades_each_node_when_its_own_gate_opens() {
         "node 5's gate never opened"
     );
     let most = most_down(&hist);
-    assert!(most <= 2, "{most} nodes between DELETE and Ready at once: {hist:#?}");
+    assert!(
+        most <= 2,
+        "{most} nodes between DELETE and Ready at once: {hist:#?}"
+    );
     drop(agents);
 }
 
@@ -109,11 +120,7 @@ fn a_node_whose_safety_gate_closes_at_the_reread_gives_its_slot_back_and_does_no
         ),
     )
     .unwrap();
-    std::fs::set_permissions(
-        &script,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let agents: Vec<Agent> = (1..=5)
         .map(|i| {
             let gate = if i == 3 {
@@ -142,16 +149,22 @@ fn a_node_whose_safety_gate_closes_at_the_reread_gives_its_slot_back_and_does_no
             .position(|e| e["holder"] == "edge-node-3")
             .is_some_and(|t| w[t + 1..].iter().any(|e| e["lease"] == w[t]["lease"]))
     };
-    wait_for("node 3 took a slot and let it go", Duration::from_secs(120), || {
-        taken_and_released(&history(&h))
-    });
+    wait_for(
+        "node 3 took a slot and let it go",
+        Duration::from_secs(120),
+        || taken_and_released(&history(&h)),
+    );
     std::thread::sleep(Duration::from_secs(2));
     let hist = history(&h);
     let writes = lease_writes(&hist);
     let takes: Vec<usize> = (0..writes.len())
         .filter(|&t| writes[t]["holder"] == "edge-node-3")
         .collect();
-    assert_eq!(takes.len(), 1, "one take, no renewal, no second take: {writes:#?}");
+    assert_eq!(
+        takes.len(),
+        1,
+        "one take, no renewal, no second take: {writes:#?}"
+    );
     let t = takes[0];
     let next = writes[t + 1..]
         .iter()
@@ -167,7 +180,10 @@ fn a_node_whose_safety_gate_closes_at_the_reread_gives_its_slot_back_and_does_no
         .iter()
         .filter(|e| e["seq"].as_u64() > from && e["seq"].as_u64() < to)
         .all(|e| e["node"] != "edge-node-3" && e["holder"] != "edge-node-3"));
-    assert!(!deleted(&hist).contains("edge-node-3"), "node 3 never upgraded");
+    assert!(
+        !deleted(&hist).contains("edge-node-3"),
+        "node 3 never upgraded"
+    );
     assert!(!upgraded_on(&c, 3, &new_hash));
     eprintln!(
         "node 3 held its slot {} ms (take to release, the re-read running its gate command)",

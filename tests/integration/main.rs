@@ -4,6 +4,7 @@
 mod api;
 mod apiserver;
 mod apisim;
+mod apisim_writes;
 mod cli;
 mod defer;
 mod events;
