@@ -185,6 +185,20 @@ fn lease_compare_and_swap() {
     let (_, now) = c.get(&format!("{base}/yurt-ota-telemetry-agent-0"));
     assert_eq!(now["spec"]["holderIdentity"], "edge-node-2");
     assert_eq!(c.get(base).1["items"].as_array().unwrap().len(), 1);
+    // The record has the two writes that happened, not the refused one, with their times.
+    let hist: Value = crate::util::get(&format!("{}/sim/history", h.control_url())).json();
+    let leases: Vec<(&str, &str)> = hist
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "lease")
+        .inspect(|e| assert!(e["at_us"].as_u64().unwrap() > 1_700_000_000_000_000))
+        .map(|e| (e["verb"].as_str().unwrap(), e["holder"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        leases,
+        [("create", "edge-node-1"), ("update", "edge-node-2")]
+    );
 }
 
 #[test]

@@ -180,6 +180,15 @@ fn five_agents_roll_out_an_advanced_rolling_update_within_its_budget_of_two() {
     wait_for("all five upgraded", Duration::from_secs(180), || {
         (1..=5).all(|i| upgraded_on(&c, i, &new_hash))
     });
+    // Each slot is given back once its holder's replacement is Ready.
+    wait_for("every slot released", Duration::from_secs(60), || {
+        let hist = history(&h);
+        let writes = lease_writes(&hist);
+        writes.iter().all(|w| {
+            let last = writes.iter().rev().find(|l| l["lease"] == w["lease"]);
+            last.is_some_and(|l| l["holder"].is_null())
+        })
+    });
     let hist = history(&h);
     assert_eq!(deleted(&hist).len(), 5, "each node once");
     assert_eq!(pod_events(&hist, "delete").count(), 5, "no second DELETE");
