@@ -34,6 +34,8 @@ const TEMPLATES: &str = include_str!("../templates.json");
 const JSON: &str = "application/json";
 pub const STRATEGY: &str = "apps.openyurt.io/update-strategy";
 pub const MAX_UNAVAILABLE: &str = "apps.openyurt.io/max-unavailable";
+/// Entries of `/sim/history` kept.
+const HISTORY_KEPT: usize = 100_000;
 pub const TEMPLATE_GENERATION: &str = "deprecated.daemonset.template.generation";
 
 /// How the stand-in behaves.
@@ -201,8 +203,11 @@ struct Inner {
     due: Vec<(Instant, Due)>,
     names: crate::sim::pod::Names,
     /// What happened, in order (`GET /sim/history`): every pod DELETE, every DaemonSet pod
-    /// turned Ready, every Lease write, each with its wall-clock time.
-    history: Vec<Value>,
+    /// turned Ready, every Lease write, each with its wall-clock time; the newest
+    /// `HISTORY_KEPT` (a stand-in left running does not grow without bound).
+    history: std::collections::VecDeque<Value>,
+    /// The sequence number of the next entry.
+    next_seq: u64,
 }
 
 /// What the HTTP layer sends.
@@ -288,7 +293,8 @@ impl Cluster {
                 dss: Vec::new(),
                 due: Vec::new(),
                 names: crate::sim::pod::Names(seed),
-                history: Vec::new(),
+                history: Default::default(),
+                next_seq: 0,
             }),
             changed: Condvar::new(),
             opts,
@@ -393,9 +399,14 @@ impl Cluster {
     }
 
     /// The history (see `Inner::history`), from sequence number `since`.
-    pub fn history(&self, since: usize) -> Value {
+    pub fn history(&self, since: u64) -> Value {
         let st = self.lock();
-        json!(st.history.get(since..).unwrap_or_default())
+        let after: Vec<&Value> = st
+            .history
+            .iter()
+            .filter(|e| e["seq"].as_u64().is_some_and(|s| s >= since))
+            .collect();
+        json!(after)
     }
 
     pub fn compact(&self) {
@@ -468,11 +479,15 @@ impl Inner {
     /// Appends `v` to the history with its sequence number and time (`at_us`: microseconds
     /// since the Unix epoch, the same clock the tests read).
     fn note(&mut self, mut v: Value) {
-        v["seq"] = json!(self.history.len());
+        v["seq"] = json!(self.next_seq);
+        self.next_seq += 1;
+        if self.history.len() >= HISTORY_KEPT {
+            self.history.pop_front();
+        }
         v["at_us"] = json!(SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64));
-        self.history.push(v);
+        self.history.push_back(v);
     }
 
     /// A DaemonSet pod's DELETE or Ready, in the history.
@@ -557,5 +572,53 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), 110, "unique names");
+    }
+
+    #[test]
+    fn deletes_and_lease_writes_are_recorded_in_order() {
+        let c = Cluster::new(Options::default());
+        let Reply::Full { body, .. } = c.handle(
+            "GET",
+            "/api/v1/namespaces/edge-apps/pods?labelSelector=app%3Dtelemetry-agent",
+            "",
+            b"",
+        ) else {
+            panic!("a list");
+        };
+        let list: Value = serde_json::from_slice(&body).unwrap();
+        let pod = list["items"][0]["metadata"]["name"].as_str().unwrap();
+        let path = format!("/api/v1/namespaces/edge-apps/pods/{pod}");
+        c.handle("DELETE", &path, "", b"");
+        c.handle("DELETE", &path, "", b""); // terminating already: not a second DELETE
+        let lease = br#"{"metadata":{"name":"l"},"spec":{"holderIdentity":"edge-node-1"}}"#;
+        c.handle(
+            "POST",
+            "/apis/coordination.k8s.io/v1/namespaces/edge-apps/leases",
+            JSON,
+            lease,
+        );
+        let h = c.history(0);
+        let h = h.as_array().unwrap();
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert_eq!(
+            (
+                &h[0]["event"],
+                &h[0]["node"],
+                &h[0]["pod"],
+                &h[0]["daemonset"]
+            ),
+            (
+                &json!("delete"),
+                &json!("edge-node-1"),
+                &json!(pod),
+                &json!("edge-apps/telemetry-agent")
+            )
+        );
+        assert_eq!(
+            (&h[1]["event"], &h[1]["holder"]),
+            (&json!("lease"), &json!("edge-node-1"))
+        );
+        assert!(h[0]["at_us"].as_u64() <= h[1]["at_us"].as_u64());
+        assert_eq!(c.history(1).as_array().unwrap().len(), 1, "from seq 1");
     }
 }
