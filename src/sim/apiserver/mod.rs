@@ -8,7 +8,8 @@
 //! - `rest`: the REST answers;
 //! - `store`: objects, resourceVersions, event history and compaction, wire shapes;
 //! - `tls`: the generated CA, certificates and kubeconfig;
-//! - `server`: TLS sockets, authentication, chunked watches; `control`: the `/sim/...` port.
+//! - `server`: TLS sockets, authentication; `watch`: chunked watches; `control`: the `/sim/...`
+//!   port.
 //!
 //! Time moves on a ticker thread (`server`), so watches see recreations as they happen.
 
@@ -19,10 +20,12 @@ use serde_json::{json, Value};
 
 mod control;
 mod controller;
+mod history;
 mod rest;
 pub mod server;
 pub mod store;
 pub mod tls;
+mod watch;
 
 pub use rest::{percent_decode, query_value};
 
@@ -34,8 +37,6 @@ const TEMPLATES: &str = include_str!("../templates.json");
 const JSON: &str = "application/json";
 pub const STRATEGY: &str = "apps.openyurt.io/update-strategy";
 pub const MAX_UNAVAILABLE: &str = "apps.openyurt.io/max-unavailable";
-/// Entries of `/sim/history` kept.
-const HISTORY_KEPT: usize = 100_000;
 pub const TEMPLATE_GENERATION: &str = "deprecated.daemonset.template.generation";
 
 /// How the stand-in behaves.
@@ -398,17 +399,6 @@ impl Cluster {
         Ok(())
     }
 
-    /// The history (see `Inner::history`), from sequence number `since`.
-    pub fn history(&self, since: u64) -> Value {
-        let st = self.lock();
-        let after: Vec<&Value> = st
-            .history
-            .iter()
-            .filter(|e| e["seq"].as_u64().is_some_and(|s| s >= since))
-            .collect();
-        json!(after)
-    }
-
     pub fn compact(&self) {
         self.lock().store.compact();
         self.changed.notify_all();
@@ -476,41 +466,6 @@ impl Cluster {
 }
 
 impl Inner {
-    /// Appends `v` to the history with its sequence number and time (`at_us`: microseconds
-    /// since the Unix epoch, the same clock the tests read).
-    fn note(&mut self, mut v: Value) {
-        v["seq"] = json!(self.next_seq);
-        self.next_seq += 1;
-        if self.history.len() >= HISTORY_KEPT {
-            self.history.pop_front();
-        }
-        v["at_us"] = json!(SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64));
-        self.history.push_back(v);
-    }
-
-    /// A DaemonSet pod's DELETE or Ready, in the history.
-    fn note_pod(&mut self, event: &str, p: &Value) {
-        let owner = &p["metadata"]["ownerReferences"][0];
-        if owner["kind"] != "DaemonSet" {
-            return;
-        }
-        let v = json!({"event": event, "node": p["spec"]["nodeName"], "pod": p["metadata"]["name"],
-                       "daemonset": format!("{}/{}", p["metadata"]["namespace"].as_str().unwrap_or_default(),
-                                            owner["name"].as_str().unwrap_or_default())});
-        self.note(v);
-    }
-
-    /// A Lease write (`create`, `update`, `delete`), with the holder it left.
-    fn note_lease(&mut self, verb: &str, l: &Value) {
-        let v = json!({"event": "lease", "verb": verb, "lease": format!("{}/{}",
-                        l["metadata"]["namespace"].as_str().unwrap_or_default(),
-                        l["metadata"]["name"].as_str().unwrap_or_default()),
-                       "holder": l["spec"]["holderIdentity"]});
-        self.note(v);
-    }
-
     fn uid(&mut self) -> String {
         self.names.uid()
     }

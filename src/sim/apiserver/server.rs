@@ -9,12 +9,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
-use super::store::{bookmark_line, status};
-use super::{tls, Cluster, Options, Reply, Watch};
+use super::store::status;
+use super::{tls, Cluster, Options, Reply};
 use crate::http;
 use crate::shutdown::Shutdown;
 
@@ -47,7 +47,7 @@ pub(super) struct Shared {
     pub(super) token: Mutex<String>,
     pub(super) dir: PathBuf,
     pub(super) addr: SocketAddr,
-    bookmark_interval: Duration,
+    pub(super) bookmark_interval: Duration,
     /// The next N API requests fail with this status.
     pub(super) fail: Mutex<(u32, u16)>,
     pub(super) down: Mutex<bool>,
@@ -56,7 +56,7 @@ pub(super) struct Shared {
     conns: Mutex<HashMap<u64, (TcpStream, bool)>>,
     next_conn: AtomicU64,
     pub(super) requests: Mutex<BTreeMap<String, u64>>,
-    stop: Arc<Shutdown>,
+    pub(super) stop: Arc<Shutdown>,
     stopped: AtomicBool,
 }
 
@@ -216,7 +216,7 @@ pub(super) fn new_token() -> String {
 }
 
 /// A uuid-looking Audit-Id per response, as the apiserver sends.
-fn audit_id() -> String {
+pub(super) fn audit_id() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     format!("00000000-0000-4000-8000-{n:012x}")
@@ -310,7 +310,7 @@ impl Head {
     }
 }
 
-type Tls = StreamOwned<ServerConnection, TcpStream>;
+pub(super) type Tls = StreamOwned<ServerConnection, TcpStream>;
 
 /// Reads one request head and body; `None` at a clean end of the connection.
 fn read_request(tls: &mut Tls, buf: &mut Vec<u8>) -> io::Result<Option<(Head, Vec<u8>)>> {
@@ -374,7 +374,7 @@ fn read_request(tls: &mut Tls, buf: &mut Vec<u8>) -> io::Result<Option<(Head, Ve
     }
 }
 
-fn http_date() -> String {
+pub(super) fn http_date() -> String {
     // RFC 3339 is close enough for a Date header the agent never parses.
     crate::sim::rfc3339(SystemTime::now())
 }
@@ -498,7 +498,7 @@ fn serve_conn(s: &Shared, id: u64, tcp: TcpStream) -> io::Result<()> {
                 }
                 // Ended by its timeout or an ERROR: the connection serves on, as the
                 // apiserver's does; cut or stopped: closed.
-                if !stream(s, &mut tls, &w)? {
+                if !super::watch::stream(s, &mut tls, &w)? {
                     return Ok(());
                 }
                 if let Some(c) = lock(&s.conns).get_mut(&id) {
@@ -539,91 +539,4 @@ fn verb(head: &Head, watch: bool) -> String {
 
 fn count(s: &Shared, key: &str) {
     *lock(&s.requests).entry(key.to_owned()).or_default() += 1;
-}
-
-fn chunk(tls: &mut Tls, data: &[u8]) -> io::Result<()> {
-    let mut out = format!("{:x}\r\n", data.len()).into_bytes();
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\r\n");
-    tls.write_all(&out)?;
-    tls.flush()
-}
-
-fn expired_line(from: u64, compacted: u64) -> Vec<u8> {
-    let s = status(
-        410,
-        "Expired",
-        &format!("too old resource version: {from} ({compacted})"),
-        None,
-    );
-    format!("{{\"type\":\"ERROR\",\"object\":{s}}}\n").into_bytes()
-}
-
-/// Streams a watch until its timeout, the stand-in's stop, a compaction, or the peer leaving.
-/// `true` when it ended cleanly (the connection can carry the next request).
-fn stream(s: &Shared, tls: &mut Tls, w: &Watch) -> io::Result<bool> {
-    let head = format!(
-        "HTTP/1.1 200 OK\r\nAudit-Id: {}\r\nCache-Control: no-cache, private\r\nContent-Type: application/json\r\n\
-         Date: {}\r\nTransfer-Encoding: chunked\r\n\r\n",
-        audit_id(),
-        http_date()
-    );
-    tls.write_all(head.as_bytes())?;
-    let deadline = Instant::now() + w.timeout;
-    let (mut pos, epoch) = match w.from {
-        None => {
-            let (lines, rv, epoch) = s.cluster.initial(w);
-            for l in &lines {
-                chunk(tls, l)?;
-            }
-            if w.initial_events && w.bookmarks {
-                chunk(tls, &bookmark_line(w.res, rv, true))?;
-            }
-            (rv, epoch)
-        }
-        Some(from) => {
-            let (_, _, expired, epoch) = s.cluster.events_after(w, from);
-            if expired {
-                chunk(tls, &expired_line(from, s.cluster.compacted()))?;
-                return end(tls);
-            }
-            (from, epoch)
-        }
-    };
-    let mut next_bookmark = Instant::now() + s.bookmark_interval;
-    loop {
-        if s.stop.is_triggered() || *lock(&s.down) {
-            return Ok(false);
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return end(tls);
-        }
-        let (lines, rv, expired, e) = s.cluster.events_after(w, pos);
-        if expired || e != epoch {
-            chunk(tls, &expired_line(pos, s.cluster.compacted()))?;
-            return end(tls);
-        }
-        for l in &lines {
-            chunk(tls, l)?;
-        }
-        pos = rv;
-        if w.bookmarks && now >= next_bookmark {
-            chunk(tls, &bookmark_line(w.res, pos, false))?;
-            next_bookmark = now + s.bookmark_interval;
-        }
-        let until = if w.bookmarks {
-            deadline.min(next_bookmark)
-        } else {
-            deadline
-        };
-        s.cluster
-            .wait(pos, epoch, until.saturating_duration_since(Instant::now()));
-    }
-}
-
-fn end(tls: &mut Tls) -> io::Result<bool> {
-    tls.write_all(b"0\r\n\r\n")?;
-    tls.flush()?;
-    Ok(true)
 }
