@@ -472,6 +472,8 @@ fn the_binary_writes_its_files_and_serves() {
         serde_json::from_str::<Value>(&r.body_mut().read_to_string().unwrap()).unwrap();
     assert_eq!(state["nodes"], json!(["edge-node-1", "edge-node-2"]));
     assert_eq!(state["requests"]["list pods"], 1);
+    let history = crate::util::get(&format!("{}/sim/history", read("control"))).json();
+    assert_eq!(history, json!([]), "nothing deleted, no Lease written");
     child.kill().unwrap();
     let mut err = String::new();
     child.wait().unwrap();
