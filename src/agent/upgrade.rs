@@ -289,7 +289,7 @@ mod tests {
         assert_eq!(
             r.ops(),
             vec![
-                format!("get {LEASE}"),
+                "list fleet".to_owned(),
                 format!("create {LEASE} node-a"),
                 "upgrade fleet/gw-abcde".into()
             ]
@@ -341,7 +341,7 @@ mod tests {
         assert_eq!(
             r.ops(),
             vec![
-                format!("get {LEASE}"),
+                "list fleet".to_owned(),
                 format!("create {LEASE} node-a"),
                 format!("update {LEASE} -"),
             ],
@@ -367,7 +367,7 @@ mod tests {
         r.actor.fleet_tick();
         r.ops();
         r.actor.act(&upgrade(), None);
-        assert_eq!(r.ops(), vec![format!("get {LEASE}")], "no write, no call");
+        assert_eq!(r.ops(), vec!["list fleet".to_owned()], "no write, no call");
         assert_eq!(r.in_flight(), 0);
         assert_eq!(
             r.control.fleet.view()[DS].slots,
@@ -425,7 +425,7 @@ mod tests {
         after_actor.fleet_tick();
         assert_eq!(
             after.ops(),
-            vec![format!("get {LEASE}"), format!("update {LEASE} node-a")],
+            vec!["list fleet".to_owned(), format!("update {LEASE} node-a")],
             "found and renewed at once"
         );
         assert!(after.control.fleet.holds(DS));
