@@ -22,11 +22,19 @@ impl Handler for Echo {
 }
 
 fn server(limits: Limits) -> (u16, Arc<Shutdown>, thread::JoinHandle<()>) {
+    server_with(limits, &Echo)
+}
+
+/// A server on a free loopback port that answers with `handler`.
+fn server_with(
+    limits: Limits,
+    handler: &'static dyn Handler,
+) -> (u16, Arc<Shutdown>, thread::JoinHandle<()>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let stop = Shutdown::new();
     let st = stop.clone();
-    let t = thread::spawn(move || serve(Listener::Tcp(l), limits, &st, &Echo));
+    let t = thread::spawn(move || serve(Listener::Tcp(l), limits, &st, handler));
     (port, stop, t)
 }
 

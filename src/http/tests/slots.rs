@@ -18,6 +18,27 @@ impl Handler for Blocks {
     }
 }
 
+fn connect(port: u16) -> TcpStream {
+    TcpStream::connect(("127.0.0.1", port)).unwrap()
+}
+
+/// A connection that has had one answered request and is now idle in keep-alive.
+fn kept_alive(port: u16) -> TcpStream {
+    let mut s = connect(port);
+    s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    assert!(read_status(&mut s).starts_with("HTTP/1.1 200"));
+    s
+}
+
+/// Sends the rest of a request on `s`, returns all the server sent before closing.
+fn finish(s: &mut TcpStream, raw: &[u8]) -> String {
+    s.write_all(raw).unwrap();
+    let mut out = String::new();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
 fn read_status(s: &mut TcpStream) -> String {
     let mut r = io::BufReader::new(s.try_clone().unwrap());
     let mut line = String::new();
@@ -28,19 +49,17 @@ fn read_status(s: &mut TcpStream) -> String {
 #[test]
 fn connections_past_the_cap_get_503_and_stop_frees_the_rest() {
     static BLOCKS: Blocks = Blocks(std::sync::atomic::AtomicBool::new(false));
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let stop = Shutdown::new();
-    let st = stop.clone();
-    let limits = Limits {
-        max_connections: 2,
-        ..LIMITS
-    };
-    let t = thread::spawn(move || serve(Listener::Tcp(l), limits, &st, &BLOCKS));
+    let (port, stop, t) = server_with(
+        Limits {
+            max_connections: 2,
+            ..LIMITS
+        },
+        &BLOCKS,
+    );
     // Two connections inside the handler: nothing can be evicted, so a third gets 503.
     let mut held = Vec::new();
     for _ in 0..2 {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut s = connect(port);
         s.write_all(b"GET /block HTTP/1.1\r\n\r\n").unwrap();
         held.push(s);
     }
@@ -73,7 +92,7 @@ fn slow_clients_do_not_lock_out_others() {
     // Every slot held by a client that trickles its head a byte at a time.
     let mut slow: Vec<TcpStream> = (0..4)
         .map(|_| {
-            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let mut s = connect(port);
             s.write_all(b"G").unwrap();
             s
         })
@@ -94,7 +113,7 @@ fn slow_clients_do_not_lock_out_others() {
 #[test]
 fn a_request_trickled_past_the_deadline_gets_408() {
     let (port, stop, t) = server(LIMITS);
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut s = connect(port);
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let started = Instant::now();
     let mut out = String::new();
@@ -121,11 +140,9 @@ fn idle_keep_alive_connections_are_closed_first_when_slots_run_out() {
         max_connections: 2,
         ..LIMITS
     });
-    let mut idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    idle.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-    assert!(read_status(&mut idle).starts_with("HTTP/1.1 200"));
+    let mut idle = kept_alive(port);
     // The other slot: a request under way (a partial head), newer than the idle one.
-    let mut busy = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut busy = connect(port);
     busy.write_all(b"GET /busy HTTP/1.1\r\n").unwrap();
     thread::sleep(Duration::from_millis(100));
     let out = exchange(port, b"GET /new HTTP/1.1\r\nConnection: close\r\n\r\n");
@@ -134,10 +151,7 @@ fn idle_keep_alive_connections_are_closed_first_when_slots_run_out() {
     idle.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let mut rest = Vec::new();
     assert_eq!(idle.read_to_end(&mut rest).unwrap_or(0), 0);
-    busy.write_all(b"Connection: close\r\n\r\n").unwrap();
-    let mut out = String::new();
-    busy.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    busy.read_to_string(&mut out).unwrap();
+    let out = finish(&mut busy, b"Connection: close\r\n\r\n");
     assert!(out.ends_with("GET /busy 0"), "{out}");
     stop.trigger();
     t.join().unwrap();
@@ -149,11 +163,9 @@ fn a_silent_connection_gives_up_its_slot_before_a_used_keep_alive_one() {
         max_connections: 2,
         ..LIMITS
     });
-    let mut used = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    used.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-    assert!(read_status(&mut used).starts_with("HTTP/1.1 200"));
+    let mut used = kept_alive(port);
     thread::sleep(Duration::from_millis(50));
-    let mut silent = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut silent = connect(port);
     thread::sleep(Duration::from_millis(100));
     let out = exchange(port, b"GET /new HTTP/1.1\r\nConnection: close\r\n\r\n");
     assert!(out.ends_with("GET /new 0"), "{out}");
@@ -165,11 +177,10 @@ fn a_silent_connection_gives_up_its_slot_before_a_used_keep_alive_one() {
         0,
         "the silent one was closed"
     );
-    used.write_all(b"GET /again HTTP/1.1\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    used.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    used.read_to_string(&mut out).unwrap();
+    let out = finish(
+        &mut used,
+        b"GET /again HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
     assert!(out.ends_with("GET /again 0"), "{out}");
     stop.trigger();
     t.join().unwrap();
@@ -182,9 +193,7 @@ fn silent_half_open_connections_do_not_take_a_real_clients_slot() {
         ..LIMITS
     });
     // Far more silent connections than slots, queued in the backlog too.
-    let silent: Vec<TcpStream> = (0..20)
-        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
-        .collect();
+    let silent: Vec<TcpStream> = (0..20).map(|_| connect(port)).collect();
     thread::sleep(Duration::from_millis(100));
     for i in 0..5 {
         let out = exchange(port, b"GET /real HTTP/1.1\r\nConnection: close\r\n\r\n");
@@ -198,16 +207,14 @@ fn silent_half_open_connections_do_not_take_a_real_clients_slot() {
 #[test]
 fn refusing_a_connection_never_stalls_accept() {
     static BLOCKS: Blocks = Blocks(std::sync::atomic::AtomicBool::new(false));
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let stop = Shutdown::new();
-    let st = stop.clone();
-    let limits = Limits {
-        max_connections: 1,
-        ..LIMITS
-    };
-    let t = thread::spawn(move || serve(Listener::Tcp(l), limits, &st, &BLOCKS));
-    let mut held = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (port, stop, t) = server_with(
+        Limits {
+            max_connections: 1,
+            ..LIMITS
+        },
+        &BLOCKS,
+    );
+    let mut held = connect(port);
     held.write_all(b"GET /block HTTP/1.1\r\n\r\n").unwrap();
     thread::sleep(Duration::from_millis(200));
     // Refused clients that never read nor close: each would hold accept 100 ms if accept
@@ -215,7 +222,7 @@ fn refusing_a_connection_never_stalls_accept() {
     let started = Instant::now();
     let mut refused = Vec::new();
     for _ in 0..50 {
-        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let s = connect(port);
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         refused.push(s);
     }
