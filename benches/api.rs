@@ -30,7 +30,7 @@ fn main() {
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     let body = loop {
-        if let Ok(b) = fetch_once(api_port) {
+        if let Ok(b) = common::fetch(api_port, "/pods") {
             break b;
         }
         assert!(Instant::now() < deadline, "the agent did not serve /pods");
@@ -167,21 +167,6 @@ impl Conn {
         self.r.read_exact(&mut self.buf).unwrap();
         len
     }
-}
-
-fn fetch_once(port: u16) -> std::io::Result<Vec<u8>> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.write_all(b"GET /pods HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or(std::io::ErrorKind::InvalidData)?;
-    if !raw.starts_with(b"HTTP/1.1 200") {
-        return Err(std::io::ErrorKind::NotFound.into());
-    }
-    Ok(raw[end + 4..].to_vec())
 }
 
 /// A bare tiny_http server answering every request with `body`, with `workers` threads;

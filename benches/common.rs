@@ -82,3 +82,24 @@ pub fn settled_rss_kib(pid: u32, threads: usize) -> u64 {
 pub fn thread_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
 }
+
+/// `GET path` on a loopback port with `Connection: close`, sent in one write: the body of a
+/// 200 answer; any other status is `NotFound`, a reply with no head end `InvalidData`.
+#[allow(dead_code)] // not every benchmark fetches over HTTP
+pub fn fetch(port: u16, path: &str) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or(std::io::ErrorKind::InvalidData)?;
+    if !raw.starts_with(b"HTTP/1.1 200") {
+        return Err(std::io::ErrorKind::NotFound.into());
+    }
+    Ok(raw[end + 4..].to_vec())
+}

@@ -5,8 +5,7 @@
 //! relative to the smallest list; linear work keeps it near 1, quadratic work doubles it with
 //! each doubling of the list.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -34,7 +33,7 @@ fn main() {
         );
         let deadline = Instant::now() + Duration::from_secs(60);
         let outdated = loop {
-            if let Ok(body) = fetch(port, "/v1/status") {
+            if let Ok(body) = common::fetch(port, "/v1/status") {
                 let v: Value = serde_json::from_slice(&body).unwrap();
                 if v["snapshot"]["pods"] == n {
                     break v["pods_needing_upgrade"].as_array().unwrap().len();
@@ -47,7 +46,7 @@ fn main() {
         let mut bytes = 0;
         for _ in 0..ROUNDS {
             let t = Instant::now();
-            bytes = fetch(port, "/v1/status").unwrap().len();
+            bytes = common::fetch(port, "/v1/status").unwrap().len();
             times.push(t.elapsed());
         }
         let _ = agent.kill();
@@ -88,24 +87,6 @@ fn pod_list(n: usize) -> Vec<u8> {
         &json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}),
     )
     .unwrap()
-}
-
-fn fetch(port: u16, path: &str) -> std::io::Result<Vec<u8>> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or(std::io::ErrorKind::InvalidData)?;
-    if !raw.starts_with(b"HTTP/1.1 200") {
-        return Err(std::io::ErrorKind::NotFound.into());
-    }
-    Ok(raw[end + 4..].to_vec())
 }
 
 /// A pod list server on a free port.
