@@ -58,5 +58,12 @@ fn exchange(port: u16, raw: &[u8]) -> String {
     out
 }
 
+/// Sends raw bytes and asserts the answer begins with `start`.
+#[track_caller]
+fn expect_start(port: u16, raw: &[u8], start: &str) {
+    let out = exchange(port, raw);
+    assert!(out.starts_with(start), "{out}");
+}
+
 mod framing;
 mod slots;
