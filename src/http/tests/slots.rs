@@ -39,6 +39,20 @@ fn finish(s: &mut TcpStream, raw: &[u8]) -> String {
     out
 }
 
+/// Asserts the server closed `s`: its first read in 2 s gets no byte.
+#[track_caller]
+fn assert_closed(s: &mut TcpStream, which: &str) {
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    assert_eq!(s.read(&mut [0u8; 16]).unwrap_or(0), 0, "{which} was closed");
+}
+
+/// A new client's request is answered although the slots were full.
+#[track_caller]
+fn new_client_is_served(port: u16) {
+    let out = exchange(port, b"GET /new HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert!(out.ends_with("GET /new 0"), "{out}");
+}
+
 fn read_status(s: &mut TcpStream) -> String {
     let mut r = io::BufReader::new(s.try_clone().unwrap());
     let mut line = String::new();
@@ -145,12 +159,9 @@ fn idle_keep_alive_connections_are_closed_first_when_slots_run_out() {
     let mut busy = connect(port);
     busy.write_all(b"GET /busy HTTP/1.1\r\n").unwrap();
     thread::sleep(Duration::from_millis(100));
-    let out = exchange(port, b"GET /new HTTP/1.1\r\nConnection: close\r\n\r\n");
-    assert!(out.ends_with("GET /new 0"), "{out}");
+    new_client_is_served(port);
     // The idle one was closed; the one mid-request was kept and completes.
-    idle.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let mut rest = Vec::new();
-    assert_eq!(idle.read_to_end(&mut rest).unwrap_or(0), 0);
+    assert_closed(&mut idle, "the idle one");
     let out = finish(&mut busy, b"Connection: close\r\n\r\n");
     assert!(out.ends_with("GET /busy 0"), "{out}");
     stop.trigger();
@@ -167,16 +178,8 @@ fn a_silent_connection_gives_up_its_slot_before_a_used_keep_alive_one() {
     thread::sleep(Duration::from_millis(50));
     let mut silent = connect(port);
     thread::sleep(Duration::from_millis(100));
-    let out = exchange(port, b"GET /new HTTP/1.1\r\nConnection: close\r\n\r\n");
-    assert!(out.ends_with("GET /new 0"), "{out}");
-    silent
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
-    assert_eq!(
-        silent.read(&mut [0u8; 16]).unwrap_or(0),
-        0,
-        "the silent one was closed"
-    );
+    new_client_is_served(port);
+    assert_closed(&mut silent, "the silent one");
     let out = finish(
         &mut used,
         b"GET /again HTTP/1.1\r\nConnection: close\r\n\r\n",
