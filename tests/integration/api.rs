@@ -405,17 +405,13 @@ fn mutating_routes_need_the_token() {
 fn idle_and_stalled_connections_are_closed() {
     use std::io::{Read, Write};
     let up = Upstream::start(Pods::Serve(fixture("1.36")));
-    let port = free_port();
-    let agent = Agent::start_with(
-        &format!(
-            "[api]\nlisten = \"127.0.0.1:{port}\"\nconnection_timeout = \"300ms\"\n{}",
-            config_for(&up.url(), "200ms", "1s")
-        ),
-        &format!("http://127.0.0.1:{port}"),
-    );
+    let agent = Agent::start(&format!(
+        "connection_timeout = \"300ms\"\n{}",
+        config_for(&up.url(), "200ms", "1s")
+    ));
     let started = Instant::now();
-    let mut idle = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let mut half = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut idle = agent.connect();
+    let mut half = agent.connect();
     half.write_all(b"GET /pods HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
     // Meanwhile others are served.
@@ -558,18 +554,14 @@ fn a_second_agent_cannot_take_over_a_live_unix_socket() {
 #[test]
 fn slow_clients_do_not_lock_out_others() {
     let up = Upstream::start(Pods::Serve(fixture("1.36")));
-    let port = free_port();
-    let agent = Agent::start_with(
-        &format!(
-            "[api]\nlisten = \"127.0.0.1:{port}\"\nmax_connections = 4\nconnection_timeout = \"30s\"\n{}",
-            config_for(&up.url(), "200ms", "1s")
-        ),
-        &format!("http://127.0.0.1:{port}"),
-    );
+    let agent = Agent::start(&format!(
+        "max_connections = 4\nconnection_timeout = \"30s\"\n{}",
+        config_for(&up.url(), "200ms", "1s")
+    ));
     // Attackers hold every slot twice over: half trickle a request head, half stay silent.
     let mut slow = Vec::new();
     for i in 0..8 {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut s = agent.connect();
         if i % 2 == 0 {
             s.write_all(b"G").unwrap();
         }

@@ -513,3 +513,10 @@ impl ApiClient {
         (s, serde_json::from_slice(&body).unwrap())
     }
 }
+
+impl Agent {
+    /// A raw TCP connection to the agent's API, for tests that write bytes themselves.
+    pub fn connect(&self) -> std::net::TcpStream {
+        std::net::TcpStream::connect(self.base.strip_prefix("http://").unwrap()).unwrap()
+    }
+}
