@@ -54,6 +54,18 @@ fn bump(map: &Mutex<BTreeMap<(&'static str, u16), u64>>, key: (&'static str, u16
         .or_default() += 1;
 }
 
+/// One line per `(label, status)` key of a counter family: `name{label="…",code="…"} n`.
+fn by_status(
+    out: &mut String,
+    name: &str,
+    label: &str,
+    map: &Mutex<BTreeMap<(&'static str, u16), u64>>,
+) {
+    for ((value, code), n) in map.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\",code=\"{code}\"}} {n}");
+    }
+}
+
 impl Metrics {
     pub fn poll_ok(&self) {
         self.polls_ok.fetch_add(1, Relaxed);
@@ -140,17 +152,12 @@ impl Metrics {
             "counter",
             "Upgrade and imagepull calls sent upstream, by upstream status (0: no answer).",
         );
-        for ((call, code), n) in self
-            .upstream_calls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "yurt_ota_upstream_calls_total{{call=\"{call}\",code=\"{code}\"}} {n}"
-            );
-        }
+        by_status(
+            &mut out,
+            "yurt_ota_upstream_calls_total",
+            "call",
+            &self.upstream_calls,
+        );
         head(
             &mut out,
             "yurt_ota_gate_open",
@@ -228,17 +235,12 @@ impl Metrics {
             "counter",
             "Requests to the local API, by route and status.",
         );
-        for ((route, code), n) in self
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "yurt_ota_api_requests_total{{route=\"{route}\",code=\"{code}\"}} {n}"
-            );
-        }
+        by_status(
+            &mut out,
+            "yurt_ota_api_requests_total",
+            "route",
+            &self.requests,
+        );
         out
     }
 }
