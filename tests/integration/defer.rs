@@ -146,17 +146,9 @@ fn a_hold_renewed_forever_stops_blocking_once_the_deferral_ran_out_a_safety_gate
         serde_json::json!(["vehicle-stopped"])
     );
     // The event log says it once per pod.
-    let events = get(&agent.url("/v1/events?limit=256")).json();
-    let told: Vec<&str> = events["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == "deferral_expired")
-        .map(|e| e["pod"].as_str().unwrap())
-        .collect();
-    let mut sorted = told.clone();
-    sorted.sort();
-    assert_eq!(sorted, OUTDATED, "{events:#}");
+    let mut told = agent.event_pods("deferral_expired", 256);
+    told.sort();
+    assert_eq!(told, OUTDATED);
     assert!(agent.log().contains("policy.max_defer"));
 
     // The safety gate opens: upgrades go, the hold still renewed and the night gate closed.

@@ -128,15 +128,8 @@ fn an_upgrade_finishes_when_the_replacement_already_needs_the_next_revision() {
             OUTDATED[2]
         ]
     );
-    let events = get(&agent.url("/v1/events?limit=200")).json();
-    let finished: Vec<&str> = events["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == "upgrade_finished")
-        .map(|e| e["pod"].as_str().unwrap())
-        .collect();
-    assert!(finished.contains(&OUTDATED[0]), "{events:#}");
+    let finished = agent.event_pods("upgrade_finished", 200);
+    assert!(finished.iter().any(|p| p == OUTDATED[0]), "{finished:?}");
     assert_eq!(agent.metric("yurt_ota_breaker_tripped"), 0.0);
     assert_eq!(
         agent.metric("yurt_ota_upgrades_total{result=\"failed\"}"),

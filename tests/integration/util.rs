@@ -519,4 +519,15 @@ impl Agent {
     pub fn connect(&self) -> std::net::TcpStream {
         std::net::TcpStream::connect(self.base.strip_prefix("http://").unwrap()).unwrap()
     }
+    /// The `pod` of each event of `kind` among the last `limit` events, oldest first.
+    pub fn event_pods(&self, kind: &str, limit: usize) -> Vec<String> {
+        let events = get(&self.url(&format!("/v1/events?limit={limit}"))).json();
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == kind)
+            .map(|e| e["pod"].as_str().unwrap().to_string())
+            .collect()
+    }
 }
