@@ -130,12 +130,7 @@ fn auto_mode_upgrades_each_outdated_pod_one_at_a_time_while_gates_are_open_and_s
         kinds.iter().filter(|k| **k == "upgrade_finished").count(),
         3
     );
-    let log = agent.log();
-    assert_eq!(
-        log.matches("gate vehicle-stopped open").count(),
-        1,
-        "logged once per change:\n{log}"
-    );
+    agent.assert_logged_once("gate vehicle-stopped open");
 }
 
 #[test]

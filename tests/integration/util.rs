@@ -519,6 +519,7 @@ impl Agent {
     pub fn connect(&self) -> std::net::TcpStream {
         std::net::TcpStream::connect(self.base.strip_prefix("http://").unwrap()).unwrap()
     }
+
     /// The `pod` of each event of `kind` among the last `limit` events, oldest first.
     pub fn event_pods(&self, kind: &str, limit: usize) -> Vec<String> {
         let events = get(&self.url(&format!("/v1/events?limit={limit}"))).json();
@@ -529,5 +530,16 @@ impl Agent {
             .filter(|e| e["kind"] == kind)
             .map(|e| e["pod"].as_str().unwrap().to_string())
             .collect()
+    }
+
+    /// Asserts the agent's log holds `needle` exactly once.
+    #[track_caller]
+    pub fn assert_logged_once(&self, needle: &str) {
+        let log = self.log();
+        assert_eq!(
+            log.matches(needle).count(),
+            1,
+            "{needle:?} logged once:\n{log}"
+        );
     }
 }
