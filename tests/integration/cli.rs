@@ -4,6 +4,13 @@ use std::process::Command;
 
 use crate::util::*;
 
+/// Writes `text` as the file `name` in `dir` and returns its path.
+fn write_config(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 fn run(args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(BIN).args(args).output().unwrap();
     (
@@ -62,12 +69,11 @@ fn usage_errors_are_exit_2() {
 #[test]
 fn check_config_prints_settings_or_every_error() {
     let dir = tempfile::tempdir().unwrap();
-    let good = dir.path().join("good.toml");
-    std::fs::write(
-        &good,
+    let good = write_config(
+        &dir,
+        "good.toml",
         "[upstream]\npoll_interval = \"2s\"\n[policy]\non_closed = \"queue\"\n",
-    )
-    .unwrap();
+    );
     let (code, out, _) = run(&["check-config", "--config", good.to_str().unwrap()]);
     assert_eq!(code, Some(0));
     assert!(
@@ -77,8 +83,7 @@ fn check_config_prints_settings_or_every_error() {
         "{out}"
     );
 
-    let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "[upstream]\nkind = \"kubelet\"\ntimeout = \"soon\"\n[api]\nlisten = \"nowhere\"\nport = 1\n").unwrap();
+    let bad = write_config(&dir, "bad.toml", "[upstream]\nkind = \"kubelet\"\ntimeout = \"soon\"\n[api]\nlisten = \"nowhere\"\nport = 1\n");
     let (code, out, err) = run(&["check-config", "--config", bad.to_str().unwrap()]);
     assert_eq!(code, Some(1));
     assert!(out.is_empty());
@@ -110,12 +115,11 @@ fn check_config_refuses_a_token_file_run_refuses() {
     let empty = dir.path().join("token");
     std::fs::write(&empty, "  \n").unwrap();
     for token in [empty, dir.path().join("missing")] {
-        let conf = dir.path().join("c.toml");
-        std::fs::write(
-            &conf,
-            format!("[api]\ntoken_file = \"{}\"\n", token.display()),
-        )
-        .unwrap();
+        let conf = write_config(
+            &dir,
+            "c.toml",
+            &format!("[api]\ntoken_file = \"{}\"\n", token.display()),
+        );
         let want = format!("{}: `api.token_file`: {}", conf.display(), token.display());
         for cmd in ["check-config", "run"] {
             let (code, out, err) = run(&[cmd, "--config", conf.to_str().unwrap()]);
@@ -128,12 +132,11 @@ fn check_config_refuses_a_token_file_run_refuses() {
 #[test]
 fn an_absurd_duration_is_a_config_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("c.toml");
-    std::fs::write(
-        &conf,
+    let conf = write_config(
+        &dir,
+        "c.toml",
         "[upstream]\npoll_interval = \"99999999999999999h\"\n[policy]\nready_timeout = \"1000000h\"\n",
-    )
-    .unwrap();
+    );
     for cmd in ["check-config", "run"] {
         let (code, _, err) = run(&[cmd, "--config", conf.to_str().unwrap()]);
         assert_eq!(code, Some(1), "{cmd}: {err}");
