@@ -314,6 +314,16 @@ fn q(s: &str) -> String {
     out
 }
 
+/// How a DaemonSet watch ended.
+enum DsWatchEnd {
+    /// Watch again from this resourceVersion.
+    Renew(String),
+    /// Read the DaemonSet afresh first.
+    Reread,
+    /// Its last pod left this node.
+    Untracked,
+}
+
 enum WatchEnd {
     /// The server closed the stream (timeoutSeconds): re-watch from the last resourceVersion.
     Closed,
@@ -569,72 +579,32 @@ impl Inner {
 
     /// Reads the DaemonSet (and its ControllerRevisions when its generation moved), then
     /// watches it by name; a change of generation or annotations re-reads, nothing is polled.
+    /// A watch that ends (its `timeoutSeconds`, a broken stream, no connection) is renewed from
+    /// the last resourceVersion seen, bookmarks included, as the kubelet's reflector does: the
+    /// DaemonSet is read again only after a 410, a refusal, `DELETED` or an `ERROR` event.
     fn daemonset_loop(self: Arc<Self>, k: (String, String)) {
-        let (ns, name) = (&k.0, &k.1);
         let mut backoff = Backoff::new();
         let mut last_gen: Option<(i64, i64)> = None;
+        // Where to watch from; None: read the DaemonSet first.
+        let mut from: Option<String> = None;
         while self.still_tracked(&k) {
-            let ds = match self.get(&format!("/apis/apps/v1/namespaces/{ns}/daemonsets/{name}")) {
-                Ok((200, body)) => {
-                    serde_json::from_slice::<Value>(&body).map_err(|e| e.to_string())
-                }
-                Ok((code, body)) => Err(format!("answered {code}: {}", excerpt(&body))),
-                Err(e) => Err(e.to_string()),
-            };
-            let ds = match ds {
-                Ok(v) => v,
-                Err(e) => {
-                    self.set_skip(
-                        &k,
-                        None,
-                        Some(format!("cannot read DaemonSet {ns}/{name}: {e}")),
-                    );
-                    std::thread::sleep(backoff.next_delay());
-                    continue;
-                }
-            };
-            if let Err(e) = self.update_daemonset(&k, &ds, &mut last_gen) {
-                self.set_skip(&k, None, Some(e));
-                std::thread::sleep(backoff.next_delay());
-                continue;
-            }
-            let rv = ds["metadata"]["resourceVersion"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            let path = format!(
-                "/apis/apps/v1/namespaces/{ns}/daemonsets?fieldSelector={}&resourceVersion={}&watch=1&allowWatchBookmarks=true&timeoutSeconds={WATCH_SECONDS}",
-                q(&format!("metadata.name={name}")),
-                q(&rv)
-            );
-            let resp = match self.request(&self.streams, "GET", &path, None) {
-                Ok(r) if r.status() == 200 => r,
-                _ => {
-                    std::thread::sleep(backoff.next_delay());
-                    continue;
-                }
+            let rv = match from.take() {
+                Some(rv) => rv,
+                None => match self.read_daemonset(&k, &mut last_gen) {
+                    Ok(rv) => rv,
+                    Err(e) => {
+                        self.set_skip(&k, None, Some(e));
+                        std::thread::sleep(backoff.next_delay());
+                        continue;
+                    }
+                },
             };
             let began = std::time::Instant::now();
-            let mut r = BufReader::with_capacity(4 * 1024, resp.into_body().into_reader());
-            let mut buf = Vec::new();
-            while let Ok(Some(Ok(()))) = watch::read_line(&mut r, &mut buf) {
-                if !self.still_tracked(&k) {
-                    return;
-                }
-                let Ok(mut ev) = serde_json::from_slice::<Value>(&buf) else {
-                    continue;
-                };
-                match ev["type"].as_str() {
-                    Some("MODIFIED" | "ADDED") => {
-                        let obj = ev["object"].take();
-                        if let Err(e) = self.update_daemonset(&k, &obj, &mut last_gen) {
-                            self.set_skip(&k, None, Some(e));
-                        }
-                    }
-                    Some("BOOKMARK") => {}
-                    _ => break, // DELETED, ERROR: read it afresh
-                }
-            }
+            from = match self.watch_daemonset(&k, rv, &mut last_gen) {
+                DsWatchEnd::Renew(rv) => Some(rv),
+                DsWatchEnd::Reread => None,
+                DsWatchEnd::Untracked => return,
+            };
             // A watch that ended at once (an error, a proxy) is not re-opened in a tight loop.
             if began.elapsed() < Duration::from_secs(5) {
                 std::thread::sleep(backoff.next_delay());
@@ -642,6 +612,78 @@ impl Inner {
                 backoff.reset();
             }
         }
+    }
+
+    /// `GET` of the DaemonSet, applied; its resourceVersion to watch from.
+    fn read_daemonset(
+        &self,
+        k: &(String, String),
+        last_gen: &mut Option<(i64, i64)>,
+    ) -> Result<String, String> {
+        let (ns, name) = (&k.0, &k.1);
+        let ds = match self.get(&format!("/apis/apps/v1/namespaces/{ns}/daemonsets/{name}")) {
+            Ok((200, body)) => serde_json::from_slice::<Value>(&body).map_err(|e| e.to_string()),
+            Ok((code, body)) => Err(format!("answered {code}: {}", excerpt(&body))),
+            Err(e) => Err(e.to_string()),
+        }
+        .map_err(|e| format!("cannot read DaemonSet {ns}/{name}: {e}"))?;
+        self.update_daemonset(k, &ds, last_gen)?;
+        Ok(ds["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned())
+    }
+
+    /// One watch of the DaemonSet by name from `rv`, applying what it sends.
+    fn watch_daemonset(
+        &self,
+        k: &(String, String),
+        mut rv: String,
+        last_gen: &mut Option<(i64, i64)>,
+    ) -> DsWatchEnd {
+        let (ns, name) = (&k.0, &k.1);
+        let path = format!(
+            "/apis/apps/v1/namespaces/{ns}/daemonsets?fieldSelector={}&resourceVersion={}&watch=1&allowWatchBookmarks=true&timeoutSeconds={WATCH_SECONDS}",
+            q(&format!("metadata.name={name}")),
+            q(&rv)
+        );
+        let resp = match self.request(&self.streams, "GET", &path, None) {
+            Ok(r) if r.status() == 200 => r,
+            // An answer: 410 (too old), or a refusal the GET will name in status.
+            Ok(_) => return DsWatchEnd::Reread,
+            // No answer (the apiserver down): try the same watch again.
+            Err(_) => return DsWatchEnd::Renew(rv),
+        };
+        let mut r = BufReader::with_capacity(4 * 1024, resp.into_body().into_reader());
+        let mut buf = Vec::new();
+        // Ended by the server or broken: renew from what was seen.
+        while let Ok(Some(line)) = watch::read_line(&mut r, &mut buf) {
+            if !self.still_tracked(k) {
+                return DsWatchEnd::Untracked;
+            }
+            // An event over `MAX_EVENT` or not JSON is skipped, as in the pod watch.
+            let Some(mut ev) = line
+                .ok()
+                .and_then(|()| serde_json::from_slice::<Value>(&buf).ok())
+            else {
+                continue;
+            };
+            let obj = ev["object"].take();
+            match ev["type"].as_str() {
+                Some("MODIFIED" | "ADDED") => {
+                    if let Err(e) = self.update_daemonset(k, &obj, last_gen) {
+                        self.set_skip(k, None, Some(e));
+                        return DsWatchEnd::Reread;
+                    }
+                }
+                Some("BOOKMARK") => {}
+                _ => return DsWatchEnd::Reread, // DELETED, ERROR (410 among them)
+            }
+            if let Some(v) = obj["metadata"]["resourceVersion"].as_str() {
+                rv = v.to_owned();
+            }
+        }
+        DsWatchEnd::Renew(rv)
     }
 
     fn set_skip(&self, k: &(String, String), view: Option<DaemonSetView>, skip: Option<String>) {
