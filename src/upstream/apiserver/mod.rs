@@ -168,7 +168,6 @@ struct Shared {
     listed: bool,
     watch: WatchState,
     daemonsets: HashMap<(String, String), Tracked>,
-    rendered: Option<Arc<Vec<u8>>>,
 }
 
 struct Inner {
@@ -234,7 +233,6 @@ impl Apiserver {
                 listed: false,
                 watch: WatchState::default(),
                 daemonsets: HashMap::new(),
-                rendered: None,
             }),
         });
         let bg = inner.clone();
@@ -397,7 +395,6 @@ impl Inner {
                                     s.watch.relists += 1;
                                 }
                                 s.listed = true;
-                                s.rendered = None;
                                 drop(s);
                                 need_list = false;
                                 self.track_daemonsets();
@@ -522,7 +519,6 @@ impl Inner {
                         _ => None,
                     };
                     if s.store.apply(ev) {
-                        s.rendered = None;
                         let new_ds = upsert_ds.is_some_and(|d| {
                             !s.daemonsets.get(&(d.0, d.1)).is_some_and(|t| t.watching)
                         });
@@ -694,7 +690,6 @@ impl Inner {
             }
             t.skip = skip;
         }
-        s.rendered = None;
     }
 
     fn update_daemonset(
@@ -786,8 +781,11 @@ impl Inner {
         }
     }
 
-    fn rendered(&self) -> Result<Arc<Vec<u8>>, UpstreamError> {
-        let mut s = self.lock();
+    /// The `v1.PodList` as `GET /pods` serves it, rendered at each call from the store: the
+    /// pods are kept once, as text; a cached copy would be a second (and the snapshot's body
+    /// a third) of about 5 KB a pod.
+    fn rendered(&self) -> Result<Vec<u8>, UpstreamError> {
+        let s = self.lock();
         if !s.listed {
             return Err(UpstreamError::Connect(
                 s.watch
@@ -796,16 +794,10 @@ impl Inner {
                     .unwrap_or_else(|| "no pod list from the apiserver yet".into()),
             ));
         }
-        if let Some(r) = &s.rendered {
-            return Ok(r.clone());
-        }
-        let body = match self.settings.detect {
+        Ok(match self.settings.detect {
             Detect::Openyurt => s.store.render(|_| None),
             Detect::Revision => s.store.render(|e| self.decision(&s, e)),
-        };
-        let body = Arc::new(body);
-        s.rendered = Some(body.clone());
-        Ok(body)
+        })
     }
 
     /// A fresh read of the pod, as YurtHub does (never the watch cache); with detect =
@@ -960,7 +952,7 @@ impl Upstream for Apiserver {
     }
 
     fn list_pods(&self) -> Result<Vec<u8>, UpstreamError> {
-        self.inner.rendered().map(|b| b.as_ref().clone())
+        self.inner.rendered()
     }
 
     fn upgrade(&self, ns: &str, name: &str) -> Result<Relay, UpstreamError> {
