@@ -127,7 +127,9 @@ impl Inner {
         let mut pod: Value =
             serde_json::from_slice(&body).map_err(|e| UpstreamError::InvalidJson(e.to_string()))?;
         if self.settings.detect == Detect::Revision {
-            if let Ok((_, e)) = watch::entry(pod.clone()) {
+            if let Ok((_, e, _)) =
+                watch::entry(&serde_json::value::to_raw_value(&pod).expect("a Value"))
+            {
                 let s = self.lock();
                 match self.decision(&s, &e) {
                     Some((needs, hash)) => watch::set_condition(&mut pod, needs, &hash),
