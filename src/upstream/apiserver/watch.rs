@@ -64,6 +64,12 @@ struct Owner {
 
 /// A pod's key, what is kept of it, and its resourceVersion.
 pub fn entry(pod: &RawValue) -> Result<(Key, Entry, String), String> {
+    entry_with(pod, &mut Vec::new())
+}
+
+/// `entry`, writing through `scratch`: a list reuses one buffer for all its pods, instead of
+/// leaving a freed block the size of each pod (with managedFields) beside each kept one.
+fn entry_with(pod: &RawValue, scratch: &mut Vec<u8>) -> Result<(Key, Entry, String), String> {
     let head: Head = serde_json::from_str(pod.get()).map_err(|e| format!("pod: {e}"))?;
     let m = head.metadata.ok_or("pod without metadata")?;
     let ns = m.namespace.ok_or("pod without metadata.namespace")?;
@@ -78,10 +84,9 @@ pub fn entry(pod: &RawValue) -> Result<(Key, Entry, String), String> {
         template_generation: l.template_generation,
         revision_hash: l.revision_hash,
     });
-    let mut json = Vec::with_capacity(pod.get().len());
-    crate::snapshot::write_without_managed_fields(&mut json, pod)
-        .map_err(|e| format!("pod: {e}"))?;
-    let json = std::str::from_utf8(&json).map_err(|e| format!("pod: {e}"))?;
+    scratch.clear();
+    crate::snapshot::write_without_managed_fields(scratch, pod).map_err(|e| format!("pod: {e}"))?;
+    let json = std::str::from_utf8(scratch).map_err(|e| format!("pod: {e}"))?;
     Ok((
         (ns, name),
         Entry {
@@ -184,8 +189,10 @@ impl Store {
             .unwrap_or_default()
             .to_owned();
         let mut pods = BTreeMap::new();
+        let mut scratch = Vec::new();
         for item in v.items.unwrap_or_default() {
-            let (k, e, _) = entry(item).map_err(|e| format!("pod list item: {e}"))?;
+            let (k, e, _) =
+                entry_with(item, &mut scratch).map_err(|e| format!("pod list item: {e}"))?;
             pods.insert(k, e);
         }
         self.pods = pods;
