@@ -2,7 +2,9 @@
 //! with 110 pods on the node. The release agent against the TLS stand-in on loopback.
 //!
 //!   cargo bench --bench apiserver                 # 120 s idle window
-//!   YURT_OTA_BENCH_IDLE=660 cargo bench --bench apiserver   # past one watch renewal (300 s)
+//!   YURT_OTA_BENCH_IDLE=330 cargo bench --bench apiserver   # past one watch renewal (300 s)
+//!   YURT_OTA_BIN=target/x86_64-unknown-linux-musl/release/yurt-ota cargo bench --bench apiserver
+//!                                                 # RSS of another build (the static musl one)
 
 #[allow(dead_code)] // fixture_pods: the stand-in makes its own pods
 mod common;

@@ -184,7 +184,10 @@ fn write_object(
 }
 
 /// Copies one pod, member by member, leaving out `metadata.managedFields`.
-fn write_without_managed_fields(out: &mut Vec<u8>, pod: &RawValue) -> serde_json::Result<()> {
+pub(crate) fn write_without_managed_fields(
+    out: &mut Vec<u8>,
+    pod: &RawValue,
+) -> serde_json::Result<()> {
     let top: Members = serde_json::from_str(pod.get())?;
     write_object(out, &top.0, |out, key, value| {
         if key != "metadata" {

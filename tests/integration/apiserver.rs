@@ -457,3 +457,56 @@ fn openyurt_detection_and_the_imagepull_status_patch() {
         (200, format!("Start updating pod kube-system/{proxy}"))
     );
 }
+
+/// The stand-in's request counters (`GET /sim`), by verb and resource.
+fn requests(h: &Handle, key: &str) -> u64 {
+    let r = get(&format!("{}/sim", h.control_url()));
+    r.json()["requests"][key].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn daemonset_watches_are_renewed_from_their_resource_version() {
+    let (h, _d) = stand_in();
+    let agent = Agent::start(&config(&h.files.kubeconfig, "revision", ""));
+    wait_pods(&agent, "a decision by revision", |p| {
+        pod_named(p, "camera-bridge").and_then(need).is_some()
+    });
+    let tracked = watch(&agent)["daemonsets"].as_array().unwrap().len() as u64;
+    assert!(tracked >= 2, "{}", watch(&agent));
+    wait_for("every DaemonSet watched", Duration::from_secs(15), || {
+        requests(&h, "watch daemonsets") >= tracked
+    });
+    // A bookmark or two (every 500 ms here) moves the versions to watch from.
+    std::thread::sleep(Duration::from_secs(1));
+    let (gets, watches) = (
+        requests(&h, "get daemonsets"),
+        requests(&h, "watch daemonsets"),
+    );
+    assert_eq!(gets, tracked, "one GET per DaemonSet at start");
+
+    // Every watch ended: renewed from the last resourceVersion, with no GET (the kubelet's way).
+    control(&h, "/sim/drop-watches");
+    wait_for(
+        "the DaemonSet watches renewed",
+        Duration::from_secs(30),
+        || requests(&h, "watch daemonsets") >= watches + tracked,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(requests(&h, "get daemonsets"), gets, "renewals read again");
+    // The renewed watch carries a rollout.
+    control(&h, "/sim/rollout/edge-apps/camera-bridge");
+    wait_pods(&agent, "the rollout through a renewed watch", |p| {
+        pod_named(p, "camera-bridge")
+            .and_then(need)
+            .is_some_and(|(s, _)| s == "True")
+    });
+
+    // Compaction: the open watches get ERROR 410, and only then is each DaemonSet read again.
+    let gets = requests(&h, "get daemonsets");
+    control(&h, "/sim/compact");
+    wait_for(
+        "a GET per DaemonSet after 410",
+        Duration::from_secs(30),
+        || requests(&h, "get daemonsets") >= gets + tracked,
+    );
+}

@@ -5,25 +5,37 @@
 //! YurtHub's `GET /pods` from memory (also while the apiserver is unreachable), and `upgrade` /
 //! `imagepull` answer YurtHub's v1.7 status codes and plain-text bodies.
 
+//!
+//! Here: the settings, the shared state and `Upstream`. `client`: the HTTPS requests. `pods`:
+//! list and watch of the node's pods. `daemonsets`: detect = revision. `upgrade`: YurtHub's
+//! checks and answers.
+
+mod client;
+mod daemonsets;
 pub mod kubeconfig;
+mod pods;
 pub mod revision;
 pub mod tls;
+mod upgrade;
 pub mod watch;
 
 use std::collections::HashMap;
-use std::io::BufReader;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use ureq::Agent;
 
+use self::client::Calls;
 use self::kubeconfig::{Auth, Source, Target};
-use self::revision::{DaemonSetView, Decision};
+use self::revision::DaemonSetView;
 use self::tls::{Credential, Tls};
-use self::watch::{Backoff, Event, Store};
-use super::{excerpt, Relay, Upstream, UpstreamError, MAX_BODY};
+use self::watch::Store;
+use super::{Relay, Upstream, UpstreamError};
+
+pub use self::daemonsets::newest_owned;
+pub use self::upgrade::precheck;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Detect {
@@ -168,7 +180,6 @@ struct Shared {
     listed: bool,
     watch: WatchState,
     daemonsets: HashMap<(String, String), Tracked>,
-    rendered: Option<Arc<Vec<u8>>>,
 }
 
 struct Inner {
@@ -184,25 +195,6 @@ pub struct Apiserver {
     inner: Arc<Inner>,
     /// The fleet budget's Lease slots, over the same HTTPS client (SPEC 6b).
     leases: crate::fleet::kube::LeaseApi<Calls>,
-}
-
-/// One request over the calls client, for `fleet::kube`.
-struct Calls(Arc<Inner>);
-
-impl crate::fleet::kube::Kube for Calls {
-    fn request(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&[u8]>,
-    ) -> Result<(u16, Vec<u8>), String> {
-        let i = &self.0;
-        let body = body.map(|b| ("application/json", b.to_vec()));
-        let resp = i
-            .request(&i.calls, method, path, body)
-            .map_err(|e| e.to_string())?;
-        Inner::read_all(resp).map_err(|e| e.to_string())
-    }
 }
 
 /// Watches last this long before the server ends them (the kubelet draws 5 to 10 minutes).
@@ -234,7 +226,6 @@ impl Apiserver {
                 listed: false,
                 watch: WatchState::default(),
                 daemonsets: HashMap::new(),
-                rendered: None,
             }),
         });
         let bg = inner.clone();
@@ -252,39 +243,6 @@ impl Apiserver {
         Ok(Apiserver { inner, leases })
     }
 
-    /// `DELETE` with the uid read as precondition: a pod recreated under the same name since
-    /// is never deleted (409, answered as YurtHub's 403).
-    pub fn delete(&self, ns: &str, name: &str, uid: &str) -> Result<Relay, UpstreamError> {
-        let i = &self.inner;
-        let body = serde_json::json!({"kind":"DeleteOptions","apiVersion":"v1","preconditions":{"uid": uid}});
-        let resp = match i.request(
-            &i.calls,
-            "DELETE",
-            &format!("/api/v1/namespaces/{ns}/pods/{name}"),
-            Some(("application/json", body.to_string().into_bytes())),
-        ) {
-            Ok(r) => r,
-            Err(_) => return Ok(disconnected()),
-        };
-        let (code, body) = Inner::read_all(resp)?;
-        Ok(match code {
-            200 | 202 => Relay {
-                status: 200,
-                content_type: Some("application/json".into()),
-                body: format!("Start updating pod {ns}/{name}").into_bytes(),
-            },
-            404 => text(403, format!("Pre check update pod failed, pod {ns}/{name} (uid {uid}) is gone")),
-            409 => text(
-                403,
-                format!("Pre check update pod failed, pod {ns}/{name} changed before the delete: it is no longer uid {uid}"),
-            ),
-            _ => {
-                log::warn!("apiserver delete of {ns}/{name} answered {code}: {}", excerpt(&body));
-                text(500, "Apply update failed")
-            }
-        })
-    }
-
     pub fn watch_state(&self) -> WatchState {
         self.inner.lock().watch.clone()
     }
@@ -299,606 +257,6 @@ impl Apiserver {
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
-}
-
-/// Percent-encoding for a query value.
-fn q(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-enum WatchEnd {
-    /// The server closed the stream (timeoutSeconds): re-watch from the last resourceVersion.
-    Closed,
-    Expired,
-    Failed(String),
-}
-
-impl Inner {
-    fn lock(&self) -> MutexGuard<'_, Shared> {
-        self.shared.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn request(
-        &self,
-        agent: &Agent,
-        method: &str,
-        path: &str,
-        body: Option<(&str, Vec<u8>)>,
-    ) -> Result<ureq::http::Response<ureq::Body>, UpstreamError> {
-        self.lock().watch.requests += 1;
-        let mut req = ureq::http::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.url))
-            .header("Accept", "application/json");
-        if let Some(h) = self.credential.header().map_err(UpstreamError::Connect)? {
-            req = req.header("Authorization", h);
-        }
-        let resp = match body {
-            Some((ct, b)) => agent.run(
-                req.header("Content-Type", ct)
-                    .body(b)
-                    .expect("valid request"),
-            ),
-            None => agent.run(req.body(()).expect("valid request")),
-        };
-        resp.map_err(map_error)
-    }
-
-    fn read_all(resp: ureq::http::Response<ureq::Body>) -> Result<(u16, Vec<u8>), UpstreamError> {
-        let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .into_with_config()
-            .limit(MAX_BODY)
-            .read_to_vec()
-            .map_err(map_error)?;
-        Ok((status, body))
-    }
-
-    fn get(&self, path: &str) -> Result<(u16, Vec<u8>), UpstreamError> {
-        Self::read_all(self.request(&self.calls, "GET", path, None)?)
-    }
-
-    fn node(&self) -> &str {
-        &self.settings.node_name
-    }
-
-    /// List, then watch, for ever; the state is in `shared`.
-    fn pods_loop(self: Arc<Self>) {
-        let mut backoff = Backoff::new();
-        let mut need_list = true;
-        let selector = q(&format!("spec.nodeName={}", self.node()));
-        loop {
-            if need_list {
-                match self.get(&format!("/api/v1/pods?fieldSelector={selector}")) {
-                    Ok((200, body)) => {
-                        let mut s = self.lock();
-                        match s.store.replace(&body) {
-                            Ok(()) => {
-                                if s.listed {
-                                    s.watch.relists += 1;
-                                }
-                                s.listed = true;
-                                s.rendered = None;
-                                drop(s);
-                                need_list = false;
-                                self.track_daemonsets();
-                            }
-                            Err(e) => {
-                                log::warn!("apiserver pod list: {e}; keeping the last good pods");
-                                s.watch.last_error = Some(e);
-                            }
-                        }
-                    }
-                    Ok((code, body)) => {
-                        self.failed(format!("pod list answered {code}: {}", excerpt(&body)))
-                    }
-                    Err(e) => self.failed(format!("pod list: {e}")),
-                }
-                if need_list {
-                    std::thread::sleep(backoff.next_delay());
-                    continue;
-                }
-            }
-            let rv = self.lock().store.rv.clone();
-            let path = format!(
-                "/api/v1/pods?fieldSelector={selector}&resourceVersion={}&watch=1&allowWatchBookmarks=true&timeoutSeconds={WATCH_SECONDS}",
-                q(&rv)
-            );
-            let began = std::time::Instant::now();
-            match self.watch(&path) {
-                // Ended by the server after a while: re-watch at once from the last version.
-                (WatchEnd::Closed, got) if got || began.elapsed() >= Duration::from_secs(5) => {
-                    backoff.reset();
-                }
-                // Closed at once with nothing in it (a proxy, a restarting apiserver): back off,
-                // or the loop would spin.
-                (WatchEnd::Closed, _) => {
-                    std::thread::sleep(backoff.next_delay());
-                    self.lock().watch.reconnects += 1;
-                }
-                (WatchEnd::Expired, _) => {
-                    log::info!(
-                        "apiserver watch: resourceVersion {rv} expired (410); listing again"
-                    );
-                    need_list = true;
-                }
-                (WatchEnd::Failed(e), got_events) => {
-                    if got_events {
-                        backoff.reset();
-                    }
-                    self.failed(format!("pod watch: {e}"));
-                    let d = backoff.next_delay();
-                    std::thread::sleep(d);
-                    self.lock().watch.reconnects += 1;
-                }
-            }
-        }
-    }
-
-    fn failed(&self, e: String) {
-        let mut s = self.lock();
-        if s.watch.last_error.as_deref() != Some(&e) {
-            log::warn!("apiserver {}: {e}", self.url);
-        }
-        s.watch.connected_since = None;
-        s.watch.last_error = Some(e);
-    }
-
-    fn watch(self: &Arc<Self>, path: &str) -> (WatchEnd, bool) {
-        let resp = match self.request(&self.streams, "GET", path, None) {
-            Ok(r) => r,
-            Err(e) => return (WatchEnd::Failed(e.to_string()), false),
-        };
-        match resp.status().as_u16() {
-            200 => {}
-            410 => return (WatchEnd::Expired, false),
-            code => {
-                let body = Self::read_all(resp).map(|r| r.1).unwrap_or_default();
-                return (
-                    WatchEnd::Failed(format!("answered {code}: {}", excerpt(&body))),
-                    false,
-                );
-            }
-        }
-        {
-            let mut s = self.lock();
-            s.watch.connected_since = Some(SystemTime::now());
-            s.watch.last_error = None;
-        }
-        let mut r = BufReader::with_capacity(16 * 1024, resp.into_body().into_reader());
-        let mut buf = Vec::new();
-        let mut got = false;
-        loop {
-            let line = match watch::read_line(&mut r, &mut buf) {
-                Ok(Some(l)) => l,
-                Ok(None) => return (WatchEnd::Closed, got),
-                Err(e) => return (WatchEnd::Failed(format!("stream broke: {e}")), got),
-            };
-            if let Err(n) = line {
-                log::warn!("apiserver watch: skipped an event of {n} bytes (over {} MiB); keeping the last good state", watch::MAX_EVENT >> 20);
-                continue;
-            }
-            if buf.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let ev = match watch::parse_event(&buf) {
-                Ok(ev) => ev,
-                Err(e) => {
-                    log::warn!(
-                        "apiserver watch: bad event ({e}): {}; keeping the last good state",
-                        excerpt(&buf)
-                    );
-                    continue;
-                }
-            };
-            got = true;
-            match ev {
-                Event::Expired => return (WatchEnd::Expired, got),
-                Event::Error(m) => return (WatchEnd::Failed(format!("ERROR event: {m}")), got),
-                ev => {
-                    let mut s = self.lock();
-                    s.watch.last_event = Some(SystemTime::now());
-                    let upsert_ds = match &ev {
-                        Event::Upsert(_, e, _) => e.daemonset.clone(),
-                        _ => None,
-                    };
-                    if s.store.apply(ev) {
-                        s.rendered = None;
-                        let new_ds = upsert_ds.is_some_and(|d| {
-                            !s.daemonsets.get(&(d.0, d.1)).is_some_and(|t| t.watching)
-                        });
-                        drop(s);
-                        if new_ds {
-                            self.track_daemonsets();
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// detect = revision: a thread per DaemonSet with pods on this node; untracked ones stop.
-    fn track_daemonsets(self: &Arc<Self>) {
-        if self.settings.detect != Detect::Revision {
-            return;
-        }
-        let mut s = self.lock();
-        let wanted: HashMap<(String, String), String> = s
-            .store
-            .pods
-            .values()
-            .filter_map(|e| e.daemonset.clone())
-            .map(|(ns, n, uid)| ((ns, n), uid))
-            .collect();
-        s.daemonsets.retain(|k, t| {
-            let keep = wanted.contains_key(k);
-            if !keep {
-                t.watching = false;
-            }
-            keep
-        });
-        for (k, uid) in wanted {
-            let t = s.daemonsets.entry(k.clone()).or_default();
-            t.uid = uid;
-            if !t.watching {
-                t.watching = true;
-                let me = self.clone();
-                let name = format!("ds-{}", k.1);
-                if let Err(e) = std::thread::Builder::new()
-                    .name(name)
-                    .spawn(move || me.daemonset_loop(k))
-                {
-                    log::error!("cannot start a DaemonSet watch thread: {e}");
-                }
-            }
-        }
-    }
-
-    fn still_tracked(&self, k: &(String, String)) -> bool {
-        self.lock().daemonsets.get(k).is_some_and(|t| t.watching)
-    }
-
-    /// Reads the DaemonSet (and its ControllerRevisions when its generation moved), then
-    /// watches it by name; a change of generation or annotations re-reads, nothing is polled.
-    fn daemonset_loop(self: Arc<Self>, k: (String, String)) {
-        let (ns, name) = (&k.0, &k.1);
-        let mut backoff = Backoff::new();
-        let mut last_gen: Option<(i64, i64)> = None;
-        while self.still_tracked(&k) {
-            let ds = match self.get(&format!("/apis/apps/v1/namespaces/{ns}/daemonsets/{name}")) {
-                Ok((200, body)) => {
-                    serde_json::from_slice::<Value>(&body).map_err(|e| e.to_string())
-                }
-                Ok((code, body)) => Err(format!("answered {code}: {}", excerpt(&body))),
-                Err(e) => Err(e.to_string()),
-            };
-            let ds = match ds {
-                Ok(v) => v,
-                Err(e) => {
-                    self.set_skip(
-                        &k,
-                        None,
-                        Some(format!("cannot read DaemonSet {ns}/{name}: {e}")),
-                    );
-                    std::thread::sleep(backoff.next_delay());
-                    continue;
-                }
-            };
-            if let Err(e) = self.update_daemonset(&k, &ds, &mut last_gen) {
-                self.set_skip(&k, None, Some(e));
-                std::thread::sleep(backoff.next_delay());
-                continue;
-            }
-            let rv = ds["metadata"]["resourceVersion"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            let path = format!(
-                "/apis/apps/v1/namespaces/{ns}/daemonsets?fieldSelector={}&resourceVersion={}&watch=1&allowWatchBookmarks=true&timeoutSeconds={WATCH_SECONDS}",
-                q(&format!("metadata.name={name}")),
-                q(&rv)
-            );
-            let resp = match self.request(&self.streams, "GET", &path, None) {
-                Ok(r) if r.status() == 200 => r,
-                _ => {
-                    std::thread::sleep(backoff.next_delay());
-                    continue;
-                }
-            };
-            let began = std::time::Instant::now();
-            let mut r = BufReader::with_capacity(4 * 1024, resp.into_body().into_reader());
-            let mut buf = Vec::new();
-            while let Ok(Some(Ok(()))) = watch::read_line(&mut r, &mut buf) {
-                if !self.still_tracked(&k) {
-                    return;
-                }
-                let Ok(mut ev) = serde_json::from_slice::<Value>(&buf) else {
-                    continue;
-                };
-                match ev["type"].as_str() {
-                    Some("MODIFIED" | "ADDED") => {
-                        let obj = ev["object"].take();
-                        if let Err(e) = self.update_daemonset(&k, &obj, &mut last_gen) {
-                            self.set_skip(&k, None, Some(e));
-                        }
-                    }
-                    Some("BOOKMARK") => {}
-                    _ => break, // DELETED, ERROR: read it afresh
-                }
-            }
-            // A watch that ended at once (an error, a proxy) is not re-opened in a tight loop.
-            if began.elapsed() < Duration::from_secs(5) {
-                std::thread::sleep(backoff.next_delay());
-            } else {
-                backoff.reset();
-            }
-        }
-    }
-
-    fn set_skip(&self, k: &(String, String), view: Option<DaemonSetView>, skip: Option<String>) {
-        let mut s = self.lock();
-        if let Some(t) = s.daemonsets.get_mut(k) {
-            if view.is_some() {
-                t.view = view;
-            }
-            t.skip = skip;
-        }
-        s.rendered = None;
-    }
-
-    fn update_daemonset(
-        &self,
-        k: &(String, String),
-        ds: &Value,
-        last_gen: &mut Option<(i64, i64)>,
-    ) -> Result<(), String> {
-        let gen = ds["metadata"]["generation"].as_i64().unwrap_or(0);
-        let observed = ds["status"]["observedGeneration"].as_i64().unwrap_or(0);
-        let ann = &ds["metadata"]["annotations"];
-        let mut view = DaemonSetView {
-            generation: gen,
-            observed_generation: observed,
-            strategy: ds["spec"]["updateStrategy"]["type"]
-                .as_str()
-                .unwrap_or("RollingUpdate")
-                .to_owned(),
-            ota_annotation: ann["apps.openyurt.io/update-strategy"]
-                .as_str()
-                .map(str::to_owned),
-            template_generation: ann["deprecated.daemonset.template.generation"]
-                .as_str()
-                .map(str::to_owned),
-            newest_hash: None,
-        };
-        let info = crate::fleet::kube::daemonset_info(ds);
-        if let Some(t) = self.lock().daemonsets.get_mut(k) {
-            t.info = info;
-        }
-        let old = self.lock().daemonsets.get(k).and_then(|t| t.view.clone());
-        let relevant =
-            view.strategy == "OnDelete" && view.ota_annotation.is_some() && observed >= gen;
-        if relevant {
-            if *last_gen == Some((gen, observed)) {
-                view.newest_hash = old.and_then(|o| o.newest_hash);
-            } else {
-                view.newest_hash = self.newest_revision(k, ds)?;
-                *last_gen = Some((gen, observed));
-            }
-        }
-        let skip = match revision::decide(&view, &Default::default()) {
-            Decision::Skip(s) => Some(s.to_string()),
-            Decision::Condition { .. } => None,
-        };
-        self.set_skip(k, Some(view), skip);
-        Ok(())
-    }
-
-    /// The hash of the owned ControllerRevision with the highest `.revision`.
-    fn newest_revision(&self, k: &(String, String), ds: &Value) -> Result<Option<String>, String> {
-        let uid = ds["metadata"]["uid"].as_str().unwrap_or_default();
-        let selector: Vec<String> = ds["spec"]["selector"]["matchLabels"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| Some(format!("{k}={}", v.as_str()?)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let path = format!(
-            "/apis/apps/v1/namespaces/{}/controllerrevisions?labelSelector={}",
-            k.0,
-            q(&selector.join(","))
-        );
-        let list: Value = match self.get(&path) {
-            Ok((200, body)) => serde_json::from_slice(&body)
-                .map_err(|e| format!("ControllerRevision list: {e}"))?,
-            Ok((code, body)) => {
-                return Err(format!(
-                    "ControllerRevision list answered {code}: {}",
-                    excerpt(&body)
-                ))
-            }
-            Err(e) => return Err(format!("ControllerRevision list: {e}")),
-        };
-        Ok(newest_owned(&list, uid))
-    }
-
-    fn decision(&self, s: &Shared, e: &watch::Entry) -> Option<(bool, String)> {
-        let (ns, name, uid) = e.daemonset.as_ref()?;
-        let t = s.daemonsets.get(&(ns.clone(), name.clone()))?;
-        if &t.uid != uid {
-            return None;
-        }
-        match revision::decide(t.view.as_ref()?, &e.labels) {
-            Decision::Condition { needs, hash } => Some((needs, hash)),
-            Decision::Skip(_) => None,
-        }
-    }
-
-    fn rendered(&self) -> Result<Arc<Vec<u8>>, UpstreamError> {
-        let mut s = self.lock();
-        if !s.listed {
-            return Err(UpstreamError::Connect(
-                s.watch
-                    .last_error
-                    .clone()
-                    .unwrap_or_else(|| "no pod list from the apiserver yet".into()),
-            ));
-        }
-        if let Some(r) = &s.rendered {
-            return Ok(r.clone());
-        }
-        let body = match self.settings.detect {
-            Detect::Openyurt => s.store.render(|_| None),
-            Detect::Revision => s.store.render(|e| self.decision(&s, e)),
-        };
-        let body = Arc::new(body);
-        s.rendered = Some(body.clone());
-        Ok(body)
-    }
-
-    /// A fresh read of the pod, as YurtHub does (never the watch cache); with detect =
-    /// revision, the synthesized condition added from the DaemonSet state.
-    fn fresh_pod(&self, ns: &str, name: &str) -> Result<Result<Value, Relay>, UpstreamError> {
-        let (code, body) = match self.get(&format!("/api/v1/namespaces/{ns}/pods/{name}")) {
-            Ok(r) => r,
-            Err(_) => return Ok(Err(disconnected())),
-        };
-        if code != 200 {
-            let msg = serde_json::from_slice::<Value>(&body)
-                .map(|v| watch::status_message(&v))
-                .unwrap_or_else(|_| excerpt(&body));
-            return Ok(Err(text(500, format!("Get pod failed, {msg}"))));
-        }
-        let mut pod: Value =
-            serde_json::from_slice(&body).map_err(|e| UpstreamError::InvalidJson(e.to_string()))?;
-        if self.settings.detect == Detect::Revision {
-            if let Ok((_, e)) = watch::entry(pod.clone()) {
-                let s = self.lock();
-                match self.decision(&s, &e) {
-                    Some((needs, hash)) => watch::set_condition(&mut pod, needs, &hash),
-                    None => {
-                        // Not handled: no condition may be trusted.
-                        if let Some(c) = pod["status"]["conditions"].as_array_mut() {
-                            c.retain(|c| c["type"] != crate::pod::NEED_UPGRADE);
-                        }
-                    }
-                }
-            }
-        }
-        Ok(Ok(pod))
-    }
-}
-
-/// The hash of the ControllerRevision owned by `uid` with the highest `.revision`.
-pub fn newest_owned(list: &Value, uid: &str) -> Option<String> {
-    list["items"]
-        .as_array()?
-        .iter()
-        .filter(|cr| {
-            cr["metadata"]["ownerReferences"]
-                .as_array()
-                .is_some_and(|o| o.iter().any(|o| o["uid"] == uid))
-        })
-        .max_by_key(|cr| cr["revision"].as_i64().unwrap_or(0))
-        .and_then(|cr| {
-            let m = &cr["metadata"];
-            m["labels"]["controller-revision-hash"]
-                .as_str()
-                .map(str::to_owned)
-                .or_else(|| {
-                    m["name"]
-                        .as_str()
-                        .and_then(|n| n.rsplit('-').next())
-                        .map(str::to_owned)
-                })
-        })
-}
-
-fn text(status: u16, body: impl Into<String>) -> Relay {
-    Relay {
-        status,
-        content_type: Some("text/plain; charset=utf-8".into()),
-        body: body.into().into_bytes(),
-    }
-}
-
-fn disconnected() -> Relay {
-    text(
-        503,
-        "OTA upgrade is not allowed when node is disconnected to cloud",
-    )
-}
-
-/// YurtHub's checks on a fresh pod, in its order; Err is the answer to give.
-pub fn precheck(pod: &Value, ns: &str, name: &str, node: &str) -> Result<String, Relay> {
-    let status_err = |e: String| {
-        Err(text(
-            403,
-            format!(
-                "Pre check update pod failed, Failed to check pod {ns}/{name} status, error: {e}"
-            ),
-        ))
-    };
-    if !pod["metadata"]["deletionTimestamp"].is_null() {
-        return status_err(format!("Pod {ns}/{name} is deleting, can not be updated"));
-    }
-    if pod["spec"]["nodeName"].as_str() != Some(node) {
-        return status_err(format!("Pod: {ns}/{name} is not on node {node}"));
-    }
-    let conditions = pod["status"]["conditions"].as_array();
-    let cond = |kind: &str| conditions.and_then(|c| c.iter().find(|c| c["type"] == kind));
-    if cond(crate::pod::NEED_UPGRADE).is_none_or(|c| c["status"] != "True") {
-        return status_err(format!(
-            "Pod: {ns}/{name} update status is False, can not be updated"
-        ));
-    }
-    if let Some(img) = cond(crate::pod::IMAGE_READY) {
-        let want = cond(crate::pod::NEED_UPGRADE)
-            .and_then(|c| c["message"].as_str())
-            .unwrap_or_default();
-        let have = img["message"].as_str().unwrap_or_default();
-        if img["status"] != "True" || have != want {
-            return Err(text(
-                403,
-                format!(
-                    "Pre check update pod failed, Failed to check pod {ns}/{name} image ready, error: Pod: {ns}/{name} image is not ready, reason: {}, message: {have}",
-                    img["reason"].as_str().unwrap_or_default()
-                ),
-            ));
-        }
-    }
-    let Some(owner) = pod["metadata"]["ownerReferences"]
-        .as_array()
-        .and_then(|o| o.first())
-    else {
-        return Err(text(400, "Pod has no owner references"));
-    };
-    let kind = owner["kind"].as_str().unwrap_or_default();
-    if kind == "Node" {
-        // YurtHub upgrades static pods through OpenYurt's YurtStaticSet, whose ConfigMap a
-        // cluster without OpenYurt does not have: YurtHub's answer for that case.
-        return Err(text(403, "Configmap for static pod does not exist"));
-    }
-    if kind != "DaemonSet" {
-        return Err(text(
-            400,
-            format!("Not support ota upgrade pod type {kind}"),
-        ));
-    }
-    Ok(pod["metadata"]["uid"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned())
 }
 
 impl Upstream for Apiserver {
@@ -918,73 +276,15 @@ impl Upstream for Apiserver {
     }
 
     fn list_pods(&self) -> Result<Vec<u8>, UpstreamError> {
-        self.inner.rendered().map(|b| b.as_ref().clone())
+        self.inner.rendered()
     }
 
     fn upgrade(&self, ns: &str, name: &str) -> Result<Relay, UpstreamError> {
-        let i = &self.inner;
-        let pod = match i.fresh_pod(ns, name)? {
-            Ok(p) => p,
-            Err(answer) => return Ok(answer),
-        };
-        let uid = match precheck(&pod, ns, name, i.node()) {
-            Ok(uid) => uid,
-            Err(answer) => return Ok(answer),
-        };
-        self.delete(ns, name, &uid)
+        self.upgrade_pod(ns, name)
     }
 
     fn imagepull(&self, ns: &str, name: &str) -> Result<Relay, UpstreamError> {
-        let i = &self.inner;
-        if i.settings.detect == Detect::Revision {
-            // No OpenYurt pre-pull controller: answer as a YurtHub before v1.7.
-            return Ok(text(404, "404 page not found\n"));
-        }
-        let pod = match i.fresh_pod(ns, name)? {
-            Ok(p) => p,
-            Err(answer) => return Ok(answer),
-        };
-        let cond = pod["status"]["conditions"].as_array().and_then(|c| {
-            c.iter()
-                .find(|c| c["type"] == crate::pod::NEED_UPGRADE)
-                .cloned()
-        });
-        let deleting = !pod["metadata"]["deletionTimestamp"].is_null();
-        let Some(cond) = cond.filter(|c| c["status"] == "True" && !deleting) else {
-            return Ok(text(403, format!("Failed to check pod status {ns}/{name}, error: Pod: {ns}/{name} update status is False, can not be updated")));
-        };
-        let message = cond["message"].as_str().unwrap_or_default();
-        let patch = serde_json::json!({"status":{"conditions":[{
-            "type": crate::pod::IMAGE_READY, "status": "False", "reason": "",
-            "message": message,
-            "lastTransitionTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        }]}});
-        let path = format!("/api/v1/namespaces/{ns}/pods/{name}/status?fieldManager=yurt-ota");
-        let resp = match i.request(
-            &i.calls,
-            "PATCH",
-            &path,
-            Some((
-                "application/strategic-merge-patch+json",
-                patch.to_string().into_bytes(),
-            )),
-        ) {
-            Ok(r) => r,
-            Err(_) => return Ok(disconnected()),
-        };
-        let (code, body) = Inner::read_all(resp)?;
-        if code != 200 {
-            log::warn!(
-                "apiserver pods/status patch of {ns}/{name} answered {code}: {}",
-                excerpt(&body)
-            );
-            return Ok(text(500, "Patch pod status for imagepull failed"));
-        }
-        Ok(Relay {
-            status: 200,
-            content_type: Some("application/json".into()),
-            body: format!("Image pre-pull requested for pod {ns}/{name}").into_bytes(),
-        })
+        self.imagepull_pod(ns, name)
     }
 
     fn kind(&self) -> &'static str {
@@ -1025,129 +325,9 @@ impl Upstream for Apiserver {
     }
 }
 
-fn map_error(e: ureq::Error) -> UpstreamError {
-    // A certificate the CA does not vouch for, a refused client certificate: no connection.
-    super::from_ureq(e, UpstreamError::Connect)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    const LIST: &str = include_str!("../../../tests/fixtures/kind-v1.36-kube-system-podlist.json");
-
-    /// kube-proxy's pod from the recorded list, with `PodNeedUpgrade` as given.
-    fn kube_proxy(need: Option<&str>) -> (Value, String, String) {
-        let list: Value = serde_json::from_str(LIST).unwrap();
-        let mut pod = list["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| {
-                p["metadata"]["name"]
-                    .as_str()
-                    .unwrap()
-                    .starts_with("kube-proxy")
-            })
-            .unwrap()
-            .clone();
-        if let Some(status) = need {
-            watch::set_condition(&mut pod, status == "True", "abc");
-        }
-        let name = pod["metadata"]["name"].as_str().unwrap().to_owned();
-        let node = pod["spec"]["nodeName"].as_str().unwrap().to_owned();
-        (pod, name, node)
-    }
-
-    fn answer(r: Result<String, Relay>) -> (u16, String) {
-        match r {
-            Ok(uid) => (200, uid),
-            Err(r) => (r.status, String::from_utf8(r.body).unwrap()),
-        }
-    }
-
-    #[test]
-    fn precheck_answers_as_yurthub_in_its_order() {
-        let (pod, name, node) = kube_proxy(Some("True"));
-        let uid = pod["metadata"]["uid"].as_str().unwrap().to_owned();
-        assert_eq!(
-            answer(precheck(&pod, "kube-system", &name, &node)),
-            (200, uid)
-        );
-
-        let (mut deleting, ..) = kube_proxy(Some("True"));
-        deleting["metadata"]["deletionTimestamp"] = json!("2026-06-15T05:00:00Z");
-        // Deleting comes before every other check, even on another node.
-        let (code, body) = answer(precheck(&deleting, "kube-system", &name, "other-node"));
-        assert_eq!(code, 403);
-        assert_eq!(body, format!("Pre check update pod failed, Failed to check pod kube-system/{name} status, error: Pod kube-system/{name} is deleting, can not be updated"));
-
-        let (code, body) = answer(precheck(&pod, "kube-system", &name, "other-node"));
-        assert_eq!(code, 403);
-        assert!(body.ends_with("is not on node other-node"), "{body}");
-
-        for need in [None, Some("False")] {
-            let (p, ..) = kube_proxy(need);
-            let (code, body) = answer(precheck(&p, "kube-system", &name, &node));
-            assert_eq!(code, 403);
-            assert!(
-                body.ends_with("update status is False, can not be updated"),
-                "{body}"
-            );
-        }
-
-        let (mut pulling, ..) = kube_proxy(Some("True"));
-        pulling["status"]["conditions"].as_array_mut().unwrap().push(json!({
-            "type": "PodImageReady", "status": "False", "reason": "", "message": "controllerrevision: abc"}));
-        let (code, body) = answer(precheck(&pulling, "kube-system", &name, &node));
-        assert_eq!(code, 403);
-        assert_eq!(body, format!("Pre check update pod failed, Failed to check pod kube-system/{name} image ready, error: Pod: kube-system/{name} image is not ready, reason: , message: controllerrevision: abc"));
-        // Pulled for the target revision: allowed.
-        pulling["status"]["conditions"]
-            .as_array_mut()
-            .unwrap()
-            .last_mut()
-            .unwrap()["status"] = json!("True");
-        assert_eq!(
-            answer(precheck(&pulling, "kube-system", &name, &node)).0,
-            200
-        );
-
-        let (mut orphan, ..) = kube_proxy(Some("True"));
-        orphan["metadata"]["ownerReferences"] = json!([]);
-        assert_eq!(
-            answer(precheck(&orphan, "kube-system", &name, &node)),
-            (400, "Pod has no owner references".into())
-        );
-        orphan["metadata"]["ownerReferences"] = json!([{"kind": "Node", "name": "n", "uid": "u"}]);
-        assert_eq!(
-            answer(precheck(&orphan, "kube-system", &name, &node)),
-            (403, "Configmap for static pod does not exist".into())
-        );
-        orphan["metadata"]["ownerReferences"] =
-            json!([{"kind": "ReplicaSet", "name": "x", "uid": "u"}]);
-        assert_eq!(
-            answer(precheck(&orphan, "kube-system", &name, &node)),
-            (400, "Not support ota upgrade pod type ReplicaSet".into())
-        );
-    }
-
-    #[test]
-    fn newest_owned_revision_is_the_highest_revision_of_the_owner() {
-        let cr = |name: &str, rev: i64, owner: &str| {
-            json!({"metadata": {"name": name, "labels": {"controller-revision-hash": name.rsplit('-').next().unwrap()},
-                   "ownerReferences": [{"kind": "DaemonSet", "uid": owner}]}, "revision": rev})
-        };
-        let list = json!({"kind": "ControllerRevisionList", "items": [
-            cr("cam-5b6c", 1, "ds-1"), cr("cam-7d9f", 2, "ds-1"), cr("cam-aaaa", 9, "other"),
-        ]});
-        assert_eq!(newest_owned(&list, "ds-1").as_deref(), Some("7d9f"));
-        // `rollout undo`: the old revision is re-numbered as the newest.
-        let undone = json!({"items": [cr("cam-5b6c", 3, "ds-1"), cr("cam-7d9f", 2, "ds-1")]});
-        assert_eq!(newest_owned(&undone, "ds-1").as_deref(), Some("5b6c"));
-        assert_eq!(newest_owned(&json!({"items": []}), "ds-1"), None);
-    }
 
     #[test]
     fn explicit_settings_and_describe_hide_secrets() {

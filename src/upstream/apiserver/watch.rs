@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::time::Duration;
 
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::revision::PodLabels;
@@ -12,11 +13,14 @@ use super::revision::PodLabels;
 /// One watch event line above this is skipped (logged), the last good state kept.
 pub const MAX_EVENT: usize = 4 * 1024 * 1024;
 
-/// A pod as kept: JSON without `metadata.managedFields`, and what the agent reads of it.
+/// A pod as kept: its JSON as the apiserver sent it, without `metadata.managedFields`, and
+/// what the agent reads of it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     pub uid: String,
-    /// Compact JSON: kept as text, not as a `Value` tree (a fifth of the memory).
+    /// Compact JSON text, members in the apiserver's order: kept once, as text, never as a
+    /// `Value` tree (a fifth of the memory), and never parsed into one on the way in (its many
+    /// small allocations, freed around the kept text, fragmented the heap).
     pub json: Box<str>,
     /// The owning DaemonSet (namespace, name, uid) when the first owner is one.
     pub daemonset: Option<(String, String, String)>,
@@ -25,34 +29,74 @@ pub struct Entry {
 
 pub type Key = (String, String);
 
-pub fn entry(mut pod: Value) -> Result<(Key, Entry), String> {
-    let meta = pod
-        .get_mut("metadata")
-        .and_then(Value::as_object_mut)
-        .ok_or("pod without metadata")?;
-    meta.remove("managedFields");
-    let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
-    let m = &pod["metadata"];
-    let ns = s(m, "namespace").ok_or("pod without metadata.namespace")?;
-    let name = s(m, "name").ok_or("pod without metadata.name")?;
-    let uid = s(m, "uid").ok_or("pod without metadata.uid")?;
-    let daemonset = m["ownerReferences"]
-        .as_array()
-        .and_then(|o| o.first())
-        .filter(|o| o["kind"] == "DaemonSet")
-        .and_then(|o| Some((ns.clone(), s(o, "name")?, s(o, "uid")?)));
-    let labels = PodLabels {
-        template_generation: s(&m["labels"], "pod-template-generation"),
-        revision_hash: s(&m["labels"], "controller-revision-hash"),
-    };
+/// What the agent reads of a pod's (or any object's) metadata; the rest stays text.
+#[derive(serde::Deserialize)]
+struct Head {
+    metadata: Option<Meta>,
+}
+
+#[derive(serde::Deserialize)]
+struct Meta {
+    namespace: Option<String>,
+    name: Option<String>,
+    uid: Option<String>,
+    #[serde(rename = "resourceVersion")]
+    resource_version: Option<String>,
+    labels: Option<Labels>,
+    #[serde(rename = "ownerReferences")]
+    owners: Option<Vec<Owner>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Labels {
+    #[serde(rename = "pod-template-generation")]
+    template_generation: Option<String>,
+    #[serde(rename = "controller-revision-hash")]
+    revision_hash: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct Owner {
+    kind: Option<String>,
+    name: Option<String>,
+    uid: Option<String>,
+}
+
+/// A pod's key, what is kept of it, and its resourceVersion.
+pub fn entry(pod: &RawValue) -> Result<(Key, Entry, String), String> {
+    entry_with(pod, &mut Vec::new())
+}
+
+/// `entry`, writing through `scratch`: a list reuses one buffer for all its pods, instead of
+/// leaving a freed block the size of each pod (with managedFields) beside each kept one.
+fn entry_with(pod: &RawValue, scratch: &mut Vec<u8>) -> Result<(Key, Entry, String), String> {
+    let head: Head = serde_json::from_str(pod.get()).map_err(|e| format!("pod: {e}"))?;
+    let m = head.metadata.ok_or("pod without metadata")?;
+    let ns = m.namespace.ok_or("pod without metadata.namespace")?;
+    let name = m.name.ok_or("pod without metadata.name")?;
+    let uid = m.uid.ok_or("pod without metadata.uid")?;
+    let daemonset = m
+        .owners
+        .and_then(|o| o.into_iter().next())
+        .filter(|o| o.kind.as_deref() == Some("DaemonSet"))
+        .and_then(|o| Some((ns.clone(), o.name?, o.uid?)));
+    let labels = m.labels.map_or_else(PodLabels::default, |l| PodLabels {
+        template_generation: l.template_generation,
+        revision_hash: l.revision_hash,
+    });
+    scratch.clear();
+    crate::snapshot::write_without_managed_fields(scratch, pod).map_err(|e| format!("pod: {e}"))?;
+    let json = std::str::from_utf8(scratch).map_err(|e| format!("pod: {e}"))?;
     Ok((
         (ns, name),
         Entry {
             uid,
-            json: pod.to_string().into_boxed_str(),
+            // At its size (the buffer held managedFields too).
+            json: Box::from(json),
             daemonset,
             labels,
         },
+        m.resource_version.unwrap_or_default(),
     ))
 }
 
@@ -66,33 +110,35 @@ pub enum Event {
     Error(String),
 }
 
-fn rv_of(obj: &Value) -> String {
-    obj["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
-}
-
 pub fn parse_event(line: &[u8]) -> Result<Event, String> {
-    let mut v: Value = serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
-    let kind = v["type"].as_str().unwrap_or_default().to_owned();
-    let obj = v
-        .get_mut("object")
-        .map(Value::take)
-        .ok_or("event without object")?;
-    match kind.as_str() {
+    #[derive(serde::Deserialize)]
+    struct Line<'a> {
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        #[serde(borrow)]
+        object: Option<&'a RawValue>,
+    }
+    let v: Line = serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
+    let obj = v.object.ok_or("event without object")?;
+    match v.kind.as_deref().unwrap_or_default() {
         "ADDED" | "MODIFIED" => {
-            let rv = rv_of(&obj);
-            let (k, e) = entry(obj)?;
+            let (k, e, rv) = entry(obj)?;
             Ok(Event::Upsert(k, Box::new(e), rv))
         }
         "DELETED" => {
-            let rv = rv_of(&obj);
-            let (k, _) = entry(obj)?;
+            let (k, _, rv) = entry(obj)?;
             Ok(Event::Delete(k, rv))
         }
-        "BOOKMARK" => Ok(Event::Bookmark(rv_of(&obj))),
+        "BOOKMARK" => {
+            let head: Head = serde_json::from_str(obj.get()).map_err(|e| e.to_string())?;
+            Ok(Event::Bookmark(
+                head.metadata
+                    .and_then(|m| m.resource_version)
+                    .unwrap_or_default(),
+            ))
+        }
         "ERROR" => {
+            let obj: Value = serde_json::from_str(obj.get()).map_err(|e| e.to_string())?;
             if obj["code"] == 410 {
                 Ok(Event::Expired)
             } else {
@@ -143,10 +189,10 @@ impl Store {
             .unwrap_or_default()
             .to_owned();
         let mut pods = BTreeMap::new();
+        let mut scratch = Vec::new();
         for item in v.items.unwrap_or_default() {
-            let item: Value =
-                serde_json::from_str(item.get()).map_err(|e| format!("pod list item: {e}"))?;
-            let (k, e) = entry(item).map_err(|e| format!("pod list item: {e}"))?;
+            let (k, e, _) =
+                entry_with(item, &mut scratch).map_err(|e| format!("pod list item: {e}"))?;
             pods.insert(k, e);
         }
         self.pods = pods;
@@ -184,7 +230,13 @@ impl Store {
     /// The `v1.PodList` served as `GET /pods`; `condition` adds `PodNeedUpgrade` to a pod
     /// (detect = revision).
     pub fn render(&self, condition: impl Fn(&Entry) -> Option<(bool, String)>) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.pods.len() * 4096 + 64);
+        // Its size, or nearly (a synthesized condition adds ~150 bytes): no doubling past it.
+        let size = self
+            .pods
+            .values()
+            .map(|e| e.json.len() + 200)
+            .sum::<usize>();
+        let mut out = Vec::with_capacity(size + 128);
         out.extend_from_slice(
             br#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"#,
         );
@@ -352,6 +404,35 @@ mod tests {
         let snap = crate::snapshot::Snapshot::build(&rendered).unwrap();
         assert_eq!(snap.pods.len(), 8);
         assert!(!String::from_utf8_lossy(&rendered).contains("managedFields"));
+    }
+
+    #[test]
+    fn pods_are_kept_as_sent_without_managed_fields() {
+        let mut s = Store::default();
+        s.replace(LIST.as_bytes()).unwrap();
+        let list: Value = serde_json::from_str(LIST).unwrap();
+        for item in list["items"].as_array().unwrap() {
+            let mut want = item.clone();
+            want["metadata"]
+                .as_object_mut()
+                .unwrap()
+                .remove("managedFields")
+                .unwrap();
+            let m = &item["metadata"];
+            let key = (
+                m["namespace"].as_str().unwrap().to_owned(),
+                m["name"].as_str().unwrap().to_owned(),
+            );
+            let e = &s.pods[&key];
+            assert_eq!(serde_json::from_str::<Value>(&e.json).unwrap(), want);
+            // The apiserver's member order, not sorted (`name` before `creationTimestamp`).
+            assert!(
+                e.json.starts_with(r#"{"metadata":{"name":"#),
+                "{}",
+                &e.json[..40]
+            );
+            assert_eq!(e.uid, m["uid"].as_str().unwrap());
+        }
     }
 
     #[test]

@@ -1,0 +1,99 @@
+//! The HTTPS client: each request with the credential's header, bodies read to a limit, the
+//! errors mapped; one request for `fleet::kube`.
+
+use std::sync::{Arc, MutexGuard};
+
+use ureq::Agent;
+
+use super::{Inner, Shared};
+use crate::upstream::{UpstreamError, MAX_BODY};
+
+/// One request over the calls client, for `fleet::kube`.
+pub(super) struct Calls(pub(super) Arc<Inner>);
+
+impl crate::fleet::kube::Kube for Calls {
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<(u16, Vec<u8>), String> {
+        let i = &self.0;
+        let body = body.map(|b| ("application/json", b.to_vec()));
+        let resp = i
+            .request(&i.calls, method, path, body)
+            .map_err(|e| e.to_string())?;
+        Inner::read_all(resp).map_err(|e| e.to_string())
+    }
+}
+
+/// Percent-encoding for a query value.
+pub(super) fn q(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Inner {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn request(
+        &self,
+        agent: &Agent,
+        method: &str,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<ureq::http::Response<ureq::Body>, UpstreamError> {
+        self.lock().watch.requests += 1;
+        let mut req = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.url))
+            .header("Accept", "application/json");
+        if let Some(h) = self.credential.header().map_err(UpstreamError::Connect)? {
+            req = req.header("Authorization", h);
+        }
+        let resp = match body {
+            Some((ct, b)) => agent.run(
+                req.header("Content-Type", ct)
+                    .body(b)
+                    .expect("valid request"),
+            ),
+            None => agent.run(req.body(()).expect("valid request")),
+        };
+        resp.map_err(map_error)
+    }
+
+    pub(super) fn read_all(
+        resp: ureq::http::Response<ureq::Body>,
+    ) -> Result<(u16, Vec<u8>), UpstreamError> {
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .into_with_config()
+            .limit(MAX_BODY)
+            .read_to_vec()
+            .map_err(map_error)?;
+        Ok((status, body))
+    }
+
+    pub(super) fn get(&self, path: &str) -> Result<(u16, Vec<u8>), UpstreamError> {
+        Self::read_all(self.request(&self.calls, "GET", path, None)?)
+    }
+
+    pub(super) fn node(&self) -> &str {
+        &self.settings.node_name
+    }
+}
+
+pub(super) fn map_error(e: ureq::Error) -> UpstreamError {
+    // A certificate the CA does not vouch for, a refused client certificate: no connection.
+    crate::upstream::from_ureq(e, UpstreamError::Connect)
+}
