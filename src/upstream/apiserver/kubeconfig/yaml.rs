@@ -94,9 +94,9 @@ impl<'a> Parser<'a> {
             let line = Line {
                 no,
                 indent,
-                text: body.trim_end(),
+                text: body.trim_end_matches(WS),
             };
-            let bare = line.text.trim_start();
+            let bare = line.text.trim_start_matches(WS);
             if bare.is_empty() || bare.starts_with('#') {
                 continue;
             }
@@ -232,7 +232,7 @@ impl<'a> Parser<'a> {
             b'@' | b'`' => Err(line.err("a plain scalar cannot start with @ or `")),
             b'"' | b'\'' => {
                 let (s, rest) = quoted(text).map_err(|m| line.err(m))?;
-                let rest = rest.trim_start();
+                let rest = rest.trim_start_matches(WS);
                 if !rest.is_empty() && !rest.starts_with('#') {
                     return Err(line.err("unexpected text after a quoted scalar"));
                 }
@@ -285,7 +285,7 @@ impl<'a> Parser<'a> {
             let r = self.raw[i];
             let content = r.trim_start_matches(' ');
             let ind = r.len() - content.len();
-            if !content.trim().is_empty() {
+            if !content.trim_matches(WS).is_empty() {
                 if ind <= indent {
                     break;
                 }
@@ -342,6 +342,9 @@ impl<'a> Parser<'a> {
     }
 }
 
+/// YAML's white space (not Unicode's: a no-break space is content).
+const WS: [char; 3] = [' ', '\t', '\r'];
+
 fn is_marker(text: &str, m: &str) -> bool {
     text.starts_with(m) && text[3..].chars().next().is_none_or(|c| c == ' ')
 }
@@ -352,11 +355,16 @@ fn is_item(text: &str) -> bool {
 
 /// A plain scalar: up to a comment, trimmed.
 fn plain(text: &str) -> &str {
+    uncommented(text).trim_start_matches(WS)
+}
+
+/// `text` up to a comment, trimmed at the end only (its offsets are `text`'s).
+fn uncommented(text: &str) -> &str {
     let end = text
         .char_indices()
         .find(|&(i, c)| c == '#' && i > 0 && text[..i].ends_with([' ', '\t']))
         .map_or(text.len(), |(i, _)| i);
-    text[..end].trim()
+    text[..end].trim_end_matches(WS)
 }
 
 /// `key: rest` (or `key:` at the end): the key and what follows the colon, trimmed. None if the
@@ -377,17 +385,17 @@ fn key_of(line: &Line) -> Result<Option<(String, String)>, Error> {
         }
         b'&' | b'*' | b'!' | b'{' | b'[' | b'|' | b'>' => return Ok(None),
         _ => {
-            let scan = plain(t);
+            let scan = uncommented(t);
             let colon = scan
                 .char_indices()
                 .find(|&(i, c)| c == ':' && scan[i + 1..].chars().next().is_none_or(|n| n == ' '));
             match colon {
-                Some((i, _)) => (t[..i].trim_end().to_owned(), &t[i + 1..]),
+                Some((i, _)) => (t[..i].trim_end_matches(WS).to_owned(), &t[i + 1..]),
                 None => return Ok(None),
             }
         }
     };
-    Ok(Some((key, after.trim().to_owned())))
+    Ok(Some((key, after.trim_matches(WS).to_owned())))
 }
 
 /// A quoted scalar at the start of `t` and what follows it.
@@ -519,6 +527,14 @@ mod tests {
         assert!(e.msg.contains("not JSON") || e.msg.contains("flow"), "{e}");
         let e = parse("\n{\"a\":\n  1,,}").unwrap_err();
         assert_eq!(e.line, 3, "{e}");
+    }
+
+    #[test]
+    fn no_break_space_is_content_not_white_space() {
+        // Found by fuzz/fuzz_targets/kubeconfig.rs: a panic slicing inside U+00A0.
+        assert!(parse("\u{a0}-: # v\nlusrs:\nSlU").is_err());
+        let v = parse("a: \u{a0}b\u{a0}\n").unwrap().unwrap();
+        assert_eq!(v, serde_json::json!({"a": "\u{a0}b\u{a0}"}));
     }
 
     #[test]
