@@ -52,7 +52,7 @@ pub fn run(settings: Settings, stop: Arc<Shutdown>) -> Result<(), String> {
         settings.api.listen,
         upstream.kind(),
         upstream.url(),
-        crate::config::format_duration(settings.upstream.poll_interval)
+        crate::config::HumanDuration(settings.upstream.poll_interval)
     );
     let p = &settings.policy;
     let gate_names: Vec<&str> = settings.gates.iter().map(|g| g.name.as_str()).collect();
@@ -64,7 +64,7 @@ pub fn run(settings: Settings, stop: Arc<Shutdown>) -> Result<(), String> {
             "{} mode; gates: {}; stable_for {}",
             if mode == crate::config::Mode::Auto { "automatic" } else { "manual" },
             if gate_names.is_empty() { "none".to_owned() } else { gate_names.join(", ") },
-            crate::config::format_duration(p.stable_for)
+            crate::config::HumanDuration(p.stable_for)
         ),
     }
     let (store, store_error) = open_store(&settings.state.dir);

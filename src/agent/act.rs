@@ -157,7 +157,7 @@ impl Actor {
                     let msg = format!(
                         "{key} has needed upgrade since {} (policy.max_defer {}): holds and non-safety gates no longer block it; safety gates still do",
                         crate::sim::rfc3339(state::from_unix_ms(*since_ms)),
-                        crate::config::format_duration(max)
+                        crate::config::HumanDuration(max)
                     );
                     log::info!("{msg}");
                     s.event(wall, "deferral_expired", Some(key), msg);
@@ -474,7 +474,7 @@ mod tests {
         assert_eq!(
             r.ops(),
             vec![
-                format!("get {LEASE}"),
+                "list fleet".to_owned(),
                 format!("create {LEASE} node-a"),
                 "upgrade fleet/gw-abcde".into()
             ]
@@ -526,7 +526,7 @@ mod tests {
         assert_eq!(
             r.ops(),
             vec![
-                format!("get {LEASE}"),
+                "list fleet".to_owned(),
                 format!("create {LEASE} node-a"),
                 format!("update {LEASE} -"),
             ],
@@ -552,7 +552,7 @@ mod tests {
         r.actor.fleet_tick();
         r.ops();
         r.actor.act(&upgrade(), None);
-        assert_eq!(r.ops(), vec![format!("get {LEASE}")], "no write, no call");
+        assert_eq!(r.ops(), vec!["list fleet".to_owned()], "no write, no call");
         assert_eq!(r.in_flight(), 0);
         assert_eq!(
             r.control.fleet.view()[DS].slots,
@@ -613,7 +613,7 @@ mod tests {
         after_actor.fleet_tick();
         assert_eq!(
             after.ops(),
-            vec![format!("get {LEASE}"), format!("update {LEASE} node-a")],
+            vec!["list fleet".to_owned(), format!("update {LEASE} node-a")],
             "found and renewed at once"
         );
         assert!(after.control.fleet.holds(DS));

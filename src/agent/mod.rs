@@ -334,7 +334,7 @@ impl Autopilot {
             Ok(()) => self.watched = true,
             Err(e) => log::warn!(
                 "{e}: gates are read every {} instead",
-                crate::config::format_duration(self.control.policy.gate_check_interval)
+                crate::config::HumanDuration(self.control.policy.gate_check_interval)
             ),
         }
         loop {

@@ -73,12 +73,12 @@ impl Api {
                 let ttl = v.get("ttl").and_then(Value::as_str).ok_or_else(|| {
                     bad("\"ttl\" is required, e.g. \"30m\": a hold always expires".into())
                 })?;
-                let ttl =
-                    crate::config::parse_duration(ttl).map_err(|e| bad(format!("ttl: {e}")))?;
+                let crate::config::HumanDuration(ttl) =
+                    ttl.parse().map_err(|e| bad(format!("ttl: {e}")))?;
                 if ttl.is_zero() || ttl > MAX_HOLD_TTL {
                     return Err(bad(format!(
                         "ttl must be more than zero and at most {}",
-                        crate::config::format_duration(MAX_HOLD_TTL)
+                        crate::config::HumanDuration(MAX_HOLD_TTL)
                     )));
                 }
                 let reason = match v.get("reason") {
@@ -98,7 +98,7 @@ impl Api {
                 };
                 let msg = format!(
                     "hold {name} set for {} ({})",
-                    crate::config::format_duration(ttl),
+                    crate::config::HumanDuration(ttl),
                     hold.reason
                 );
                 // Durable before the 200, and at most `MAX_HOLDS` (409 `too_many_holds`).

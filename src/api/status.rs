@@ -121,7 +121,7 @@ impl Api {
             "upgrade_gates_stable": b.clear(),
             "blocked_by": b.names,
             "stable_in_seconds": b.stable_in.map(|d| d.as_secs_f64().ceil() as u64),
-            "stable_for": crate::config::format_duration(c.policy.stable_for),
+            "stable_for": crate::config::HumanDuration(c.policy.stable_for).to_string(),
             "holds": st.active_holds(now_ms).map(hold_json).collect::<Vec<_>>(),
             "breaker": match &st.breaker {
                 Some(br) => json!({"tripped": true, "since": iso(br.tripped_ms), "reason": br.reason}),

@@ -29,7 +29,8 @@ A kube-apiserver stand-in for yurt-ota's apiserver mode, with no cluster.
   --openyurt       also play OpenYurt's controller (PodNeedUpgrade, image pre-pull)
 Controls (POST): /sim/rollout/NS/DS, /sim/rollout/NS/DS/undo, /sim/annotate/NS/DS?key=K&value=V,
   /sim/drop-watches, /sim/fail?count=N&code=C, /sim/down, /sim/up, /sim/compact,
-  /sim/rotate-token; GET /sim shows the state and request counts.
+  /sim/rotate-token; GET /sim shows the state and request counts, GET /sim/history?since=N
+  every pod DELETE, DaemonSet pod Ready and Lease write with its time.
 ";
 
 fn main() {

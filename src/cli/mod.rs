@@ -174,7 +174,8 @@ fn parse(args: Vec<OsString>) -> Result<(Command, ClientOpts), Failure> {
             Long("force") if sub == "upgrade" => force = true,
             Long("ttl") if sub == "hold" => {
                 let v = p.value()?.string()?;
-                config::parse_duration(&v).map_err(|e| Failure::Usage(format!("--ttl: {e}")))?;
+                v.parse::<config::HumanDuration>()
+                    .map_err(|e| Failure::Usage(format!("--ttl: {e}")))?;
                 ttl = Some(v);
             }
             Long("reason") if sub == "hold" => reason = p.value()?.string()?,
@@ -186,7 +187,7 @@ fn parse(args: Vec<OsString>) -> Result<(Command, ClientOpts), Failure> {
             }
             Long("timeout") if sub == "upgrade" => {
                 let v = p.value()?.string()?;
-                timeout = config::parse_duration(&v)
+                timeout = (v.parse().map(|config::HumanDuration(d)| d))
                     .map_err(|e| Failure::Usage(format!("--timeout: {e}")))?;
             }
             Long("api") => opts.api = Some(p.value()?.string()?),
@@ -494,7 +495,7 @@ fn upgrade(
     let deadline = Instant::now() + timeout;
     eprintln!(
         "waiting up to {} for the replacement of {ns}/{name} to be Ready…",
-        config::format_duration(timeout)
+        config::HumanDuration(timeout)
     );
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(500));
@@ -511,7 +512,7 @@ fn upgrade(
     }
     Err(Failure::Failed(format!(
         "{ns}/{name}: no Ready replacement after {}",
-        config::format_duration(timeout)
+        config::HumanDuration(timeout)
     )))
 }
 

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use apiserver::{ApiserverSettings, Detect};
-pub use types::{format_duration, parse_duration, read_token};
+pub use types::{read_token, HumanDuration, Pattern};
 
 pub const DEFAULT_PATH: &str = "/etc/yurt-ota/config.toml";
 pub const DEFAULT_API: &str = "127.0.0.1:10290";
@@ -129,15 +129,6 @@ pub enum Listen {
     Unix(PathBuf),
 }
 
-impl fmt::Display for Listen {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Listen::Tcp(addr) => write!(f, "{addr}"),
-            Listen::Unix(path) => write!(f, "unix:{}", path.display()),
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiSettings {
     pub listen: Listen,
@@ -176,8 +167,8 @@ pub struct PolicySettings {
     /// agent of changes; this is the net under them).
     pub gate_reread: Duration,
     pub prepull: bool,
-    pub include: Vec<String>,
-    pub exclude: Vec<String>,
+    pub include: Vec<Pattern>,
+    pub exclude: Vec<Pattern>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

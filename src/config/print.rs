@@ -9,9 +9,9 @@ use super::*;
 impl Settings {
     /// The effective settings as a TOML document, for `check-config`.
     pub fn to_toml(&self) -> String {
-        let d = |d: Duration| format!("\"{}\"", format_duration(d));
-        let list = |v: &[String]| {
-            let items: Vec<String> = v.iter().map(|s| format!("{s:?}")).collect();
+        let d = |d: Duration| format!("\"{}\"", HumanDuration(d));
+        let list = |v: &[Pattern]| {
+            let items: Vec<String> = v.iter().map(|s| format!("{:?}", s.to_string())).collect();
             format!("[{}]", items.join(", "))
         };
         let u = &self.upstream;
@@ -69,7 +69,7 @@ impl Settings {
 }
 
 fn gate_toml(g: &GateSettings) -> String {
-    let d = |d: Duration| format!("\"{}\"", format_duration(d));
+    let d = |d: Duration| format!("\"{}\"", HumanDuration(d));
     let list = |v: &mut dyn Iterator<Item = String>| {
         format!(
             "[{}]",

@@ -4,8 +4,17 @@
 //! Each section (and each `[[gate]]`) is deserialized on its own from toml's spanned table. When
 //! serde refuses a key, the error is recorded, that key is set aside and the section read again,
 //! so that one run reports every bad key, as an operator fixing a file wants.
+//!
+//! A `[[gate]]` is a tagged enum, `kind` its tag, read in two serde passes over the same spanned
+//! table: `GateTag` reads only `kind` (an unknown kind is refused with its line), then `GateSeed`
+//! deserializes the whole table into that kind's struct, which refuses the keys of other kinds.
+//! Not `#[serde(tag = "kind")]`: serde's internally tagged enums buffer the table into its own
+//! `Content` before they know the variant, and errors from there carry no span, so no key and no
+//! line. Nor one streaming pass: toml hands the keys in sorted order, not with `kind` first.
 
-use serde::de::DeserializeOwned;
+use std::marker::PhantomData;
+
+use serde::de::{DeserializeSeed, Deserializer, Visitor};
 use serde::Deserialize;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
@@ -82,8 +91,6 @@ pub(super) struct RawSim {
 }
 
 /// A `[[gate]]`, tagged by its `kind`: each variant's struct refuses the keys of other kinds.
-/// `gate` dispatches on the tag itself, because serde's internally tagged enums buffer the
-/// table and lose toml's spans, and with them the key and line of each error.
 #[derive(Debug)]
 pub(super) enum RawGate {
     File(RawFileGate),
@@ -93,7 +100,75 @@ pub(super) enum RawGate {
     Window(RawWindowGate),
 }
 
-pub(super) const GATE_KINDS: &[&str] = &["file", "gpio", "gpio-sysfs", "command", "window"];
+/// A gate's `kind`, the tag of `RawGate`: a string, one of `GATE_KINDS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum GateTag {
+    File,
+    Gpio,
+    GpioSysfs,
+    Command,
+    Window,
+}
+
+const GATE_KINDS: &[&str] = &["file", "gpio", "gpio-sysfs", "command", "window"];
+
+/// By hand only so that a kind that is not a string reads "expected a string, found integer"
+/// (derived, toml's enum support would also take a table); serde still places every error.
+impl<'de> Deserialize<'de> for GateTag {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<GateTag, D::Error> {
+        struct Tag;
+        impl Visitor<'_> for Tag {
+            type Value = GateTag;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<GateTag, E> {
+                Ok(match v {
+                    "file" => GateTag::File,
+                    "gpio" => GateTag::Gpio,
+                    "gpio-sysfs" => GateTag::GpioSysfs,
+                    "command" => GateTag::Command,
+                    "window" => GateTag::Window,
+                    _ => return Err(E::unknown_variant(v, GATE_KINDS)),
+                })
+            }
+        }
+        d.deserialize_str(Tag)
+    }
+}
+
+/// The first pass over a `[[gate]]`: its `kind` only, every other key passed over.
+#[derive(Deserialize)]
+struct TagOnly {
+    kind: Option<GateTag>,
+}
+
+/// The second pass: the `[[gate]]` (less its tag) into the struct of the kind the first pass read.
+#[derive(Clone, Copy)]
+struct GateSeed(GateTag);
+
+impl<'de> DeserializeSeed<'de> for GateSeed {
+    type Value = RawGate;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RawGate, D::Error> {
+        Ok(match self.0 {
+            GateTag::File => RawGate::File(RawFileGate::deserialize(d)?),
+            GateTag::Gpio => RawGate::Gpio(RawGpioGate::deserialize(d)?),
+            GateTag::GpioSysfs => RawGate::GpioSysfs(RawSysfsGate::deserialize(d)?),
+            GateTag::Command => RawGate::Command(RawCommandGate::deserialize(d)?),
+            GateTag::Window => RawGate::Window(RawWindowGate::deserialize(d)?),
+        })
+    }
+}
+
+impl GateTag {
+    fn word(self) -> &'static str {
+        // The variants are declared in the order of `GATE_KINDS`.
+        GATE_KINDS[self as usize]
+    }
+}
 
 /// The keys every kind of gate takes.
 #[derive(Debug, Default, Deserialize)]
@@ -202,7 +277,7 @@ pub(super) fn read(text: &str, errors: &mut Errors) -> Option<RawConfig> {
 
 /// One `[section]`; serde refuses unknown keys and wrong types, each reported, and the rest of
 /// the section is still read.
-fn section<T: DeserializeOwned>(
+fn section<T: for<'de> Deserialize<'de>>(
     name: &str,
     span: std::ops::Range<usize>,
     value: DeValue<'_>,
@@ -217,10 +292,10 @@ fn section<T: DeserializeOwned>(
         );
         return None;
     };
-    lenient(name, span, table, errors, None)
+    lenient(name, span, table, errors, None, PhantomData)
 }
 
-/// One `[[gate]]`: its `kind` picks the variant, whose struct refuses the keys of other kinds.
+/// One `[[gate]]`: serde reads its `kind` (`GateTag`), then the table as that kind's struct.
 fn gate(
     name: &str,
     span: std::ops::Range<usize>,
@@ -231,62 +306,50 @@ fn gate(
         errors.push_at(name, span.start, "expected a table".into());
         return None;
     };
-    let kind = match table.get("kind").map(|k| k.get_ref()) {
-        Some(DeValue::String(k)) if GATE_KINDS.contains(&k.as_ref()) => k.to_string(),
-        Some(DeValue::String(k)) => {
-            let key = format!("{name}.kind");
-            let at = table.get("kind").map_or(span.start, |k| k.span().start);
-            errors.push_at(
-                &key,
-                at,
-                format!("unknown kind {k:?}; expected file, gpio, gpio-sysfs, command or window"),
-            );
+    let whole = Spanned::new(span.clone(), table.clone());
+    let tag = match TagOnly::deserialize(toml::de::Deserializer::from(whole)) {
+        Ok(TagOnly { kind: Some(tag) }) => tag,
+        Ok(TagOnly { kind: None }) => {
+            let message = "required: file, gpio, gpio-sysfs, command or window";
+            errors.push_at(&format!("{name}.kind"), span.start, message.into());
+            return None;
+        }
+        Err(e) => {
+            let at = e.span().map_or(span.start, |s| s.start);
+            let message = reword(e.message(), None, name);
+            errors.push_at(&format!("{name}.kind"), at, message);
             // Still read the common keys, to report what else is wrong.
-            lenient::<RawCommon>(name, span, table, errors, Some("?"));
-            return None;
-        }
-        Some(other) => {
-            let found = other.type_str();
-            errors.push_at(
-                &format!("{name}.kind"),
-                span.start,
-                format!("expected a string, found {found}"),
-            );
-            return None;
-        }
-        None => {
-            errors.push_at(
-                &format!("{name}.kind"),
-                span.start,
-                "required: file, gpio, gpio-sysfs, command or window".into(),
+            lenient(
+                name,
+                span,
+                table,
+                errors,
+                Some("?"),
+                PhantomData::<RawCommon>,
             );
             return None;
         }
     };
+    // The tag is read; as with serde's tagged enums, the variant's struct sees the rest.
     let mut table = table;
     table.remove("kind");
-    let k = Some(kind.as_str());
-    Some(match kind.as_str() {
-        "file" => RawGate::File(lenient(name, span, table, errors, k)?),
-        "gpio" => RawGate::Gpio(lenient(name, span, table, errors, k)?),
-        "gpio-sysfs" => RawGate::GpioSysfs(lenient(name, span, table, errors, k)?),
-        "command" => RawGate::Command(lenient(name, span, table, errors, k)?),
-        _ => RawGate::Window(lenient(name, span, table, errors, k)?),
-    })
+    lenient(name, span, table, errors, Some(tag.word()), GateSeed(tag))
 }
 
-/// Deserializes `table` as `T`; each key serde refuses is reported (named `{name}.{key}`, with
-/// its line) and set aside, and the rest read again. `gate_kind` words the unknown-key message.
-fn lenient<T: DeserializeOwned>(
+/// Deserializes `table` with `seed` (`PhantomData::<T>` for a plain `T`); each key serde refuses
+/// is reported (named `{name}.{key}`, with its line) and set aside, and the rest read again.
+/// `gate_kind` words the unknown-key message.
+fn lenient<T, S: for<'de> DeserializeSeed<'de, Value = T> + Copy>(
     name: &str,
     span: std::ops::Range<usize>,
     mut table: DeTable<'_>,
     errors: &mut Errors,
     gate_kind: Option<&str>,
+    seed: S,
 ) -> Option<T> {
     loop {
         let whole = Spanned::new(span.clone(), table.clone());
-        let e = match T::deserialize(toml::de::Deserializer::from(whole)) {
+        let e = match seed.deserialize(toml::de::Deserializer::from(whole)) {
             Ok(v) => return Some(v),
             Err(e) => e,
         };
@@ -312,6 +375,12 @@ fn lenient<T: DeserializeOwned>(
 
 /// serde's wording, in the words of this file's earlier messages (kept by the tests).
 fn reword(message: &str, gate_kind: Option<&str>, section: &str) -> String {
+    if let Some(rest) = message.strip_prefix("unknown variant `") {
+        let (kind, _) = rest.split_once('`').unwrap_or((rest, ""));
+        return format!(
+            "unknown kind {kind:?}; expected file, gpio, gpio-sysfs, command or window"
+        );
+    }
     if let Some(rest) = message.strip_prefix("unknown field `") {
         let takes = rest
             .split_once(", expected one of ")

@@ -50,7 +50,7 @@ fn full_file_is_read() {
     assert_eq!(s.api.max_connections, 2);
     assert_eq!(s.policy.on_closed, OnClosed::Queue);
     assert_eq!(s.policy.max_concurrent, 2);
-    assert_eq!(s.policy.include, vec!["edge-apps/*"]);
+    assert_eq!(s.policy.include, vec!["edge-apps/*".parse().unwrap()]);
     assert!(!s.policy.prepull);
     assert_eq!(s.state.dir, PathBuf::from("/tmp/state"));
     assert_eq!(s.sim.ready_delay, Duration::from_millis(100));
@@ -386,12 +386,38 @@ fn durations_round_trip() {
         ("2h", Duration::from_secs(7200)),
         ("1m30s", Duration::from_secs(90)),
     ] {
-        assert_eq!(parse_duration(text).unwrap(), d, "{text}");
+        assert_eq!(text.parse(), Ok(HumanDuration(d)), "{text}");
+        assert_eq!(HumanDuration(d).to_string(), text.replace("1m30s", "90s"));
     }
-    assert_eq!(format_duration(Duration::from_secs(90)), "90s");
+    assert_eq!(HumanDuration(Duration::from_secs(90)).to_string(), "90s");
     for bad in ["", "5", "s", "5x", "-1s", "1.5s", "5 s"] {
-        assert!(parse_duration(bad).is_err(), "{bad:?}");
+        assert!(bad.parse::<HumanDuration>().is_err(), "{bad:?}");
     }
+}
+
+/// Each value type reads what it writes: the printer of `check-config` relies on it.
+#[test]
+fn listen_pattern_and_window_round_trip() {
+    for text in ["127.0.0.1:10290", "[::1]:80", "unix:/run/yurt-ota/api.sock"] {
+        assert_eq!(text.parse::<Listen>().unwrap().to_string(), text);
+    }
+    assert!("unix:api.sock".parse::<Listen>().is_err());
+    for text in ["kube-system/kube-proxy*", "edge-*/*", "a/b"] {
+        assert_eq!(text.parse::<Pattern>().unwrap().to_string(), text);
+    }
+    for bad in ["kube-proxy", "/x", "a/", "a*b/c", "a/*b"] {
+        assert!(bad.parse::<Pattern>().is_err(), "{bad:?}");
+    }
+    let p: Pattern = "kube-system/kube-proxy*".parse().unwrap();
+    assert!(p.matches("kube-system", "kube-proxy-hsdvx"));
+    assert!(!p.matches("kube-system", "kindnet-4pxt7"));
+    assert!(!p.matches("kube-systemx", "kube-proxy"));
+    let w: crate::gate::window::Window = "Mon-Fri 01:00-05:00".parse().unwrap();
+    assert_eq!(w.to_string().parse::<crate::gate::window::Window>(), Ok(w));
+    let text = "[policy]\ninclude = [\"kube-system/*\"]\nexclude = [\"a/b*\"]\n\n\
+                [[gate]]\nname = \"night\"\nkind = \"window\"\nwindows = [\"Sat-Sun 00:00-24:00\"]\n";
+    let s = parse(text).unwrap();
+    assert_eq!(parse(&s.to_toml()).unwrap(), s, "{}", s.to_toml());
 }
 
 #[test]
@@ -422,4 +448,39 @@ fn max_defer_is_off_by_default_takes_days_and_has_bounds() {
         vec!["/etc/yurt-ota/config.toml: `policy.max_defer`: \"366d\" is out of range 10ms..=8760h (line 2, column 1)"]
     );
     assert!(parse("[policy]\nmax_defer = \"soon\"\n").unwrap_err()[0].contains("policy.max_defer"));
+}
+
+/// `kind` is read by serde (`GateTag`), each error at its line and column; the rest of a gate
+/// of an unknown kind is still read.
+#[test]
+fn gate_kinds_are_read_by_serde_at_their_line() {
+    let err = |text: &str| parse(text).unwrap_err();
+    assert_eq!(
+        err("[[gate]]\nname = \"a\"\nkind = 5\n"),
+        ["/etc/yurt-ota/config.toml: `gate[0].kind`: expected a string, found integer (line 3, column 8)"]
+    );
+    assert_eq!(
+        err("[[gate]]\nkind = {file = 1}\n"),
+        ["/etc/yurt-ota/config.toml: `gate[0].kind`: expected a string, found table (line 2, column 8)"]
+    );
+    assert_eq!(
+        err("[[gate]]\nname = \"a\"\n"),
+        ["/etc/yurt-ota/config.toml: `gate[0].kind`: required: file, gpio, gpio-sysfs, command or window (line 1, column 1)"]
+    );
+    assert_eq!(
+        err("[[gate]]\nname = \"a\"\nkind = \"smoke\"\nsafety = 3\n"),
+        [
+            "/etc/yurt-ota/config.toml: `gate[0].kind`: unknown kind \"smoke\"; expected file, gpio, gpio-sysfs, command or window (line 3, column 8)",
+            "/etc/yurt-ota/config.toml: `gate[0].safety`: expected true or false, found integer (line 4, column 10)",
+        ]
+    );
+    // The keys of another kind, each refused by that kind's struct, at its own line.
+    assert_eq!(
+        err("[[gate]]\nkind = \"gpio\"\nname = \"a\"\nchip = \"/dev/gpiochip0\"\nline = 3\n\
+             path = \"/x\"\nargv = [\"/bin/true\"]\n"),
+        [
+            "/etc/yurt-ota/config.toml: `gate[0].path`: unknown key for a \"gpio\" gate; it takes name, safety, applies_to, chip, line, open_when (line 6, column 1)",
+            "/etc/yurt-ota/config.toml: `gate[0].argv`: unknown key for a \"gpio\" gate; it takes name, safety, applies_to, chip, line, open_when (line 7, column 1)",
+        ]
+    );
 }

@@ -1,6 +1,9 @@
-//! The small value types of the file: durations (with a range per key), URLs, listen
-//! addresses, pod patterns, paths and the token file. Shared by `validate` and `print`.
+//! The small value types of the file, each parsed by `FromStr` and written back by `Display`:
+//! durations (`HumanDuration`, with a range per key), listen addresses (`Listen`), pod patterns
+//! (`Pattern`); windows are `gate::window::Window`. Also URLs, paths and the token file. Shared
+//! by `validate` and `print`.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -127,90 +130,135 @@ pub(super) fn check_authority(s: &str, rest: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `IP:port` or `unix:/absolute/path`; `Listen`'s `Display` is the inverse.
 impl FromStr for Listen {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Listen, String> {
-        parse_listen(s)
+        if let Some(path) = s.strip_prefix("unix:") {
+            if !Path::new(path).is_absolute() {
+                return Err(format!(
+                    "{s:?}: the socket path must be absolute (unix:/run/yurt-ota/api.sock)"
+                ));
+            }
+            return Ok(Listen::Unix(PathBuf::from(path)));
+        }
+        s.parse::<SocketAddr>()
+            .map(Listen::Tcp)
+            .map_err(|_| format!("{s:?} is not an IP:port (such as 127.0.0.1:10290) or unix:/path"))
     }
 }
 
-/// `IP:port` or `unix:/absolute/path`; `Listen`'s `Display` is the inverse.
-pub(super) fn parse_listen(s: &str) -> Result<Listen, String> {
-    if let Some(path) = s.strip_prefix("unix:") {
-        if !Path::new(path).is_absolute() {
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listen::Tcp(addr) => write!(f, "{addr}"),
+            Listen::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// A `namespace/name-prefix*` pattern of `policy.include`/`exclude`: each side exact, or a
+/// prefix when it ends in `*`. `Display` gives the text back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern {
+    namespace: String,
+    name: String,
+}
+
+impl Pattern {
+    pub fn matches(&self, namespace: &str, name: &str) -> bool {
+        let side = |pat: &str, s: &str| match pat.strip_suffix('*') {
+            Some(prefix) => s.starts_with(prefix),
+            None => pat == s,
+        };
+        side(&self.namespace, namespace) && side(&self.name, name)
+    }
+}
+
+impl FromStr for Pattern {
+    type Err = String;
+
+    fn from_str(p: &str) -> Result<Pattern, String> {
+        let Some((ns, name)) = p.split_once('/') else {
+            return Err(format!("{p:?} must look like \"namespace/name-prefix*\""));
+        };
+        let star_ok = |s: &str| !s.is_empty() && !s.trim_end_matches('*').contains('*');
+        if !star_ok(ns) || !star_ok(name) {
             return Err(format!(
-                "{s:?}: the socket path must be absolute (unix:/run/yurt-ota/api.sock)"
+                "{p:?}: each side must be non-empty and may only end in '*'"
             ));
         }
-        return Ok(Listen::Unix(PathBuf::from(path)));
+        Ok(Pattern {
+            namespace: ns.to_owned(),
+            name: name.to_owned(),
+        })
     }
-    s.parse::<SocketAddr>()
-        .map(Listen::Tcp)
-        .map_err(|_| format!("{s:?} is not an IP:port (such as 127.0.0.1:10290) or unix:/path"))
 }
 
-pub(super) fn check_pattern(p: &str) -> Result<(), String> {
-    let Some((ns, name)) = p.split_once('/') else {
-        return Err(format!("{p:?} must look like \"namespace/name-prefix*\""));
-    };
-    let star_ok = |s: &str| !s.is_empty() && !s.trim_end_matches('*').contains('*');
-    if !star_ok(ns) || !star_ok(name) {
-        return Err(format!(
-            "{p:?}: each side must be non-empty and may only end in '*'"
-        ));
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
     }
-    Ok(())
 }
 
-/// Parses `"250ms"`, `"30s"`, `"5m"`, `"1h"` and sums such as `"1m30s"`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || {
-        format!(
-            "{s:?} is not a duration; use a number and a unit: \"250ms\", \"30s\", \"5m\", \"1h\", \"7d\""
-        )
-    };
-    let mut total = Duration::ZERO;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
+/// A duration as the file writes it: `"250ms"`, `"30s"`, `"5m"`, `"1h"`, `"7d"` and sums such
+/// as `"1m30s"`. `Display` is the inverse, in the largest unit that is exact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<HumanDuration, String> {
+        let bad = || {
+            format!(
+                "{s:?} is not a duration; use a number and a unit: \"250ms\", \"30s\", \"5m\", \"1h\", \"7d\""
+            )
+        };
+        let mut total = Duration::ZERO;
+        let mut rest = s.trim();
+        if rest.is_empty() {
             return Err(bad());
         }
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let part = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
-            "d" => Duration::from_secs(n.saturating_mul(86_400)),
-            _ => return Err(bad()),
-        };
-        total = total.saturating_add(part);
-        rest = &rest[unit_len..];
+        while !rest.is_empty() {
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            if digits == 0 {
+                return Err(bad());
+            }
+            let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+            rest = &rest[digits..];
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            let part = match &rest[..unit_len] {
+                "ms" => Duration::from_millis(n),
+                "s" => Duration::from_secs(n),
+                "m" => Duration::from_secs(n.saturating_mul(60)),
+                "h" => Duration::from_secs(n.saturating_mul(3600)),
+                "d" => Duration::from_secs(n.saturating_mul(86_400)),
+                _ => return Err(bad()),
+            };
+            total = total.saturating_add(part);
+            rest = &rest[unit_len..];
+        }
+        Ok(HumanDuration(total))
     }
-    Ok(total)
 }
 
-/// The inverse of `parse_duration`, in the largest unit that is exact.
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms % 1000 != 0 {
-        format!("{ms}ms")
-    } else if ms % 3_600_000 == 0 {
-        format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 {
-        format!("{}m", ms / 60_000)
-    } else {
-        format!("{}s", ms / 1000)
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms % 1000 != 0 {
+            write!(f, "{ms}ms")
+        } else if ms % 3_600_000 == 0 {
+            write!(f, "{}h", ms / 3_600_000)
+        } else if ms % 60_000 == 0 {
+            write!(f, "{}m", ms / 60_000)
+        } else {
+            write!(f, "{}s", ms / 1000)
+        }
     }
 }

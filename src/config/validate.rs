@@ -95,14 +95,16 @@ impl<'t> Errors<'t> {
     /// the clock arithmetic of the loops.
     fn duration(&mut self, key: &str, value: &Option<String>) -> Option<Duration> {
         let (min, max) = duration_range(key);
-        self.check(key, value.as_deref(), |s| match parse_duration(s) {
-            Ok(d) if d.is_zero() => Err(format!("{s:?} must be longer than zero")),
-            Ok(d) if d < min || d > max => Err(format!(
-                "{s:?} is out of range {}..={}",
-                format_duration(min),
-                format_duration(max)
-            )),
-            other => other,
+        self.check(key, value.as_deref(), |s| {
+            match s.parse::<HumanDuration>() {
+                Ok(d) if d.0.is_zero() => Err(format!("{s:?} must be longer than zero")),
+                Ok(d) if d.0 < min || d.0 > max => Err(format!(
+                    "{s:?} is out of range {}..={}",
+                    HumanDuration(min),
+                    HumanDuration(max)
+                )),
+                other => other.map(|d| d.0),
+            }
         })
     }
 
@@ -121,12 +123,12 @@ impl<'t> Errors<'t> {
     }
 
     /// A list of `namespace/name-prefix*` patterns.
-    fn patterns(&mut self, key: &str, value: Option<Vec<String>>) -> Option<Vec<String>> {
+    fn patterns(&mut self, key: &str, value: Option<Vec<String>>) -> Option<Vec<Pattern>> {
         let items = value?;
         let mut out = Vec::with_capacity(items.len());
         for (i, p) in items.into_iter().enumerate() {
-            match check_pattern(&p) {
-                Ok(()) => out.push(p),
+            match p.parse::<Pattern>() {
+                Ok(p) => out.push(p),
                 Err(msg) => self.push(&format!("{key}[{i}]"), msg),
             }
         }
@@ -459,7 +461,7 @@ fn gate(sec: &str, g: RawGate, e: &mut Errors) -> Option<GateSettings> {
             required(e, "windows", w.windows.is_some());
             let mut windows = Vec::new();
             for (j, text) in w.windows.iter().flatten().enumerate() {
-                match crate::gate::window::Window::parse(text) {
+                match text.parse::<crate::gate::window::Window>() {
                     Ok(w) => windows.push(w),
                     Err(msg) => e.push(&format!("{sec}.windows[{j}]"), msg),
                 }

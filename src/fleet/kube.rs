@@ -2,7 +2,8 @@
 //! client that can send one request (`Kube`): the apiserver upstream implements it with its
 //! HTTPS client, the tests with ureq over rustls against the apiserver stand-in.
 //!
-//! `GET/POST/PUT /apis/coordination.k8s.io/v1/namespaces/{ns}/leases[/{name}]`; a 409 is
+//! `GET/POST/PUT /apis/coordination.k8s.io/v1/namespaces/{ns}/leases[/{name}]` (a GET of the
+//! collection lists the namespace's Leases); a 409 is
 //! `Conflict` (another node wrote first); a 404 on an update too (the Lease moved on: gone).
 
 use serde_json::Value;
@@ -45,6 +46,17 @@ fn parse(what: &str, body: &[u8]) -> Result<Lease, LeaseError> {
 }
 
 impl<K: Kube> Leases for LeaseApi<K> {
+    fn list(&self, namespace: &str) -> Result<Vec<Lease>, LeaseError> {
+        let p = path(namespace, None);
+        let what = format!("GET {p}");
+        match self.0.request("GET", &p, None) {
+            Ok((200, body)) => Lease::list_from_json(&body)
+                .map_err(|e| LeaseError::Unavailable(format!("{what}: {e}"))),
+            Ok((status, body)) => Err(unexpected(&what, status, &body)),
+            Err(e) => Err(LeaseError::Unavailable(format!("{what}: {e}"))),
+        }
+    }
+
     fn get(&self, namespace: &str, name: &str) -> Result<Option<Lease>, LeaseError> {
         let p = path(namespace, Some(name));
         let what = format!("GET {p}");
@@ -163,6 +175,22 @@ mod tests {
         ));
         assert!(
             matches!(api.get("fleet", "x"), Err(LeaseError::Unavailable(e)) if e.contains("refused"))
+        );
+        let list = LeaseApi(Scripted(Mutex::new((
+            vec![
+                (
+                    200,
+                    format!("{{\"kind\":\"LeaseList\",\"items\":[{body}]}}"),
+                ),
+                (403, String::new()),
+            ],
+            Vec::new(),
+        ))));
+        assert_eq!(list.list("fleet").unwrap(), vec![lease.clone()]);
+        assert!(matches!(list.list("fleet"), Err(LeaseError::Unavailable(e)) if e.contains("403")));
+        assert_eq!(
+            list.0 .0.lock().unwrap().1[0],
+            "GET /apis/coordination.k8s.io/v1/namespaces/fleet/leases"
         );
         assert_eq!(
             api.0 .0.lock().unwrap().1[..5],

@@ -48,8 +48,12 @@ impl std::fmt::Display for LeaseError {
     }
 }
 
-/// The three Lease calls slots need; the apiserver client implements them.
+/// The Lease calls slots need; the apiserver client implements them.
 pub trait Leases {
+    /// `GET .../namespaces/{ns}/leases`: every Lease of the namespace, in one read. A slot is
+    /// found by its name among them (the apiserver selects by label or field, not by a name
+    /// prefix; the Leases of a DaemonSet's namespace are few).
+    fn list(&self, namespace: &str) -> Result<Vec<Lease>, LeaseError>;
     /// `GET .../leases/{name}`: `None` on 404.
     fn get(&self, namespace: &str, name: &str) -> Result<Option<Lease>, LeaseError>;
     /// `POST .../leases`: `Conflict` when it already exists.
@@ -114,18 +118,16 @@ impl<L: Leases + ?Sized> Slots<'_, L> {
         daemonset: &str,
         budget: u32,
     ) -> Result<Option<Slot>, LeaseError> {
-        for index in 0..budget {
-            if let Some(lease) = self.leases.get(namespace, &slot_name(daemonset, index))? {
-                if lease.holder.as_deref() == Some(self.holder) {
-                    return Ok(Some(Slot { index, lease }));
-                }
-            }
-        }
-        Ok(None)
+        let mut listed = self.leases.list(namespace)?;
+        Ok((0..budget).find_map(|index| {
+            let lease = take_slot(&mut listed, daemonset, index)?;
+            (lease.holder.as_deref() == Some(self.holder)).then_some(Slot { index, lease })
+        }))
     }
 
-    /// Take a slot: the one this node already holds (renewed), else the first free one. A 409
-    /// means another node won that slot: the next one is tried.
+    /// Take a slot: the one this node already holds (renewed), else the first free one, from
+    /// one LIST of the namespace's Leases. A 409 means another node won that slot: the next one
+    /// is tried.
     pub fn acquire(
         &self,
         namespace: &str,
@@ -133,10 +135,11 @@ impl<L: Leases + ?Sized> Slots<'_, L> {
         budget: u32,
         now: SystemTime,
     ) -> Result<SlotOutcome, LeaseError> {
+        let mut listed = self.leases.list(namespace)?;
         let mut seen = Vec::with_capacity(budget as usize);
         for index in 0..budget {
             let name = slot_name(daemonset, index);
-            let lease = self.leases.get(namespace, &name)?;
+            let lease = take_slot(&mut listed, daemonset, index);
             if let Some(l) = &lease {
                 if l.holder.as_deref() == Some(self.holder) {
                     let mut slot = Slot {
@@ -252,6 +255,13 @@ impl<L: Leases + ?Sized> Slots<'_, L> {
     }
 }
 
+/// Slot `index`'s Lease out of a LIST's answer, if it exists.
+fn take_slot(listed: &mut Vec<Lease>, daemonset: &str, index: u32) -> Option<Lease> {
+    let name = slot_name(daemonset, index);
+    let i = listed.iter().position(|l| l.name == name)?;
+    Some(listed.swap_remove(i))
+}
+
 /// RFC 3339 with six fractional digits, as Kubernetes writes a `MicroTime`.
 pub fn micro_time(t: SystemTime) -> String {
     let us = t
@@ -299,8 +309,23 @@ impl Lease {
     pub fn from_json(body: &[u8]) -> Result<Lease, String> {
         let raw: RawLease =
             serde_json::from_slice(body).map_err(|e| format!("not a Lease: {e}"))?;
+        Ok(Lease::from_raw(raw))
+    }
+
+    /// The items of a `LeaseList` (which carry no `kind` of their own).
+    pub fn list_from_json(body: &[u8]) -> Result<Vec<Lease>, String> {
+        #[derive(Deserialize)]
+        struct RawList {
+            items: Vec<RawLease>,
+        }
+        let raw: RawList =
+            serde_json::from_slice(body).map_err(|e| format!("not a LeaseList: {e}"))?;
+        Ok(raw.items.into_iter().map(Lease::from_raw).collect())
+    }
+
+    fn from_raw(raw: RawLease) -> Lease {
         let spec = raw.spec.unwrap_or_default();
-        Ok(Lease {
+        Lease {
             namespace: raw.metadata.namespace.unwrap_or_default(),
             name: raw.metadata.name,
             resource_version: raw.metadata.resource_version.unwrap_or_default(),
@@ -309,7 +334,7 @@ impl Lease {
             acquire_time: spec.acquire_time.as_deref().and_then(parse_time),
             renew_time: spec.renew_time.as_deref().and_then(parse_time),
             lease_transitions: spec.lease_transitions.unwrap_or(0),
-        })
+        }
     }
 
     /// The body of a create (no resourceVersion) or an update (with it).
@@ -393,6 +418,33 @@ mod tests {
         assert_eq!(
             c.lease.lease_transitions, 0,
             "a released slot taken again is no transition"
+        );
+    }
+
+    #[test]
+    fn one_list_reads_every_slot() {
+        let store = Store::default();
+        taken(
+            slots(&store, "node-a")
+                .acquire("fleet", "gw", 3, at(0))
+                .unwrap(),
+        );
+        taken(
+            slots(&store, "node-b")
+                .acquire("fleet", "gw", 3, at(0))
+                .unwrap(),
+        );
+        store.ops.lock().unwrap().clear();
+        let c = taken(
+            slots(&store, "node-c")
+                .acquire("fleet", "gw", 3, at(1))
+                .unwrap(),
+        );
+        assert_eq!(c.index, 2);
+        assert_eq!(
+            *store.ops.lock().unwrap(),
+            ["list fleet", "create yurt-ota-gw-2 node-c"],
+            "one read for three slots, one write"
         );
     }
 

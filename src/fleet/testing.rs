@@ -10,7 +10,7 @@ use super::lease::{Lease, LeaseError, Leases};
 pub struct Store {
     pub leases: Mutex<(u64, BTreeMap<String, Lease>)>,
     pub down: std::sync::atomic::AtomicBool,
-    /// Every call, in order: `get NAME`, `create NAME HOLDER`, `update NAME HOLDER`.
+    /// Every call, in order: `list NS`, `get NAME`, `create NAME HOLDER`, `update NAME HOLDER`.
     pub ops: Mutex<Vec<String>>,
     /// Run before each create or update (a test closes a gate there).
     #[allow(clippy::type_complexity)]
@@ -46,6 +46,11 @@ impl Store {
 }
 
 impl Leases for Store {
+    fn list(&self, ns: &str) -> Result<Vec<Lease>, LeaseError> {
+        self.ops.lock().unwrap().push(format!("list {ns}"));
+        self.check()?;
+        Ok(self.leases.lock().unwrap().1.values().cloned().collect())
+    }
     fn get(&self, _ns: &str, name: &str) -> Result<Option<Lease>, LeaseError> {
         self.ops.lock().unwrap().push(format!("get {name}"));
         self.check()?;

@@ -58,7 +58,7 @@ impl CommandGate {
                     let _ = child.wait();
                     return Err(format!(
                         "{prog} ran longer than {} and was killed",
-                        crate::config::format_duration(self.timeout)
+                        crate::config::HumanDuration(self.timeout)
                     ));
                 }
                 Ok(None) => {
@@ -75,7 +75,7 @@ impl Signal for CommandGate {
     fn notice(&mut self, _: &Arc<Bell>, _: Duration) -> Notice {
         Notice::Periodic(format!(
             "runs every {}",
-            crate::config::format_duration(self.interval)
+            crate::config::HumanDuration(self.interval)
         ))
     }
 

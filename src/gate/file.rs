@@ -101,7 +101,7 @@ impl FileGate {
                 return Err(format!(
                     "{p} is stale: last written {}s ago, max_age is {}",
                     age.as_secs(),
-                    crate::config::format_duration(max)
+                    crate::config::HumanDuration(max)
                 ));
             }
         }

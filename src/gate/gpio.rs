@@ -140,7 +140,7 @@ impl Signal for CdevGate {
         self.request = None;
         self.how = format!(
             "edge events (until the line is requested: read every {})",
-            crate::config::format_duration(fallback)
+            crate::config::HumanDuration(fallback)
         );
         Notice::Events(self.how.clone())
     }
@@ -267,7 +267,7 @@ impl Signal for SysfsGate {
             return Notice::File(self.value.clone());
         }
         self.fallback = fallback;
-        let every = crate::config::format_duration(fallback);
+        let every = crate::config::HumanDuration(fallback).to_string();
         match set_edge(&self.value) {
             Ok(()) => {
                 let alive = Arc::new(AtomicBool::new(true));
@@ -307,7 +307,7 @@ impl Signal for SysfsGate {
         match &self.polling {
             Some(alive) if !alive.load(Ordering::Relaxed) => Some(format!(
                 "periodic read every {}: edge polling stopped",
-                crate::config::format_duration(self.fallback)
+                crate::config::HumanDuration(self.fallback)
             )),
             _ => Some(self.how.clone()),
         }

@@ -30,6 +30,15 @@ fn day_bit(d: Weekday) -> u8 {
     1 << d.to_monday_zero_offset()
 }
 
+/// The text of `Window::parse`, for the config's validation (`Display` is the inverse).
+impl std::str::FromStr for Window {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Window, String> {
+        Window::parse(s)
+    }
+}
+
 impl Window {
     /// `"Mon-Fri 01:00-05:00"`, `"Sat,Sun 00:00-24:00"`, `"Fri-Mon 22:00-02:00"`, or a time range
     /// alone for every day.

@@ -221,8 +221,11 @@ fn list_then_watch_drops_410s_and_the_apiserver_down() {
 fn upgrade_answers_are_yurthubs() {
     let (h, _d) = stand_in();
     let agent = Agent::start(&config(&h.files.kubeconfig, "revision", ""));
-    wait_pods(&agent, "kube-proxy judged", |p| {
-        pod_named(p, "kube-proxy").and_then(need).is_some()
+    // Each DaemonSet is judged when its own revisions are read: wait for both that are asked.
+    wait_pods(&agent, "kube-proxy and camera-bridge judged", |p| {
+        ["kube-proxy", "camera-bridge"]
+            .iter()
+            .all(|n| pod_named(p, n).and_then(need).is_some())
     });
     let p = pods(&agent);
     let name = |prefix: &str| {

@@ -1,19 +1,19 @@
 //! The kube-apiserver stand-in (`yurt-ota-apisim`) over real TLS sockets, with the client the
 //! agent uses (ureq over rustls, the generated CA as the only root): authentication, list and
-//! watch in the recorded shapes, 410s, DELETE preconditions, Lease compare-and-swap, rollouts.
+//! watch in the recorded shapes; the helpers `apisim_writes` uses too.
 
-use std::io::{BufRead, BufReader, Read};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::io::{BufRead, BufReader};
+use std::time::Duration;
 
 use serde_json::{json, Value};
-use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
 use yurt_ota::sim::apiserver::server::{self, Config, Handle};
 use yurt_ota::sim::apiserver::Options;
 
-const WATCH_FIXTURE: &str = "kind-v1.36-kube-system-pods-watch-initial-events.jsonl";
+use crate::util::{apisim_agent, ApiClient};
 
-fn start_with(nodes: usize, f: impl FnOnce(&mut Config)) -> (Handle, tempfile::TempDir) {
+pub(crate) const WATCH_FIXTURE: &str = "kind-v1.36-kube-system-pods-watch-initial-events.jsonl";
+
+pub(crate) fn start_with(nodes: usize, f: impl FnOnce(&mut Config)) -> (Handle, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -36,101 +36,33 @@ fn start_with(nodes: usize, f: impl FnOnce(&mut Config)) -> (Handle, tempfile::T
     (server::start(cfg).unwrap(), dir)
 }
 
-fn start() -> (Handle, tempfile::TempDir) {
+pub(crate) fn start() -> (Handle, tempfile::TempDir) {
     start_with(1, |_| {})
 }
 
-fn tls(ca_pem: &str, client: Option<(&str, &str)>) -> ureq::Agent {
-    let ca = Certificate::from_pem(ca_pem.as_bytes()).unwrap();
-    let mut tls = TlsConfig::builder()
-        .provider(TlsProvider::Rustls)
-        .root_certs(RootCerts::Specific(Arc::new(vec![ca])));
-    if let Some((cert, key)) = client {
-        let cert = Certificate::from_pem(cert.as_bytes()).unwrap();
-        let key = PrivateKey::from_pem(key.as_bytes()).unwrap();
-        tls = tls.client_cert(Some(ClientCert::new_with_certs(&[cert], key)));
-    }
-    ureq::Agent::config_builder()
-        .tls_config(tls.build())
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(20)))
-        .build()
-        .into()
+/// `ApiClient` with the shapes these tests send.
+pub(crate) type Client = ApiClient;
+
+pub(crate) fn tls(ca_pem: &str, client: Option<(&str, &str)>) -> ureq::Agent {
+    apisim_agent(ca_pem, client)
 }
 
-/// A client of `h` with its bearer token.
-struct Client {
-    agent: ureq::Agent,
-    base: String,
-    token: String,
-}
-
-impl Client {
-    fn new(h: &Handle) -> Client {
-        Client {
-            agent: tls(&h.ca_pem, None),
-            base: h.url(),
-            token: h.token(),
-        }
-    }
-    fn auth(&self) -> String {
-        format!("Bearer {}", self.token)
-    }
-    fn get(&self, path: &str) -> (u16, Value) {
-        let mut r = self
-            .agent
-            .get(format!("{}{path}", self.base))
-            .header("Authorization", self.auth())
-            .call()
+impl ApiClient {
+    pub(crate) fn send(&self, method: &str, path: &str, ct: &str, body: &Value) -> (u16, Value) {
+        let (s, b) = self
+            .call(method, path, ct, Some(body.to_string().as_bytes()))
             .unwrap();
-        let s = r.status().as_u16();
-        (
-            s,
-            serde_json::from_str::<Value>(&r.body_mut().read_to_string().unwrap()).unwrap(),
-        )
-    }
-    fn send(&self, method: &str, path: &str, ct: &str, body: &Value) -> (u16, Value) {
-        let url = format!("{}{path}", self.base);
-        let b = body.to_string();
-        let r = match method {
-            "POST" => self
-                .agent
-                .post(&url)
-                .header("Content-Type", ct)
-                .header("Authorization", self.auth())
-                .send(&b),
-            "PUT" => self
-                .agent
-                .put(&url)
-                .header("Content-Type", ct)
-                .header("Authorization", self.auth())
-                .send(&b),
-            "PATCH" => self
-                .agent
-                .patch(&url)
-                .header("Content-Type", ct)
-                .header("Authorization", self.auth())
-                .send(&b),
-            _ => self
-                .agent
-                .delete(&url)
-                .header("Content-Type", ct)
-                .header("Authorization", self.auth())
-                .force_send_body()
-                .send(&b),
-        };
-        let mut r = r.unwrap();
-        let s = r.status().as_u16();
-        (
-            s,
-            serde_json::from_str::<Value>(&r.body_mut().read_to_string().unwrap()).unwrap(),
-        )
+        (s, serde_json::from_slice(&b).unwrap())
     }
     /// A watch, read line by line.
-    fn watch(&self, query: &str) -> impl Iterator<Item = std::io::Result<Value>> {
+    pub(crate) fn watch(&self, query: &str) -> impl Iterator<Item = std::io::Result<Value>> {
         self.watch_at("/api/v1/pods", query)
     }
-    fn watch_at(&self, path: &str, query: &str) -> impl Iterator<Item = std::io::Result<Value>> {
+    pub(crate) fn watch_at(
+        &self,
+        path: &str,
+        query: &str,
+    ) -> impl Iterator<Item = std::io::Result<Value>> {
         let r = self
             .agent
             .get(format!("{}{path}?{query}", self.base))
@@ -145,14 +77,14 @@ impl Client {
     }
 }
 
-fn control(h: &Handle, path: &str) -> Value {
+pub(crate) fn control(h: &Handle, path: &str) -> Value {
     let mut r = ureq::post(format!("{}{path}", h.control_url()))
         .send_empty()
         .unwrap();
     serde_json::from_str::<Value>(&r.body_mut().read_to_string().unwrap()).unwrap()
 }
 
-fn node_pods(c: &Client, node: &str) -> Value {
+pub(crate) fn node_pods(c: &Client, node: &str) -> Value {
     let (s, list) = c.get(&format!(
         "/api/v1/pods?fieldSelector=spec.nodeName%3D{node}"
     ));
@@ -160,13 +92,13 @@ fn node_pods(c: &Client, node: &str) -> Value {
     list
 }
 
-fn keys(v: &Value) -> Vec<String> {
+pub(crate) fn keys(v: &Value) -> Vec<String> {
     let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
     k.sort();
     k
 }
 
-fn fixture_events() -> Vec<Value> {
+pub(crate) fn fixture_events() -> Vec<Value> {
     let path = format!(
         "{}/tests/fixtures/{WATCH_FIXTURE}",
         env!("CARGO_MANIFEST_DIR")
@@ -178,7 +110,7 @@ fn fixture_events() -> Vec<Value> {
         .collect()
 }
 
-fn assert_status(v: &Value, code: u16, reason: &str) {
+pub(crate) fn assert_status(v: &Value, code: u16, reason: &str) {
     assert_eq!(
         keys(v),
         keys(&json!({"kind":0,"apiVersion":0,"metadata":0,"status":0,"message":0,"reason":0,"code":0}))
@@ -524,468 +456,4 @@ fn list_then_watch_sees_delete_recreate_ready_and_bookmarks() {
     let (_, new) = c.get(&format!("/api/v1/namespaces/fleet/pods/{}", seen[2].1));
     assert_ne!(new["metadata"]["uid"].as_str(), Some(uid));
     assert_eq!(new["metadata"]["labels"]["pod-template-generation"], "8");
-}
-
-#[test]
-fn delete_precondition_conflict_is_the_real_409() {
-    let (h, _d) = start();
-    let c = Client::new(&h);
-    let pod = node_pods(&c, "edge-node-1")["items"][0]["metadata"].clone();
-    let path = format!(
-        "/api/v1/namespaces/{}/pods/{}",
-        pod["namespace"].as_str().unwrap(),
-        pod["name"].as_str().unwrap()
-    );
-    let (s, v) = c.send("DELETE", &path, "application/json",
-        &json!({"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": "00000000-0000-4000-8000-000000000000"}}));
-    assert_eq!(s, 409);
-    assert_status(&v, 409, "Conflict");
-    assert_eq!(v["details"], json!({"name": pod["name"], "kind": "pods"}));
-    assert_eq!(
-        v["message"],
-        format!("Operation cannot be fulfilled on pods \"{}\": Precondition failed: UID in precondition: 00000000-0000-4000-8000-000000000000, UID in object meta: {}",
-                pod["name"].as_str().unwrap(), pod["uid"].as_str().unwrap())
-    );
-    let (s, still) = c.get(&path);
-    assert_eq!(
-        (s, still["metadata"]["deletionTimestamp"].is_null()),
-        (200, true),
-        "nothing deleted"
-    );
-}
-
-#[test]
-fn expired_resource_versions_answer_410() {
-    let (h, _d) = start();
-    let c = Client::new(&h);
-    let rv = node_pods(&c, "edge-node-1")["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    // An open watch ends with ERROR 410 when the history is compacted under it.
-    let mut open = c.watch(&format!("watch=1&resourceVersion={rv}&timeoutSeconds=10"));
-    std::thread::sleep(Duration::from_millis(100));
-    control(&h, "/sim/rollout/fleet/can-gateway");
-    control(&h, "/sim/compact");
-    let rest: Vec<Value> = open.by_ref().map(Result::unwrap).collect();
-    let err = rest.last().unwrap();
-    assert_eq!(err["type"], "ERROR");
-    assert_status(&err["object"], 410, "Expired");
-    assert!(err["object"]["message"]
-        .as_str()
-        .unwrap()
-        .starts_with("too old resource version: "));
-    // A new watch from before the compaction: the same ERROR event, then the stream ends.
-    let events: Vec<Value> = c
-        .watch(&format!("watch=1&resourceVersion={rv}"))
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(events.len(), 1);
-    assert_eq!(events[0]["type"], "ERROR");
-    assert_status(&events[0]["object"], 410, "Expired");
-    // 410 as an HTTP status: a list at an exact, compacted resourceVersion, and an injected one.
-    let (s, v) = c.get(&format!(
-        "/api/v1/pods?resourceVersion={rv}&resourceVersionMatch=Exact"
-    ));
-    assert_eq!(s, 410);
-    assert_status(&v, 410, "Expired");
-    control(&h, "/sim/fail?count=1&code=410");
-    let (s, v) = c.get("/api/v1/pods?fieldSelector=spec.nodeName%3Dedge-node-1");
-    assert_eq!(s, 410);
-    assert_status(&v, 410, "Expired");
-    assert_eq!(c.get("/api/v1/pods").0, 200, "only the next request failed");
-}
-
-#[test]
-fn dropped_watches_and_an_apiserver_down_then_up() {
-    let (h, _d) = start();
-    let c = Client::new(&h);
-    let mut w = c.watch("watch=1&timeoutSeconds=30");
-    // The initial ADDED events, then the cut: the stream ends without its last chunk.
-    for _ in 0..11 {
-        w.next().unwrap().unwrap();
-    }
-    assert_eq!(control(&h, "/sim/drop-watches")["dropped"], 1);
-    let t = Instant::now();
-    assert!(
-        w.next().is_some_and(|r| r.is_err()),
-        "cut mid-stream is an error, not a clean end"
-    );
-    assert!(t.elapsed() < Duration::from_secs(5));
-    control(&h, "/sim/down");
-    let e = c
-        .agent
-        .get(format!("{}/api/v1/pods", h.url()))
-        .call()
-        .unwrap_err();
-    assert!(
-        matches!(e, ureq::Error::Io(_) | ureq::Error::ConnectionFailed),
-        "{e:?}"
-    );
-    control(&h, "/sim/up");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match c
-            .agent
-            .get(format!("{}/api/v1/pods", h.url()))
-            .header("Authorization", c.auth())
-            .call()
-        {
-            Ok(r) if r.status() == 200 => break,
-            other => assert!(Instant::now() < deadline, "still down: {other:?}"),
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    control(&h, "/sim/fail?count=2&code=503");
-    assert_eq!(c.get("/api/v1/pods").0, 503);
-    assert_eq!(c.get("/api/v1/pods").0, 503);
-    assert_eq!(c.get("/api/v1/pods").0, 200);
-}
-
-#[test]
-fn lease_compare_and_swap() {
-    let (h, _d) = start();
-    let c = Client::new(&h);
-    let base = "/apis/coordination.k8s.io/v1/namespaces/edge-apps/leases";
-    let (s, v) = c.get(&format!("{base}/yurt-ota-telemetry-agent-0"));
-    assert_eq!(s, 404);
-    assert_eq!(
-        v["message"],
-        "leases.coordination.k8s.io \"yurt-ota-telemetry-agent-0\" not found"
-    );
-    assert_eq!(v["details"]["group"], "coordination.k8s.io");
-    let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-        "metadata": {"name": "yurt-ota-telemetry-agent-0", "namespace": "edge-apps"},
-        "spec": {"holderIdentity": "edge-node-1", "leaseDurationSeconds": 300,
-                 "acquireTime": "2026-11-26T22:00:00.000000Z", "renewTime": "2026-11-26T22:00:00.000000Z"}});
-    let (s, created) = c.send("POST", base, "application/json", &lease);
-    assert_eq!(s, 201, "{created}");
-    assert_eq!(
-        (
-            created["kind"].as_str(),
-            created["spec"]["holderIdentity"].as_str()
-        ),
-        (Some("Lease"), Some("edge-node-1"))
-    );
-    let rv1 = created["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (s, v) = c.send("POST", base, "application/json", &lease);
-    assert_eq!(s, 409);
-    assert_status(&v, 409, "AlreadyExists");
-    // Two nodes race from the same read: the first write wins, the second is the real 409.
-    let mut take = created.clone();
-    take["spec"]["holderIdentity"] = json!("edge-node-2");
-    let (s, won) = c.send(
-        "PUT",
-        &format!("{base}/yurt-ota-telemetry-agent-0"),
-        "application/json",
-        &take,
-    );
-    assert_eq!(s, 200, "{won}");
-    assert_ne!(
-        won["metadata"]["resourceVersion"].as_str(),
-        Some(rv1.as_str())
-    );
-    assert_eq!(won["metadata"]["uid"], created["metadata"]["uid"]);
-    take["spec"]["holderIdentity"] = json!("edge-node-3");
-    let (s, lost) = c.send(
-        "PUT",
-        &format!("{base}/yurt-ota-telemetry-agent-0"),
-        "application/json",
-        &take,
-    );
-    assert_eq!(s, 409);
-    assert_status(&lost, 409, "Conflict");
-    assert_eq!(lost["message"], "Operation cannot be fulfilled on leases.coordination.k8s.io \"yurt-ota-telemetry-agent-0\": the object has been modified; please apply your changes to the latest version and try again");
-    let (_, now) = c.get(&format!("{base}/yurt-ota-telemetry-agent-0"));
-    assert_eq!(now["spec"]["holderIdentity"], "edge-node-2");
-    assert_eq!(c.get(base).1["items"].as_array().unwrap().len(), 1);
-}
-
-#[test]
-fn rollout_then_undo_by_generation_and_revision() {
-    let (h, _d) = start_with(2, |_| {});
-    let c = Client::new(&h);
-    let ds_path = "/apis/apps/v1/namespaces/edge-apps/daemonsets/telemetry-agent";
-    let crs_path = "/apis/apps/v1/namespaces/edge-apps/controllerrevisions?labelSelector=app%3Dtelemetry-agent";
-    let (_, before) = c.get(ds_path);
-    assert_eq!(
-        before["metadata"]["annotations"]["apps.openyurt.io/update-strategy"],
-        "AdvancedRollingUpdate"
-    );
-    assert_eq!(
-        before["metadata"]["annotations"]["apps.openyurt.io/max-unavailable"],
-        "2"
-    );
-    let rv = before["metadata"]["resourceVersion"].as_str().unwrap();
-    let ds_watch = c.watch_at(
-        "/apis/apps/v1/namespaces/edge-apps/daemonsets",
-        &format!("watch=1&resourceVersion={rv}&fieldSelector=metadata.name%3Dtelemetry-agent&timeoutSeconds=1"),
-    );
-    let r = control(&h, "/sim/rollout/edge-apps/telemetry-agent");
-    assert_eq!(
-        (r["generation"].as_u64(), r["revision"].as_u64()),
-        (Some(6), Some(6))
-    );
-    let (_, ds) = c.get(ds_path);
-    assert_eq!(ds["metadata"]["generation"], 6);
-    assert_eq!(
-        ds["metadata"]["annotations"]["deprecated.daemonset.template.generation"],
-        "6"
-    );
-    // The controller catches up a moment later.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while c.get(ds_path).1["status"]["observedGeneration"] != 6 {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // The DaemonSet watch saw the new generation, then the controller catching up.
-    let seen: Vec<(u64, u64)> = ds_watch
-        .map(Result::unwrap)
-        .filter(|e| e["type"] == "MODIFIED")
-        .map(|e| {
-            assert_eq!(e["object"]["kind"], "DaemonSet");
-            let o = &e["object"];
-            (
-                o["metadata"]["generation"].as_u64().unwrap(),
-                o["status"]["observedGeneration"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        (seen.first(), seen.last()),
-        (Some(&(6, 5)), Some(&(6, 6))),
-        "{seen:?}"
-    );
-    let (_, crs) = c.get(crs_path);
-    let newest = |crs: &Value| {
-        crs["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .max_by_key(|r| r["revision"].as_u64())
-            .unwrap()
-            .clone()
-    };
-    let new_rev = newest(&crs);
-    assert_eq!(
-        (
-            new_rev["revision"].as_u64(),
-            &new_rev["metadata"]["labels"]["controller-revision-hash"]
-        ),
-        (Some(6), &r["hash"])
-    );
-    // Delete the pod on node 1: its replacement is at the new revision, by both labels.
-    let pods = node_pods(&c, "edge-node-1");
-    let p = pods["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| {
-            p["metadata"]["name"]
-                .as_str()
-                .unwrap()
-                .starts_with("telemetry-agent-")
-        })
-        .unwrap()
-        .clone();
-    let old_hash = p["metadata"]["labels"]["controller-revision-hash"].clone();
-    c.send("DELETE", &format!("/api/v1/namespaces/edge-apps/pods/{}", p["metadata"]["name"].as_str().unwrap()), "application/json",
-           &json!({"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": p["metadata"]["uid"]}}));
-    let replacement = wait_pod(&c, "edge-node-1", "telemetry-agent-", &p["metadata"]["uid"]);
-    assert_eq!(
-        replacement["metadata"]["labels"]["controller-revision-hash"],
-        r["hash"]
-    );
-    assert_eq!(
-        replacement["metadata"]["labels"]["pod-template-generation"],
-        "6"
-    );
-    assert_eq!(
-        replacement["spec"]["containers"][0]["image"],
-        "registry.example.com/edge/telemetry-agent:v1.6.0"
-    );
-    // Undo: back to the old template; its ControllerRevision is reused with revision 7.
-    let u = control(&h, "/sim/rollout/edge-apps/telemetry-agent/undo");
-    assert_eq!(
-        (u["generation"].as_u64(), u["revision"].as_u64(), &u["hash"]),
-        (Some(7), Some(7), &old_hash)
-    );
-    let (_, crs) = c.get(crs_path);
-    assert_eq!(
-        crs["items"].as_array().unwrap().len(),
-        6,
-        "no new ControllerRevision"
-    );
-    assert_eq!(
-        newest(&crs)["metadata"]["labels"]["controller-revision-hash"],
-        old_hash
-    );
-    // Node 2's pod (never upgraded) is current again by its hash, although its
-    // pod-template-generation is old: the controller's IsPodUpdated rule.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (_, ds) = c.get(ds_path);
-        if ds["status"]["observedGeneration"] == 7 {
-            assert_eq!(
-                ds["status"]["updatedNumberScheduled"], 1,
-                "{}",
-                ds["status"]
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The Ready pod named `prefix*` on `node` whose uid is not `old`.
-fn wait_pod(c: &Client, node: &str, prefix: &str, old: &Value) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let list = node_pods(c, node);
-        if let Some(p) = list["items"].as_array().unwrap().iter().find(|p| {
-            p["metadata"]["name"].as_str().unwrap().starts_with(prefix)
-                && p["metadata"]["uid"] != *old
-                && p["status"]["conditions"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        }) {
-            return p.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no replacement for {prefix} on {node}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-#[test]
-fn openyurt_conditions_and_the_status_patch_prepull() {
-    let (h, _d) = start_with(1, |c| c.options.openyurt = true);
-    let c = Client::new(&h);
-    let pods = node_pods(&c, "edge-node-1");
-    let snap = yurt_ota::snapshot::Snapshot::build(&serde_json::to_vec(&pods).unwrap()).unwrap();
-    let mut needing: Vec<String> = snap
-        .needing_upgrade()
-        .map(|p| p.metadata.name.clone())
-        .collect();
-    needing.sort();
-    assert_eq!(
-        needing.len(),
-        2,
-        "kube-proxy and can-gateway are one revision behind: {needing:?}"
-    );
-    let p = snap
-        .needing_upgrade()
-        .find(|p| p.metadata.name.starts_with("kube-proxy-"))
-        .unwrap();
-    let target = p.target_revision().unwrap().to_owned();
-    let patch = json!({"status": {"conditions": [{"type": "PodImageReady", "status": "False",
-        "lastProbeTime": null, "lastTransitionTime": "2026-11-26T22:00:00Z", "message": format!("controllerrevision: {target}")}]}});
-    let path = format!(
-        "/api/v1/namespaces/kube-system/pods/{}/status",
-        p.metadata.name
-    );
-    let (s, v) = c.send("PATCH", &path, "application/json", &patch);
-    assert_eq!(s, 415);
-    assert_status(&v, 415, "UnsupportedMediaType");
-    let (s, patched) = c.send(
-        "PATCH",
-        &path,
-        "application/strategic-merge-patch+json",
-        &patch,
-    );
-    assert_eq!(s, 200, "{patched}");
-    let conds = patched["status"]["conditions"].as_array().unwrap();
-    assert!(
-        conds.iter().any(|c| c["type"] == "Ready"),
-        "strategic merge keeps the other conditions"
-    );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (_, pod) = c.get(&format!(
-            "/api/v1/namespaces/kube-system/pods/{}",
-            p.metadata.name
-        ));
-        let pod: yurt_ota::pod::Pod = serde_json::from_value(pod).unwrap();
-        if pod.image_state() == yurt_ota::pod::ImageState::Ready {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not pulled: {:?}",
-            pod.image_state()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-#[test]
-fn the_binary_writes_its_files_and_serves() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_yurt-ota-apisim"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--nodes",
-            "2",
-            "--san",
-            "localhost",
-            "--dir",
-        ])
-        .arg(dir.path())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !dir.path().join("control").exists() {
-        assert!(Instant::now() < deadline, "no control file");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
-    // The kubeconfigs name the server by the first --san, which the certificate carries.
-    assert!(
-        read("server").starts_with("https://localhost:"),
-        "{}",
-        read("server")
-    );
-    assert!(read("kubeconfig-cert").contains(&format!("server: {}\n", read("server"))));
-    let c = Client {
-        agent: tls(&read("ca.crt"), None),
-        base: read("server"),
-        token: read("token"),
-    };
-    assert_eq!(
-        node_pods(&c, "edge-node-2")["items"]
-            .as_array()
-            .unwrap()
-            .len(),
-        11
-    );
-    let mut r = ureq::get(format!("{}/sim", read("control")))
-        .call()
-        .unwrap();
-    let state: Value =
-        serde_json::from_str::<Value>(&r.body_mut().read_to_string().unwrap()).unwrap();
-    assert_eq!(state["nodes"], json!(["edge-node-1", "edge-node-2"]));
-    assert_eq!(state["requests"]["list pods"], 1);
-    child.kill().unwrap();
-    let mut err = String::new();
-    child.wait().unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert!(
-        err.contains("kube-apiserver stand-in on https://localhost:"),
-        "{err}"
-    );
 }

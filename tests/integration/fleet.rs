@@ -3,14 +3,15 @@
 //! as the request client, several nodes racing, and a holder that dies.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 use yurt_ota::fleet::kube::{Kube, LeaseApi};
 use yurt_ota::fleet::{SlotOutcome, Slots};
 use yurt_ota::sim::apiserver::server::{self, Config, Handle};
 use yurt_ota::sim::apiserver::Options;
+
+use crate::util::ApiClient;
 
 fn start() -> (Handle, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -29,30 +30,13 @@ fn start() -> (Handle, tempfile::TempDir) {
     (server::start(cfg).unwrap(), dir)
 }
 
-/// The request client: ureq over rustls, the stand-in's CA as the only root, its token.
-struct Https {
-    agent: ureq::Agent,
-    base: String,
-    token: String,
-}
+/// The request client: `ApiClient` (ureq over rustls, the stand-in's CA as the only root,
+/// its token).
+struct Https(ApiClient);
 
 impl Https {
     fn new(h: &Handle) -> Https {
-        let ca = Certificate::from_pem(h.ca_pem.as_bytes()).unwrap();
-        let tls = TlsConfig::builder()
-            .provider(TlsProvider::Rustls)
-            .root_certs(RootCerts::Specific(Arc::new(vec![ca])))
-            .build();
-        Https {
-            agent: ureq::Agent::config_builder()
-                .tls_config(tls)
-                .http_status_as_error(false)
-                .timeout_global(Some(Duration::from_secs(10)))
-                .build()
-                .into(),
-            base: h.url(),
-            token: h.token(),
-        }
+        Https(ApiClient::new(h))
     }
 }
 
@@ -63,28 +47,7 @@ impl Kube for Https {
         path: &str,
         body: Option<&[u8]>,
     ) -> Result<(u16, Vec<u8>), String> {
-        let url = format!("{}{path}", self.base);
-        let auth = format!("Bearer {}", self.token);
-        let r = match (method, body) {
-            ("GET", _) => self.agent.get(&url).header("Authorization", &auth).call(),
-            ("POST", Some(b)) => self
-                .agent
-                .post(&url)
-                .header("Authorization", &auth)
-                .header("Content-Type", "application/json")
-                .send(b),
-            ("PUT", Some(b)) => self
-                .agent
-                .put(&url)
-                .header("Authorization", &auth)
-                .header("Content-Type", "application/json")
-                .send(b),
-            _ => return Err(format!("{method} without a body")),
-        };
-        let mut r = r.map_err(|e| e.to_string())?;
-        let status = r.status().as_u16();
-        let body = r.body_mut().read_to_vec().map_err(|e| e.to_string())?;
-        Ok((status, body))
+        self.0.call(method, path, "application/json", body)
     }
 }
 

@@ -4,6 +4,7 @@
 mod api;
 mod apiserver;
 mod apisim;
+mod apisim_writes;
 mod cli;
 mod defer;
 mod events;
@@ -13,6 +14,8 @@ mod fleet;
 // tests run there too.
 #[cfg(target_arch = "x86_64")]
 mod fleet_agents;
+#[cfg(target_arch = "x86_64")]
+mod fleet_gates;
 mod gates;
 mod hardening;
 mod node;

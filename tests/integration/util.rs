@@ -416,3 +416,100 @@ pub fn config_for(upstream: &str, poll: &str, timeout: &str) -> String {
         "[upstream]\nurl = \"{upstream}\"\npoll_interval = \"{poll}\"\ntimeout = \"{timeout}\"\n"
     )
 }
+
+/// A ureq agent over rustls with the apiserver stand-in's CA as the only root (and a client
+/// certificate, PEM cert and key, when given); statuses are answers, not errors.
+pub fn apisim_agent(ca_pem: &str, client_cert: Option<(&str, &str)>) -> ureq::Agent {
+    use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
+    let ca = Certificate::from_pem(ca_pem.as_bytes()).unwrap();
+    let mut tls = TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .root_certs(RootCerts::Specific(Arc::new(vec![ca])));
+    if let Some((cert, key)) = client_cert {
+        let cert = Certificate::from_pem(cert.as_bytes()).unwrap();
+        let key = PrivateKey::from_pem(key.as_bytes()).unwrap();
+        tls = tls.client_cert(Some(ClientCert::new_with_certs(&[cert], key)));
+    }
+    ureq::Agent::config_builder()
+        .tls_config(tls.build())
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into()
+}
+
+/// A client of the apiserver stand-in: its CA, its URL and its bearer token.
+pub struct ApiClient {
+    pub agent: ureq::Agent,
+    pub base: String,
+    pub token: String,
+}
+
+impl ApiClient {
+    pub fn new(h: &yurt_ota::sim::apiserver::server::Handle) -> ApiClient {
+        ApiClient {
+            agent: apisim_agent(&h.ca_pem, None),
+            base: h.url(),
+            token: h.token(),
+        }
+    }
+
+    pub fn auth(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+
+    /// One request (`path` from `/api…`), the body sent as `content_type`.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Option<&[u8]>,
+    ) -> Result<(u16, Vec<u8>), String> {
+        let url = format!("{}{path}", self.base);
+        let auth = self.auth();
+        let r = match (method, body) {
+            ("GET", None) => self.agent.get(&url).header("Authorization", &auth).call(),
+            (_, None) => return Err(format!("{method} without a body")),
+            (m, Some(b)) => {
+                let builder = match m {
+                    "POST" => self.agent.post(&url),
+                    "PUT" => self.agent.put(&url),
+                    "PATCH" => self.agent.patch(&url),
+                    "DELETE" => return self.delete_with(&url, content_type, b),
+                    _ => return Err(format!("no {m}")),
+                };
+                builder
+                    .header("Authorization", &auth)
+                    .header("Content-Type", content_type)
+                    .send(b)
+            }
+        };
+        let mut r = r.map_err(|e| e.to_string())?;
+        let status = r.status().as_u16();
+        let body = r.body_mut().read_to_vec().map_err(|e| e.to_string())?;
+        Ok((status, body))
+    }
+
+    fn delete_with(&self, url: &str, ct: &str, b: &[u8]) -> Result<(u16, Vec<u8>), String> {
+        let mut r = self
+            .agent
+            .delete(url)
+            .header("Authorization", self.auth())
+            .header("Content-Type", ct)
+            .force_send_body()
+            .send(b)
+            .map_err(|e| e.to_string())?;
+        let status = r.status().as_u16();
+        Ok((
+            status,
+            r.body_mut().read_to_vec().map_err(|e| e.to_string())?,
+        ))
+    }
+
+    /// `GET path` as JSON.
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let (s, body) = self.call("GET", path, "", None).unwrap();
+        (s, serde_json::from_slice(&body).unwrap())
+    }
+}

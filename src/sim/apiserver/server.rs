@@ -9,14 +9,13 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
-use serde_json::{json, Value};
 
-use super::store::{bookmark_line, status};
-use super::{tls, Cluster, Options, Reply, Watch};
-use crate::http::{self, Request, Response};
+use super::store::status;
+use super::{tls, Cluster, Options, Reply};
+use crate::http;
 use crate::shutdown::Shutdown;
 
 /// How to start the stand-in.
@@ -42,22 +41,22 @@ const MAX_CONNECTIONS: usize = 512;
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_BODY: usize = 1024 * 1024;
 
-struct Shared {
-    cluster: Arc<Cluster>,
+pub(super) struct Shared {
+    pub(super) cluster: Arc<Cluster>,
     tls: Arc<ServerConfig>,
-    token: Mutex<String>,
-    dir: PathBuf,
-    addr: SocketAddr,
-    bookmark_interval: Duration,
+    pub(super) token: Mutex<String>,
+    pub(super) dir: PathBuf,
+    pub(super) addr: SocketAddr,
+    pub(super) bookmark_interval: Duration,
     /// The next N API requests fail with this status.
-    fail: Mutex<(u32, u16)>,
-    down: Mutex<bool>,
+    pub(super) fail: Mutex<(u32, u16)>,
+    pub(super) down: Mutex<bool>,
     up: Condvar,
     /// Open API connections (all, and those streaming a watch), to cut them.
     conns: Mutex<HashMap<u64, (TcpStream, bool)>>,
     next_conn: AtomicU64,
-    requests: Mutex<BTreeMap<String, u64>>,
-    stop: Arc<Shutdown>,
+    pub(super) requests: Mutex<BTreeMap<String, u64>>,
+    pub(super) stop: Arc<Shutdown>,
     stopped: AtomicBool,
 }
 
@@ -177,7 +176,12 @@ pub fn start(cfg: Config) -> Result<Handle, String> {
             timeout: Duration::from_secs(10),
         };
         let stop = s.stop.clone();
-        http::serve(http::Listener::Tcp(control), limits, &stop, &Control(s));
+        http::serve(
+            http::Listener::Tcp(control),
+            limits,
+            &stop,
+            &super::control::Control(s),
+        );
     }));
     Ok(Handle {
         addr,
@@ -192,12 +196,12 @@ pub fn start(cfg: Config) -> Result<Handle, String> {
     })
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// 32 hex digits from /dev/urandom (the clock if it cannot be read).
-fn new_token() -> String {
+pub(super) fn new_token() -> String {
     let mut b = [0u8; 16];
     if std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut b))
@@ -212,7 +216,7 @@ fn new_token() -> String {
 }
 
 /// A uuid-looking Audit-Id per response, as the apiserver sends.
-fn audit_id() -> String {
+pub(super) fn audit_id() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     format!("00000000-0000-4000-8000-{n:012x}")
@@ -266,7 +270,7 @@ fn accept_loop(s: &Arc<Shared>, mut listener: TcpListener) {
     }
 }
 
-fn set_down(s: &Shared, down: bool) {
+pub(super) fn set_down(s: &Shared, down: bool) {
     *lock(&s.down) = down;
     s.up.notify_all();
     if down {
@@ -277,7 +281,7 @@ fn set_down(s: &Shared, down: bool) {
 }
 
 /// Cuts open API connections (only watches, or all): the peer sees the stream end mid-way.
-fn cut(s: &Shared, watches_only: bool) -> usize {
+pub(super) fn cut(s: &Shared, watches_only: bool) -> usize {
     let conns = lock(&s.conns);
     let mut n = 0;
     for (tcp, watching) in conns.values() {
@@ -306,7 +310,7 @@ impl Head {
     }
 }
 
-type Tls = StreamOwned<ServerConnection, TcpStream>;
+pub(super) type Tls = StreamOwned<ServerConnection, TcpStream>;
 
 /// Reads one request head and body; `None` at a clean end of the connection.
 fn read_request(tls: &mut Tls, buf: &mut Vec<u8>) -> io::Result<Option<(Head, Vec<u8>)>> {
@@ -370,7 +374,7 @@ fn read_request(tls: &mut Tls, buf: &mut Vec<u8>) -> io::Result<Option<(Head, Ve
     }
 }
 
-fn http_date() -> String {
+pub(super) fn http_date() -> String {
     // RFC 3339 is close enough for a Date header the agent never parses.
     crate::sim::rfc3339(SystemTime::now())
 }
@@ -494,7 +498,7 @@ fn serve_conn(s: &Shared, id: u64, tcp: TcpStream) -> io::Result<()> {
                 }
                 // Ended by its timeout or an ERROR: the connection serves on, as the
                 // apiserver's does; cut or stopped: closed.
-                if !stream(s, &mut tls, &w)? {
+                if !super::watch::stream(s, &mut tls, &w)? {
                     return Ok(());
                 }
                 if let Some(c) = lock(&s.conns).get_mut(&id) {
@@ -535,175 +539,4 @@ fn verb(head: &Head, watch: bool) -> String {
 
 fn count(s: &Shared, key: &str) {
     *lock(&s.requests).entry(key.to_owned()).or_default() += 1;
-}
-
-fn chunk(tls: &mut Tls, data: &[u8]) -> io::Result<()> {
-    let mut out = format!("{:x}\r\n", data.len()).into_bytes();
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\r\n");
-    tls.write_all(&out)?;
-    tls.flush()
-}
-
-fn expired_line(from: u64, compacted: u64) -> Vec<u8> {
-    let s = status(
-        410,
-        "Expired",
-        &format!("too old resource version: {from} ({compacted})"),
-        None,
-    );
-    format!("{{\"type\":\"ERROR\",\"object\":{s}}}\n").into_bytes()
-}
-
-/// Streams a watch until its timeout, the stand-in's stop, a compaction, or the peer leaving.
-/// `true` when it ended cleanly (the connection can carry the next request).
-fn stream(s: &Shared, tls: &mut Tls, w: &Watch) -> io::Result<bool> {
-    let head = format!(
-        "HTTP/1.1 200 OK\r\nAudit-Id: {}\r\nCache-Control: no-cache, private\r\nContent-Type: application/json\r\n\
-         Date: {}\r\nTransfer-Encoding: chunked\r\n\r\n",
-        audit_id(),
-        http_date()
-    );
-    tls.write_all(head.as_bytes())?;
-    let deadline = Instant::now() + w.timeout;
-    let (mut pos, epoch) = match w.from {
-        None => {
-            let (lines, rv, epoch) = s.cluster.initial(w);
-            for l in &lines {
-                chunk(tls, l)?;
-            }
-            if w.initial_events && w.bookmarks {
-                chunk(tls, &bookmark_line(w.res, rv, true))?;
-            }
-            (rv, epoch)
-        }
-        Some(from) => {
-            let (_, _, expired, epoch) = s.cluster.events_after(w, from);
-            if expired {
-                chunk(tls, &expired_line(from, s.cluster.compacted()))?;
-                return end(tls);
-            }
-            (from, epoch)
-        }
-    };
-    let mut next_bookmark = Instant::now() + s.bookmark_interval;
-    loop {
-        if s.stop.is_triggered() || *lock(&s.down) {
-            return Ok(false);
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return end(tls);
-        }
-        let (lines, rv, expired, e) = s.cluster.events_after(w, pos);
-        if expired || e != epoch {
-            chunk(tls, &expired_line(pos, s.cluster.compacted()))?;
-            return end(tls);
-        }
-        for l in &lines {
-            chunk(tls, l)?;
-        }
-        pos = rv;
-        if w.bookmarks && now >= next_bookmark {
-            chunk(tls, &bookmark_line(w.res, pos, false))?;
-            next_bookmark = now + s.bookmark_interval;
-        }
-        let until = if w.bookmarks {
-            deadline.min(next_bookmark)
-        } else {
-            deadline
-        };
-        s.cluster
-            .wait(pos, epoch, until.saturating_duration_since(Instant::now()));
-    }
-}
-
-fn end(tls: &mut Tls) -> io::Result<bool> {
-    tls.write_all(b"0\r\n\r\n")?;
-    tls.flush()?;
-    Ok(true)
-}
-
-/// The `/sim/...` control routes (plain HTTP on loopback).
-struct Control(Arc<Shared>);
-
-impl http::Handler for Control {
-    fn handle(&self, req: Request) -> Response {
-        let s = &self.0;
-        let (path, query) = req.target.split_once('?').unwrap_or((&req.target, ""));
-        let q = |k: &str| super::query_value(query, k);
-        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let post = req.method == "POST";
-        let ok = |v: Value| Response::new(200, "application/json", v.to_string().into_bytes());
-        let err = |code: u16, m: String| {
-            Response::new(
-                code,
-                "application/json",
-                json!({"error": m}).to_string().into_bytes(),
-            )
-        };
-        match parts.as_slice() {
-            ["sim"] if req.method == "GET" => {
-                let mut d = s.cluster.describe();
-                d["requests"] = json!(*lock(&s.requests));
-                d["down"] = json!(*lock(&s.down));
-                d["listen"] = json!(s.addr.to_string());
-                ok(d)
-            }
-            ["sim", "rollout", ns, ds] if post => {
-                let undo = matches!(q("undo").as_deref(), Some("1" | "true"));
-                match s.cluster.rollout(ns, ds, undo) {
-                    Ok(v) => ok(v),
-                    Err((c, m)) => err(c, m),
-                }
-            }
-            ["sim", "rollout", ns, ds, "undo"] if post => match s.cluster.rollout(ns, ds, true) {
-                Ok(v) => ok(v),
-                Err((c, m)) => err(c, m),
-            },
-            ["sim", "annotate", ns, ds] if post => {
-                let Some(key) = q("key") else {
-                    return err(400, "key= is required".into());
-                };
-                match s.cluster.annotate(ns, ds, &key, q("value").as_deref()) {
-                    Ok(()) => ok(
-                        json!({"annotated": format!("{ns}/{ds}"), "key": key, "value": q("value")}),
-                    ),
-                    Err(m) => err(404, m),
-                }
-            }
-            ["sim", "drop-watches"] if post => ok(json!({"dropped": cut(s, true)})),
-            ["sim", "fail"] if post => {
-                let count = q("count").and_then(|c| c.parse().ok()).unwrap_or(1);
-                let code = q("code").and_then(|c| c.parse().ok()).unwrap_or(500);
-                *lock(&s.fail) = (count, code);
-                ok(json!({"fail_next": count, "code": code}))
-            }
-            ["sim", "down"] if post => {
-                set_down(s, true);
-                ok(json!({"down": true}))
-            }
-            ["sim", "up"] if post => {
-                set_down(s, false);
-                ok(json!({"down": false}))
-            }
-            ["sim", "compact"] if post => {
-                s.cluster.compact();
-                ok(json!({"compacted": s.cluster.compacted().to_string()}))
-            }
-            ["sim", "rotate-token"] if post => {
-                let token = new_token();
-                if let Err(e) = tls::write_atomic(&s.dir.join("token"), token.as_bytes()) {
-                    return err(500, e);
-                }
-                *lock(&s.token) = token;
-                ok(json!({"rotated": true, "file": s.dir.join("token")}))
-            }
-            _ => err(404, format!("no control route {} {path}", req.method)),
-        }
-    }
-
-    fn reject(&self, status: u16, _: &'static str, message: String) -> Response {
-        Response::new(status, "text/plain; charset=utf-8", message.into_bytes())
-    }
 }

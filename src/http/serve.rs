@@ -1,0 +1,307 @@
+//! The accept loop and the requests of one connection.
+
+use std::io::{Read, Write};
+use std::net::Shutdown as Both;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::framing::{body_length, parse_head, write_response, Head, Refusal};
+use super::slots::*;
+use super::stream::Stream;
+use super::*;
+use crate::shutdown::Shutdown;
+
+/// Serves `listener` until `stop` is triggered; then stops accepting, lets each connection finish
+/// the request it is handling, closes the rest, and returns.
+pub fn serve(listener: Listener, limits: Limits, stop: &Shutdown, handler: &dyn Handler) {
+    let open = Open {
+        next: AtomicU64::new(0),
+        epoch: Instant::now(),
+        slots: Mutex::default(),
+    };
+    // Refused connections, answered and drained by one thread so accept never waits on them;
+    // when it is behind, further ones are closed unanswered.
+    let (refusals, refused) = mpsc::sync_channel::<Stream>(32);
+    thread::scope(|s| {
+        let (open, listener) = (&open, &listener);
+        s.spawn(move || {
+            stop.wait();
+            // Wake the accept below, then end every idle read.
+            listener.wake();
+            for slot in open.lock().values() {
+                slot.stream.shutdown_read();
+            }
+        });
+        s.spawn(move || {
+            for mut stream in refused {
+                let r = handler.reject(
+                    503,
+                    "busy",
+                    format!(
+                        "the agent serves at most {} connections at once; retry",
+                        limits.max_connections
+                    ),
+                );
+                refuse(&mut stream, r, Duration::from_millis(100));
+            }
+        });
+        loop {
+            let stream = match listener.accept() {
+                Ok(st) => st,
+                Err(e) => {
+                    if stop.is_triggered() {
+                        break;
+                    }
+                    // Out of file descriptors, say: wait rather than spin.
+                    log::warn!("API accept failed: {e}");
+                    thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
+            if stop.is_triggered() {
+                break;
+            }
+            if let Err(e) = stream.prepare(limits.timeout) {
+                log::debug!("dropping a connection: {e}");
+                continue;
+            }
+            let id = open.next.fetch_add(1, Ordering::Relaxed);
+            let slot = {
+                let mut map = open.lock();
+                let live = map
+                    .values()
+                    .filter(|s| s.state.load(Ordering::Acquire) != EVICTED)
+                    .count();
+                if live >= limits.max_connections && !evict(&map) {
+                    drop(map);
+                    let _ = refusals.try_send(stream);
+                    continue;
+                }
+                let Ok(clone) = stream.try_clone() else {
+                    continue;
+                };
+                let slot = Arc::new(Slot {
+                    stream: clone,
+                    state: AtomicU8::new(NEW),
+                    since: AtomicU64::new(open.now()),
+                });
+                map.insert(id, slot.clone());
+                slot
+            };
+            let spawned = thread::Builder::new()
+                .name("api-conn".into())
+                .stack_size(256 * 1024)
+                .spawn_scoped(s, move || {
+                    let _registered = Registered(open, id);
+                    let tracker = Tracker { open, slot };
+                    // A panic ends this connection only; left to unwind, `thread::scope` would
+                    // re-raise it when serving ends.
+                    if catch_unwind(AssertUnwindSafe(|| {
+                        connection(stream, limits, handler, &tracker)
+                    }))
+                    .is_err()
+                    {
+                        log::error!("a connection's handler panicked; connection closed");
+                    }
+                });
+            if let Err(e) = spawned {
+                log::warn!("cannot start a connection thread: {e}");
+                open.lock().remove(&id);
+            }
+        }
+        drop(refusals);
+        // Registration happens only in this loop, so every connection is in `open` now, also
+        // one accepted while the thread above was ending the others.
+        for slot in open.lock().values() {
+            slot.stream.shutdown_read();
+        }
+    });
+}
+
+/// Serves one connection's requests in order until it closes, errs, times out or is evicted.
+pub(super) fn connection(
+    mut stream: Stream,
+    limits: Limits,
+    handler: &dyn Handler,
+    slot: &Tracker,
+) {
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let budget = limits.timeout.min(REQUEST_DEADLINE);
+    let mut waiting = NEW;
+    loop {
+        // Idle until the next request's first byte; its whole head and body then have `budget`.
+        let mut deadline = None;
+        if !buf.is_empty() {
+            if !slot.set(waiting, READING) {
+                return;
+            }
+            deadline = Some(Instant::now() + budget);
+        }
+        let head = loop {
+            match parse_head(&buf, limits.max_head) {
+                Ok(Some(h)) => break h,
+                Ok(None) => {}
+                Err(Refusal(status, error, message)) => {
+                    refuse(&mut stream, handler.reject(status, error, message), LINGER);
+                    return;
+                }
+            }
+            match read_some(
+                &mut stream,
+                &mut buf,
+                limits.max_head,
+                deadline,
+                limits.timeout,
+            ) {
+                Got::Data => {}
+                Got::Closed => return,
+                Got::Late => return late(&mut stream, handler),
+            }
+            if deadline.is_none() {
+                if !slot.set(waiting, READING) {
+                    return;
+                }
+                deadline = Some(Instant::now() + budget);
+            }
+        };
+        let Head {
+            method,
+            target,
+            minor,
+            headers,
+            len,
+        } = head;
+        let mut req = Request {
+            method,
+            target,
+            headers,
+            body: Vec::new(),
+        };
+        let close = minor == 0 || wants_close(&req);
+        let body_len = match body_length(&req, limits.max_body) {
+            Ok(n) => n,
+            Err(Refusal(status, error, message)) => {
+                // The body is not read, so the connection cannot be reused.
+                refuse(&mut stream, handler.reject(status, error, message), LINGER);
+                return;
+            }
+        };
+        buf.drain(..len);
+        if body_len > buf.len()
+            && req
+                .header("Expect")
+                .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+            && stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err()
+        {
+            return;
+        }
+        while buf.len() < body_len {
+            match read_some(&mut stream, &mut buf, body_len, deadline, limits.timeout) {
+                Got::Data => {}
+                Got::Closed => return,
+                Got::Late => return late(&mut stream, handler),
+            }
+        }
+        req.body = buf.drain(..body_len).collect();
+        if !slot.set(READING, HANDLING) {
+            return;
+        }
+        let resp = handler.handle(req);
+        if !slot.set(HANDLING, WRITING) {
+            return;
+        }
+        if write_response(&mut stream, resp, close).is_err() || close || !slot.set(WRITING, IDLE) {
+            return;
+        }
+        waiting = IDLE;
+        let _ = stream.set_read_timeout(limits.timeout);
+    }
+}
+
+enum Got {
+    Data,
+    /// The peer closed, went quiet past the timeout, or the connection was ended from outside.
+    Closed,
+    /// The request's deadline passed.
+    Late,
+}
+
+/// Reads once into `buf`, up to `cap` bytes in all, waiting at most until `deadline`.
+fn read_some(
+    stream: &mut Stream,
+    buf: &mut Vec<u8>,
+    cap: usize,
+    deadline: Option<Instant>,
+    timeout: Duration,
+) -> Got {
+    if let Some(d) = deadline {
+        let left = d.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Got::Late;
+        }
+        let _ = stream.set_read_timeout(left.min(timeout));
+    }
+    let mut chunk = [0u8; 8192];
+    let want = cap.saturating_sub(buf.len()).clamp(1, chunk.len());
+    match stream.read(&mut chunk[..want]) {
+        Ok(0) => Got::Closed,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            Got::Data
+        }
+        Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => Got::Late,
+        Err(_) => Got::Closed,
+    }
+}
+
+/// Answers a request that did not arrive in time with 408 and closes, without waiting on a
+/// client that is this slow.
+fn late(stream: &mut Stream, handler: &dyn Handler) {
+    let r = handler.reject(
+        408,
+        "request_timeout",
+        format!(
+            "a request's head and body must arrive within {} s",
+            REQUEST_DEADLINE.as_secs()
+        ),
+    );
+    let _ = write_response(stream, r, true);
+}
+
+/// True if the client asked to close after this request (`close` in any Connection header's list).
+pub(super) fn wants_close(req: &Request) -> bool {
+    req.headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("Connection"))
+        .flat_map(|(_, v)| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("close"))
+}
+
+/// How long a refused connection is drained before it is closed.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Sends a refusal and closes without destroying it. Closing a socket with unread input makes
+/// the kernel send a reset, which can discard the answer before a client that is still
+/// sending its body reads it; so stop writing, then read and discard what still arrives,
+/// with a fixed buffer and within fixed bounds, before closing.
+fn refuse(stream: &mut Stream, resp: Response, max_wait: Duration) {
+    const MAX_DRAIN: usize = 1 << 20;
+    if write_response(stream, resp, true).is_err() {
+        return;
+    }
+    let _ = stream
+        .shutdown(Both::Write)
+        .and_then(|_| stream.set_read_timeout(max_wait));
+    let started = std::time::Instant::now();
+    let mut sink = [0u8; 4096];
+    let mut drained = 0;
+    while drained < MAX_DRAIN && started.elapsed() < max_wait {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
+}

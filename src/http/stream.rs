@@ -1,0 +1,131 @@
+//! The listening socket and a connection's stream, TCP or Unix alike.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown as Both, TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+pub(super) enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    pub(super) fn try_clone(&self) -> io::Result<Stream> {
+        Ok(match self {
+            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
+            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
+        })
+    }
+
+    pub(super) fn prepare(&self, timeout: Duration) -> io::Result<()> {
+        match self {
+            // Head and body go out in two writes; do not hold the second for an ACK.
+            Stream::Tcp(s) => s
+                .set_nodelay(true)
+                .and_then(|_| s.set_write_timeout(Some(timeout))),
+            Stream::Unix(s) => s.set_write_timeout(Some(timeout)),
+        }?;
+        self.set_read_timeout(timeout)
+    }
+
+    pub(super) fn shutdown(&self, how: Both) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(how),
+            Stream::Unix(s) => s.shutdown(how),
+        }
+    }
+
+    pub(super) fn set_read_timeout(&self, timeout: Duration) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_read_timeout(Some(timeout)),
+            Stream::Unix(s) => s.set_read_timeout(Some(timeout)),
+        }
+    }
+
+    pub(super) fn shutdown_read(&self) {
+        let _ = self.shutdown(Both::Read);
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Listener {
+    /// Binds a Unix socket at `path`, readable and writable by owner and group. A socket file
+    /// nobody listens on (left by a process that died) is replaced; one where a live server
+    /// answers is an error naming the path, so that a second agent cannot take over the first's.
+    pub fn unix(path: &Path) -> Result<Listener, String> {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        let fail = |e: io::Error| format!("cannot listen on unix:{}: {e}", path.display());
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+            match UnixStream::connect(path) {
+                Ok(_) => {
+                    return Err(format!(
+                        "cannot listen on unix:{}: a running server (another yurt-ota?) answers \
+                         there; stop it, or give this one another api.listen",
+                        path.display()
+                    ))
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    std::fs::remove_file(path).map_err(fail)?
+                }
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        let l = UnixListener::bind(path).map_err(fail)?;
+        // Read and write for the service's user and group, whatever the umask: device apps
+        // reach the socket by joining the group (the unit sets UMask=0027).
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(fail)?;
+        Ok(Listener::Unix(l, path.to_owned()))
+    }
+
+    pub(super) fn accept(&self) -> io::Result<Stream> {
+        match self {
+            Listener::Tcp(l) => l.accept().map(|(s, _)| Stream::Tcp(s)),
+            Listener::Unix(l, _) => l.accept().map(|(s, _)| Stream::Unix(s)),
+        }
+    }
+
+    /// Wakes a thread blocked in `accept` (which then fails) by shutting the listening socket
+    /// down for reading, through a duplicate of its descriptor. Nothing goes by the socket's
+    /// address, which another process may have taken over.
+    pub(super) fn wake(&self) {
+        let fd: io::Result<OwnedFd> = match self {
+            Listener::Tcp(l) => l.try_clone().map(OwnedFd::from),
+            Listener::Unix(l, _) => l.try_clone().map(OwnedFd::from),
+        };
+        let done = fd.and_then(|fd| UnixStream::from(fd).shutdown(Both::Read));
+        if let Err(e) = done {
+            log::warn!("cannot wake the API's accept thread: {e}");
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! The connection cap, slow and silent clients, eviction, deadlines.
+
+use super::*;
+
+/// Answers `/block` only once `release` is set, so a test can keep connections inside the
+/// handler.
+struct Blocks(std::sync::atomic::AtomicBool);
+
+impl Handler for Blocks {
+    fn handle(&self, req: Request) -> Response {
+        while req.target == "/block" && !self.0.load(Ordering::Relaxed) {
+            thread::sleep(Duration::from_millis(10));
+        }
+        Response::new(200, "text/plain", b"done".to_vec())
+    }
+    fn reject(&self, status: u16, error: &'static str, _: String) -> Response {
+        Response::new(status, "text/plain", error.as_bytes().to_vec())
+    }
+}
+
+fn read_status(s: &mut TcpStream) -> String {
+    let mut r = io::BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    let _ = r.read_line(&mut line);
+    line
+}
+
+#[test]
+fn connections_past_the_cap_get_503_and_stop_frees_the_rest() {
+    static BLOCKS: Blocks = Blocks(std::sync::atomic::AtomicBool::new(false));
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let stop = Shutdown::new();
+    let st = stop.clone();
+    let limits = Limits {
+        max_connections: 2,
+        ..LIMITS
+    };
+    let t = thread::spawn(move || serve(Listener::Tcp(l), limits, &st, &BLOCKS));
+    // Two connections inside the handler: nothing can be evicted, so a third gets 503.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"GET /block HTTP/1.1\r\n\r\n").unwrap();
+        held.push(s);
+    }
+    thread::sleep(Duration::from_millis(200));
+    let out = exchange(port, b"GET / HTTP/1.1\r\n\r\n");
+    assert!(
+        out.starts_with("HTTP/1.1 503") && out.contains("busy"),
+        "{out}"
+    );
+    BLOCKS.0.store(true, Ordering::Relaxed);
+    for s in &mut held {
+        assert!(read_status(s).starts_with("HTTP/1.1 200"));
+    }
+    // Both are idle keep-alive connections now, and a new client takes one's slot.
+    let out = exchange(port, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    // A stop returns promptly although a client still holds an idle keep-alive connection.
+    let started = std::time::Instant::now();
+    stop.trigger();
+    t.join().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn slow_clients_do_not_lock_out_others() {
+    let (port, stop, t) = server(Limits {
+        max_connections: 4,
+        ..LIMITS
+    });
+    // Every slot held by a client that trickles its head a byte at a time.
+    let mut slow: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(b"G").unwrap();
+            s
+        })
+        .collect();
+    let started = Instant::now();
+    for i in 0..10 {
+        for s in &mut slow {
+            let _ = s.write_all(b"E");
+        }
+        let out = exchange(port, b"GET /me HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert!(out.ends_with("GET /me 0"), "request {i}: {out}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    stop.trigger();
+    t.join().unwrap();
+}
+
+#[test]
+fn a_request_trickled_past_the_deadline_gets_408() {
+    let (port, stop, t) = server(LIMITS);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    let mut out = String::new();
+    // A byte every 300 ms never trips the 1 s read timeout, but the 1 s deadline does.
+    for b in b"GET / HTTP/1.1\r\nX: aaaaaaaaaaaaaa" {
+        if s.write_all(&[*b]).is_err() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(300));
+        if started.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    let _ = s.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    stop.trigger();
+    t.join().unwrap();
+}
+
+#[test]
+fn idle_keep_alive_connections_are_closed_first_when_slots_run_out() {
+    let (port, stop, t) = server(Limits {
+        max_connections: 2,
+        ..LIMITS
+    });
+    let mut idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    assert!(read_status(&mut idle).starts_with("HTTP/1.1 200"));
+    // The other slot: a request under way (a partial head), newer than the idle one.
+    let mut busy = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    busy.write_all(b"GET /busy HTTP/1.1\r\n").unwrap();
+    thread::sleep(Duration::from_millis(100));
+    let out = exchange(port, b"GET /new HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert!(out.ends_with("GET /new 0"), "{out}");
+    // The idle one was closed; the one mid-request was kept and completes.
+    idle.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut rest = Vec::new();
+    assert_eq!(idle.read_to_end(&mut rest).unwrap_or(0), 0);
+    busy.write_all(b"Connection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    busy.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    busy.read_to_string(&mut out).unwrap();
+    assert!(out.ends_with("GET /busy 0"), "{out}");
+    stop.trigger();
+    t.join().unwrap();
+}
+
+#[test]
+fn a_silent_connection_gives_up_its_slot_before_a_used_keep_alive_one() {
+    let (port, stop, t) = server(Limits {
+        max_connections: 2,
+        ..LIMITS
+    });
+    let mut used = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    used.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    assert!(read_status(&mut used).starts_with("HTTP/1.1 200"));
+    thread::sleep(Duration::from_millis(50));
+    let mut silent = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    thread::sleep(Duration::from_millis(100));
+    let out = exchange(port, b"GET /new HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert!(out.ends_with("GET /new 0"), "{out}");
+    silent
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    assert_eq!(
+        silent.read(&mut [0u8; 16]).unwrap_or(0),
+        0,
+        "the silent one was closed"
+    );
+    used.write_all(b"GET /again HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    used.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    used.read_to_string(&mut out).unwrap();
+    assert!(out.ends_with("GET /again 0"), "{out}");
+    stop.trigger();
+    t.join().unwrap();
+}
+
+#[test]
+fn silent_half_open_connections_do_not_take_a_real_clients_slot() {
+    let (port, stop, t) = server(Limits {
+        max_connections: 2,
+        ..LIMITS
+    });
+    // Far more silent connections than slots, queued in the backlog too.
+    let silent: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    thread::sleep(Duration::from_millis(100));
+    for i in 0..5 {
+        let out = exchange(port, b"GET /real HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert!(out.ends_with("GET /real 0"), "request {i}: {out}");
+    }
+    drop(silent);
+    stop.trigger();
+    t.join().unwrap();
+}
+
+#[test]
+fn refusing_a_connection_never_stalls_accept() {
+    static BLOCKS: Blocks = Blocks(std::sync::atomic::AtomicBool::new(false));
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let stop = Shutdown::new();
+    let st = stop.clone();
+    let limits = Limits {
+        max_connections: 1,
+        ..LIMITS
+    };
+    let t = thread::spawn(move || serve(Listener::Tcp(l), limits, &st, &BLOCKS));
+    let mut held = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    held.write_all(b"GET /block HTTP/1.1\r\n\r\n").unwrap();
+    thread::sleep(Duration::from_millis(200));
+    // Refused clients that never read nor close: each would hold accept 100 ms if accept
+    // drained them itself, so 50 of them would take 5 s.
+    let started = Instant::now();
+    let mut refused = Vec::new();
+    for _ in 0..50 {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        refused.push(s);
+    }
+    let mut last = refused.pop().unwrap();
+    last.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let line = read_status(&mut last);
+    // Answered (503), or closed unanswered if the refusal thread is behind; never waited on.
+    assert!(
+        line.is_empty() || line.starts_with("HTTP/1.1 503"),
+        "{line}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+    BLOCKS.0.store(true, Ordering::Relaxed);
+    stop.trigger();
+    t.join().unwrap();
+}
