@@ -38,19 +38,22 @@ fn main() {
     };
     let served: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(served["items"].as_array().unwrap().len(), PODS);
-    let rss_idle = rss_kib(agent.id());
+    // The poll thread, the decision loop, the API's accept and refusal threads, …: the count
+    // to come back to after each load (connection threads end when their client closes).
+    let threads = common::thread_count(agent.id());
+    let rss_idle = common::settled_rss_kib(agent.id(), threads);
 
     let bare = serve(body.clone(), 4, false);
     let bare_nodelay = serve(body.clone(), 4, true);
     let a = load(api_port, body.len());
     let b = load(bare_nodelay, body.len());
     let c = load(bare, body.len());
-    let rss = rss_kib(agent.id());
+    let rss = common::settled_rss_kib(agent.id(), threads);
     // Memory stays flat: 90,000 more requests, the same 4 clients.
     for _ in 0..9 {
         load(api_port, body.len());
     }
-    let rss_100k = rss_kib(agent.id());
+    let rss_100k = common::settled_rss_kib(agent.id(), threads);
     let _ = agent.kill();
     let _ = agent.wait();
 
@@ -212,13 +215,4 @@ fn serve(body: Vec<u8>, workers: usize, nodelay: bool) -> u16 {
 fn pod_list() -> Vec<u8> {
     let items = common::fixture_pods(PODS);
     serde_json::to_vec(&serde_json::json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items})).unwrap()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap()
 }

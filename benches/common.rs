@@ -49,9 +49,36 @@ pub fn start_agent(dir: &Path, config: &str) -> (Child, u16) {
     let child = Command::new(bin)
         .args(["run", "--config"])
         .arg(&cfg)
-        .env("YURT_OTA_LOG", "warn")
+        // YURT_OTA_BENCH_LOG=debug: the agent's own timings of each step (on stderr).
+        .env(
+            "YURT_OTA_LOG",
+            std::env::var("YURT_OTA_BENCH_LOG").unwrap_or("warn".into()),
+        )
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
     (child, port)
+}
+
+/// The agent's `VmRSS` in KiB once it is back to `threads` threads (at most 5 s): the thread
+/// of a connection a client just closed ends a moment later, and until then its stack and its
+/// buffers count. Read at once, two readings taken after the same load differ by a thread or
+/// two still ending (16 KiB of stack each, and their heap), which is not growth.
+#[allow(dead_code)] // not every benchmark reads memory
+pub fn settled_rss_kib(pid: u32, threads: usize) -> u64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while thread_count(pid) > threads && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[allow(dead_code)]
+pub fn thread_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
 }

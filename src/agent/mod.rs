@@ -13,6 +13,7 @@ use crate::systemd::Notifier;
 use crate::upstream::{Upstream, UpstreamError};
 
 mod act;
+mod upgrade;
 
 pub use crate::shared::{Control, Health, Outcome, Shared, PULL_RETRY};
 pub use act::Actor;
@@ -168,6 +169,9 @@ pub struct Autopilot {
     /// The poller does the slow re-read (`Poller::with_reread`): this loop's own is only a
     /// backstop for a stuck poller.
     reread_by_poller: bool,
+    /// How long after its deadline the loop woke last (0 when woken early by the bell): with
+    /// the time each step of an upgrade takes, logged at debug level.
+    woke_late: Duration,
 }
 
 impl Autopilot {
@@ -181,6 +185,7 @@ impl Autopilot {
             poll_timeout: Duration::from_secs(5),
             watched: false,
             reread_by_poller: false,
+            woke_late: Duration::ZERO,
         }
     }
 
@@ -231,6 +236,7 @@ impl Autopilot {
 
     /// One cycle; returns how long to wait before the next.
     pub fn tick(&mut self) -> Duration {
+        let woke = Instant::now();
         let c = self.control.clone();
         c.gates.check();
         // While the state cannot be written, try again (throttled by the store): the agent
@@ -261,6 +267,14 @@ impl Autopilot {
         let snap = self.shared.snapshot();
         let decision = c.decide(snap.as_ref().map(|s| s.pods.as_slice()));
         for action in &decision.actions {
+            if let Action::Upgrade { pod, .. } = action {
+                log::debug!(
+                    "upgrade {} decided {:.2} ms after waking, {:.2} ms after the deadline",
+                    pod.key(),
+                    woke.elapsed().as_secs_f64() * 1000.0,
+                    self.woke_late.as_secs_f64() * 1000.0
+                );
+            }
             self.actor.act(action, snap.as_deref());
         }
         if let Some(snap) = &snap {
@@ -292,6 +306,18 @@ impl Autopilot {
         } else {
             c.policy.gate_check_interval
         };
+        // Halfway through `stable_for`, with pods waiting on it, what is pending (the gate's
+        // opening, at least) is written: a state file that cannot be written is found now, and
+        // the upgrade waits (SPEC 6), rather than after a call whose intent went into its own
+        // record (`state::intent`). At most one write per half `stable_for`, off the path from
+        // the gates turning stable to the call.
+        if let Some(left) = (decision.blockers.stable_in).filter(|_| !decision.waiting.is_empty()) {
+            let half = c.policy.stable_for / 2;
+            match left.checked_sub(half).filter(|d| !d.is_zero()) {
+                Some(until_half) => next = next.min(until_half),
+                None => c.store.flush(),
+            }
+        }
         let pull_retry = (c.pulls().iter())
             .filter_map(|(_, at)| at.map(|at| at.saturating_duration_since(now)))
             .min();
@@ -339,10 +365,12 @@ impl Autopilot {
         }
         loop {
             let next = self.tick();
+            let due = Instant::now() + next;
             if bell.wait(next) || stop.is_triggered() {
                 self.control.store.flush();
                 return;
             }
+            self.woke_late = Instant::now().saturating_duration_since(due);
         }
     }
 }
@@ -418,33 +446,11 @@ pub fn status_line(d: &Decision, snap: Option<&Snapshot>, shared: &Shared, c: &C
 mod tests {
     use super::*;
     use crate::testing::fixture;
-    use crate::upstream::Relay;
-    use std::sync::Mutex;
-
-    /// An upstream whose pod list a test sets.
-    struct Fixed(Mutex<Result<Vec<u8>, UpstreamError>>);
-
-    impl Upstream for Fixed {
-        fn list_pods(&self) -> Result<Vec<u8>, UpstreamError> {
-            self.0.lock().unwrap().clone()
-        }
-        fn upgrade(&self, _: &str, _: &str) -> Result<Relay, UpstreamError> {
-            unreachable!("the poller never upgrades")
-        }
-        fn imagepull(&self, _: &str, _: &str) -> Result<Relay, UpstreamError> {
-            unreachable!("the poller never pulls")
-        }
-        fn kind(&self) -> &'static str {
-            "test"
-        }
-        fn url(&self) -> &str {
-            "test://"
-        }
-    }
+    use crate::upstream::testing::Fake;
 
     #[test]
     fn the_snapshot_is_rebuilt_once_per_change_not_per_poll() {
-        let upstream = Arc::new(Fixed(Mutex::new(Ok(fixture("1.33")))));
+        let upstream = Arc::new(Fake::listing(fixture("1.33")));
         let shared = Arc::new(Shared::new(Duration::from_secs(5)));
         let mut poller = Poller::new(upstream.clone(), shared.clone());
         poller.poll_once();
@@ -460,7 +466,7 @@ mod tests {
             "but the poll counts as a success"
         );
 
-        *upstream.0.lock().unwrap() = Err(UpstreamError::Connect("refused".into()));
+        upstream.set_pods(Err(UpstreamError::Connect("refused".into())));
         poller.poll_once();
         assert!(
             Arc::ptr_eq(&first, &shared.snapshot().unwrap()),
@@ -468,7 +474,7 @@ mod tests {
         );
         assert_eq!(shared.health().consecutive_failures, 1);
 
-        *upstream.0.lock().unwrap() = Ok(fixture("1.36"));
+        upstream.set_pods(Ok(fixture("1.36")));
         poller.poll_once();
         let next = shared.snapshot().unwrap();
         assert!(!Arc::ptr_eq(&first, &next));
@@ -486,27 +492,7 @@ mod deadline_tests {
     use crate::config::Settings;
     use crate::gate::Gates;
     use crate::state::{Backoff, Hold, Store};
-    use crate::upstream::Relay;
-
-    struct Never;
-
-    impl Upstream for Never {
-        fn list_pods(&self) -> Result<Vec<u8>, UpstreamError> {
-            Err(UpstreamError::Connect("no".into()))
-        }
-        fn upgrade(&self, _: &str, _: &str) -> Result<Relay, UpstreamError> {
-            unreachable!()
-        }
-        fn imagepull(&self, _: &str, _: &str) -> Result<Relay, UpstreamError> {
-            unreachable!()
-        }
-        fn kind(&self) -> &'static str {
-            "test"
-        }
-        fn url(&self) -> &str {
-            "test://"
-        }
-    }
+    use crate::upstream::testing::Fake;
 
     /// Idle, the loop sleeps until the earliest deadline the policy names (a backoff, then a
     /// hold's expiry), else until the slow re-read; never on a fixed tick.
@@ -535,7 +521,7 @@ mod deadline_tests {
             });
         });
         let shared = Arc::new(Shared::new(Duration::from_secs(5)));
-        let mut a = Autopilot::new(Arc::new(Never), shared, control.clone());
+        let mut a = Autopilot::new(Arc::new(Fake::default()), shared, control.clone());
         a.watched = true;
         let near = |d: Duration, want: u64| {
             let want = Duration::from_secs(want);

@@ -7,6 +7,8 @@ use std::fmt;
 
 pub mod apiserver;
 pub mod sim;
+#[cfg(test)]
+pub mod testing;
 pub mod yurthub;
 
 /// Upstream bodies above this are refused (a YurtHub pod list for 110 pods is about 1 MiB).

@@ -1,0 +1,446 @@
+//! The upgrade step of the act: a fleet slot, the intent on disk, the gates re-read at the moment
+//! of action (SPEC 5), the call, and what its answer means for the state.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use super::act::Actor;
+use crate::gate::Purpose;
+use crate::policy::{self, Target};
+use crate::shared::Outcome;
+use crate::snapshot::Snapshot;
+use crate::state::{self, Backoff, InFlight, Parked};
+use crate::upstream::excerpt;
+
+/// Backoff after a 5xx or no answer: 5 s, doubling, at most 5 minutes.
+const BACKOFF_FIRST: Duration = Duration::from_secs(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+impl Actor {
+    /// Takes a fleet slot if the pod's DaemonSet has a budget, records the intent, re-reads
+    /// the gates, and only then calls the upstream (SPEC 5 and 6b). A slot is given back at
+    /// once when the call is not made or not accepted.
+    pub(super) fn upgrade(
+        &self,
+        pod: &Target,
+        force: bool,
+        slot: Option<&str>,
+        snap: Option<&Snapshot>,
+    ) {
+        let c = &self.control;
+        let key = pod.key();
+        let started = SystemTime::now();
+        let t0 = Instant::now();
+        let leases = self.upstream.leases();
+        if let Some(ds) = slot {
+            if let Err(e) = c.fleet.take(leases, ds, started) {
+                log::debug!("not upgrading {key} yet: fleet budget: {e}");
+                return;
+            }
+        }
+        let release = |why: &str| {
+            if let Some(ds) = slot {
+                c.fleet.release(leases, ds, why);
+            }
+        };
+        // Persisted first: after a crash in the call, the restarted agent does not call again.
+        // No call without it on disk, and never a second entry for one uid.
+        let intent = c.store.intend(InFlight {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            uid: pod.uid.clone(),
+            owner_uid: pod.owner_uid.clone(),
+            started_ms: state::unix_ms(started),
+            accepted: false,
+        });
+        match intent {
+            Ok(true) => {}
+            Ok(false) => {
+                log::warn!(
+                    "not upgrading {key}: an upgrade of its uid {} is already in flight",
+                    pod.uid
+                );
+                return;
+            }
+            Err(e) => {
+                log::warn!(
+                    "not upgrading {key}: the intent cannot be written first ({e}); upgrades pause until it can"
+                );
+                release("the intent could not be written");
+                return;
+            }
+        }
+        let t_intent = t0.elapsed();
+        // The moment of action (SPEC section 5): every upgrade gate read afresh, and holds.
+        let mut closed = c.gates.recheck(Purpose::Upgrade, force);
+        if !force {
+            let now_ms = state::unix_ms(SystemTime::now());
+            c.store.read(|s| {
+                closed.extend(s.active_holds(now_ms).map(|h| format!("hold:{}", h.name)))
+            });
+        }
+        if !closed.is_empty() {
+            let msg = format!(
+                "not upgrading {key}: {} closed at the moment of action",
+                closed.join(", ")
+            );
+            log::info!("{msg}");
+            c.store.update(|s| {
+                s.in_flight.retain(|f| f.uid != pod.uid);
+                s.event(SystemTime::now(), "upgrade_held_back", Some(&key), msg);
+            });
+            release("a gate read closed at the moment of action");
+            return;
+        }
+        let t_recheck = t0.elapsed();
+        let result = self.upstream.upgrade(&pod.namespace, &pod.name);
+        log::debug!(
+            "upgrade {key}: intent durable after {:.2} ms, gates re-read after {:.2} ms, answer after {:.2} ms",
+            ms(t_intent),
+            ms(t_recheck),
+            ms(t0.elapsed())
+        );
+        let status = result.as_ref().map_or(0, |r| r.status);
+        self.shared.metrics.upstream_call("upgrade", status);
+        let detail = match &result {
+            Ok(r) => format!("{} {}", r.status, excerpt(&r.body)),
+            Err(e) => e.to_string(),
+        };
+        self.shared.record_outcome(Outcome {
+            pod: key.clone(),
+            at: SystemTime::now(),
+            status,
+            detail: detail.clone(),
+        });
+        let wall = SystemTime::now();
+        match status {
+            200..=299 => {
+                self.shared.metrics.upgrade("started");
+                log::info!("upgrade {key} started: upstream answered {detail}");
+                c.store.update(|s| {
+                    if let Some(f) = s.in_flight.iter_mut().find(|f| f.uid == pod.uid) {
+                        f.accepted = true;
+                    }
+                    s.backoff.retain(|b| b.uid != pod.uid);
+                    s.event(wall, "upgrade_started", Some(&key), detail);
+                });
+            }
+            400..=499 => {
+                self.shared.metrics.upgrade("refused");
+                log::warn!("upgrade {key} refused: upstream answered {detail}; parked until its conditions change");
+                let fingerprint = snap
+                    .and_then(|s| s.pods.iter().find(|p| p.metadata.uid == pod.uid))
+                    .map_or(0, policy::fingerprint);
+                c.store.update(|s| {
+                    s.in_flight.retain(|f| f.uid != pod.uid);
+                    s.parked.retain(|p| p.uid != pod.uid);
+                    s.parked.push(Parked {
+                        uid: pod.uid.clone(),
+                        key: key.clone(),
+                        fingerprint,
+                        detail: detail.clone(),
+                    });
+                    s.event(wall, "upgrade_refused", Some(&key), detail);
+                });
+                release("the upstream refused the upgrade");
+            }
+            _ => {
+                self.shared.metrics.upgrade("error");
+                c.store.update(|s| {
+                    s.in_flight.retain(|f| f.uid != pod.uid);
+                    let attempts = s
+                        .backoff
+                        .iter()
+                        .find(|b| b.uid == pod.uid)
+                        .map_or(0, |b| b.attempts)
+                        + 1;
+                    let wait = BACKOFF_FIRST
+                        .saturating_mul(1 << (attempts - 1).min(16))
+                        .min(BACKOFF_MAX);
+                    log::warn!(
+                        "upgrade {key} failed: {detail}; retrying in {}s (attempt {attempts})",
+                        wait.as_secs()
+                    );
+                    s.backoff.retain(|b| b.uid != pod.uid);
+                    s.backoff.push(Backoff {
+                        uid: pod.uid.clone(),
+                        key: key.clone(),
+                        attempts,
+                        retry_ms: state::unix_ms(wall + wait),
+                        detail: detail.clone(),
+                    });
+                    s.event(wall, "upgrade_error", Some(&key), detail);
+                });
+                release("the upgrade call failed");
+            }
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{FileOpen, GateKind, GateSettings, Settings};
+    use crate::fleet::testing::Store as Leases;
+    use crate::fleet::{DaemonSetInfo, Slots};
+    use crate::policy::Action;
+    use crate::shared::{Control, Shared};
+    use crate::state::Store;
+    use crate::upstream::testing::Fake;
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    const DS: &str = "ds-uid";
+    const LEASE: &str = "yurt-ota-gw-0";
+
+    /// An apiserver-like upstream: one DaemonSet `fleet/gw` with a budget of 1 and the Lease
+    /// store; upgrade calls go into the store's log, so the order of everything is one list.
+    fn fake(leases: &Arc<Leases>, status: u16) -> Arc<Fake> {
+        Arc::new(Fake {
+            status,
+            daemonsets: vec![DaemonSetInfo {
+                uid: DS.into(),
+                namespace: "fleet".into(),
+                name: "gw".into(),
+                strategy: Some("AdvancedRollingUpdate".into()),
+                max_unavailable: Some("1".into()),
+                desired_number_scheduled: 5,
+            }],
+            leases: Some((leases.clone(), "node-a")),
+            ..Fake::default()
+        })
+    }
+
+    struct Rig {
+        actor: Actor,
+        control: Arc<Control>,
+        leases: Arc<Leases>,
+        gate: PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    /// A safety file gate (open), an in-memory state, the fake upstream answering `status`.
+    fn rig(status: u16, store: Store) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = dir.path().join("stopped");
+        std::fs::write(&gate, "").unwrap();
+        let gates = crate::gate::Gates::from_settings(&[GateSettings {
+            name: "stopped".into(),
+            safety: true,
+            upgrade: true,
+            pull: false,
+            kind: GateKind::File {
+                path: gate.clone(),
+                open_when: FileOpen::Exists,
+                max_age: None,
+            },
+        }]);
+        gates.check();
+        let control = Arc::new(Control::new(gates, store, Settings::default().policy));
+        let leases = Arc::new(Leases::default());
+        let upstream = fake(&leases, status);
+        let shared = Arc::new(Shared::new(Duration::from_secs(5)));
+        let actor = Actor::new(upstream, shared, control.clone());
+        Rig {
+            actor,
+            control,
+            leases,
+            gate,
+            _dir: dir,
+        }
+    }
+
+    fn upgrade() -> Action {
+        Action::Upgrade {
+            pod: Target {
+                namespace: "fleet".into(),
+                name: "gw-abcde".into(),
+                uid: "pod-uid".into(),
+                owner_uid: DS.into(),
+            },
+            force: false,
+            slot: Some(DS.into()),
+        }
+    }
+
+    impl Rig {
+        fn ops(&self) -> Vec<String> {
+            std::mem::take(&mut *self.leases.ops.lock().unwrap())
+        }
+        fn in_flight(&self) -> usize {
+            self.control.store.read(|s| s.in_flight.len())
+        }
+    }
+
+    #[test]
+    fn a_slot_is_taken_before_the_re_read_and_the_call_and_released_once_ready() {
+        let r = rig(200, Store::in_memory());
+        r.actor.fleet_tick();
+        r.ops(); // the look for a slot held from before a restart
+                 // The gate file is read at the re-read: it must still be there after the slot write.
+        let gate = r.gate.clone();
+        *r.leases.on_write.lock().unwrap() = Some(Box::new(move || {
+            assert!(gate.exists(), "the gate was not touched")
+        }));
+        r.actor.act(&upgrade(), None);
+        assert_eq!(
+            r.ops(),
+            vec![
+                "list fleet".to_owned(),
+                format!("create {LEASE} node-a"),
+                "upgrade fleet/gw-abcde".into()
+            ]
+        );
+        assert_eq!(r.leases.holder(LEASE).as_deref(), Some("node-a"));
+        assert_eq!(r.in_flight(), 1);
+        // In flight: renewed when due, not before.
+        r.actor.fleet_tick();
+        assert!(r.ops().is_empty(), "not due yet");
+        r.control.fleet.age_held();
+        r.actor.fleet_tick();
+        assert_eq!(r.ops(), vec![format!("update {LEASE} node-a")]);
+        // The apiserver unreachable: one try, then not at every tick.
+        r.leases
+            .down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        r.control.fleet.age_held();
+        r.actor.fleet_tick();
+        r.actor.fleet_tick();
+        assert_eq!(r.ops(), vec![format!("update {LEASE} node-a")], "throttled");
+        assert!(r.control.fleet.holds(DS), "kept: it may come back");
+        r.leases
+            .down
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        // Ready: released.
+        r.actor.act(
+            &Action::Finished {
+                uid: "pod-uid".into(),
+                replacement: "fleet/gw-fghij".into(),
+            },
+            None,
+        );
+        assert_eq!(r.ops(), vec![format!("update {LEASE} -")]);
+        assert_eq!(r.leases.holder(LEASE), None);
+        assert!(!r.control.fleet.holds(DS));
+    }
+
+    #[test]
+    fn a_gate_that_reads_closed_at_the_re_read_releases_the_slot_at_once() {
+        let r = rig(200, Store::in_memory());
+        r.actor.fleet_tick();
+        r.ops();
+        // The gate closes while the slot is being taken: the re-read after it sees it closed.
+        let gate = r.gate.clone();
+        *r.leases.on_write.lock().unwrap() = Some(Box::new(move || {
+            let _ = std::fs::remove_file(&gate);
+        }));
+        r.actor.act(&upgrade(), None);
+        assert_eq!(
+            r.ops(),
+            vec![
+                "list fleet".to_owned(),
+                format!("create {LEASE} node-a"),
+                format!("update {LEASE} -"),
+            ],
+            "taken, then released at once; no upgrade call"
+        );
+        assert_eq!(r.leases.holder(LEASE), None);
+        assert_eq!(r.in_flight(), 0);
+        let events = r.control.store.read(|s| s.events.clone());
+        assert_eq!(events[0].kind, "upgrade_held_back");
+    }
+
+    #[test]
+    fn a_full_budget_makes_no_call_and_the_policy_names_the_holder() {
+        let r = rig(200, Store::in_memory());
+        Slots {
+            leases: &*r.leases,
+            holder: "node-x",
+            duration: Duration::from_secs(60),
+            skew: Duration::from_secs(5),
+        }
+        .acquire("fleet", "gw", 1, SystemTime::now())
+        .unwrap();
+        r.actor.fleet_tick();
+        r.ops();
+        r.actor.act(&upgrade(), None);
+        assert_eq!(r.ops(), vec!["list fleet".to_owned()], "no write, no call");
+        assert_eq!(r.in_flight(), 0);
+        assert_eq!(
+            r.control.fleet.view()[DS].slots,
+            crate::fleet::SlotView::Full {
+                holders: vec!["node-x".into()],
+                retry_ms: match &r.control.fleet.view()[DS].slots {
+                    crate::fleet::SlotView::Full { retry_ms, .. } => *retry_ms,
+                    other => panic!("{other:?}"),
+                }
+            }
+        );
+    }
+
+    #[test]
+    fn a_daemonset_gone_since_the_decision_gets_no_call() {
+        let r = rig(200, Store::in_memory());
+        r.actor.act(&upgrade(), None); // no fleet_tick: its DaemonSet is not known
+        assert!(r.ops().is_empty(), "no Lease call, no upgrade call");
+        assert_eq!(r.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_refused_or_failed_call_releases_the_slot() {
+        for status in [403, 500] {
+            let r = rig(status, Store::in_memory());
+            r.actor.fleet_tick();
+            r.actor.act(&upgrade(), None);
+            assert_eq!(r.leases.holder(LEASE), None, "{status}");
+            assert_eq!(r.in_flight(), 0);
+            assert!(r.ops().contains(&format!("update {LEASE} -")));
+        }
+    }
+
+    #[test]
+    fn a_restart_resumes_a_slot_in_use_and_releases_one_not_in_use() {
+        // Before the restart: node-a took the slot and its upgrade is in flight.
+        let dir = tempfile::tempdir().unwrap();
+        let before = rig(200, Store::open(dir.path()));
+        before.actor.fleet_tick();
+        before.actor.act(&upgrade(), None);
+        assert_eq!(before.leases.holder(LEASE).as_deref(), Some("node-a"));
+        let leases = before.leases.clone();
+        drop(before);
+
+        // After: the same state file, the same apiserver.
+        let mut after = rig(200, Store::open(dir.path()));
+        after.leases = leases.clone();
+        let upstream = fake(&leases, 200);
+        let after_actor = Actor::new(
+            upstream,
+            Arc::new(Shared::new(Duration::from_secs(5))),
+            after.control.clone(),
+        );
+        after.ops();
+        after_actor.fleet_tick();
+        assert_eq!(
+            after.ops(),
+            vec!["list fleet".to_owned(), format!("update {LEASE} node-a")],
+            "found and renewed at once"
+        );
+        assert!(after.control.fleet.holds(DS));
+        assert_eq!(leases.holder(LEASE).as_deref(), Some("node-a"));
+
+        // Another restart with no upgrade in flight (the state lost it): released, not leaked.
+        let fresh = rig(200, Store::in_memory());
+        let upstream = fake(&leases, 200);
+        let actor = Actor::new(
+            upstream,
+            Arc::new(Shared::new(Duration::from_secs(5))),
+            fresh.control.clone(),
+        );
+        actor.fleet_tick();
+        assert_eq!(leases.holder(LEASE), None);
+        assert!(!fresh.control.fleet.holds(DS));
+    }
+}

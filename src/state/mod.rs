@@ -1,0 +1,177 @@
+//! What survives a restart (SPEC section 6): upgrades in flight, the queue, holds, the circuit
+//! breaker, parked and backed-off pods, and a bounded event log, in one JSON file in
+//! `state.dir` (`state.json`); and the intent of the latest upgrade call, in a record of its own
+//! (`intent`, see `intent`).
+//!
+//! `state.json` is written atomically: a temp file in the same directory, fsync, rename, fsync
+//! of the directory. A file that cannot be parsed is set aside (renamed, never deleted) with a
+//! warning, and the agent starts fresh rather than crash-looping on it.
+
+use std::collections::VecDeque;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+mod disk;
+mod intent;
+mod store;
+#[cfg(test)]
+mod tests;
+
+pub use store::{Store, Unavailable, RETRY_EVERY};
+
+/// The event log keeps this many, newest first.
+pub const MAX_EVENTS: usize = 256;
+/// At most this many holds at once: each one is rewritten with every state change.
+pub const MAX_HOLDS: usize = 64;
+/// A hold's reason is at most this many bytes.
+pub const MAX_REASON: usize = 1024;
+/// A state file over this is set aside at start without being read whole, and a state that
+/// would serialize larger is not written. Holds, queue, parked and backed-off pods of a node
+/// (110 pods by default) and 256 events stay far below it.
+pub const MAX_FILE: u64 = 4 << 20;
+const FILE: &str = "state.json";
+
+/// Milliseconds since the Unix epoch: persisted times are wall-clock times.
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub fn from_unix_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + std::time::Duration::from_millis(ms)
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct State {
+    pub in_flight: Vec<InFlight>,
+    pub queue: Vec<Queued>,
+    pub holds: Vec<Hold>,
+    pub breaker: Option<Breaker>,
+    pub parked: Vec<Parked>,
+    pub backoff: Vec<Backoff>,
+    /// Since when each pod has needed upgrade (`policy.max_defer`): one entry per uid, only
+    /// for pods that need upgrade now, at most `MAX_OUTDATED`.
+    pub outdated: Vec<Outdated>,
+    /// Newest first.
+    pub events: VecDeque<Event>,
+    /// The sequence number of the newest intent record (`intent`) this state includes: a
+    /// record with a higher one was written after this state, and is taken in at start.
+    pub intent_seq: u64,
+}
+
+/// At most this many "needs upgrade since" entries (a node runs 110 pods by default); past it,
+/// new ones are not tracked (their deferral does not run) and this is logged.
+pub const MAX_OUTDATED: usize = 2048;
+
+/// A pod first seen needing upgrade at `since_ms`, by its uid: a replacement is a new pod.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outdated {
+    pub uid: String,
+    pub key: String,
+    pub since_ms: u64,
+    /// Its deferral ran out, and that was logged and put in the event log (once).
+    #[serde(default)]
+    pub expired: bool,
+}
+
+/// An upgrade call that was (or was about to be) sent: the pod is not called again while this
+/// exists, across restarts too.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InFlight {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// The DaemonSet's uid: its next pod is the replacement.
+    pub owner_uid: String,
+    pub started_ms: u64,
+    /// The upstream accepted the call (2xx). False while the call is under way.
+    pub accepted: bool,
+}
+
+/// A pod an app or operator asked to upgrade when the gates allow (`?when=idle`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Queued {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub at_ms: u64,
+    /// Asked with `?force=true`: holds and convenience gates do not apply.
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hold {
+    pub name: String,
+    pub reason: String,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Breaker {
+    pub tripped_ms: u64,
+    pub reason: String,
+}
+
+/// A pod the upstream refused (4xx): not tried again until its conditions change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Parked {
+    pub uid: String,
+    pub key: String,
+    pub fingerprint: u64,
+    pub detail: String,
+}
+
+/// A pod whose upgrade call failed with 5xx or no answer: retried after `retry_ms`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Backoff {
+    pub uid: String,
+    pub key: String,
+    pub attempts: u32,
+    pub retry_ms: u64,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub at_ms: u64,
+    /// A stable word: upgrade_started, upgrade_finished, upgrade_failed, gate_open, …
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    pub message: String,
+}
+
+impl State {
+    pub fn event(&mut self, at: SystemTime, kind: &str, pod: Option<&str>, message: String) {
+        if self.events.len() >= MAX_EVENTS {
+            self.events.pop_back();
+        }
+        self.events.push_front(Event {
+            at_ms: unix_ms(at),
+            kind: kind.to_owned(),
+            pod: pod.map(str::to_owned),
+            message,
+        });
+    }
+
+    /// Holds that have not expired at `now_ms`.
+    pub fn active_holds(&self, now_ms: u64) -> impl Iterator<Item = &Hold> {
+        self.holds.iter().filter(move |h| h.expires_ms > now_ms)
+    }
+
+    /// Sets (or replaces) a hold. A new name past `MAX_HOLDS` active holds is refused with the
+    /// reason. (Expired ones leave with the next tick, which logs them.)
+    pub fn set_hold(&mut self, hold: Hold, now_ms: u64) -> Result<(), String> {
+        self.holds.retain(|h| h.name != hold.name);
+        if self.active_holds(now_ms).count() >= MAX_HOLDS {
+            return Err(format!(
+                "{MAX_HOLDS} holds are active, the most this agent keeps; release one (DELETE /v1/holds/NAME) or reuse a name"
+            ));
+        }
+        self.holds.push(hold);
+        Ok(())
+    }
+}
