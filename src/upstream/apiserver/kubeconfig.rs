@@ -7,7 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
-use yaml_rust2::{Yaml, YamlLoader};
+use serde_json::Value;
+
+mod yaml;
 
 /// Bytes given inline (`*-data`, base64-decoded) or a file to read (relative paths resolved
 /// against the kubeconfig's directory, as kubectl does).
@@ -79,10 +81,8 @@ pub fn load(path: &Path) -> Result<Target, String> {
 
 pub fn parse(text: &str, file: &Path) -> Result<Target, String> {
     let f = file.display();
-    let docs = YamlLoader::load_from_str(text).map_err(|e| format!("{f}: not YAML: {e}"))?;
-    let doc = docs
-        .into_iter()
-        .next()
+    let doc = yaml::parse(text)
+        .map_err(|e| format!("{f}: line {}: {}", e.line, e.msg))?
         .ok_or_else(|| format!("{f}: empty file"))?;
     let base = file.parent().unwrap_or(Path::new("."));
     let ctx_name = str_at(&doc, "current-context", file)?
@@ -93,7 +93,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Target, String> {
     let user_name = str_at(context, "user", file)?;
     let cluster = named(&doc, "clusters", "cluster", cluster_name, file)?;
     for key in ["insecure-skip-tls-verify", "proxy-url", "tls-server-name"] {
-        if !cluster[key].is_badvalue() && cluster[key] != Yaml::Boolean(false) {
+        if !cluster[key].is_null() && cluster[key] != Value::Bool(false) {
             return Err(format!(
                 "{f}: clusters[{cluster_name}].cluster.{key}: not supported by yurt-ota"
             ));
@@ -123,7 +123,7 @@ pub fn check_server(s: &str) -> Result<String, String> {
     Ok(format!("https://{rest}"))
 }
 
-fn user(u: &Yaml, name: &str, base: &Path, file: &Path) -> Result<Auth, String> {
+fn user(u: &Value, name: &str, base: &Path, file: &Path) -> Result<Auth, String> {
     let f = file.display();
     for key in [
         "exec",
@@ -134,7 +134,7 @@ fn user(u: &Yaml, name: &str, base: &Path, file: &Path) -> Result<Auth, String> 
         "as-groups",
         "impersonate",
     ] {
-        if !u[key].is_badvalue() && !u[key].is_null() {
+        if !u[key].is_null() {
             return Err(format!(
                 "{f}: users[{name}].user.{key}: not supported by yurt-ota (use a token, tokenFile, or client-certificate and client-key)"
             ));
@@ -166,7 +166,7 @@ fn user(u: &Yaml, name: &str, base: &Path, file: &Path) -> Result<Auth, String> 
 }
 
 /// `KEY` (a path) or `KEY-data` (base64).
-fn source(node: &Yaml, key: &str, base: &Path, file: &Path) -> Result<Option<Source>, String> {
+fn source(node: &Value, key: &str, base: &Path, file: &Path) -> Result<Option<Source>, String> {
     let data_key = format!("{key}-data");
     if let Some(d) = str_at(node, &data_key, file)?.filter(|d| !d.is_empty()) {
         let bytes =
@@ -178,32 +178,32 @@ fn source(node: &Yaml, key: &str, base: &Path, file: &Path) -> Result<Option<Sou
         .map(|p| Source::File(base.join(p))))
 }
 
-fn str_at<'a>(node: &'a Yaml, key: &str, file: &Path) -> Result<Option<&'a str>, String> {
+fn str_at<'a>(node: &'a Value, key: &str, file: &Path) -> Result<Option<&'a str>, String> {
     match &node[key] {
-        Yaml::BadValue | Yaml::Null => Ok(None),
-        Yaml::String(s) => Ok(Some(s)),
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s)),
         _ => Err(format!("{}: {key}: expected a string", file.display())),
     }
 }
 
 /// The `inner` map of the entry named `name` in the list `list`.
 fn named<'a>(
-    doc: &'a Yaml,
+    doc: &'a Value,
     list: &str,
     inner: &str,
     name: &str,
     file: &Path,
-) -> Result<&'a Yaml, String> {
+) -> Result<&'a Value, String> {
     let f = file.display();
     let entries = doc[list]
-        .as_vec()
+        .as_array()
         .ok_or_else(|| format!("{f}: {list}: missing or not a list"))?;
     let entry = entries
         .iter()
         .find(|e| e["name"].as_str() == Some(name))
         .ok_or_else(|| format!("{f}: {list}: no entry named {name:?}"))?;
     let v = &entry[inner];
-    if v.as_hash().is_none() {
+    if !v.is_object() {
         return Err(format!("{f}: {list}[{name}].{inner}: missing or not a map"));
     }
     Ok(v)
@@ -387,7 +387,8 @@ users:
         assert!(parse(&nocontext, p())
             .unwrap_err()
             .contains("no entry named \"other\""));
-        assert!(parse("{{{", p()).unwrap_err().contains("not YAML"));
+        let e = parse("{{{", p()).unwrap_err();
+        assert!(e.contains("kubeconfig: line 1: not YAML"), "{e}");
     }
 
     #[test]
