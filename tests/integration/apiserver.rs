@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use yurt_ota::sim::apiserver::server::{self, Config, Handle};
+use yurt_ota::sim::apiserver::server::Handle;
 use yurt_ota::sim::apiserver::Options;
 
 use crate::util::*;
@@ -19,26 +19,17 @@ fn stand_in() -> (Handle, tempfile::TempDir) {
 }
 
 fn stand_in_with(openyurt: bool) -> (Handle, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        control: "127.0.0.1:0".parse().unwrap(),
-        dir: dir.path().to_owned(),
-        token: None,
-        sans: Vec::new(),
-        bookmark_interval: Duration::from_millis(500),
-        options: Options {
-            nodes: vec![NODE.into()],
-            grace: Duration::from_millis(100),
-            recreate_delay: Duration::from_millis(200),
-            ready_delay: Duration::from_millis(200),
-            observe_delay: Duration::from_millis(100),
-            pull_delay: Duration::from_millis(200),
-            openyurt,
-            ..Options::default()
-        },
+    let options = Options {
+        nodes: vec![NODE.into()],
+        grace: Duration::from_millis(100),
+        recreate_delay: Duration::from_millis(200),
+        ready_delay: Duration::from_millis(200),
+        observe_delay: Duration::from_millis(100),
+        pull_delay: Duration::from_millis(200),
+        openyurt,
+        ..Options::default()
     };
-    (server::start(cfg).unwrap(), dir)
+    apisim_start(Duration::from_millis(500), options, |_| {})
 }
 
 fn config(kubeconfig: &Path, detect: &str, extra: &str) -> String {

@@ -6,34 +6,24 @@ use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use yurt_ota::sim::apiserver::server::{self, Config, Handle};
+use yurt_ota::sim::apiserver::server::{Config, Handle};
 use yurt_ota::sim::apiserver::Options;
 
-use crate::util::{apisim_agent, ApiClient};
+use crate::util::{apisim_agent, apisim_nodes, apisim_start, ApiClient};
 
 pub(crate) const WATCH_FIXTURE: &str = "kind-v1.36-kube-system-pods-watch-initial-events.jsonl";
 
 pub(crate) fn start_with(nodes: usize, f: impl FnOnce(&mut Config)) -> (Handle, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        control: "127.0.0.1:0".parse().unwrap(),
-        dir: dir.path().to_owned(),
-        token: None,
-        sans: Vec::new(),
-        bookmark_interval: Duration::from_millis(300),
-        options: Options {
-            nodes: (1..=nodes).map(|i| format!("edge-node-{i}")).collect(),
-            grace: Duration::from_millis(100),
-            recreate_delay: Duration::from_millis(150),
-            ready_delay: Duration::from_millis(150),
-            observe_delay: Duration::from_millis(100),
-            pull_delay: Duration::from_millis(150),
-            ..Options::default()
-        },
+    let options = Options {
+        nodes: apisim_nodes(nodes),
+        grace: Duration::from_millis(100),
+        recreate_delay: Duration::from_millis(150),
+        ready_delay: Duration::from_millis(150),
+        observe_delay: Duration::from_millis(100),
+        pull_delay: Duration::from_millis(150),
+        ..Options::default()
     };
-    f(&mut cfg);
-    (server::start(cfg).unwrap(), dir)
+    apisim_start(Duration::from_millis(300), options, f)
 }
 
 pub(crate) fn start() -> (Handle, tempfile::TempDir) {

@@ -8,26 +8,17 @@ use std::time::{Duration, Instant, SystemTime};
 
 use yurt_ota::fleet::kube::{Kube, LeaseApi};
 use yurt_ota::fleet::{SlotOutcome, Slots};
-use yurt_ota::sim::apiserver::server::{self, Config, Handle};
+use yurt_ota::sim::apiserver::server::Handle;
 use yurt_ota::sim::apiserver::Options;
 
-use crate::util::ApiClient;
+use crate::util::{apisim_nodes, apisim_start, ApiClient};
 
 fn start() -> (Handle, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        control: "127.0.0.1:0".parse().unwrap(),
-        dir: dir.path().to_owned(),
-        token: None,
-        sans: Vec::new(),
-        bookmark_interval: Duration::from_millis(300),
-        options: Options {
-            nodes: (1..=5).map(|i| format!("edge-node-{i}")).collect(),
-            ..Options::default()
-        },
+    let options = Options {
+        nodes: apisim_nodes(5),
+        ..Options::default()
     };
-    (server::start(cfg).unwrap(), dir)
+    apisim_start(Duration::from_millis(300), options, |_| {})
 }
 
 /// The request client: `ApiClient` (ureq over rustls, the stand-in's CA as the only root,

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use yurt_ota::sim::apiserver::server::{self, Config};
+use yurt_ota::sim::apiserver::server;
 use yurt_ota::sim::apiserver::Options;
 
 use crate::util::*;
@@ -17,25 +17,15 @@ pub const DS: &str = "edge-apps/telemetry-agent";
 
 /// A stand-in with nodes edge-node-1..=5, quick controllers, a replacement Ready after `ready`.
 pub fn standin(ready: Duration) -> (server::Handle, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let h = server::start(Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        control: "127.0.0.1:0".parse().unwrap(),
-        dir: dir.path().to_owned(),
-        token: None,
-        sans: Vec::new(),
-        bookmark_interval: Duration::from_millis(300),
-        options: Options {
-            nodes: (1..=5).map(|i| format!("edge-node-{i}")).collect(),
-            grace: Duration::from_millis(100),
-            recreate_delay: Duration::from_millis(200),
-            ready_delay: ready,
-            observe_delay: Duration::from_millis(100),
-            ..Options::default()
-        },
-    })
-    .unwrap();
-    (h, dir)
+    let options = Options {
+        nodes: apisim_nodes(5),
+        grace: Duration::from_millis(100),
+        recreate_delay: Duration::from_millis(200),
+        ready_delay: ready,
+        observe_delay: Duration::from_millis(100),
+        ..Options::default()
+    };
+    apisim_start(Duration::from_millis(300), options, |_| {})
 }
 
 /// The agent of edge-node-`i` against the stand-in in `dir`; `extra`: more TOML (gates).

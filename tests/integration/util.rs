@@ -543,3 +543,29 @@ impl Agent {
         );
     }
 }
+
+/// The apiserver stand-in on loopback (free ports), its files in a new temporary directory,
+/// with `options` and a bookmark every `bookmark`; `edit` changes the rest before it starts.
+pub fn apisim_start(
+    bookmark: Duration,
+    options: yurt_ota::sim::apiserver::Options,
+    edit: impl FnOnce(&mut yurt_ota::sim::apiserver::server::Config),
+) -> (yurt_ota::sim::apiserver::server::Handle, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = yurt_ota::sim::apiserver::server::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        control: "127.0.0.1:0".parse().unwrap(),
+        dir: dir.path().to_owned(),
+        token: None,
+        sans: Vec::new(),
+        bookmark_interval: bookmark,
+        options,
+    };
+    edit(&mut cfg);
+    (yurt_ota::sim::apiserver::server::start(cfg).unwrap(), dir)
+}
+
+/// Nodes edge-node-1..=`n`.
+pub fn apisim_nodes(n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("edge-node-{i}")).collect()
+}
