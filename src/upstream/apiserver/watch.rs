@@ -87,6 +87,10 @@ fn entry_with(pod: &RawValue, scratch: &mut Vec<u8>) -> Result<(Key, Entry, Stri
     scratch.clear();
     crate::snapshot::write_without_managed_fields(scratch, pod).map_err(|e| format!("pod: {e}"))?;
     let json = std::str::from_utf8(scratch).map_err(|e| format!("pod: {e}"))?;
+    // Kept as text, a pod must still read as the snapshot reads each item (a duplicate `spec`,
+    // say, which a tree would have folded away): one refused item would refuse every list
+    // rendered from the store, and the snapshot would stay at the last good one for ever.
+    serde_json::from_str::<crate::pod::Pod>(json).map_err(|e| format!("pod: {e}"))?;
     Ok((
         (ns, name),
         Entry {
@@ -433,6 +437,27 @@ mod tests {
             );
             assert_eq!(e.uid, m["uid"].as_str().unwrap());
         }
+    }
+
+    #[test]
+    fn a_pod_the_snapshot_would_refuse_is_refused_at_the_store() {
+        // Found by fuzz/fuzz_targets/watch_stream.rs: kept as text, a pod with `spec` twice
+        // made every rendered list one that `Snapshot::build` refuses.
+        let pod = r#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p","namespace":"n","uid":"u","resourceVersion":"7"},"spec":{},"spec":{}}"#;
+        let line = format!(r#"{{"type":"ADDED","object":{pod}}}"#);
+        let err = parse_event(line.as_bytes()).unwrap_err();
+        assert!(err.contains("duplicate field `spec`"), "{err}");
+        let list =
+            format!(r#"{{"kind":"PodList","apiVersion":"v1","metadata":{{}},"items":[{pod}]}}"#);
+        let mut store = Store::default();
+        assert!(store.replace(list.as_bytes()).is_err());
+        // Once only: the same pod is kept and renders as the snapshot reads it.
+        let once = pod.replacen(r#","spec":{}"#, "", 1);
+        let mut store = Store::default();
+        let list =
+            format!(r#"{{"kind":"PodList","apiVersion":"v1","metadata":{{}},"items":[{once}]}}"#);
+        store.replace(list.as_bytes()).unwrap();
+        crate::snapshot::Snapshot::build(&store.render(|_| None)).unwrap();
     }
 
     #[test]
