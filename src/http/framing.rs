@@ -17,6 +17,20 @@ pub(super) struct Head {
 
 pub(super) struct Refusal(pub(super) u16, pub(super) &'static str, pub(super) String);
 
+/// A parsed head's headers as owned (name, value) pairs; a value that is not UTF-8 is read
+/// lossily. The local API's server and the apiserver stand-in both read heads this way.
+pub fn owned_headers(headers: &[httparse::Header]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_owned(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect()
+}
+
 /// Parses the request head at the start of `buf`; `Ok(None)` while it is incomplete.
 pub(super) fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<Head>, Refusal> {
     if !buf.is_empty() {
@@ -28,16 +42,7 @@ pub(super) fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<Head>, Re
                     method: parsed.method.unwrap_or_default().to_owned(),
                     target: parsed.path.unwrap_or_default().to_owned(),
                     minor: parsed.version.unwrap_or(1),
-                    headers: parsed
-                        .headers
-                        .iter()
-                        .map(|h| {
-                            (
-                                h.name.to_owned(),
-                                String::from_utf8_lossy(h.value).into_owned(),
-                            )
-                        })
-                        .collect(),
+                    headers: owned_headers(parsed.headers),
                     len,
                 }))
             }

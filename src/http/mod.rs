@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod framing;
+pub use framing::owned_headers;
 mod serve;
 mod slots;
 mod stream;
