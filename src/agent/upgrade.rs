@@ -241,9 +241,7 @@ mod tests {
         gates.check();
         let control = Arc::new(Control::new(gates, store, Settings::default().policy));
         let leases = Arc::new(Leases::default());
-        let upstream = fake(&leases, status);
-        let shared = Arc::new(Shared::new(Duration::from_secs(5)));
-        let actor = Actor::new(upstream, shared, control.clone());
+        let actor = actor(&leases, status, &control);
         Rig {
             actor,
             control,
@@ -251,6 +249,12 @@ mod tests {
             gate,
             _dir: dir,
         }
+    }
+
+    /// An actor over `control` and the fake upstream of `leases` answering `status`.
+    fn actor(leases: &Arc<Leases>, status: u16, control: &Arc<Control>) -> Actor {
+        let shared = Arc::new(Shared::new(Duration::from_secs(5)));
+        Actor::new(fake(leases, status), shared, control.clone())
     }
 
     fn upgrade() -> Action {
@@ -415,12 +419,7 @@ mod tests {
         // After: the same state file, the same apiserver.
         let mut after = rig(200, Store::open(dir.path()));
         after.leases = leases.clone();
-        let upstream = fake(&leases, 200);
-        let after_actor = Actor::new(
-            upstream,
-            Arc::new(Shared::new(Duration::from_secs(5))),
-            after.control.clone(),
-        );
+        let after_actor = actor(&leases, 200, &after.control);
         after.ops();
         after_actor.fleet_tick();
         assert_eq!(
@@ -433,13 +432,7 @@ mod tests {
 
         // Another restart with no upgrade in flight (the state lost it): released, not leaked.
         let fresh = rig(200, Store::in_memory());
-        let upstream = fake(&leases, 200);
-        let actor = Actor::new(
-            upstream,
-            Arc::new(Shared::new(Duration::from_secs(5))),
-            fresh.control.clone(),
-        );
-        actor.fleet_tick();
+        actor(&leases, 200, &fresh.control).fleet_tick();
         assert_eq!(leases.holder(LEASE), None);
         assert!(!fresh.control.fleet.holds(DS));
     }
