@@ -150,6 +150,9 @@ impl Poller {
     }
 }
 
+/// The longest the decision loop sleeps while the poller does the gates' slow re-read.
+const REREAD_BACKSTOP: Duration = Duration::from_secs(3600);
+
 /// The decision loop (SPEC section 6): read the gates, decide on the newest snapshot, act, and
 /// sleep until the next deadline: a gate event, a new snapshot or state change (the bell), or
 /// the earliest of a `stable_for` expiry, a hold expiry, a window edge or a file turning stale,
@@ -166,8 +169,8 @@ pub struct Autopilot {
     /// The gates tell of their changes (`run` started their watches): the loop sleeps until a
     /// deadline, at most `policy.gate_reread`. Otherwise it reads them every `gate_check_interval`.
     watched: bool,
-    /// The poller does the slow re-read (`Poller::with_reread`): this loop's own is only a
-    /// backstop for a stuck poller.
+    /// The poller does the slow re-read (`Poller::with_reread`): this loop's own is only an
+    /// hourly backstop for a stuck poller.
     reread_by_poller: bool,
     /// How long after its deadline the loop woke last (0 when woken early by the bell): with
     /// the time each step of an upgrade takes, logged at debug level.
@@ -299,7 +302,11 @@ impl Autopilot {
         // asked for, an upgrade started) in ways no event reports.
         let mut next = if self.watched && decision.actions.is_empty() {
             if self.reread_by_poller {
-                c.policy.gate_reread * 4
+                // Only a backstop, and rare: every 2 min it was a wake-up of its own in an idle
+                // minute, on top of the 12 polls. The poller's re-read is late by one poll at
+                // most (a poll ends within `upstream.timeout`), and with a watchdog this loop
+                // wakes, and reads every gate, at each ping anyway.
+                (c.policy.gate_reread * 4).max(REREAD_BACKSTOP)
             } else {
                 c.policy.gate_reread
             }
@@ -535,5 +542,20 @@ mod deadline_tests {
         near(a.tick(), 10);
         control.store.update(|s| s.holds.clear());
         assert_eq!(a.tick(), settings.policy.gate_reread);
+
+        // With the poller re-reading the gates, an idle loop sleeps until its next deadline
+        // (a hold's expiry), and without one for an hour: not every 4 re-read periods.
+        let mut a = a.reread_by_poller();
+        control.store.update(|s| {
+            s.holds.push(Hold {
+                name: "driving".into(),
+                reason: String::new(),
+                created_ms: now_ms,
+                expires_ms: now_ms + 300_000,
+            })
+        });
+        near(a.tick(), 300);
+        control.store.update(|s| s.holds.clear());
+        assert_eq!(a.tick(), REREAD_BACKSTOP);
     }
 }
