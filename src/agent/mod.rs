@@ -7,148 +7,18 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::policy::{self, Action, Decision};
 use crate::shutdown::Shutdown;
-use crate::snapshot::{self, Snapshot};
+use crate::snapshot::Snapshot;
 use crate::state;
 use crate::systemd::Notifier;
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::Upstream;
 
 mod act;
+mod poll;
 mod upgrade;
 
 pub use crate::shared::{Control, Health, Outcome, Shared, PULL_RETRY};
 pub use act::Actor;
-
-/// Polls the upstream pod list into `Shared`, logging once per change of outcome.
-pub struct Poller {
-    upstream: Arc<dyn Upstream>,
-    shared: Arc<Shared>,
-    /// The last error logged, so a failing upstream logs once, not once per poll.
-    last_logged: Option<String>,
-    /// The pods needing upgrade last logged.
-    last_outdated: Vec<String>,
-    /// The duplicate uids last logged.
-    last_duplicates: Vec<String>,
-    /// The gates' slow safety re-read, done here when the poll wakes often enough, so an idle
-    /// agent wakes for the poll alone; a change rings the decision loop's bell.
-    reread: Option<Arc<Control>>,
-}
-
-impl Poller {
-    pub fn new(upstream: Arc<dyn Upstream>, shared: Arc<Shared>) -> Poller {
-        Poller {
-            upstream,
-            shared,
-            last_logged: None,
-            last_outdated: Vec::new(),
-            last_duplicates: Vec::new(),
-            reread: None,
-        }
-    }
-
-    /// Takes over the gates' slow re-read (`policy.gate_reread`) from the decision loop.
-    pub fn with_reread(mut self, control: Arc<Control>) -> Self {
-        self.reread = Some(control);
-        self
-    }
-
-    pub fn poll_once(&mut self) {
-        self.shared.polling();
-        let result = self.upstream.list_pods().and_then(|raw| {
-            let unchanged = self
-                .shared
-                .snapshot()
-                .is_some_and(|s| s.source_hash == snapshot::hash(&raw));
-            if unchanged {
-                return Ok(None);
-            }
-            Snapshot::build(&raw)
-                .map(Some)
-                .map_err(|e| UpstreamError::InvalidJson(e.to_string()))
-        });
-        match result {
-            Ok(snap) => {
-                let changed = snap.is_some();
-                let (first, failures) = self.shared.succeeded(snap);
-                if self.last_logged.take().is_some() {
-                    log::info!(
-                        "upstream {} answers again after {failures} failed polls",
-                        self.upstream.url()
-                    );
-                }
-                if changed {
-                    self.log_pods(first);
-                }
-            }
-            Err(e) => {
-                let msg = e.to_string();
-                if self.last_logged.as_deref() != Some(msg.as_str()) {
-                    let keep = if self.shared.snapshot().is_some() {
-                        "; serving the last good pod list"
-                    } else {
-                        ""
-                    };
-                    log::warn!("polling {}/pods failed: {msg}{keep}", self.upstream.url());
-                    self.last_logged = Some(msg);
-                } else {
-                    log::debug!("polling {}/pods failed again: {msg}", self.upstream.url());
-                }
-                self.shared.failed(e);
-            }
-        }
-    }
-
-    fn log_pods(&mut self, first: bool) {
-        let Some(snap) = self.shared.snapshot() else {
-            return;
-        };
-        let outdated: Vec<String> = snap
-            .needing_upgrade_in_order()
-            .into_iter()
-            .map(|p| p.key())
-            .collect();
-        if first {
-            log::info!(
-                "first pod list: {} pods, {} need upgrade",
-                snap.pods.len(),
-                outdated.len()
-            );
-        }
-        if snap.duplicates != self.last_duplicates {
-            if !snap.duplicates.is_empty() {
-                log::warn!(
-                    "the upstream pod list has pods listed more than once (same uid); keeping the first of each, dropping {}",
-                    snap.duplicates.join(", ")
-                );
-            }
-            self.last_duplicates = snap.duplicates.clone();
-        }
-        if outdated != self.last_outdated {
-            if outdated.is_empty() {
-                log::info!("no pod needs upgrade");
-            } else {
-                log::info!("pods needing upgrade: {}", outdated.join(", "));
-            }
-            self.last_outdated = outdated;
-        }
-    }
-
-    /// Polls every `interval` until `stop` is triggered.
-    pub fn run(mut self, interval: Duration, stop: &Shutdown) {
-        loop {
-            let started = Instant::now();
-            self.poll_once();
-            if let Some(c) = &self.reread {
-                if c.gates.reread_if_due(c.policy.gate_reread, interval / 2) {
-                    self.shared.bell.ring();
-                }
-            }
-            let next = (started + interval).saturating_duration_since(Instant::now());
-            if stop.wait_timeout(next) {
-                return;
-            }
-        }
-    }
-}
+pub use poll::Poller;
 
 /// The longest the decision loop sleeps while the poller does the gates' slow re-read.
 const REREAD_BACKSTOP: Duration = Duration::from_secs(3600);
@@ -447,50 +317,6 @@ pub fn status_line(d: &Decision, snap: Option<&Snapshot>, shared: &Shared, c: &C
         line += &format!("; upstream failing ({})", e.kind());
     }
     line
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testing::fixture;
-    use crate::upstream::testing::Fake;
-
-    #[test]
-    fn the_snapshot_is_rebuilt_once_per_change_not_per_poll() {
-        let upstream = Arc::new(Fake::listing(fixture("1.33")));
-        let shared = Arc::new(Shared::new(Duration::from_secs(5)));
-        let mut poller = Poller::new(upstream.clone(), shared.clone());
-        poller.poll_once();
-        let first = shared.snapshot().unwrap();
-        let first_success = shared.health().last_success.unwrap().0;
-        poller.poll_once();
-        assert!(
-            Arc::ptr_eq(&first, &shared.snapshot().unwrap()),
-            "same bytes: same snapshot"
-        );
-        assert!(
-            shared.health().last_success.unwrap().0 > first_success,
-            "but the poll counts as a success"
-        );
-
-        upstream.set_pods(Err(UpstreamError::Connect("refused".into())));
-        poller.poll_once();
-        assert!(
-            Arc::ptr_eq(&first, &shared.snapshot().unwrap()),
-            "a failure keeps the last good one"
-        );
-        assert_eq!(shared.health().consecutive_failures, 1);
-
-        upstream.set_pods(Ok(fixture("1.36")));
-        poller.poll_once();
-        let next = shared.snapshot().unwrap();
-        assert!(!Arc::ptr_eq(&first, &next));
-        assert!(next
-            .pods
-            .iter()
-            .any(|p| p.spec.node_name == "v1.36-control-plane"));
-        assert_eq!(shared.health().consecutive_failures, 0);
-    }
 }
 
 #[cfg(test)]
