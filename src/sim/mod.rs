@@ -376,6 +376,48 @@ mod tests {
         assert_eq!(post(&node, t, "/sim/rollout/nope/nope").0, 404);
     }
 
+    /// `GET /pods` serves a list rendered once per change: after every kind of change it is
+    /// the model rendered afresh, and the change shows in it.
+    #[test]
+    fn the_cached_pod_list_is_rendered_afresh_after_every_change() {
+        let node = Node::new(settings());
+        let t0 = Instant::now();
+        let list = |at: Instant| {
+            let body = node.handle(at, "GET", "/pods").body;
+            let m = node.model(at);
+            assert_eq!(body, pod::render(m.pods(), m.resource_version()));
+            body
+        };
+        let mut last = list(t0);
+        let mut changed = |at: Instant, what: &str| {
+            let now = list(at);
+            assert_ne!(now, last, "{what} shows in the list");
+            last = now;
+        };
+        let ds = |prefix: &str| find(&pods(&node, t0), prefix).metadata.name.clone();
+        assert_eq!(
+            post(&node, t0, "/sim/rollout/edge-apps/camera-bridge").0,
+            200
+        );
+        changed(t0, "a rollout");
+        let p = ds("kube-proxy");
+        let pull = format!("/openyurt.io/v1/namespaces/kube-system/pods/{p}/imagepull");
+        assert_eq!(post(&node, t0, &pull).0, 200);
+        changed(t0, "an imagepull asked");
+        changed(t0 + Duration::from_secs(2), "the image pulled");
+        let cam = ds("camera-bridge");
+        assert_eq!(post(&node, t0, &upgrade_path(&cam)).0, 200);
+        changed(t0, "an upgrade (the pod deleting)");
+        changed(t0 + Duration::from_secs(3), "the pod recreated");
+        changed(t0 + Duration::from_secs(7), "the new pod Ready");
+        // The link to the cloud is not in the pod list: the same bytes, still fresh.
+        let before = list(t0 + Duration::from_secs(7));
+        assert_eq!(post(&node, t0, "/sim/disconnect").0, 200);
+        assert_eq!(list(t0 + Duration::from_secs(8)), before);
+        assert_eq!(post(&node, t0, "/sim/connect").0, 200);
+        assert_eq!(list(t0 + Duration::from_secs(8)), before);
+    }
+
     #[test]
     fn dates() {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
