@@ -53,6 +53,7 @@ pub(super) fn head(
             length = Some(n);
         }
         match length {
+            Some(0) => Framing::Done,
             Some(n) => Framing::Length(n),
             None => {
                 keep = false;
@@ -199,7 +200,7 @@ impl<S: Transport> Response<S> {
         loop {
             c = match c {
                 Chunk::Data(0) => {
-                    if !self.conn().line(1, "chunk's end")?.is_empty() {
+                    if !self.conn().line(2, "chunk's end")?.is_empty() {
                         return Err(bad("chunk longer than its size"));
                     }
                     Chunk::Size

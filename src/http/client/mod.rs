@@ -120,6 +120,10 @@ impl<C: Connector> Client<C> {
 
     /// Sends `req` and reads the answer's head.
     pub fn send(&self, req: &Request) -> Result<Response<C::Stream>, Error> {
+        let breaks = |s: &str| s.contains(['\r', '\n']);
+        if breaks(req.target) || req.headers.iter().any(|(k, v)| breaks(k) || breaks(v)) {
+            return Err(Error::Protocol("a line break in the request's head".into()));
+        }
         let deadline = self.limit.map(|d| Instant::now() + d);
         let idle = self
             .pool
@@ -228,9 +232,6 @@ impl<S: Transport> Conn<S> {
             req.method, req.target
         );
         for (k, v) in req.headers {
-            if v.contains(['\r', '\n']) || k.contains(['\r', '\n', ':']) {
-                return Err(Error::Protocol(format!("header {k}: a line break in it")));
-            }
             let _ = write!(out, "{k}: {v}\r\n");
         }
         match req.body {
