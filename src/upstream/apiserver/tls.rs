@@ -165,4 +165,93 @@ mod tests {
             .unwrap();
         assert!(e.contains("/nonexistent/ca.crt"), "{e}");
     }
+
+    fn creds() -> crate::sim::apiserver::tls::Credentials {
+        crate::sim::apiserver::tls::generate(&["127.0.0.1".into()], "t".into()).unwrap()
+    }
+
+    #[test]
+    fn a_key_that_does_not_fit_its_certificate_is_an_error() {
+        let (a, b) = (creds(), creds());
+        let ca = Source::Data(a.ca_pem.clone().into_bytes());
+        let cert = Source::Data(a.client_cert_pem.clone().into_bytes());
+        let good = Source::Data(a.client_key_pem.clone().into_bytes());
+        assert!(Tls::new(&ca, Some((&cert, &good))).is_ok());
+        let other = Source::Data(b.client_key_pem.clone().into_bytes());
+        let e = Tls::new(&ca, Some((&cert, &other))).err().unwrap();
+        assert!(e.contains("does not fit the key"), "{e}");
+        let e = Tls::new(&ca, Some((&cert, &ca))).err().unwrap();
+        assert!(e.contains("client key"), "{e}");
+    }
+
+    #[test]
+    fn servers_are_verified_by_name_or_address_and_calls_share_one_handshake() {
+        use crate::http::client::{Client, Error, Request};
+        let a = creds();
+        let config = crate::sim::apiserver::tls::server_config(&a).unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let mut handshakes = 0;
+            for s in l.incoming().take(2) {
+                let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, s.unwrap());
+                let mut r = std::io::BufReader::new(&mut tls);
+                let mut line = String::new();
+                use std::io::{BufRead, Write};
+                while r.read_line(&mut line).unwrap_or(0) > 0 {
+                    if line == "\r\n" {
+                        let t = r.get_mut();
+                        t.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                            .unwrap();
+                        t.flush().unwrap();
+                    }
+                    line.clear();
+                }
+                handshakes += 1;
+            }
+            handshakes
+        });
+        let get = Request {
+            method: "GET",
+            target: "/",
+            headers: &[],
+            body: None,
+        };
+        let t = std::time::Duration::from_secs(5);
+        // Another CA: refused, no request sent.
+        let other = Tls::new(&Source::Data(creds().ca_pem.into_bytes()), None).unwrap();
+        let c = Client::new(
+            other
+                .connector(&format!("https://127.0.0.1:{port}"))
+                .unwrap(),
+            t,
+            Some(t),
+            true,
+        );
+        match c.send(&get) {
+            Err(Error::Tls(m)) => assert!(m.contains("certificate not trusted"), "{m}"),
+            Err(e) => panic!("{e:?}"),
+            Ok(r) => panic!("answered {}", r.status),
+        }
+        let tls = Tls::new(&Source::Data(a.ca_pem.into_bytes()), None).unwrap();
+        let c = Client::new(
+            tls.connector(&format!("https://127.0.0.1:{port}")).unwrap(),
+            t,
+            Some(t),
+            true,
+        );
+        for _ in 0..3 {
+            assert_eq!(c.send(&get).unwrap().read_to_vec(10).unwrap(), b"ok");
+        }
+        drop(c);
+        assert_eq!(
+            server.join().unwrap(),
+            2,
+            "one connection for the three calls"
+        );
+        assert!(tls.connector("https://[::1]:6443").is_ok());
+        assert!(tls.connector("https://apiserver.example").is_ok());
+        assert!(tls.connector("https://bad_name!").is_err());
+    }
 }
