@@ -4,12 +4,15 @@ use std::io::{self, BufRead, Read};
 
 use super::{bad, Conn, Error, Pool, Transport, MAX_CHUNK_LINE, MAX_HEAD};
 
+/// Status, headers, body framing, keep-alive.
+pub(super) type Head = (u16, Vec<(String, String)>, Framing, bool);
+
 pub(super) fn head(
     method: &str,
     status: u16,
     minor: u8,
     headers: Vec<(String, String)>,
-) -> Result<(u16, Vec<(String, String)>, Framing, bool), Error> {
+) -> Result<Head, Error> {
     // A 1xx is never final, 600 and up are not HTTP.
     if !(200..=599).contains(&status) {
         return Err(Error::Protocol(format!(

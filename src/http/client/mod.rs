@@ -21,7 +21,7 @@ mod body;
 mod connect;
 
 pub use body::Response;
-use body::{head, Framing};
+use body::{head, Head};
 pub use connect::{split_authority, Connector, Tcp, Tls, TlsStream, Transport, Unix};
 
 /// The response head (status line and headers), and the connection's read buffer.
@@ -251,12 +251,7 @@ impl<S: Transport> Conn<S> {
         Ok(())
     }
 
-    /// Status, headers, body framing, keep-alive.
-    #[allow(clippy::type_complexity)]
-    fn read_head(
-        &mut self,
-        method: &str,
-    ) -> Result<(u16, Vec<(String, String)>, Framing, bool), Error> {
+    fn read_head(&mut self, method: &str) -> Result<Head, Error> {
         self.pos = 0;
         self.end = 0;
         loop {
