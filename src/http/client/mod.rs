@@ -19,10 +19,12 @@ use std::time::{Duration, Instant};
 
 mod body;
 mod connect;
+mod fuzz;
 
 pub use body::Response;
 use body::{head, Head};
 pub use connect::{split_authority, Connector, Tcp, Tls, TlsStream, Transport, Unix};
+pub use fuzz::fuzz_response;
 
 /// The response head (status line and headers), and the connection's read buffer.
 pub const MAX_HEAD: usize = 16 * 1024;

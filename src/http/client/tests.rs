@@ -345,3 +345,16 @@ fn authorities() {
     assert_eq!(split_authority("h:x", 80), None);
     assert_eq!(split_authority(":1", 80), None);
 }
+
+#[test]
+fn the_fuzz_seeds_read_the_same_whole_and_split() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/http_response");
+    for f in std::fs::read_dir(dir).unwrap() {
+        let data = std::fs::read(f.unwrap().path()).unwrap();
+        for step in 1..=16u8 {
+            let mut d = data.clone();
+            d[0] = step;
+            fuzz_response(&d);
+        }
+    }
+}
