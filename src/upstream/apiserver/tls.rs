@@ -27,7 +27,7 @@ impl Tls {
                 .add(c)
                 .map_err(|e| format!("CA ({}): {e}", where_ca()))?;
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(super::crypto::provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
@@ -37,12 +37,19 @@ impl Tls {
                 let where_ = cert.describe("client-certificate");
                 let chain = certs(&cert.read()?)
                     .map_err(|e| format!("client certificate ({where_}): {e}"))?;
+                let where_key = key.describe("client-key");
                 let der = PrivateKeyDer::from_pem_slice(&key.read()?)
-                    .map_err(|e| format!("client key ({}): {e}", key.describe("client-key")))?;
+                    .map_err(|e| format!("client key ({where_key}): {e}"))?;
                 // A key that does not fit its certificate is refused here, not at a handshake.
-                builder.with_client_auth_cert(chain, der).map_err(|e| {
-                    format!("client certificate ({where_}): does not fit the key: {e}")
-                })?
+                builder
+                    .with_client_auth_cert(chain, der)
+                    .map_err(|e| match e {
+                        rustls::Error::InconsistentKeys(_) => {
+                            format!("client certificate ({where_}): does not fit the key: {e}")
+                        }
+                        // A key type the provider does not load (Ed25519).
+                        e => format!("client key ({where_key}): {e}"),
+                    })?
             }
             None => builder.with_no_client_auth(),
         };
@@ -182,6 +189,14 @@ mod tests {
         assert!(e.contains("does not fit the key"), "{e}");
         let e = Tls::new(&ca, Some((&cert, &ca))).err().unwrap();
         assert!(e.contains("client key"), "{e}");
+        let ed = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/tls/ed25519.key"
+        );
+        let e = Tls::new(&ca, Some((&cert, &Source::File(ed.into()))))
+            .err()
+            .unwrap();
+        assert!(e.contains("client key") && e.contains("Ed25519"), "{e}");
     }
 
     #[test]
