@@ -190,9 +190,9 @@ fn bodies_over_the_limit_declared_or_not() {
     let (addr, _h) = server(vec![vec![
         Req,
         send("HTTP/1.1 200 OK\r\nContent-Length: 1025\r\n\r\n"),
-        Pause(1000),
+        Pause(4000),
     ]]);
-    assert!(err(&client(&addr, false, 500)).contains("TooLarge"));
+    assert!(err(&client(&addr, false, 2000)).contains("TooLarge"));
     let big = "x".repeat(1025);
     for head in [
         "HTTP/1.1 200 OK\r\n\r\n".to_owned(),
