@@ -42,6 +42,7 @@ fn main() {
     // to come back to after each load (connection threads end when their client closes).
     let threads = common::thread_count(agent.id());
     let rss_idle = common::settled_rss_kib(agent.id(), threads);
+    common::keep_smaps(agent.id(), "first-poll");
 
     let bare = serve(body.clone(), 4, false);
     let bare_nodelay = serve(body.clone(), 4, true);
@@ -49,11 +50,13 @@ fn main() {
     let b = load(bare_nodelay, body.len());
     let c = load(bare, body.len());
     let rss = common::settled_rss_kib(agent.id(), threads);
+    common::keep_smaps(agent.id(), "10k");
     // Memory stays flat: 90,000 more requests, the same 4 clients.
     for _ in 0..9 {
         load(api_port, body.len());
     }
     let rss_100k = common::settled_rss_kib(agent.id(), threads);
+    common::keep_smaps(agent.id(), "100k");
     let _ = agent.kill();
     let _ = agent.wait();
 

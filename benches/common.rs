@@ -78,6 +78,17 @@ pub fn settled_rss_kib(pid: u32, threads: usize) -> u64 {
         .unwrap()
 }
 
+/// With `YURT_OTA_BENCH_SMAPS=DIR`: a copy of the agent's `/proc/PID/smaps` as `DIR/LABEL.smaps`,
+/// to see which mapping a reading's memory is in (heap, stacks, the binary's or libc's pages).
+#[allow(dead_code)]
+pub fn keep_smaps(pid: u32, label: &str) {
+    if let Some(dir) = std::env::var_os("YURT_OTA_BENCH_SMAPS") {
+        let smaps = std::fs::read(format!("/proc/{pid}/smaps")).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(Path::new(&dir).join(format!("{label}.smaps")), smaps).unwrap();
+    }
+}
+
 #[allow(dead_code)]
 pub fn thread_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
