@@ -70,10 +70,18 @@ pub fn settled_rss_kib(pid: u32, threads: usize) -> u64 {
     while thread_count(pid) > threads && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    status_kib(pid, "VmRSS")
+}
+
+/// A `/proc/PID/status` figure in KiB: `VmRSS`, or its parts `RssAnon` (heap, stacks, the
+/// process's own) and `RssFile` (the binary's and the shared libraries' pages, libc's shared
+/// with every process that maps it).
+#[allow(dead_code)]
+pub fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
         .unwrap()
 }
