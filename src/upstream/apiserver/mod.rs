@@ -11,6 +11,7 @@
 //! checks and answers.
 
 mod client;
+mod crypto;
 mod daemonsets;
 pub mod kubeconfig;
 mod pods;

@@ -20,7 +20,7 @@ impl Tls {
         let ca_pem = ca.read()?;
         let roots = certs(&ca_pem)
             .map_err(|e| format!("CA ({}): {e}", ca.describe("certificate-authority")))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(super::crypto::provider());
         let mut builder = TlsConfig::builder()
             .provider(TlsProvider::Rustls)
             .root_certs(RootCerts::new_with_certs(&roots))
