@@ -1,11 +1,12 @@
-//! Flat memory under glibc: bounded malloc arenas and a fixed mmap threshold.
+//! Flat memory under glibc: bounded malloc arenas, a fixed mmap threshold, no stack cache.
 //!
 //! glibc raises its mmap threshold each time a large block is freed (up to 32 MiB), so after the
 //! first poll the ~1 MB pod-list buffers of later polls, and the steps by which a growing buffer
 //! gets there, come from the heap and stay resident: measured, the RSS of an idle agent polling
 //! 110 pods went from 4.4 to 6.9 MiB in 12 s with no API request at all. Per-thread arenas (up
 //! to 8 per core) keep what the API's connection threads freed. A fixed threshold (which also
-//! turns the raising off), a low trim threshold and two arenas keep it flat.
+//! turns the raising off), a low trim threshold and two arenas keep it flat but for a few KiB
+//! (README "Benchmarks", "Resident memory": the poll's doubling body buffer).
 //!
 //! glibc also keeps the stack of each thread that ended, for the next one (up to 40 MiB): the
 //! API serves a connection per thread, so every connection that was open at once leaves its
