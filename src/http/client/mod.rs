@@ -134,7 +134,8 @@ impl<C: Connector> Client<C> {
         if let Some(conn) = idle {
             match conn.exchange(self.connector.host(), req, deadline) {
                 Ok(r) => return Ok(r.pooled(self.pool.clone())),
-                // Closed by the server while idle: once more on a fresh connection.
+                // Closed by the server while idle: once more on a fresh connection, when the
+                // server cannot have acted on the request (see `exchange`).
                 Err((e, false)) if !matches!(e, Error::Timeout) => {
                     log::debug!(
                         "idle connection to {} failed ({e}); reconnecting",
@@ -170,6 +171,8 @@ pub struct Conn<S> {
     deadline: Option<Instant>,
     /// Some byte of the current answer arrived.
     received: bool,
+    /// The current request was written whole.
+    written: bool,
 }
 
 impl<S: Transport> Conn<S> {
@@ -181,6 +184,7 @@ impl<S: Transport> Conn<S> {
             end: 0,
             deadline: None,
             received: false,
+            written: false,
         }
     }
 
@@ -196,7 +200,10 @@ impl<S: Transport> Conn<S> {
         Ok(())
     }
 
-    /// Writes the request and reads the head; on failure, whether any answer byte arrived.
+    /// Writes the request and reads the head. On failure, whether the server may have acted on
+    /// the request: some byte of an answer came, or a request that changes something (not
+    /// GET or HEAD, RFC 9110 9.2.2) was written whole. A DELETE or a Lease write that may have
+    /// reached the server is never sent twice.
     pub fn exchange(
         mut self,
         host: &str,
@@ -205,6 +212,7 @@ impl<S: Transport> Conn<S> {
     ) -> Result<Response<S>, (Error, bool)> {
         self.deadline = deadline;
         self.received = false;
+        self.written = false;
         if self.deadline.is_none() {
             // A pooled connection may carry a call's timeouts.
             let _ = self.s.set_timeouts(None);
@@ -220,8 +228,8 @@ impl<S: Transport> Conn<S> {
                 pool: None,
             }),
             Err(e) => {
-                let received = self.received;
-                Err((e, received))
+                let changes = !matches!(req.method, "GET" | "HEAD");
+                Err((e, self.received || (changes && self.written)))
             }
         }
     }
@@ -250,6 +258,7 @@ impl<S: Transport> Conn<S> {
         self.arm()?;
         self.s.write_all(&out)?;
         self.s.flush()?;
+        self.written = true;
         Ok(())
     }
 

@@ -128,6 +128,25 @@ fn a_dead_reused_connection_is_retried_once_on_a_fresh_one() {
 }
 
 #[test]
+fn a_delete_written_on_a_dead_reused_connection_is_not_sent_twice() {
+    let ok = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na";
+    let (addr, h) = server(vec![vec![Req, send(ok)], vec![Req, send(ok)]]);
+    let c = client(&addr, true, 2000);
+    assert_eq!(get(&c).unwrap().1, b"a");
+    std::thread::sleep(Duration::from_millis(50));
+    let delete = Request {
+        method: "DELETE",
+        ..GET
+    };
+    // The server may have deleted before the connection died: the caller learns it failed.
+    assert!(c.send(&delete).is_err());
+    // The next call gets a fresh connection; the DELETE never reached a second one.
+    assert_eq!(get(&c).unwrap().1, b"a");
+    let seen = h.join().unwrap();
+    assert!(seen[1][0].starts_with("GET "), "{seen:?}");
+}
+
+#[test]
 fn a_connection_that_failed_mid_answer_is_not_retried() {
     let (addr, h) = server(vec![
         vec![Req, send("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")],
