@@ -42,6 +42,8 @@ fn main() {
     // to come back to after each load (connection threads end when their client closes).
     let threads = common::thread_count(agent.id());
     let rss_idle = common::settled_rss_kib(agent.id(), threads);
+    common::keep_smaps(agent.id(), "first-poll");
+    let rss_idle_parts = parts(agent.id());
 
     let bare = serve(body.clone(), 4, false);
     let bare_nodelay = serve(body.clone(), 4, true);
@@ -49,11 +51,15 @@ fn main() {
     let b = load(bare_nodelay, body.len());
     let c = load(bare, body.len());
     let rss = common::settled_rss_kib(agent.id(), threads);
+    common::keep_smaps(agent.id(), "10k");
+    let rss_parts = parts(agent.id());
     // Memory stays flat: 90,000 more requests, the same 4 clients.
     for _ in 0..9 {
         load(api_port, body.len());
     }
     let rss_100k = common::settled_rss_kib(agent.id(), threads);
+    common::keep_smaps(agent.id(), "100k");
+    let rss_100k_parts = parts(agent.id());
     let _ = agent.kill();
     let _ = agent.wait();
 
@@ -81,6 +87,18 @@ fn main() {
         std::env::var("YURT_OTA_BIN").unwrap_or("this build".into()),
         REQUESTS * 10
     );
+    println!(
+        "  of which anonymous (RssAnon: heap, stacks, the snapshot) / file pages (RssFile: the binary, shared libraries): {} / {}, {} / {}, {} / {} KiB",
+        rss_idle_parts.0, rss_idle_parts.1, rss_parts.0, rss_parts.1, rss_100k_parts.0, rss_100k_parts.1
+    );
+}
+
+/// `RssAnon` and `RssFile` of `pid`, in KiB.
+fn parts(pid: u32) -> (u64, u64) {
+    (
+        common::status_kib(pid, "RssAnon"),
+        common::status_kib(pid, "RssFile"),
+    )
 }
 
 struct Result {

@@ -70,12 +70,31 @@ pub fn settled_rss_kib(pid: u32, threads: usize) -> u64 {
     while thread_count(pid) > threads && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    status_kib(pid, "VmRSS")
+}
+
+/// A `/proc/PID/status` figure in KiB: `VmRSS`, or its parts `RssAnon` (heap, stacks, the
+/// process's own) and `RssFile` (the binary's and the shared libraries' pages, libc's shared
+/// with every process that maps it).
+#[allow(dead_code)]
+pub fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
         .unwrap()
+}
+
+/// With `YURT_OTA_BENCH_SMAPS=DIR`: a copy of the agent's `/proc/PID/smaps` as `DIR/LABEL.smaps`,
+/// to see which mapping a reading's memory is in (heap, stacks, the binary's or libc's pages).
+#[allow(dead_code)]
+pub fn keep_smaps(pid: u32, label: &str) {
+    if let Some(dir) = std::env::var_os("YURT_OTA_BENCH_SMAPS") {
+        let smaps = std::fs::read(format!("/proc/{pid}/smaps")).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(Path::new(&dir).join(format!("{label}.smaps")), smaps).unwrap();
+    }
 }
 
 #[allow(dead_code)]

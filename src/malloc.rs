@@ -1,11 +1,18 @@
-//! Flat memory under glibc: bounded malloc arenas and a fixed mmap threshold.
+//! Flat memory under glibc: bounded malloc arenas, a fixed mmap threshold, no stack cache.
 //!
 //! glibc raises its mmap threshold each time a large block is freed (up to 32 MiB), so after the
 //! first poll the ~1 MB pod-list buffers of later polls, and the steps by which a growing buffer
 //! gets there, come from the heap and stay resident: measured, the RSS of an idle agent polling
 //! 110 pods went from 4.4 to 6.9 MiB in 12 s with no API request at all. Per-thread arenas (up
 //! to 8 per core) keep what the API's connection threads freed. A fixed threshold (which also
-//! turns the raising off), a low trim threshold and two arenas keep it flat.
+//! turns the raising off), a low trim threshold and two arenas keep it flat but for a few KiB
+//! (README "Benchmarks", "Resident memory": the poll's doubling body buffer).
+//!
+//! glibc also keeps the stack of each thread that ended, for the next one (up to 40 MiB): the
+//! API serves a connection per thread, so every connection that was open at once leaves its
+//! stack's top 16 KiB resident (measured: 4 of them, 64 KiB, after the benchmark's 4 clients).
+//! A stack cache of 0 unmaps each when its thread has ended; a new connection's thread then maps
+//! a fresh one (one `mmap` per connection, against the request's own work).
 //!
 //! These are read by glibc before `main`, from `GLIBC_TUNABLES`, and setting them at run time
 //! needs `mallopt` (unsafe). So `run` re-executes itself once with them set, unless the
@@ -13,9 +20,9 @@
 //! value is kept). musl's allocator returns freed memory by itself: nothing to do there.
 
 /// What `run` sets: 2 arenas, blocks from 128 KiB mmapped and returned at free, the top of the
-/// heap trimmed above 128 KiB.
-pub const TUNABLES: &str =
-    "glibc.malloc.arena_max=2:glibc.malloc.mmap_threshold=131072:glibc.malloc.trim_threshold=131072";
+/// heap trimmed above 128 KiB, no cache of ended threads' stacks.
+pub const TUNABLES: &str = "glibc.malloc.arena_max=2:glibc.malloc.mmap_threshold=131072:\
+glibc.malloc.trim_threshold=131072:glibc.pthread.stack_cache_size=0";
 
 /// Re-executes this process with `GLIBC_TUNABLES` set, on glibc when it is not set yet. Returns
 /// only when it does not (not glibc, already set, or the exec failed: then it runs as it is).

@@ -1,13 +1,13 @@
 //! The client side of the CLI: one call to the agent's API, over TCP or its Unix socket.
 
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use super::{load_settings, ClientOpts, Failure};
 use crate::config::{self, Listen};
+use crate::http::client::{Client as Http, Error, Request, Response, Tcp, Transport, Unix};
 use crate::snapshot::Snapshot;
 
 /// An answer from the agent.
@@ -45,8 +45,10 @@ pub(super) enum Target {
 pub(super) struct Client {
     pub(super) target: Target,
     pub(super) token: Option<String>,
-    pub(super) agent: ureq::Agent,
 }
+
+/// A CLI call: connect and answer within this.
+const TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Client {
     pub(super) fn new(opts: &ClientOpts) -> Result<Client, Failure> {
@@ -92,17 +94,7 @@ impl Client {
             Some(path) => crate::api::read_token(&path).ok(),
             None => None,
         };
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(30)))
-            .http_status_as_error(false)
-            .proxy(None)
-            .build()
-            .new_agent();
-        Ok(Client {
-            target,
-            token,
-            agent,
-        })
+        Ok(Client { target, token })
     }
 
     pub(super) fn describe(&self) -> String {
@@ -130,34 +122,42 @@ impl Client {
         body: Option<&str>,
     ) -> Result<Answer, Failure> {
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
-        match &self.target {
+        let mut headers = Vec::new();
+        if let Some(a) = &auth {
+            headers.push(("Authorization", a.as_str()));
+        }
+        if body.is_some() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        let req = Request {
+            method,
+            target: path,
+            headers: &headers,
+            body: body.map(str::as_bytes),
+        };
+        let answer = match &self.target {
             Target::Http(base) => {
-                let url = format!("{base}{path}");
-                let mut req = ureq::http::Request::builder().method(method).uri(&url);
-                if let Some(a) = &auth {
-                    req = req.header("Authorization", a);
-                }
-                if body.is_some() {
-                    req = req.header("Content-Type", "application/json");
-                }
-                let req = req
-                    .body(body.unwrap_or_default().as_bytes().to_vec())
-                    .map_err(|e| Failure::Failed(format!("{method} {url}: {e}")))?;
-                let result = self.agent.run(req);
-                let mut resp = result.map_err(|e| self.unreachable(e))?;
-                let status = resp.status().as_u16();
-                let body = resp
-                    .body_mut()
-                    .with_config()
-                    .limit(crate::upstream::MAX_BODY)
-                    .read_to_vec()
-                    .map_err(|e| self.unreachable(e))?;
-                Ok(Answer { status, body })
+                let authority = base.trim_start_matches("http://");
+                let (authority, prefix) = match authority.find('/') {
+                    Some(i) => (&authority[..i], &authority[i..]),
+                    None => (authority, ""),
+                };
+                let target = format!("{prefix}{path}");
+                let req = Request {
+                    target: &target,
+                    ..req
+                };
+                let tcp = Tcp {
+                    authority: authority.to_owned(),
+                };
+                answer(Http::new(tcp, TIMEOUT, Some(TIMEOUT), false).send(&req))
             }
             Target::Unix(p) => {
-                unix_call(p, method, path, auth.as_deref(), body).map_err(|e| self.unreachable(e))
+                let unix = Unix(p.clone());
+                answer(Http::new(unix, TIMEOUT, Some(TIMEOUT), false).send(&req))
             }
-        }
+        };
+        answer.map_err(|e| self.unreachable(e))
     }
 
     pub(super) fn get_json(&self, path: &str) -> Result<Value, Failure> {
@@ -185,47 +185,12 @@ impl Client {
     }
 }
 
-/// One HTTP/1.1 request over a Unix socket, with `Connection: close` so the answer ends at EOF.
-fn unix_call(
-    path: &Path,
-    method: &str,
-    target: &str,
-    auth: Option<&str>,
-    body: Option<&str>,
-) -> std::io::Result<Answer> {
-    use std::io::{Error, ErrorKind};
-    let mut s = std::os::unix::net::UnixStream::connect(path)?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let auth = auth
-        .map(|a| format!("Authorization: {a}\r\n"))
-        .unwrap_or_default();
-    let body = body.unwrap_or_default();
-    write!(s, "{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{auth}\r\n{body}", body.len())?;
-    let mut raw = Vec::new();
-    s.take(crate::upstream::MAX_BODY + 65536)
-        .read_to_end(&mut raw)?;
-    let bad = || Error::new(ErrorKind::InvalidData, "not an HTTP answer");
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(bad)?;
-    let head = std::str::from_utf8(&raw[..end]).map_err(|_| bad())?;
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(bad)?;
-    if head.lines().any(|l| {
-        l.to_ascii_lowercase()
-            .starts_with("transfer-encoding: chunked")
-    }) {
-        return Err(Error::new(
-            ErrorKind::InvalidData,
-            "chunked answers are not expected from the agent",
-        ));
-    }
+/// The status and the whole body.
+fn answer<S: Transport>(resp: Result<Response<S>, Error>) -> Result<Answer, Error> {
+    let mut resp = resp?;
+    let body = resp.read_to_vec(crate::upstream::MAX_BODY)?;
     Ok(Answer {
-        status,
-        body: raw[end + 4..].to_vec(),
+        status: resp.status,
+        body,
     })
 }

@@ -28,6 +28,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod client;
 mod framing;
 pub use framing::owned_headers;
 mod serve;

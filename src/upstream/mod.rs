@@ -106,28 +106,23 @@ pub trait Upstream: Send + Sync {
     }
 }
 
-/// A ureq failure as an `UpstreamError`; `other` names what neither timeouts, size, connection
-/// nor I/O covers (TLS refusals, protocol errors), which the two HTTP upstreams read differently.
-pub(crate) fn from_ureq(e: ureq::Error, other: fn(String) -> UpstreamError) -> UpstreamError {
+/// A client failure as an `UpstreamError`; `other` names what neither timeouts, size, connection
+/// nor I/O covers (TLS refusals, answers that are not HTTP), which the two HTTP upstreams read
+/// differently.
+pub(crate) fn from_http(
+    e: crate::http::client::Error,
+    other: fn(String) -> UpstreamError,
+) -> UpstreamError {
+    use crate::http::client::Error;
     match e {
-        // Which ureq timer fired is noise; the same outage must read the same each poll.
-        ureq::Error::Timeout(_) => {
+        // Which socket timer fired is noise; the same outage must read the same each poll.
+        Error::Timeout => {
             UpstreamError::Timeout("no complete answer within upstream.timeout".into())
         }
-        ureq::Error::BodyExceedsLimit(_) => UpstreamError::TooLarge,
-        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
-            UpstreamError::Connect(e.to_string())
-        }
-        ureq::Error::Io(io) => match io.kind() {
-            std::io::ErrorKind::ConnectionRefused
-            | std::io::ErrorKind::AddrNotAvailable
-            | std::io::ErrorKind::NotFound => UpstreamError::Connect(io.to_string()),
-            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
-                UpstreamError::Timeout(io.to_string())
-            }
-            _ => UpstreamError::Io(io.to_string()),
-        },
-        e => other(e.to_string()),
+        Error::TooLarge => UpstreamError::TooLarge,
+        Error::Connect(m) => UpstreamError::Connect(m),
+        Error::Io(io) => UpstreamError::Io(io.to_string()),
+        Error::Tls(m) | Error::Protocol(m) => other(m),
     }
 }
 

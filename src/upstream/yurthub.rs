@@ -1,55 +1,67 @@
 //! YurtHub's OTA API over plain HTTP (SPEC section 2).
 
+use std::io::Read;
+use std::net::TcpStream;
 use std::time::Duration;
 
-use ureq::Agent;
-
 use super::{excerpt, Relay, Upstream, UpstreamError, MAX_BODY, MAX_RELAY_BODY};
+use crate::http::client::{Client, Request, Response, Tcp};
 
 pub struct Yurthub {
     base: String,
-    agent: Agent,
+    /// Path prefix of `base` (usually empty).
+    prefix: String,
+    client: Client<Tcp>,
 }
 
 impl Yurthub {
     /// `base` is `http://host:port` without a trailing slash; `timeout` bounds each whole call.
+    /// YurtHub is on loopback: no environment proxy, no redirects.
     pub fn new(base: &str, timeout: Duration) -> Yurthub {
-        let agent = Agent::config_builder()
-            .timeout_connect(Some(timeout))
-            .timeout_global(Some(timeout))
-            // Non-2xx is data to relay, not an error.
-            .http_status_as_error(false)
-            // YurtHub is on loopback: never send its traffic through an environment proxy.
-            .proxy(None)
-            .max_redirects(0)
-            // A fresh connection per call: a pooled one left over from before a YurtHub restart
-            // would fail the call, and the request path does not retry. On loopback a connect
-            // costs microseconds.
-            .max_idle_connections(0)
-            .max_idle_connections_per_host(0)
-            .user_agent(concat!("yurt-ota/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .new_agent();
+        let rest = base.strip_prefix("http://").unwrap_or(base);
+        let (authority, prefix) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
         Yurthub {
             base: base.to_owned(),
-            agent,
+            prefix: prefix.to_owned(),
+            // A fresh connection per call (no pool): a pooled one left over from before a
+            // YurtHub restart would fail the call, and the request path does not retry. On
+            // loopback a connect costs microseconds.
+            client: Client::new(
+                Tcp {
+                    authority: authority.to_owned(),
+                },
+                timeout,
+                Some(timeout),
+                false,
+            ),
         }
+    }
+
+    fn call(&self, method: &str, path: &str) -> Result<Response<TcpStream>, UpstreamError> {
+        let target = format!("{}{path}", self.prefix);
+        let req = Request {
+            method,
+            target: &target,
+            headers: &[],
+            body: None,
+        };
+        self.client.send(&req).map_err(map_error)
     }
 
     /// An upgrade or imagepull. Its status is what matters: YurtHub may have started the
     /// upgrade whatever follows, so a body over `MAX_RELAY_BODY` is cut there and the status
     /// relayed, never turned into an error.
     fn post(&self, path: &str) -> Result<Relay, UpstreamError> {
-        use std::io::Read;
-        let resp = self.agent.post(format!("{}{path}", self.base)).send_empty();
-        let mut resp = resp.map_err(map_error)?;
-        let (status, content_type) = head(&resp)?;
+        let mut resp = self.call("POST", path)?;
+        let (status, content_type) = head(&resp);
         let mut body = Vec::new();
-        resp.body_mut()
-            .as_reader()
+        (&mut resp)
             .take(MAX_RELAY_BODY + 1)
             .read_to_end(&mut body)
-            .map_err(|e| map_error(ureq::Error::Io(e)))?;
+            .map_err(|e| map_error(e.into()))?;
         if body.len() as u64 > MAX_RELAY_BODY {
             body.truncate(MAX_RELAY_BODY as usize);
             log::warn!(
@@ -67,46 +79,18 @@ impl Yurthub {
     }
 }
 
-/// The status and content type, once the status is known to be one a client can be given.
-fn head(resp: &ureq::http::Response<ureq::Body>) -> Result<(u16, Option<String>), UpstreamError> {
-    let status = resp.status().as_u16();
-    // The HTTP types accept 100 to 999; only a final status a client understands is relayed
-    // (a 1xx is never final, 600 and up are not HTTP).
-    if !(200..=599).contains(&status) {
-        return Err(UpstreamError::Io(format!(
-            "answered with HTTP status {status}, which is not a valid final status (200 to 599)"
-        )));
-    }
-    let content_type = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    Ok((status, content_type))
+/// The status and content type (the client refuses a status outside 200 to 599: only a final
+/// status a client understands is relayed).
+fn head(resp: &Response<TcpStream>) -> (u16, Option<String>) {
+    (resp.status, resp.header("content-type").map(str::to_owned))
 }
 
-/// A `GET /pods` answer, refused whole when over `MAX_BODY`.
-fn read(
-    resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-) -> Result<Relay, UpstreamError> {
-    let mut resp = resp.map_err(map_error)?;
-    let (status, content_type) = head(&resp)?;
-    // Refused on the declared length, before reading a byte of it: on a slow board, reading 32
-    // MiB only to throw it away could outlast upstream.timeout.
-    let declared = resp
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY) {
-        return Err(UpstreamError::TooLarge);
-    }
-    let body = resp
-        .body_mut()
-        .with_config()
-        .limit(MAX_BODY)
-        .read_to_vec()
-        .map_err(map_error)?;
+/// A `GET /pods` answer, refused whole when over `MAX_BODY` (on its declared length before
+/// reading a byte of it: on a slow board, reading 32 MiB only to throw it away could outlast
+/// upstream.timeout).
+fn read(mut resp: Response<TcpStream>) -> Result<Relay, UpstreamError> {
+    let (status, content_type) = head(&resp);
+    let body = resp.read_to_vec(MAX_BODY).map_err(map_error)?;
     Ok(Relay {
         status,
         content_type,
@@ -114,13 +98,13 @@ fn read(
     })
 }
 
-fn map_error(e: ureq::Error) -> UpstreamError {
-    super::from_ureq(e, UpstreamError::Io)
+fn map_error(e: crate::http::client::Error) -> UpstreamError {
+    super::from_http(e, UpstreamError::Io)
 }
 
 impl Upstream for Yurthub {
     fn list_pods(&self) -> Result<Vec<u8>, UpstreamError> {
-        let relay = read(self.agent.get(format!("{}/pods", self.base)).call())?;
+        let relay = read(self.call("GET", "/pods")?)?;
         if relay.status != 200 {
             return Err(UpstreamError::Status {
                 code: relay.status,

@@ -3,10 +3,11 @@
 
 use std::sync::{Arc, MutexGuard};
 
-use ureq::Agent;
-
 use super::{Inner, Shared};
+use crate::http::client::{Client, Request, Response, Tls, TlsStream};
 use crate::upstream::{UpstreamError, MAX_BODY};
+
+pub(super) type Https = Client<Tls>;
 
 /// One request over the calls client, for `fleet::kube`.
 pub(super) struct Calls(pub(super) Arc<Inner>);
@@ -47,41 +48,32 @@ impl Inner {
 
     pub(super) fn request(
         &self,
-        agent: &Agent,
+        client: &Https,
         method: &str,
         path: &str,
         body: Option<(&str, Vec<u8>)>,
-    ) -> Result<ureq::http::Response<ureq::Body>, UpstreamError> {
+    ) -> Result<Response<TlsStream>, UpstreamError> {
         self.lock().watch.requests += 1;
-        let mut req = ureq::http::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.url))
-            .header("Accept", "application/json");
-        if let Some(h) = self.credential.header().map_err(UpstreamError::Connect)? {
-            req = req.header("Authorization", h);
+        let auth = self.credential.header().map_err(UpstreamError::Connect)?;
+        let mut headers = vec![("Accept", "application/json")];
+        if let Some(a) = &auth {
+            headers.push(("Authorization", a));
         }
-        let resp = match body {
-            Some((ct, b)) => agent.run(
-                req.header("Content-Type", ct)
-                    .body(b)
-                    .expect("valid request"),
-            ),
-            None => agent.run(req.body(()).expect("valid request")),
+        if let Some((ct, _)) = &body {
+            headers.push(("Content-Type", ct));
+        }
+        let req = Request {
+            method,
+            target: path,
+            headers: &headers,
+            body: body.as_ref().map(|(_, b)| &b[..]),
         };
-        resp.map_err(map_error)
+        client.send(&req).map_err(map_error)
     }
 
-    pub(super) fn read_all(
-        resp: ureq::http::Response<ureq::Body>,
-    ) -> Result<(u16, Vec<u8>), UpstreamError> {
-        let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .into_with_config()
-            .limit(MAX_BODY)
-            .read_to_vec()
-            .map_err(map_error)?;
-        Ok((status, body))
+    pub(super) fn read_all(mut resp: Response<TlsStream>) -> Result<(u16, Vec<u8>), UpstreamError> {
+        let body = resp.read_to_vec(MAX_BODY).map_err(map_error)?;
+        Ok((resp.status, body))
     }
 
     pub(super) fn get(&self, path: &str) -> Result<(u16, Vec<u8>), UpstreamError> {
@@ -93,7 +85,7 @@ impl Inner {
     }
 }
 
-pub(super) fn map_error(e: ureq::Error) -> UpstreamError {
+pub(super) fn map_error(e: crate::http::client::Error) -> UpstreamError {
     // A certificate the CA does not vouch for, a refused client certificate: no connection.
-    crate::upstream::from_ureq(e, UpstreamError::Connect)
+    crate::upstream::from_http(e, UpstreamError::Connect)
 }

@@ -2,7 +2,6 @@
 //! name (renewed from its last resourceVersion), and their newest ControllerRevision.
 
 use std::collections::HashMap;
-use std::io::BufReader;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -137,13 +136,13 @@ impl Inner {
             q(&rv)
         );
         let resp = match self.request(&self.streams, "GET", &path, None) {
-            Ok(r) if r.status() == 200 => r,
+            Ok(r) if r.status == 200 => r,
             // An answer: 410 (too old), or a refusal the GET will name in status.
             Ok(_) => return DsWatchEnd::Reread,
             // No answer (the apiserver down): try the same watch again.
             Err(_) => return DsWatchEnd::Renew(rv),
         };
-        let mut r = BufReader::with_capacity(4 * 1024, resp.into_body().into_reader());
+        let mut r = resp;
         let mut buf = Vec::new();
         // Ended by the server or broken: renew from what was seen.
         while let Ok(Some(line)) = watch::read_line(&mut r, &mut buf) {

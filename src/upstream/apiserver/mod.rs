@@ -11,6 +11,7 @@
 //! checks and answers.
 
 mod client;
+mod crypto;
 mod daemonsets;
 pub mod kubeconfig;
 mod pods;
@@ -24,15 +25,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use serde_json::Value;
-use ureq::Agent;
-
-use self::client::Calls;
+use self::client::{Calls, Https};
 use self::kubeconfig::{Auth, Source, Target};
 use self::revision::DaemonSetView;
 use self::tls::{Credential, Tls};
 use self::watch::Store;
 use super::{Relay, Upstream, UpstreamError};
+use serde_json::Value;
 
 pub use self::daemonsets::newest_owned;
 pub use self::upgrade::precheck;
@@ -185,8 +184,10 @@ struct Shared {
 struct Inner {
     settings: Settings,
     url: String,
-    calls: Agent,
-    streams: Agent,
+    /// Calls: one idle connection kept (a TLS handshake is costly on a device).
+    calls: Https,
+    /// Watches: a connection each.
+    streams: Https,
     credential: Credential,
     shared: Mutex<Shared>,
 }
@@ -214,10 +215,18 @@ impl Apiserver {
         let credential = Credential::new(&settings.target.auth);
         let inner = Arc::new(Inner {
             url: settings.target.server.clone(),
-            calls: tls.agent(settings.timeout, Some(settings.timeout)),
-            streams: tls.agent(
+            calls: Https::new(
+                tls.connector(&settings.target.server)?,
+                settings.timeout,
+                Some(settings.timeout),
+                true,
+            ),
+            // A watch ends when the server ends it; one silent past that and a margin is dead.
+            streams: Https::new(
+                tls.connector(&settings.target.server)?,
                 settings.timeout,
                 Some(Duration::from_secs(WATCH_SECONDS + 30)),
+                false,
             ),
             credential,
             settings,

@@ -1,7 +1,6 @@
 //! The node's pods: list, then watch, for ever (SPEC 2b), and the `v1.PodList` rendered from
 //! what the watch keeps.
 
-use std::io::BufReader;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -104,7 +103,7 @@ impl Inner {
             Ok(r) => r,
             Err(e) => return (WatchEnd::Failed(e.to_string()), false),
         };
-        match resp.status().as_u16() {
+        match resp.status {
             200 => {}
             410 => return (WatchEnd::Expired, false),
             code => {
@@ -120,7 +119,7 @@ impl Inner {
             s.watch.connected_since = Some(SystemTime::now());
             s.watch.last_error = None;
         }
-        let mut r = BufReader::with_capacity(16 * 1024, resp.into_body().into_reader());
+        let mut r = resp;
         let mut buf = Vec::new();
         let mut got = false;
         loop {

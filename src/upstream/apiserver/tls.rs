@@ -3,98 +3,84 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
-use ureq::Agent;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use super::kubeconfig::{Auth, Source};
+use crate::http::client;
 
 /// TLS material, checked once at start so a bad file is a clear error, not a panic mid-call.
 pub struct Tls {
-    config: TlsConfig,
+    config: Arc<rustls::ClientConfig>,
 }
 
 impl Tls {
+    /// Trusts only `ca`; presents `client` (certificate, key) when given.
     pub fn new(ca: &Source, client: Option<(&Source, &Source)>) -> Result<Tls, String> {
         let ca_pem = ca.read()?;
-        let roots = certs(&ca_pem)
-            .map_err(|e| format!("CA ({}): {e}", ca.describe("certificate-authority")))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut builder = TlsConfig::builder()
-            .provider(TlsProvider::Rustls)
-            .root_certs(RootCerts::new_with_certs(&roots))
-            .unversioned_rustls_crypto_provider(provider.clone());
-        if let Some((cert, key)) = client {
-            let where_ = cert.describe("client-certificate");
-            let chain =
-                certs(&cert.read()?).map_err(|e| format!("client certificate ({where_}): {e}"))?;
-            let key_pem = key.read()?;
-            let key = PrivateKey::from_pem(&key_pem)
-                .map_err(|e| format!("client key ({}): {e}", key.describe("client-key")))?;
-            check_pair(provider, &chain, &key_pem)
-                .map_err(|e| format!("client certificate ({where_}): {e}"))?;
-            builder = builder.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
+        let where_ca = || ca.describe("certificate-authority");
+        let mut roots = rustls::RootCertStore::empty();
+        for c in certs(&ca_pem).map_err(|e| format!("CA ({}): {e}", where_ca()))? {
+            roots
+                .add(c)
+                .map_err(|e| format!("CA ({}): {e}", where_ca()))?;
         }
+        let provider = Arc::new(super::crypto::provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots);
+        let config = match client {
+            Some((cert, key)) => {
+                let where_ = cert.describe("client-certificate");
+                let chain = certs(&cert.read()?)
+                    .map_err(|e| format!("client certificate ({where_}): {e}"))?;
+                let where_key = key.describe("client-key");
+                let der = PrivateKeyDer::from_pem_slice(&key.read()?)
+                    .map_err(|e| format!("client key ({where_key}): {e}"))?;
+                // A key that does not fit its certificate is refused here, not at a handshake.
+                builder
+                    .with_client_auth_cert(chain, der)
+                    .map_err(|e| match e {
+                        rustls::Error::InconsistentKeys(_) => {
+                            format!("client certificate ({where_}): does not fit the key: {e}")
+                        }
+                        // A key type the provider does not load (Ed25519).
+                        e => format!("client key ({where_key}): {e}"),
+                    })?
+            }
+            None => builder.with_no_client_auth(),
+        };
         Ok(Tls {
-            config: builder.build(),
+            config: Arc::new(config),
         })
     }
 
-    /// An agent for calls bounded by `timeout` (None: only the connect is bounded, for watches
-    /// whose length the server sets).
-    pub fn agent(&self, connect: Duration, timeout: Option<Duration>) -> Agent {
-        Agent::config_builder()
-            .tls_config(self.config.clone())
-            .timeout_connect(Some(connect))
-            .timeout_global(timeout)
-            .http_status_as_error(false)
-            .https_only(true)
-            .max_redirects(0)
-            // ureq's default is 128 KiB each way per connection; a node keeps one watch per
-            // handled DaemonSet open, and requests are small. Headers fit in 16 KiB.
-            .input_buffer_size(16 * 1024)
-            .output_buffer_size(16 * 1024)
-            .user_agent(concat!("yurt-ota/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .new_agent()
+    /// How to reach `server` (`https://host[:port]`), verified by its host name or IP address.
+    pub fn connector(&self, server: &str) -> Result<client::Tls, String> {
+        let authority = server.strip_prefix("https://").unwrap_or(server);
+        let (host, _) = client::split_authority(authority, 443)
+            .ok_or_else(|| format!("{server}: not https://host[:port]"))?;
+        let name = ServerName::try_from(host.to_owned()).map_err(|e| format!("{server}: {e}"))?;
+        Ok(client::Tls {
+            authority: authority.to_owned(),
+            name,
+            config: self.config.clone(),
+        })
     }
 }
 
 /// Every certificate of a PEM file; none is an error.
-fn certs(pem: &[u8]) -> Result<Vec<Certificate<'static>>, String> {
-    let mut out = Vec::new();
-    for item in ureq::tls::parse_pem(pem) {
-        if let ureq::tls::PemItem::Certificate(c) = item.map_err(|e| e.to_string())? {
-            out.push(c);
-        }
-    }
+fn certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let out = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
     if out.is_empty() {
         return Err("no PEM certificate in it".into());
     }
     Ok(out)
-}
-
-/// ureq panics on a key that does not fit its certificate; rustls says so as an error.
-fn check_pair(
-    provider: Arc<rustls::crypto::CryptoProvider>,
-    chain: &[Certificate<'static>],
-    key_pem: &[u8],
-) -> Result<(), String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let der = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("key: {e}"))?;
-    let chain = chain
-        .iter()
-        .map(|c| CertificateDer::from(c.der().to_vec()))
-        .collect();
-    rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_client_auth_cert(chain, der)
-        .map(|_| ())
-        .map_err(|e| format!("does not fit the key: {e}"))
 }
 
 /// The `Authorization` header value, if any. A token file is re-read when its modification time
@@ -185,5 +171,102 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.contains("/nonexistent/ca.crt"), "{e}");
+    }
+
+    fn creds() -> crate::sim::apiserver::tls::Credentials {
+        crate::sim::apiserver::tls::generate(&["127.0.0.1".into()], "t".into()).unwrap()
+    }
+
+    #[test]
+    fn a_key_that_does_not_fit_its_certificate_is_an_error() {
+        let (a, b) = (creds(), creds());
+        let ca = Source::Data(a.ca_pem.clone().into_bytes());
+        let cert = Source::Data(a.client_cert_pem.clone().into_bytes());
+        let good = Source::Data(a.client_key_pem.clone().into_bytes());
+        assert!(Tls::new(&ca, Some((&cert, &good))).is_ok());
+        let other = Source::Data(b.client_key_pem.clone().into_bytes());
+        let e = Tls::new(&ca, Some((&cert, &other))).err().unwrap();
+        assert!(e.contains("does not fit the key"), "{e}");
+        let e = Tls::new(&ca, Some((&cert, &ca))).err().unwrap();
+        assert!(e.contains("client key"), "{e}");
+        let ed = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/tls/ed25519.key"
+        );
+        let e = Tls::new(&ca, Some((&cert, &Source::File(ed.into()))))
+            .err()
+            .unwrap();
+        assert!(e.contains("client key") && e.contains("Ed25519"), "{e}");
+    }
+
+    #[test]
+    fn servers_are_verified_by_name_or_address_and_calls_share_one_handshake() {
+        use crate::http::client::{Client, Error, Request};
+        let a = creds();
+        let config = crate::sim::apiserver::tls::server_config(&a).unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let mut handshakes = 0;
+            for s in l.incoming().take(2) {
+                let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, s.unwrap());
+                let mut r = std::io::BufReader::new(&mut tls);
+                let mut line = String::new();
+                use std::io::{BufRead, Write};
+                while r.read_line(&mut line).unwrap_or(0) > 0 {
+                    if line == "\r\n" {
+                        let t = r.get_mut();
+                        t.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                            .unwrap();
+                        t.flush().unwrap();
+                    }
+                    line.clear();
+                }
+                handshakes += 1;
+            }
+            handshakes
+        });
+        let get = Request {
+            method: "GET",
+            target: "/",
+            headers: &[],
+            body: None,
+        };
+        let t = std::time::Duration::from_secs(5);
+        // Another CA: refused, no request sent.
+        let other = Tls::new(&Source::Data(creds().ca_pem.into_bytes()), None).unwrap();
+        let c = Client::new(
+            other
+                .connector(&format!("https://127.0.0.1:{port}"))
+                .unwrap(),
+            t,
+            Some(t),
+            true,
+        );
+        match c.send(&get) {
+            Err(Error::Tls(m)) => assert!(m.contains("certificate not trusted"), "{m}"),
+            Err(e) => panic!("{e:?}"),
+            Ok(r) => panic!("answered {}", r.status),
+        }
+        let tls = Tls::new(&Source::Data(a.ca_pem.into_bytes()), None).unwrap();
+        let c = Client::new(
+            tls.connector(&format!("https://127.0.0.1:{port}")).unwrap(),
+            t,
+            Some(t),
+            true,
+        );
+        for _ in 0..3 {
+            assert_eq!(c.send(&get).unwrap().read_to_vec(10).unwrap(), b"ok");
+        }
+        drop(c);
+        assert_eq!(
+            server.join().unwrap(),
+            2,
+            "one connection for the three calls"
+        );
+        assert!(tls.connector("https://[::1]:6443").is_ok());
+        assert!(tls.connector("https://apiserver.example").is_ok());
+        assert!(tls.connector("https://bad_name!").is_err());
     }
 }
