@@ -60,6 +60,24 @@ fn main() {
     let rss_100k = common::settled_rss_kib(agent.id(), threads);
     common::keep_smaps(agent.id(), "100k");
     let rss_100k_parts = parts(agent.id());
+    // YURT_OTA_BENCH_MORE=N: N more rounds of 10,000, to tell a high-water mark reached once
+    // from growth that goes on.
+    let more: usize = std::env::var("YURT_OTA_BENCH_MORE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if more > 0 {
+        for _ in 0..more {
+            load(api_port, body.len());
+        }
+        let rss_more = common::settled_rss_kib(agent.id(), threads);
+        common::keep_smaps(agent.id(), "more");
+        let (anon, file) = parts(agent.id());
+        println!(
+            "after {} more requests: {rss_more} KiB (RssAnon {anon}, RssFile {file})",
+            more * REQUESTS
+        );
+    }
     let _ = agent.kill();
     let _ = agent.wait();
 
