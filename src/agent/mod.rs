@@ -338,13 +338,14 @@ mod deadline_tests {
             settings.policy.clone(),
         ));
         let now_ms = state::unix_ms(SystemTime::now());
+        let hold = |ms| Hold {
+            name: "driving".into(),
+            reason: String::new(),
+            created_ms: now_ms,
+            expires_ms: now_ms + ms,
+        };
         control.store.update(|s| {
-            s.holds.push(Hold {
-                name: "driving".into(),
-                reason: String::new(),
-                created_ms: now_ms,
-                expires_ms: now_ms + 10_000,
-            });
+            s.holds.push(hold(10_000));
             s.backoff.push(Backoff {
                 uid: "u".into(),
                 key: "ns/p".into(),
@@ -372,14 +373,7 @@ mod deadline_tests {
         // With the poller re-reading the gates, an idle loop sleeps until its next deadline
         // (a hold's expiry), and without one for an hour: not every 4 re-read periods.
         let mut a = a.reread_by_poller();
-        control.store.update(|s| {
-            s.holds.push(Hold {
-                name: "driving".into(),
-                reason: String::new(),
-                created_ms: now_ms,
-                expires_ms: now_ms + 300_000,
-            })
-        });
+        control.store.update(|s| s.holds.push(hold(300_000)));
         near(a.tick(), 300);
         control.store.update(|s| s.holds.clear());
         assert_eq!(a.tick(), REREAD_BACKSTOP);

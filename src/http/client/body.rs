@@ -84,16 +84,18 @@ pub(super) enum Chunk {
     Trailers(usize),
 }
 
+/// `Read` by way of the reader's own buffer (`BufRead`).
+fn read_buffered(r: &mut impl BufRead, out: &mut [u8]) -> io::Result<usize> {
+    let b = r.fill_buf()?;
+    let n = b.len().min(out.len());
+    out[..n].copy_from_slice(&b[..n]);
+    r.consume(n);
+    Ok(n)
+}
+
 impl<S: Transport> Read for Conn<S> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let n = {
-            let b = self.fill_buf()?;
-            let n = b.len().min(out.len());
-            out[..n].copy_from_slice(&b[..n]);
-            n
-        };
-        self.consume(n);
-        Ok(n)
+        read_buffered(self, out)
     }
 }
 
@@ -289,14 +291,7 @@ impl<S: Transport> BufRead for Response<S> {
 
 impl<S: Transport> Read for Response<S> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let n = {
-            let b = self.fill_buf()?;
-            let n = b.len().min(out.len());
-            out[..n].copy_from_slice(&b[..n]);
-            n
-        };
-        self.consume(n);
-        Ok(n)
+        read_buffered(self, out)
     }
 }
 
