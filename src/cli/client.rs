@@ -7,7 +7,9 @@ use serde_json::Value;
 
 use super::{load_settings, ClientOpts, Failure};
 use crate::config::{self, Listen};
-use crate::http::client::{Client as Http, Error, Request, Response, Tcp, Transport, Unix};
+use crate::http::client::{
+    split_http_base, Client as Http, Error, Request, Response, Tcp, Transport, Unix,
+};
 use crate::snapshot::Snapshot;
 
 /// An answer from the agent.
@@ -137,11 +139,7 @@ impl Client {
         };
         let answer = match &self.target {
             Target::Http(base) => {
-                let authority = base.trim_start_matches("http://");
-                let (authority, prefix) = match authority.find('/') {
-                    Some(i) => (&authority[..i], &authority[i..]),
-                    None => (authority, ""),
-                };
+                let (authority, prefix) = split_http_base(base);
                 let target = format!("{prefix}{path}");
                 let req = Request {
                     target: &target,

@@ -18,11 +18,7 @@ impl Yurthub {
     /// `base` is `http://host:port` without a trailing slash; `timeout` bounds each whole call.
     /// YurtHub is on loopback: no environment proxy, no redirects.
     pub fn new(base: &str, timeout: Duration) -> Yurthub {
-        let rest = base.strip_prefix("http://").unwrap_or(base);
-        let (authority, prefix) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
+        let (authority, prefix) = crate::http::client::split_http_base(base);
         Yurthub {
             base: base.to_owned(),
             prefix: prefix.to_owned(),

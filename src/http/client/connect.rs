@@ -94,6 +94,16 @@ impl Connector for Unix {
     }
 }
 
+/// The authority and the path prefix (empty or starting with `/`) of an `http://` base URL
+/// such as `http://127.0.0.1:10267` or `http://host:port/prefix`.
+pub fn split_http_base(base: &str) -> (&str, &str) {
+    let rest = base.strip_prefix("http://").unwrap_or(base);
+    match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    }
+}
+
 /// `host` and `port` of an authority (`host`, `host:port`, `[v6]`, `[v6]:port`).
 pub fn split_authority(authority: &str, default_port: u16) -> Option<(&str, u16)> {
     let (host, port) = match authority.strip_prefix('[') {

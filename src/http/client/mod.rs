@@ -23,7 +23,9 @@ mod fuzz;
 
 pub use body::Response;
 use body::{head, Head};
-pub use connect::{split_authority, Connector, Tcp, Tls, TlsStream, Transport, Unix};
+pub use connect::{
+    split_authority, split_http_base, Connector, Tcp, Tls, TlsStream, Transport, Unix,
+};
 pub use fuzz::fuzz_response;
 
 /// The response head (status line and headers), and the connection's read buffer.

@@ -363,6 +363,11 @@ fn authorities() {
     assert_eq!(split_authority("[::1]", 443), Some(("::1", 443)));
     assert_eq!(split_authority("h:x", 80), None);
     assert_eq!(split_authority(":1", 80), None);
+    assert_eq!(
+        split_http_base("http://127.0.0.1:10267"),
+        ("127.0.0.1:10267", "")
+    );
+    assert_eq!(split_http_base("http://h:1/hub/v1"), ("h:1", "/hub/v1"));
 }
 
 #[test]
