@@ -45,7 +45,7 @@ done
 
 st() {
   "$venv/bin/st" run docs/openapi.yaml --url "http://127.0.0.1:$port" \
-    -H "Authorization: Bearer $token" --max-time "$budget" --workers 2 \
+    -H "Authorization: Bearer $token" --max-time "$budget" --workers 1 \
     --suppress-health-check all --warnings off "$@"
 }
 # Not run: positive_data_acceptance, since a schema cannot say "a duration above zero and at
