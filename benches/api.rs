@@ -39,9 +39,11 @@ fn main() {
     let served: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(served["items"].as_array().unwrap().len(), PODS);
     // The poll thread, the decision loop, the API's accept and refusal threads, …: the count
-    // to come back to after each load (connection threads end when their client closes).
+    // to come back to after each load, with at most one connection thread per client: the
+    // agent keeps up to 4 of them waiting for the next connection, and ends the others.
     let threads = common::thread_count(agent.id());
     let rss_idle = common::settled_rss_kib(agent.id(), threads);
+    let threads = threads + CLIENTS;
     common::keep_smaps(agent.id(), "first-poll");
     let rss_idle_parts = parts(agent.id());
 

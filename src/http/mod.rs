@@ -34,6 +34,7 @@ pub use framing::owned_headers;
 mod serve;
 mod slots;
 mod stream;
+mod workers;
 
 pub use framing::fuzz_framing;
 pub use serve::serve;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use super::framing::{body_length, parse_head, write_response, Head, Refusal};
 use super::slots::*;
 use super::stream::Stream;
+use super::workers::Workers;
 use super::*;
 use crate::shutdown::Shutdown;
 
@@ -25,8 +26,9 @@ pub fn serve(listener: Listener, limits: Limits, stop: &Shutdown, handler: &dyn 
     // Refused connections, answered and drained by one thread so accept never waits on them;
     // when it is behind, further ones are closed unanswered.
     let (refusals, refused) = mpsc::sync_channel::<Stream>(32);
+    let workers = Workers::new();
     thread::scope(|s| {
-        let (open, listener) = (&open, &listener);
+        let (open, listener, workers) = (&open, &listener, &workers);
         s.spawn(move || {
             stop.wait();
             // Wake the accept below, then end every idle read.
@@ -91,20 +93,17 @@ pub fn serve(listener: Listener, limits: Limits, stop: &Shutdown, handler: &dyn 
                 map.insert(id, slot.clone());
                 slot
             };
+            let Some(job) = workers.hand(Job { stream, id, slot }) else {
+                continue;
+            };
             let spawned = thread::Builder::new()
                 .name("api-conn".into())
                 .stack_size(256 * 1024)
                 .spawn_scoped(s, move || {
-                    let _registered = Registered(open, id);
-                    let tracker = Tracker { open, slot };
-                    // A panic ends this connection only; left to unwind, `thread::scope` would
-                    // re-raise it when serving ends.
-                    if catch_unwind(AssertUnwindSafe(|| {
-                        connection(stream, limits, handler, &tracker)
-                    }))
-                    .is_err()
-                    {
-                        log::error!("a connection's handler panicked; connection closed");
+                    let mut job = Some(job);
+                    while let Some(j) = job {
+                        serve_one(j, open, limits, handler);
+                        job = workers.next();
                     }
                 });
             if let Err(e) = spawned {
@@ -112,6 +111,8 @@ pub fn serve(listener: Listener, limits: Limits, stop: &Shutdown, handler: &dyn 
                 open.lock().remove(&id);
             }
         }
+        // Threads waiting for a connection end; the others end with theirs.
+        workers.close();
         drop(refusals);
         // Registration happens only in this loop, so every connection is in `open` now, also
         // one accepted while the thread above was ending the others.
@@ -119,6 +120,30 @@ pub fn serve(listener: Listener, limits: Limits, stop: &Shutdown, handler: &dyn 
             slot.stream.shutdown_read();
         }
     });
+}
+
+/// An accepted connection, for a thread to serve.
+struct Job {
+    stream: Stream,
+    id: u64,
+    slot: Arc<Slot>,
+}
+
+/// Serves `job`'s connection and forgets it: its stream and both handles on its slot are
+/// closed and dropped on return, before the thread waits for the next one.
+fn serve_one(job: Job, open: &Open, limits: Limits, handler: &dyn Handler) {
+    let Job { stream, id, slot } = job;
+    let _registered = Registered(open, id);
+    let tracker = Tracker { open, slot };
+    // A panic ends this connection only; left to unwind, `thread::scope` would re-raise it when
+    // serving ends.
+    if catch_unwind(AssertUnwindSafe(|| {
+        connection(stream, limits, handler, &tracker)
+    }))
+    .is_err()
+    {
+        log::error!("a connection's handler panicked; connection closed");
+    }
 }
 
 /// Serves one connection's requests in order until it closes, errs, times out or is evicted.
@@ -244,14 +269,21 @@ fn read_some(
         }
         let _ = stream.set_read_timeout(left.min(timeout));
     }
-    let mut chunk = [0u8; 8192];
-    let want = cap.saturating_sub(buf.len()).clamp(1, chunk.len());
-    match stream.read(&mut chunk[..want]) {
+    // Straight into `buf`, which grows as a request needs: a kept connection thread then holds
+    // no 8 KiB read buffer on its stack (resident for as long as the thread waits).
+    if buf.capacity() - buf.len() < 512 {
+        buf.reserve(1024);
+    }
+    let start = buf.len();
+    let room = (buf.capacity() - start)
+        .min(cap.saturating_sub(start))
+        .max(1);
+    buf.resize(start + room, 0);
+    let read = stream.read(&mut buf[start..]);
+    buf.truncate(start + *read.as_ref().unwrap_or(&0));
+    match read {
         Ok(0) => Got::Closed,
-        Ok(n) => {
-            buf.extend_from_slice(&chunk[..n]);
-            Got::Data
-        }
+        Ok(_) => Got::Data,
         Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => Got::Late,
         Err(_) => Got::Closed,
     }

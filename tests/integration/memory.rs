@@ -1,6 +1,9 @@
 //! The process set-up for flat memory (`src/malloc.rs`): under glibc, `run` re-executes itself
 //! once with `GLIBC_TUNABLES`, keeping its name, and keeps an operator's own value.
 
+use std::io::{Read, Write};
+use std::time::Duration;
+
 use crate::util::*;
 
 /// `GLIBC_TUNABLES` in the environment of the running agent (after any re-exec: same pid).
@@ -54,4 +57,63 @@ fn run_sets_the_glibc_tunables_under_its_own_name_and_keeps_an_operators_own() {
     );
     assert_eq!(tunables(&agent).as_deref(), Some(own));
     assert_eq!(comm(&agent), "yurt-ota");
+}
+
+/// The thread ids of the agent's threads named `api-conn` (serving a connection or waiting for
+/// the next).
+fn connection_threads(agent: &Agent) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{}/task", agent.child.id()))
+        .unwrap()
+        .filter_map(|t| {
+            let t = t.ok()?;
+            let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+            (comm.trim() == "api-conn").then(|| t.file_name().to_string_lossy().into_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn connection_threads_are_reused_and_at_most_four_wait() {
+    let agent = Agent::start("");
+    // One connection after another: a thread per connection would show ~30 ids here. A new
+    // connection can come before the last one's thread has seen its client go, so allow a few.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        assert_eq!(get(&agent.url("/v1/healthz")).status, 200);
+        seen.extend(connection_threads(&agent));
+    }
+    assert!(seen.len() <= 4, "{} threads for 30 connections", seen.len());
+    // Eight at once: eight threads; once their clients are gone, four stay.
+    let open: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| {
+            let mut s =
+                std::net::TcpStream::connect(agent.url("").trim_start_matches("http://")).unwrap();
+            s.write_all(b"GET /v1/healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap();
+            let mut answer = [0u8; 12];
+            s.read_exact(&mut answer).unwrap();
+            assert_eq!(&answer, b"HTTP/1.1 200");
+            s
+        })
+        .collect();
+    assert_eq!(connection_threads(&agent).len(), 8);
+    drop(open);
+    wait_for("four connection threads", Duration::from_secs(5), || {
+        connection_threads(&agent).len() == 4
+    });
+    // They serve what comes next, and the agent still stops at once with them waiting.
+    assert_eq!(get(&agent.url("/v1/healthz")).status, 200);
+    assert_eq!(connection_threads(&agent).len(), 4);
+    let mut agent = agent;
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &agent.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut code = None;
+    wait_for("exit after SIGTERM", Duration::from_secs(5), || {
+        code = agent.child.try_wait().unwrap();
+        code.is_some()
+    });
+    assert!(code.unwrap().success(), "{code:?}");
 }
