@@ -1,6 +1,7 @@
 //! A small blocking HTTP/1.1 server for the local API and the simulator.
 //!
-//! One thread per connection, at most `max_connections` of them. Every limit is enforced before
+//! One thread per connection, at most `max_connections` of them; a thread whose connection has
+//! ended waits for the next one (up to 4 wait, `workers.rs`) rather than ending. Every limit is enforced before
 //! memory is committed: the request head is capped, a declared body over the cap is refused
 //! without reading it, and an idle or stalled connection is closed after `timeout`. Responses
 //! always carry Content-Length.
@@ -22,7 +23,8 @@
 //!
 //! `stream.rs` the listener and the connection's stream (TCP or Unix); `slots.rs` the open
 //! connections and which one gives up its slot; `serve.rs` the accept loop and one connection's
-//! requests; `framing.rs` the request head, Content-Length and the response bytes.
+//! requests; `workers.rs` the threads waiting for a connection; `framing.rs` the request head,
+//! Content-Length and the response bytes.
 
 use std::borrow::Cow;
 use std::sync::Arc;
