@@ -485,17 +485,8 @@ fn unix_socket_and_sigterm() {
     assert_eq!(mode, 0o660, "{mode:o}");
 
     let started = Instant::now();
-    let kill = Command::new("kill")
-        .args(["-TERM", &agent.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let mut code = None;
-    wait_for("exit after SIGTERM", Duration::from_secs(5), || {
-        code = agent.child.try_wait().unwrap();
-        code.is_some()
-    });
-    assert!(code.unwrap().success(), "{:?}", code);
+    let code = agent.terminate();
+    assert!(code.success(), "{code:?}");
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(!sock.exists(), "the socket is removed on shutdown");
     assert!(agent.log().contains("stopped"), "{}", agent.log());
@@ -537,17 +528,8 @@ fn a_second_agent_cannot_take_over_a_live_unix_socket() {
     // The first agent still serves on its socket, and still stops at once.
     assert!(first.cli(&["status", "--json"]).status.success());
     let started = Instant::now();
-    let kill = Command::new("kill")
-        .args(["-TERM", &first.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let mut code = None;
-    wait_for("exit after SIGTERM", Duration::from_secs(5), || {
-        code = first.child.try_wait().unwrap();
-        code.is_some()
-    });
-    assert!(code.unwrap().success(), "{code:?}");
+    let code = first.terminate();
+    assert!(code.success(), "{code:?}");
     assert!(started.elapsed() < Duration::from_secs(2));
 }
 

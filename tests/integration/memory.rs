@@ -105,15 +105,6 @@ fn connection_threads_are_reused_and_at_most_four_wait() {
     assert_eq!(get(&agent.url("/v1/healthz")).status, 200);
     assert_eq!(connection_threads(&agent).len(), 4);
     let mut agent = agent;
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &agent.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let mut code = None;
-    wait_for("exit after SIGTERM", Duration::from_secs(5), || {
-        code = agent.child.try_wait().unwrap();
-        code.is_some()
-    });
-    assert!(code.unwrap().success(), "{code:?}");
+    let code = agent.terminate();
+    assert!(code.success(), "{code:?}");
 }

@@ -230,6 +230,21 @@ impl Agent {
             .output()
             .unwrap()
     }
+
+    /// Sends SIGTERM and returns the agent's exit status, which must come within 5 s.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let kill = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let mut code = None;
+        wait_for("exit after SIGTERM", Duration::from_secs(5), || {
+            code = self.child.try_wait().unwrap();
+            code.is_some()
+        });
+        code.unwrap()
+    }
 }
 
 impl Drop for Agent {
