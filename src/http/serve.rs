@@ -277,8 +277,7 @@ fn read_some(
     let start = buf.len();
     let room = (buf.capacity() - start)
         .min(cap.saturating_sub(start))
-        .min(64 * 1024)
-        .max(1);
+        .clamp(1, 64 * 1024);
     buf.resize(start + room, 0);
     let read = stream.read(&mut buf[start..]);
     buf.truncate(start + *read.as_ref().unwrap_or(&0));
