@@ -99,6 +99,15 @@ mod tests {
     use std::thread;
     use std::time::Duration;
 
+    /// Waits until `n` threads wait unclaimed in `next`.
+    fn wait_idle(w: &Workers<u32>, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while w.lock().idle < n {
+            assert!(std::time::Instant::now() < deadline, "threads did not wait");
+            thread::yield_now();
+        }
+    }
+
     #[test]
     fn a_job_goes_to_a_waiting_thread_and_none_is_lost() {
         let w = Workers::<u32>::new();
@@ -114,11 +123,7 @@ mod tests {
                     }
                 });
             }
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while w.lock().idle < 3 {
-                assert!(std::time::Instant::now() < deadline, "threads did not wait");
-                thread::sleep(Duration::from_millis(1));
-            }
+            wait_idle(&w, 3);
             let mut handed = 0;
             let mut sent = Vec::new();
             for j in 0..200u32 {
@@ -150,9 +155,7 @@ mod tests {
             let w = Workers::<u32>::new();
             thread::scope(|s| {
                 let waiter = s.spawn(|| w.next());
-                while w.lock().idle == 0 {
-                    thread::yield_now();
-                }
+                wait_idle(&w, 1);
                 assert_eq!(w.hand(7), None);
                 w.close();
                 let got = waiter.join().expect("the waiting thread ended cleanly");
