@@ -71,11 +71,11 @@ pub fn serve(listener: Listener, limits: Limits, stop: &Shutdown, handler: &dyn 
                 continue;
             }
             let id = open.next.fetch_add(1, Ordering::Relaxed);
-            let slot = {
+            let job = {
                 let mut map = open.lock();
                 let live = map
                     .values()
-                    .filter(|s| s.state.load(Ordering::Acquire) != EVICTED)
+                    .filter(|s| s.state.load(Ordering::Acquire) < EVICTED)
                     .count();
                 if live >= limits.max_connections && !evict(&map) {
                     drop(map);
@@ -89,12 +89,17 @@ pub fn serve(listener: Listener, limits: Limits, stop: &Shutdown, handler: &dyn 
                     stream: clone,
                     state: AtomicU8::new(NEW),
                     since: AtomicU64::new(open.now()),
+                    successor: Mutex::new(None),
                 });
                 map.insert(id, slot.clone());
-                slot
-            };
-            let Some(job) = workers.hand(Job { stream, id, slot }) else {
-                continue;
+                // To a waiting thread, else to one about to be free; under the lock under which
+                // a thread that is done looks for a successor and else starts to wait, so that
+                // a thread between the two is never missed.
+                let job = Job { stream, id, slot };
+                match workers.hand(job).and_then(|job| hand_to_ending(&map, job)) {
+                    Some(job) => job,
+                    None => continue,
+                }
             };
             let spawned = thread::Builder::new()
                 .name("api-conn".into())
@@ -102,8 +107,7 @@ pub fn serve(listener: Listener, limits: Limits, stop: &Shutdown, handler: &dyn 
                 .spawn_scoped(s, move || {
                     let mut job = Some(job);
                     while let Some(j) = job {
-                        serve_one(j, open, limits, handler);
-                        job = workers.next();
+                        job = serve_one(j, open, limits, handler, workers);
                     }
                 });
             if let Err(e) = spawned {
@@ -122,18 +126,16 @@ pub fn serve(listener: Listener, limits: Limits, stop: &Shutdown, handler: &dyn 
     });
 }
 
-/// An accepted connection, for a thread to serve.
-struct Job {
-    stream: Stream,
-    id: u64,
-    slot: Arc<Slot>,
-}
-
-/// Serves `job`'s connection and forgets it: its stream and both handles on its slot are
-/// closed and dropped on return, before the thread waits for the next one.
-fn serve_one(job: Job, open: &Open, limits: Limits, handler: &dyn Handler) {
+/// Serves `job`'s connection, forgets it, and waits for the next one: the connection handed
+/// to this thread meanwhile, else the next one accepted. `None`: this thread should end.
+fn serve_one(
+    job: Job,
+    open: &Open,
+    limits: Limits,
+    handler: &dyn Handler,
+    workers: &Workers<Job>,
+) -> Option<Job> {
     let Job { stream, id, slot } = job;
-    let _registered = Registered(open, id);
     let tracker = Tracker { open, slot };
     // A panic ends this connection only; left to unwind, `thread::scope` would re-raise it when
     // serving ends.
@@ -144,6 +146,25 @@ fn serve_one(job: Job, open: &Open, limits: Limits, handler: &dyn Handler) {
     {
         log::error!("a connection's handler panicked; connection closed");
     }
+    // The stream is closed. Until the lock below, a new connection may be handed to this
+    // thread (`hand_to_ending`); from then on, it goes to this thread as one that waits.
+    let slot = tracker.slot;
+    slot.state.store(ENDED, Ordering::Release);
+    let waiting = {
+        let mut map = open.lock();
+        map.remove(&id);
+        let successor = slot
+            .successor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if successor.is_some() {
+            return successor;
+        }
+        workers.back()
+    };
+    drop(slot);
+    workers.wait(waiting?)
 }
 
 /// Serves one connection's requests in order until it closes, errs, times out or is evicted.

@@ -17,6 +17,8 @@ pub(super) const READING: u8 = 2;
 pub(super) const WRITING: u8 = 3;
 pub(super) const HANDLING: u8 = 4;
 pub(super) const EVICTED: u8 = 5;
+/// Done, or sure to end at its thread's next look: its thread is on its way to another.
+pub(super) const ENDED: u8 = 6;
 
 /// One open connection: a clone of its stream (to end it from outside), what it is doing, and
 /// since when (milliseconds from the server's start).
@@ -24,6 +26,15 @@ pub(super) struct Slot {
     pub(super) stream: Stream,
     pub(super) state: AtomicU8,
     pub(super) since: AtomicU64,
+    /// A connection accepted for this one's thread to serve next ([`hand_to_ending`]).
+    pub(super) successor: Mutex<Option<Job>>,
+}
+
+/// An accepted connection, for a thread to serve.
+pub(super) struct Job {
+    pub(super) stream: Stream,
+    pub(super) id: u64,
+    pub(super) slot: Arc<Slot>,
 }
 
 /// Open connections, so that a stop can end their reads at once and a new client can take the
@@ -91,11 +102,46 @@ pub(super) fn evict(map: &HashMap<u64, Arc<Slot>>) -> bool {
     false
 }
 
-/// Removes a connection from `Open` however its thread ends.
-pub(super) struct Registered<'a>(pub(super) &'a Open, pub(super) u64);
-
-impl Drop for Registered<'_> {
-    fn drop(&mut self) {
-        self.0.lock().remove(&self.1);
+/// Gives `job` to the thread of an open connection that is about to end, instead of to a thread
+/// of its own: a client that reconnects (closes, then connects again at once) is often accepted
+/// before its old connection's thread has seen the close. That thread takes it when it looks,
+/// as its connection ends ([`Slot::successor`]). A connection is about to end if it is done
+/// ([`ENDED`]), or if its client has closed and sent nothing unread
+/// ([`Stream::has_ended`](super::stream::Stream::has_ended)) while its thread
+/// - waits for the next request (or the first): its read under way sees the close at once;
+/// - or writes an answer, and no write waits for room
+///   ([`Stream::has_room`](super::stream::Stream::has_room)): the client read the answer and
+///   closed before the thread, done writing, ran again (a reset or a failed write ends it as
+///   fast). A client that half-closed and reads slowly keeps a write waiting: not that one.
+///
+/// Gives `job` back if there is none. The caller holds the lock, the same under which a
+/// thread looks for its successor.
+pub(super) fn hand_to_ending(map: &HashMap<u64, Arc<Slot>>, job: Job) -> Option<Job> {
+    for (&id, s) in map {
+        let mut successor = s.successor.lock().unwrap_or_else(|e| e.into_inner());
+        if id == job.id || successor.is_some() {
+            continue;
+        }
+        let state = s.state.load(Ordering::Acquire);
+        let ending = match state {
+            ENDED => true,
+            // Its thread now ends however it wakes, and no eviction picks it; unless it has
+            // seen the close already, and says so meanwhile.
+            NEW | IDLE | WRITING => {
+                s.stream.has_ended()
+                    && (state != WRITING || s.stream.has_room())
+                    && matches!(
+                        s.state
+                            .compare_exchange(state, ENDED, Ordering::AcqRel, Ordering::Acquire),
+                        Ok(_) | Err(ENDED)
+                    )
+            }
+            _ => false,
+        };
+        if ending {
+            *successor = Some(job);
+            return None;
+        }
     }
+    Some(job)
 }

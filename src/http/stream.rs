@@ -2,7 +2,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown as Both, TcpListener, TcpStream};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -52,6 +52,42 @@ impl Stream {
 
     pub(super) fn shutdown_read(&self) {
         let _ = self.shutdown(Both::Read);
+    }
+
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+        }
+    }
+
+    /// True if the client has closed (or reset) the connection and sent nothing still unread:
+    /// whoever reads it next sees its end at once. Looks without reading or waiting (a peek
+    /// that does not block, whatever the socket's own timeouts).
+    pub(super) fn has_ended(&self) -> bool {
+        use rustix::net::{recv, RecvFlags};
+        let mut byte = [0u8; 1];
+        match recv(
+            self.fd(),
+            &mut byte[..],
+            RecvFlags::PEEK | RecvFlags::DONTWAIT,
+        ) {
+            Ok((n, _)) => n == 0,
+            Err(e) => e != rustix::io::Errno::AGAIN && e != rustix::io::Errno::INTR,
+        }
+    }
+
+    /// True if a write would not wait for the client to read: no write of ours is blocked on a
+    /// full send buffer now. Looks without waiting.
+    pub(super) fn has_room(&self) -> bool {
+        use rustix::event::{poll, PollFd, PollFlags};
+        let fd = self.fd();
+        let mut fds = [PollFd::new(&fd, PollFlags::OUT)];
+        let zero = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        poll(&mut fds, Some(&zero)).is_ok_and(|_| !fds[0].revents().is_empty())
     }
 }
 

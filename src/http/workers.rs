@@ -16,6 +16,10 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 /// Four covers the local clients a device has at once (apps, the CLI, a metrics scraper).
 pub(super) const KEPT: usize = 4;
 
+/// A thread counted as waiting by [`Workers::back`], to wait with [`Workers::wait`].
+#[must_use]
+pub(super) struct Waiting(());
+
 /// Accepted connections waiting for a thread, and the threads waiting for a connection.
 pub(super) struct Workers<J> {
     state: Mutex<State<J>>,
@@ -61,12 +65,26 @@ impl<J> Workers<J> {
 
     /// Called by a thread whose connection has ended: the next job, or `None` when this thread
     /// should end (enough threads wait already, or serving has stopped).
+    #[cfg(test)]
     pub(super) fn next(&self) -> Option<J> {
+        self.back().and_then(|w| self.wait(w))
+    }
+
+    /// The first half of [`Workers::next`]: counts the calling thread as waiting from now on
+    /// (a job handed from now on is meant for it), or `None` if it should end. Lets a caller
+    /// make that one step with whatever else it must do at the same moment.
+    pub(super) fn back(&self) -> Option<Waiting> {
         let mut s = self.lock();
         if s.closed || s.idle >= KEPT {
             return None;
         }
         s.idle += 1;
+        Some(Waiting(()))
+    }
+
+    /// The second half of [`Workers::next`]: waits for a job.
+    pub(super) fn wait(&self, _: Waiting) -> Option<J> {
+        let mut s = self.lock();
         loop {
             // A job queued by `hand` already took one off `idle` for us.
             if let Some(job) = s.queue.pop_front() {

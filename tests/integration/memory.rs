@@ -72,6 +72,70 @@ fn connection_threads(agent: &Agent) -> Vec<String> {
         .collect()
 }
 
+/// One `GET /v1/healthz` on a kept-alive connection, its answer read whole (head and
+/// Content-Length body), so that a close after it is a clean one (FIN, not a reset).
+fn healthz(s: &mut std::net::TcpStream) {
+    s.write_all(b"GET /v1/healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let (head, len) = loop {
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "the agent closed the connection");
+        got.extend_from_slice(&chunk[..n]);
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().unwrap())
+                .expect("a Content-Length");
+            break (end + 4, len);
+        }
+    };
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    while got.len() < head + len {
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "the agent closed the connection mid-answer");
+        got.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[test]
+fn a_client_that_reconnects_is_served_by_its_old_connections_thread() {
+    // Four clients on kept-alive connections hold four threads, none waiting. Each in turn
+    // closes and connects again: its new connection is accepted before its old thread has
+    // seen the close (or after): either way that thread serves it, and no fifth one starts
+    // (to end again moments later, as one did before the accept loop looked for it).
+    let agent = Agent::start("");
+    let mut clients: Vec<std::net::TcpStream> = (0..4).map(|_| agent.connect()).collect();
+    for c in &mut clients {
+        healthz(c);
+    }
+    let threads: std::collections::BTreeSet<String> =
+        connection_threads(&agent).into_iter().collect();
+    // Four, or more if a thread of the start-up's probes has yet to see its client go.
+    assert!(threads.len() >= 4, "{threads:?}");
+    for round in 0..50 {
+        for i in 0..clients.len() {
+            drop(clients.remove(i));
+            let mut c = agent.connect();
+            healthz(&mut c);
+            clients.insert(i, c);
+        }
+        let now: std::collections::BTreeSet<String> =
+            connection_threads(&agent).into_iter().collect();
+        assert!(
+            now.is_subset(&threads),
+            "round {round}: a new connection thread started: {now:?}, before {threads:?}"
+        );
+    }
+}
+
 #[test]
 fn connection_threads_are_reused_and_at_most_four_wait() {
     let agent = Agent::start("");

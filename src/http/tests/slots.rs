@@ -254,3 +254,108 @@ fn refusing_a_connection_never_stalls_accept() {
     stop.trigger();
     t.join().unwrap();
 }
+
+#[test]
+fn a_new_connection_goes_to_the_thread_of_one_about_to_end() {
+    use super::super::slots::{hand_to_ending, Job, Slot, ENDED, IDLE, NEW, READING, WRITING};
+    use super::super::stream::Stream;
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU64, AtomicU8};
+    use std::sync::Mutex;
+
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let accepted = || Stream::Tcp(l.accept().unwrap().0);
+    let slot = |stream: Stream, state: u8| {
+        Arc::new(Slot {
+            stream,
+            state: AtomicU8::new(state),
+            since: AtomicU64::new(0),
+            successor: Mutex::new(None),
+        })
+    };
+    // A new connection, and its client.
+    let job = |id: u64| {
+        let client = connect(port);
+        let stream = accepted();
+        let s = slot(stream.try_clone().unwrap(), NEW);
+        (
+            Job {
+                stream,
+                id,
+                slot: s,
+            },
+            client,
+        )
+    };
+    let successor = |map: &HashMap<u64, Arc<Slot>>, id: u64| {
+        map[&id].successor.lock().unwrap().as_ref().map(|j| j.id)
+    };
+    // 1 waits for its next request, its client still there; 2 reads a request and 3 waits for
+    // its next one, and both their clients have closed.
+    let mut map = HashMap::new();
+    let c1 = connect(port);
+    map.insert(1, slot(accepted(), IDLE));
+    let c2 = connect(port);
+    map.insert(2, slot(accepted(), READING));
+    let c3 = connect(port);
+    map.insert(3, slot(accepted(), IDLE));
+    drop((c2, c3));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !map[&3].stream.has_ended() {
+        assert!(Instant::now() < deadline, "the close did not arrive");
+        thread::sleep(Duration::from_millis(1));
+    }
+    // Only 3's thread is sure to be free at once: it gets the job, and 3 can no longer be
+    // evicted or counted as open.
+    let (j10, _c10) = job(10);
+    assert!(hand_to_ending(&map, j10).is_none());
+    assert_eq!(successor(&map, 3), Some(10));
+    assert_eq!(map[&3].state.load(Ordering::Acquire), ENDED);
+    assert!(!map[&1].stream.has_ended());
+    // None else is: 3 already has one; 2's thread may be inside a request; 1's client is there.
+    let (j11, _c11) = job(11);
+    let back = hand_to_ending(&map, j11).expect("no thread about to be free");
+    assert_eq!(back.id, 11);
+    assert_eq!((successor(&map, 1), successor(&map, 2)), (None, None));
+    // A done connection's thread is about to be free, whatever its client does.
+    map[&1].state.store(ENDED, Ordering::Release);
+    assert!(hand_to_ending(&map, back).is_none());
+    assert_eq!(successor(&map, 1), Some(11));
+    // A new connection whose client has already gone is never handed to its own thread.
+    let (own, c12) = job(12);
+    map.insert(12, own.slot.clone());
+    drop(c12);
+    while !map[&12].stream.has_ended() {
+        assert!(Instant::now() < deadline, "the close did not arrive");
+        thread::sleep(Duration::from_millis(1));
+    }
+    let own = hand_to_ending(&map, own).expect("not to itself");
+    assert_eq!(own.id, 12);
+    map.remove(&12);
+    drop(own);
+    // Writing an answer: its thread is about to be free if the client has read it and closed,
+    // not if the client half-closed and leaves a write waiting for room.
+    let writer = connect(port);
+    let full = accepted();
+    let Stream::Tcp(raw) = &full else {
+        unreachable!()
+    };
+    raw.set_nonblocking(true).unwrap();
+    let chunk = [0u8; 64 * 1024];
+    while raw.try_clone().unwrap().write(&chunk).is_ok() {}
+    map.insert(20, slot(full, WRITING));
+    writer.shutdown(Both::Write).unwrap();
+    let c21 = connect(port);
+    map.insert(21, slot(accepted(), WRITING));
+    drop(c21);
+    while !(map[&20].stream.has_ended() && map[&21].stream.has_ended()) {
+        assert!(Instant::now() < deadline, "the closes did not arrive");
+        thread::sleep(Duration::from_millis(1));
+    }
+    assert!(!map[&20].stream.has_room());
+    let (j22, _c22) = job(22);
+    assert!(hand_to_ending(&map, j22).is_none());
+    assert_eq!((successor(&map, 20), successor(&map, 21)), (None, Some(22)));
+    drop((c1, writer));
+}
