@@ -1,5 +1,6 @@
 //! The accept loop and the requests of one connection.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::Shutdown as Both;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use super::framing::{body_length, parse_head, write_response, Head, Refusal};
 use super::slots::*;
 use super::stream::Stream;
-use super::workers::Workers;
+use super::workers::{Workers, KEPT};
 use super::*;
 use crate::shutdown::Shutdown;
 
@@ -21,7 +22,11 @@ pub fn serve(listener: Listener, limits: Limits, stop: &Shutdown, handler: &dyn 
     let open = Open {
         next: AtomicU64::new(0),
         epoch: Instant::now(),
-        slots: Mutex::default(),
+        // Sized once for the connections open at once, and those ending alongside, so that
+        // the table is not grown (moved to a larger block) in the middle of a long run.
+        slots: Mutex::new(HashMap::with_capacity(
+            limits.max_connections.min(64) + KEPT,
+        )),
     };
     // Refused connections, answered and drained by one thread so accept never waits on them;
     // when it is behind, further ones are closed unanswered.

@@ -38,7 +38,8 @@ impl<J> Workers<J> {
         Workers {
             state: Mutex::new(State {
                 idle: 0,
-                queue: VecDeque::new(),
+                // Never more than the threads waiting for a job.
+                queue: VecDeque::with_capacity(KEPT),
                 closed: false,
             }),
             ready: Condvar::new(),
