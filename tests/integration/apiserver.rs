@@ -462,13 +462,20 @@ fn daemonset_watches_are_renewed_from_their_resource_version() {
     wait_pods(&agent, "a decision by revision", |p| {
         pod_named(p, "camera-bridge").and_then(need).is_some()
     });
-    let tracked = watch(&agent)["daemonsets"].as_array().unwrap().len() as u64;
-    assert!(tracked >= 2, "{}", watch(&agent));
-    wait_for("every DaemonSet watched", Duration::from_secs(15), || {
-        requests(&h, "watch daemonsets") >= tracked
-    });
+    // Read again on each look: the agent may still be taking up a DaemonSet (slow under qemu).
+    // One GET per tracked DaemonSet, then its watch; a second GET of one never matches.
+    let tracked = || watch(&agent)["daemonsets"].as_array().unwrap().len() as u64;
+    wait_for(
+        "one GET and a watch per tracked DaemonSet",
+        Duration::from_secs(30),
+        || {
+            let t = tracked();
+            t >= 2 && requests(&h, "get daemonsets") == t && requests(&h, "watch daemonsets") >= t
+        },
+    );
     // A bookmark or two (every 500 ms here) moves the versions to watch from.
     std::thread::sleep(Duration::from_secs(1));
+    let tracked = tracked();
     let (gets, watches) = (
         requests(&h, "get daemonsets"),
         requests(&h, "watch daemonsets"),
