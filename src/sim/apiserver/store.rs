@@ -132,11 +132,11 @@ impl Store {
         }
     }
 
-    /// Drops the whole history: only the current resourceVersion can be watched from.
-    /// A forced compaction, as if writes had come after every version a client holds: the
-    /// resourceVersion moves on by one, and every watch from before it is expired, whether it
-    /// is open (`epoch`) or starts after (a test that drops the open ones at once then sees
-    /// the 410 either way, however the threads are scheduled).
+    /// A forced compaction, as if writes had come after every version a client holds: drops the
+    /// whole history and moves the resourceVersion on by one, so only the new one can be
+    /// watched from. Every watch from before it is expired, whether it is open (`epoch`) or
+    /// starts after (a test that drops the open ones at once then sees the 410 either way,
+    /// however the threads are scheduled).
     pub fn compact(&mut self) {
         self.rv += 1;
         self.history.clear();
