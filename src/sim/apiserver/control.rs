@@ -1,5 +1,5 @@
 //! The `/sim/...` control routes (plain HTTP on loopback): describe, history, rollout, undo,
-//! annotate, drop watches, fail requests, down/up, compaction, token rotation.
+//! annotate, drop watches, fail requests, down/up, node heartbeats, compaction, token rotation.
 
 use std::sync::Arc;
 
@@ -75,6 +75,11 @@ impl http::Handler for Control {
             ["sim", "up"] if post => {
                 set_down(s, false);
                 ok(json!({"down": false}))
+            }
+            ["sim", "heartbeat"] if post => {
+                let count = q("count").and_then(|c| c.parse().ok()).unwrap_or(1);
+                let rv = s.cluster.heartbeat(count);
+                ok(json!({"heartbeats": count, "resourceVersion": rv.to_string()}))
             }
             ["sim", "compact"] if post => {
                 s.cluster.compact();

@@ -399,6 +399,26 @@ impl Cluster {
         Ok(())
     }
 
+    /// `count` rounds of the kubelets' node heartbeats: each node's Lease in `kube-node-lease`
+    /// renewed, as every 10 s on a real cluster. Writes that touch nothing the agent reads,
+    /// yet move the window of versions a watch can start from (`Options::history`).
+    pub fn heartbeat(&self, count: u32) -> u64 {
+        let mut st = self.lock();
+        for _ in 0..count {
+            for node in &self.opts.nodes {
+                let now = rfc3339(SystemTime::now());
+                let lease = json!({
+                    "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": {"name": node, "namespace": "kube-node-lease"},
+                    "spec": {"holderIdentity": node, "leaseDurationSeconds": 40, "renewTime": now},
+                });
+                st.store.put(Res::Leases, lease);
+            }
+        }
+        self.changed.notify_all();
+        st.store.rv
+    }
+
     pub fn compact(&self) {
         self.lock().store.compact();
         self.changed.notify_all();

@@ -1,5 +1,6 @@
-//! detect = "revision": the DaemonSets with pods on this node, each read once and watched by
-//! name (renewed from its last resourceVersion), and their newest ControllerRevision.
+//! detect = "revision": the DaemonSets with pods on this node, each listed once by name and
+//! watched by name from the list's resourceVersion (renewed from its last one), and their
+//! newest ControllerRevision.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -65,11 +66,11 @@ impl Inner {
         self.lock().daemonsets.get(k).is_some_and(|t| t.watching)
     }
 
-    /// Reads the DaemonSet (and its ControllerRevisions when its generation moved), then
+    /// Lists the DaemonSet (and its ControllerRevisions when its generation moved), then
     /// watches it by name; a change of generation or annotations re-reads, nothing is polled.
     /// A watch that ends (its `timeoutSeconds`, a broken stream, no connection) is renewed from
     /// the last resourceVersion seen, bookmarks included, as the kubelet's reflector does: the
-    /// DaemonSet is read again only after a 410, a refusal, `DELETED` or an `ERROR` event.
+    /// DaemonSet is listed again only after a 410, a refusal, `DELETED` or an `ERROR` event.
     fn daemonset_loop(self: Arc<Self>, k: (String, String)) {
         let mut backoff = Backoff::new();
         let mut last_gen: Option<(i64, i64)> = None;
@@ -102,24 +103,40 @@ impl Inner {
         }
     }
 
-    /// `GET` of the DaemonSet, applied; its resourceVersion to watch from.
+    /// The DaemonSet read by a list of its one name, applied; the list's resourceVersion to
+    /// watch from, as client-go's reflector does. Not the object's own: a DaemonSet unchanged
+    /// for a while carries a version older than the watch cache's window, and a watch from it
+    /// would get 410 every time (`watch_cache.go`, `getAllEventsSinceLocked`).
     fn read_daemonset(
         &self,
         k: &(String, String),
         last_gen: &mut Option<(i64, i64)>,
     ) -> Result<String, String> {
         let (ns, name) = (&k.0, &k.1);
-        let ds = match self.get(&format!("/apis/apps/v1/namespaces/{ns}/daemonsets/{name}")) {
+        let path = format!(
+            "/apis/apps/v1/namespaces/{ns}/daemonsets?fieldSelector={}",
+            q(&format!("metadata.name={name}"))
+        );
+        let mut list = match self.get(&path) {
             Ok((200, body)) => serde_json::from_slice::<Value>(&body).map_err(|e| e.to_string()),
             Ok((code, body)) => Err(format!("answered {code}: {}", excerpt(&body))),
             Err(e) => Err(e.to_string()),
         }
         .map_err(|e| format!("cannot read DaemonSet {ns}/{name}: {e}"))?;
+        let ds = match list["items"].as_array_mut().map(std::mem::take) {
+            Some(items) => items.into_iter().find(|d| d["metadata"]["name"] == **name),
+            None => return Err(format!("cannot read DaemonSet {ns}/{name}: not a list")),
+        }
+        .ok_or_else(|| format!("DaemonSet {ns}/{name} not found"))?;
         self.update_daemonset(k, &ds, last_gen)?;
-        Ok(ds["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned())
+        let rv = match list["metadata"]["resourceVersion"].as_str() {
+            Some(v) if !v.is_empty() => v,
+            // A list without a version (no apiserver does that): the object's is the best left.
+            _ => ds["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or_default(),
+        };
+        Ok(rv.to_owned())
     }
 
     /// One watch of the DaemonSet by name from `rv`, applying what it sends.
