@@ -190,7 +190,8 @@ impl Agent {
         if base.starts_with("http") {
             let url = format!("{base}/v1/healthz");
             let child = &mut agent.child;
-            wait_for("the agent's API", Duration::from_secs(10), || {
+            // 30 s: under qemu for armv7 with the whole suite running, a start once took over 10.
+            wait_for("the agent's API", Duration::from_secs(30), || {
                 assert!(
                     child.try_wait().unwrap().is_none(),
                     "the agent exited early"
