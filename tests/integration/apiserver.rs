@@ -458,27 +458,8 @@ fn requests(h: &Handle, key: &str) -> u64 {
 #[test]
 fn daemonset_watches_are_renewed_from_their_resource_version() {
     let (h, _d) = stand_in();
-    // Counting lists: a call given up after 2 s (the other tests' timeout) and made again would
-    // count twice, and under qemu for armv7, with the whole suite running, a TLS handshake and
-    // GET can take that long (two CI runs read one GET too many, and none when run alone).
-    let cfg = config(&h.files.kubeconfig, "revision", "")
-        .replace("timeout = \"2s\"", "timeout = \"15s\"");
-    assert!(cfg.contains("timeout = \"15s\""), "{cfg}");
-    let agent = Agent::start(&cfg);
-    wait_pods(&agent, "a decision by revision", |p| {
-        pod_named(p, "camera-bridge").and_then(need).is_some()
-    });
-    // Read again on each look: the agent may still be taking up a DaemonSet (slow under qemu).
-    // One list by name per tracked DaemonSet, then its watch; a second list of one never matches.
-    let tracked = || watch(&agent)["daemonsets"].as_array().unwrap().len() as u64;
-    wait_for(
-        "one list and a watch per tracked DaemonSet",
-        Duration::from_secs(30),
-        || {
-            let t = tracked();
-            t >= 2 && requests(&h, "list daemonsets") == t && requests(&h, "watch daemonsets") >= t
-        },
-    );
+    let agent = agent_counting_daemonset_reads(&h);
+    let tracked = || tracked_daemonsets(&agent);
     // A bookmark or two (every 500 ms here) moves the versions to watch from.
     std::thread::sleep(Duration::from_secs(1));
     let tracked = tracked();
@@ -524,6 +505,37 @@ fn daemonset_watches_are_renewed_from_their_resource_version() {
     settled_daemonset_watches(&h, gets + tracked);
 }
 
+/// An agent with `detect = "revision"` once it has decided, and has listed and watched each
+/// DaemonSet it tracks, once.
+///
+/// Its upstream timeout is 15 s: a call given up after 2 s (the other tests' timeout) and made
+/// again would count twice, and under qemu for armv7, with the whole suite running, a TLS
+/// handshake and a read can take that long (two CI runs read one too many; none alone).
+fn agent_counting_daemonset_reads(h: &Handle) -> Agent {
+    let cfg = config(&h.files.kubeconfig, "revision", "")
+        .replace("timeout = \"2s\"", "timeout = \"15s\"");
+    assert!(cfg.contains("timeout = \"15s\""), "{cfg}");
+    let agent = Agent::start(&cfg);
+    wait_pods(&agent, "a decision by revision", |p| {
+        pod_named(p, "camera-bridge").and_then(need).is_some()
+    });
+    // Read again on each look: the agent may still be taking up a DaemonSet (slow under qemu).
+    // A second list of one never matches.
+    wait_for(
+        "one list and a watch per tracked DaemonSet",
+        Duration::from_secs(30),
+        || {
+            let t = tracked_daemonsets(&agent);
+            t >= 2 && requests(h, "list daemonsets") == t && requests(h, "watch daemonsets") >= t
+        },
+    );
+    agent
+}
+
+fn tracked_daemonsets(agent: &Agent) -> u64 {
+    watch(agent)["daemonsets"].as_array().unwrap().len() as u64
+}
+
 /// The DaemonSet lists stay at `lists` for 3 s, longer than the agent's backoff after a 410
 /// (at most 1 s at first): each DaemonSet is watched, not read over and over.
 fn settled_daemonset_watches(h: &Handle, lists: u64) {
@@ -552,22 +564,8 @@ fn a_daemonset_older_than_the_watch_window_is_watched_from_its_lists_version() {
     let (h, _d) = apisim_start(Duration::from_millis(500), options, |_| {});
     let beat = control(&h, "/sim/heartbeat?count=40");
     assert_eq!(beat["heartbeats"], 40, "{beat}");
-    let cfg = config(&h.files.kubeconfig, "revision", "")
-        .replace("timeout = \"2s\"", "timeout = \"15s\"");
-    let agent = Agent::start(&cfg);
-    wait_pods(&agent, "a decision by revision", |p| {
-        pod_named(p, "camera-bridge").and_then(need).is_some()
-    });
-    let tracked = || watch(&agent)["daemonsets"].as_array().unwrap().len() as u64;
-    wait_for(
-        "one list and a watch per tracked DaemonSet",
-        Duration::from_secs(30),
-        || {
-            let t = tracked();
-            t >= 2 && requests(&h, "list daemonsets") == t && requests(&h, "watch daemonsets") == t
-        },
-    );
-    settled_daemonset_watches(&h, tracked());
+    let agent = agent_counting_daemonset_reads(&h);
+    settled_daemonset_watches(&h, tracked_daemonsets(&agent));
     // And the watch carries a rollout.
     control(&h, "/sim/rollout/edge-apps/camera-bridge");
     wait_pods(&agent, "the rollout through the watch", |p| {
