@@ -459,15 +459,14 @@ fn requests(h: &Handle, key: &str) -> u64 {
 fn daemonset_watches_are_renewed_from_their_resource_version() {
     let (h, _d) = stand_in();
     let agent = agent_counting_daemonset_reads(&h);
-    let tracked = || tracked_daemonsets(&agent);
     // A bookmark or two (every 500 ms here) moves the versions to watch from.
     std::thread::sleep(Duration::from_secs(1));
-    let tracked = tracked();
-    let (gets, watches) = (
+    let tracked = tracked_daemonsets(&agent);
+    let (lists, watches) = (
         requests(&h, "list daemonsets"),
         requests(&h, "watch daemonsets"),
     );
-    assert_eq!(gets, tracked, "one list per DaemonSet at start");
+    assert_eq!(lists, tracked, "one list per DaemonSet at start");
 
     // Every watch ended: renewed from the last resourceVersion, with no list (the kubelet's way).
     control(&h, "/sim/drop-watches");
@@ -477,7 +476,11 @@ fn daemonset_watches_are_renewed_from_their_resource_version() {
         || requests(&h, "watch daemonsets") >= watches + tracked,
     );
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(requests(&h, "list daemonsets"), gets, "renewals read again");
+    assert_eq!(
+        requests(&h, "list daemonsets"),
+        lists,
+        "renewals read again"
+    );
     // The renewed watch carries a rollout.
     control(&h, "/sim/rollout/edge-apps/camera-bridge");
     wait_pods(&agent, "the rollout through a renewed watch", |p| {
@@ -489,7 +492,7 @@ fn daemonset_watches_are_renewed_from_their_resource_version() {
     // Compaction: the open watches get ERROR 410, and only then is each DaemonSet listed again,
     // once: the watch goes on from the list's version, which is inside the window (from the
     // object's own, older than the compaction, it would get 410 again and list again, for ever).
-    let (gets, watches) = (
+    let (lists, watches) = (
         requests(&h, "list daemonsets"),
         requests(&h, "watch daemonsets"),
     );
@@ -498,11 +501,11 @@ fn daemonset_watches_are_renewed_from_their_resource_version() {
         "a list and a watch per DaemonSet after 410",
         Duration::from_secs(30),
         || {
-            requests(&h, "list daemonsets") >= gets + tracked
+            requests(&h, "list daemonsets") >= lists + tracked
                 && requests(&h, "watch daemonsets") >= watches + tracked
         },
     );
-    settled_daemonset_watches(&h, gets + tracked);
+    settled_daemonset_watches(&h, lists + tracked);
 }
 
 /// An agent with `detect = "revision"` once it has decided, and has listed and watched each
@@ -553,7 +556,8 @@ fn settled_daemonset_watches(h: &Handle, lists: u64) {
 
 /// A DaemonSet unchanged while the rest of the cluster wrote on (node heartbeats) carries a
 /// resourceVersion older than the window a watch can start from. Watched from its list's
-/// version, it is watched all the same; from its own, every watch got 410 (the known defect).
+/// version, it is watched all the same; from its own (the agent before 2026-11-27), every watch
+/// got 410.
 #[test]
 fn a_daemonset_older_than_the_watch_window_is_watched_from_its_lists_version() {
     let options = Options {
