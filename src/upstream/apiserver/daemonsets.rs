@@ -117,18 +117,19 @@ impl Inner {
             "/apis/apps/v1/namespaces/{ns}/daemonsets?fieldSelector={}",
             q(&format!("metadata.name={name}"))
         );
-        let mut list = match self.get(&path) {
+        let list = match self.get(&path) {
             Ok((200, body)) => serde_json::from_slice::<Value>(&body).map_err(|e| e.to_string()),
             Ok((code, body)) => Err(format!("answered {code}: {}", excerpt(&body))),
             Err(e) => Err(e.to_string()),
         }
         .map_err(|e| format!("cannot read DaemonSet {ns}/{name}: {e}"))?;
-        let ds = match list["items"].as_array_mut().map(std::mem::take) {
-            Some(items) => items.into_iter().find(|d| d["metadata"]["name"] == **name),
-            None => return Err(format!("cannot read DaemonSet {ns}/{name}: not a list")),
-        }
-        .ok_or_else(|| format!("DaemonSet {ns}/{name} not found"))?;
-        self.update_daemonset(k, &ds, last_gen)?;
+        let ds = list["items"]
+            .as_array()
+            .ok_or_else(|| format!("cannot read DaemonSet {ns}/{name}: not a list"))?
+            .iter()
+            .find(|d| d["metadata"]["name"] == **name)
+            .ok_or_else(|| format!("DaemonSet {ns}/{name} not found"))?;
+        self.update_daemonset(k, ds, last_gen)?;
         let rv = match list["metadata"]["resourceVersion"].as_str() {
             Some(v) if !v.is_empty() => v,
             // A list without a version (no apiserver does that): the object's is the best left.
