@@ -4,11 +4,40 @@ use super::*;
 
 /// Answers `/block` only once `release` is set, so a test can keep connections inside the
 /// handler.
-struct Blocks(std::sync::atomic::AtomicBool);
+/// `/block` waits inside the handler until `open`; `entered` counts the requests that got there.
+struct Blocks {
+    open: std::sync::atomic::AtomicBool,
+    entered: std::sync::atomic::AtomicUsize,
+}
+
+impl Blocks {
+    const fn new() -> Blocks {
+        Blocks {
+            open: std::sync::atomic::AtomicBool::new(false),
+            entered: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Until `n` requests are inside the handler, where no eviction can take them (a fixed
+    /// sleep was once too short on a loaded machine, and the held connection was evicted).
+    fn wait_entered(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.entered.load(Ordering::Acquire) < n {
+            assert!(
+                Instant::now() < deadline,
+                "the requests never reached the handler"
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
 
 impl Handler for Blocks {
     fn handle(&self, req: Request) -> Response {
-        while req.target == "/block" && !self.0.load(Ordering::Relaxed) {
+        if req.target == "/block" {
+            self.entered.fetch_add(1, Ordering::AcqRel);
+        }
+        while req.target == "/block" && !self.open.load(Ordering::Relaxed) {
             thread::sleep(Duration::from_millis(10));
         }
         Response::new(200, "text/plain", b"done".to_vec())
@@ -62,7 +91,7 @@ fn read_status(s: &mut TcpStream) -> String {
 
 #[test]
 fn connections_past_the_cap_get_503_and_stop_frees_the_rest() {
-    static BLOCKS: Blocks = Blocks(std::sync::atomic::AtomicBool::new(false));
+    static BLOCKS: Blocks = Blocks::new();
     let (port, stop, t) = server_with(
         Limits {
             max_connections: 2,
@@ -77,13 +106,13 @@ fn connections_past_the_cap_get_503_and_stop_frees_the_rest() {
         s.write_all(b"GET /block HTTP/1.1\r\n\r\n").unwrap();
         held.push(s);
     }
-    thread::sleep(Duration::from_millis(200));
+    BLOCKS.wait_entered(2);
     let out = exchange(port, b"GET / HTTP/1.1\r\n\r\n");
     assert!(
         out.starts_with("HTTP/1.1 503") && out.contains("busy"),
         "{out}"
     );
-    BLOCKS.0.store(true, Ordering::Relaxed);
+    BLOCKS.open.store(true, Ordering::Relaxed);
     for s in &mut held {
         assert!(read_status(s).starts_with("HTTP/1.1 200"));
     }
@@ -209,7 +238,7 @@ fn silent_half_open_connections_do_not_take_a_real_clients_slot() {
 
 #[test]
 fn refusing_a_connection_never_stalls_accept() {
-    static BLOCKS: Blocks = Blocks(std::sync::atomic::AtomicBool::new(false));
+    static BLOCKS: Blocks = Blocks::new();
     let (port, stop, t) = server_with(
         Limits {
             max_connections: 1,
@@ -219,7 +248,7 @@ fn refusing_a_connection_never_stalls_accept() {
     );
     let mut held = connect(port);
     held.write_all(b"GET /block HTTP/1.1\r\n\r\n").unwrap();
-    thread::sleep(Duration::from_millis(200));
+    BLOCKS.wait_entered(1);
     // Refused clients that never read nor close: each would hold accept 100 ms if accept
     // drained them itself, so the 49 of them would keep the client below waiting 4.9 s. The
     // refusal thread drains them instead, one at a time, up to 32 queued (3.2 s of them); the
@@ -233,7 +262,7 @@ fn refusing_a_connection_never_stalls_accept() {
     }
     // The held request ends and its connection idles: a new client takes that slot and is
     // served at once, whatever the refusal thread still has to drain.
-    BLOCKS.0.store(true, Ordering::Relaxed);
+    BLOCKS.open.store(true, Ordering::Relaxed);
     assert!(read_status(&mut held).starts_with("HTTP/1.1 200"));
     let out = exchange(port, b"GET /real HTTP/1.1\r\nConnection: close\r\n\r\n");
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
@@ -250,7 +279,7 @@ fn refusing_a_connection_never_stalls_accept() {
         line.is_empty() || line.starts_with("HTTP/1.1 503"),
         "{line}"
     );
-    BLOCKS.0.store(true, Ordering::Relaxed);
+    BLOCKS.open.store(true, Ordering::Relaxed);
     stop.trigger();
     t.join().unwrap();
 }
