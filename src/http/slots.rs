@@ -74,32 +74,41 @@ impl Tracker<'_> {
 
 /// Closes the open connection a new one should replace, if any: the one that has sent nothing
 /// for the longest since it was accepted, else the one idle between requests the longest, else
-/// the one reading its request or writing its answer the longest. Never one inside a handler.
+/// the one reading its request, or stalled writing its answer, the longest. Never one inside a
+/// handler, nor one writing its answer to a client that reads it: that one is idle in a moment,
+/// and closing it would lose an answer whose request has had its effect (an upgrade started, a
+/// hold taken). A write waiting for room is a client that does not read, and gives way.
 /// The caller holds the lock, so the chosen one stays in the map until it is shut down.
 pub(super) fn evict(map: &HashMap<u64, Arc<Slot>>) -> bool {
     for _ in 0..4 {
         let victim = map
             .values()
             .filter_map(|s| {
-                let state = s.state.load(Ordering::Acquire);
-                (state < HANDLING).then(|| (state.min(READING), s.since.load(Ordering::Relaxed), s))
+                let state = evictable(s)?;
+                Some((state.min(READING), s.since.load(Ordering::Relaxed), s))
             })
             .min_by_key(|&(rank, since, _)| (rank, since));
         let Some((_, _, slot)) = victim else {
             return false;
         };
-        let state = slot.state.load(Ordering::Acquire);
-        if state < HANDLING
-            && slot
+        if let Some(state) = evictable(slot) {
+            if slot
                 .state
                 .compare_exchange(state, EVICTED, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
-        {
-            let _ = slot.stream.shutdown(Both::Both);
-            return true;
+            {
+                let _ = slot.stream.shutdown(Both::Both);
+                return true;
+            }
         }
     }
     false
+}
+
+/// The state of a connection [`evict`] may close, or `None` if it may not be closed now.
+fn evictable(s: &Slot) -> Option<u8> {
+    let state = s.state.load(Ordering::Acquire);
+    (state < HANDLING && (state != WRITING || !s.stream.has_room())).then_some(state)
 }
 
 /// Gives `job` to the thread of an open connection that is about to end, instead of to a thread

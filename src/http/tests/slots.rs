@@ -1,5 +1,7 @@
 //! The connection cap, slow and silent clients, eviction, deadlines.
 
+use super::super::slots::Slot;
+use super::super::stream::Stream;
 use super::*;
 
 /// Answers `/block` only once `release` is set, so a test can keep connections inside the
@@ -263,7 +265,12 @@ fn refusing_a_connection_never_stalls_accept() {
     // The held request ends and its connection idles: a new client takes that slot and is
     // served at once, whatever the refusal thread still has to drain.
     BLOCKS.open.store(true, Ordering::Relaxed);
-    assert!(read_status(&mut held).starts_with("HTTP/1.1 200"));
+    let line = read_status(&mut held);
+    assert!(
+        line.starts_with("HTTP/1.1 200"),
+        "{line:?} after {:?}",
+        started.elapsed()
+    );
     let out = exchange(port, b"GET /real HTTP/1.1\r\nConnection: close\r\n\r\n");
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(
@@ -286,23 +293,13 @@ fn refusing_a_connection_never_stalls_accept() {
 
 #[test]
 fn a_new_connection_goes_to_the_thread_of_one_about_to_end() {
-    use super::super::slots::{hand_to_ending, Job, Slot, ENDED, IDLE, NEW, READING, WRITING};
-    use super::super::stream::Stream;
+    use super::super::slots::{hand_to_ending, Job, ENDED, IDLE, NEW, READING, WRITING};
     use std::collections::HashMap;
-    use std::sync::atomic::{AtomicU64, AtomicU8};
-    use std::sync::Mutex;
 
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let accepted = || Stream::Tcp(l.accept().unwrap().0);
-    let slot = |stream: Stream, state: u8| {
-        Arc::new(Slot {
-            stream,
-            state: AtomicU8::new(state),
-            since: AtomicU64::new(0),
-            successor: Mutex::new(None),
-        })
-    };
+    let slot = |stream: Stream, state: u8| slot(stream, state, 0);
     // A new connection, and its client.
     let job = |id: u64| {
         let client = connect(port);
@@ -370,9 +367,7 @@ fn a_new_connection_goes_to_the_thread_of_one_about_to_end() {
     let Stream::Tcp(raw) = &full else {
         unreachable!()
     };
-    raw.set_nonblocking(true).unwrap();
-    let chunk = [0u8; 64 * 1024];
-    while raw.try_clone().unwrap().write(&chunk).is_ok() {}
+    fill_send_buffer(raw);
     map.insert(20, slot(full, WRITING));
     writer.shutdown(Both::Write).unwrap();
     let c21 = connect(port);
@@ -387,4 +382,51 @@ fn a_new_connection_goes_to_the_thread_of_one_about_to_end() {
     assert!(hand_to_ending(&map, j22).is_none());
     assert_eq!((successor(&map, 20), successor(&map, 21)), (None, Some(22)));
     drop((c1, writer));
+}
+
+#[test]
+fn only_a_stalled_answer_gives_up_its_slot() {
+    use super::super::slots::{evict, EVICTED, WRITING};
+    use std::collections::HashMap;
+
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let accepted = || Stream::Tcp(l.accept().unwrap().0);
+    // 1 writes an answer its client reads: it is idle in a moment, and closing it now would
+    // lose the answer to a request that has had its effect. Nothing else can give way.
+    let _reader = connect(port);
+    let mut map = HashMap::new();
+    map.insert(1, slot(accepted(), WRITING, 0));
+    assert!(!evict(&map));
+    assert_eq!(map[&1].state.load(Ordering::Acquire), WRITING);
+    // 2, newer, writes to a client that reads nothing, and its write waits for room: it gives
+    // way, and 1 goes on.
+    let _stalled = connect(port);
+    let full = accepted();
+    let Stream::Tcp(raw) = &full else {
+        unreachable!()
+    };
+    fill_send_buffer(raw);
+    map.insert(2, slot(full, WRITING, 10));
+    assert!(evict(&map));
+    assert_eq!(map[&2].state.load(Ordering::Acquire), EVICTED);
+    assert_eq!(map[&1].state.load(Ordering::Acquire), WRITING);
+}
+
+/// A slot for `stream`, in `state` since `since`.
+fn slot(stream: Stream, state: u8, since: u64) -> Arc<Slot> {
+    use std::sync::atomic::{AtomicU64, AtomicU8};
+    Arc::new(Slot {
+        stream,
+        state: AtomicU8::new(state),
+        since: AtomicU64::new(since),
+        successor: std::sync::Mutex::new(None),
+    })
+}
+
+/// Writes to `raw`, made non-blocking, until its send buffer is full and a write would wait.
+fn fill_send_buffer(raw: &TcpStream) {
+    raw.set_nonblocking(true).unwrap();
+    let chunk = [0u8; 64 * 1024];
+    while raw.try_clone().unwrap().write(&chunk).is_ok() {}
 }
