@@ -82,11 +82,7 @@ pub fn serve(listener: Listener, limits: Limits, stop: &Shutdown, handler: &dyn 
                     .values()
                     .filter(|s| s.state.load(Ordering::Acquire) < EVICTED)
                     .count();
-                if live >= limits.max_connections && !evict(&map) {
-                    drop(map);
-                    let _ = refusals.try_send(stream);
-                    continue;
-                }
+                let full = live >= limits.max_connections && !evict(&map);
                 let Ok(clone) = stream.try_clone() else {
                     continue;
                 };
@@ -96,12 +92,37 @@ pub fn serve(listener: Listener, limits: Limits, stop: &Shutdown, handler: &dyn 
                     since: AtomicU64::new(open.now()),
                     successor: Mutex::new(None),
                 });
-                map.insert(id, slot.clone());
+                let job = Job {
+                    stream,
+                    id,
+                    slot: slot.clone(),
+                };
+                // None could be closed: one writing its answer to a client that reads it ends
+                // after it and hands its thread over, else (none such, and none went idle
+                // meanwhile) the new one is refused.
+                let job = match full {
+                    false => job,
+                    true => match hand_to_ending(&map, job, true) {
+                        None => {
+                            map.insert(id, slot);
+                            continue;
+                        }
+                        Some(job) if evict(&map) => job,
+                        Some(job) => {
+                            drop(map);
+                            let _ = refusals.try_send(job.stream);
+                            continue;
+                        }
+                    },
+                };
+                map.insert(id, slot);
                 // To a waiting thread, else to one about to be free; under the lock under which
                 // a thread that is done looks for a successor and else starts to wait, so that
                 // a thread between the two is never missed.
-                let job = Job { stream, id, slot };
-                match workers.hand(job).and_then(|job| hand_to_ending(&map, job)) {
+                match workers
+                    .hand(job)
+                    .and_then(|job| hand_to_ending(&map, job, false))
+                {
                     Some(job) => job,
                     None => continue,
                 }

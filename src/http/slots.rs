@@ -75,9 +75,10 @@ impl Tracker<'_> {
 /// Closes the open connection a new one should replace, if any: the one that has sent nothing
 /// for the longest since it was accepted, else the one idle between requests the longest, else
 /// the one reading its request, or stalled writing its answer, the longest. Never one inside a
-/// handler, nor one writing its answer to a client that reads it: that one is idle in a moment,
-/// and closing it would lose an answer whose request has had its effect (an upgrade started, a
-/// hold taken). A write waiting for room is a client that does not read, and gives way.
+/// handler, nor one writing its answer to a client that reads it: closing that one would lose
+/// the answer to a request that has had its effect (an upgrade started, a hold taken); it
+/// gives way after its answer instead ([`hand_to_ending`] with `full`). A write waiting for
+/// room is a client that does not read, and is closed.
 /// The caller holds the lock, so the chosen one stays in the map until it is shut down.
 pub(super) fn evict(map: &HashMap<u64, Arc<Slot>>) -> bool {
     for _ in 0..4 {
@@ -123,9 +124,13 @@ fn evictable(s: &Slot) -> Option<u8> {
 ///   closed before the thread, done writing, ran again (a reset or a failed write ends it as
 ///   fast). A client that half-closed and reads slowly keeps a write waiting: not that one.
 ///
+/// With `full` (every slot taken and none could be closed: [`evict`]), a connection writing
+/// its answer to a client that reads it is made to end after that answer, and `job` waits
+/// for its thread: the answer is whole, and the cap holds.
+///
 /// Gives `job` back if there is none. The caller holds the lock, the same under which a
 /// thread looks for its successor.
-pub(super) fn hand_to_ending(map: &HashMap<u64, Arc<Slot>>, job: Job) -> Option<Job> {
+pub(super) fn hand_to_ending(map: &HashMap<u64, Arc<Slot>>, job: Job, full: bool) -> Option<Job> {
     for (&id, s) in map {
         let mut successor = s.successor.lock().unwrap_or_else(|e| e.into_inner());
         if id == job.id || successor.is_some() {
@@ -137,7 +142,7 @@ pub(super) fn hand_to_ending(map: &HashMap<u64, Arc<Slot>>, job: Job) -> Option<
             // Its thread now ends however it wakes, and no eviction picks it; unless it has
             // seen the close already, and says so meanwhile.
             NEW | IDLE | WRITING => {
-                s.stream.has_ended()
+                (s.stream.has_ended() || full && state == WRITING)
                     && (state != WRITING || s.stream.has_room())
                     && matches!(
                         s.state

@@ -335,18 +335,18 @@ fn a_new_connection_goes_to_the_thread_of_one_about_to_end() {
     // Only 3's thread is sure to be free at once: it gets the job, and 3 can no longer be
     // evicted or counted as open.
     let (j10, _c10) = job(10);
-    assert!(hand_to_ending(&map, j10).is_none());
+    assert!(hand_to_ending(&map, j10, false).is_none());
     assert_eq!(successor(&map, 3), Some(10));
     assert_eq!(map[&3].state.load(Ordering::Acquire), ENDED);
     assert!(!map[&1].stream.has_ended());
     // None else is: 3 already has one; 2's thread may be inside a request; 1's client is there.
     let (j11, _c11) = job(11);
-    let back = hand_to_ending(&map, j11).expect("no thread about to be free");
+    let back = hand_to_ending(&map, j11, false).expect("no thread about to be free");
     assert_eq!(back.id, 11);
     assert_eq!((successor(&map, 1), successor(&map, 2)), (None, None));
     // A done connection's thread is about to be free, whatever its client does.
     map[&1].state.store(ENDED, Ordering::Release);
-    assert!(hand_to_ending(&map, back).is_none());
+    assert!(hand_to_ending(&map, back, false).is_none());
     assert_eq!(successor(&map, 1), Some(11));
     // A new connection whose client has already gone is never handed to its own thread.
     let (own, c12) = job(12);
@@ -356,7 +356,7 @@ fn a_new_connection_goes_to_the_thread_of_one_about_to_end() {
         assert!(Instant::now() < deadline, "the close did not arrive");
         thread::sleep(Duration::from_millis(1));
     }
-    let own = hand_to_ending(&map, own).expect("not to itself");
+    let own = hand_to_ending(&map, own, false).expect("not to itself");
     assert_eq!(own.id, 12);
     map.remove(&12);
     drop(own);
@@ -379,28 +379,28 @@ fn a_new_connection_goes_to_the_thread_of_one_about_to_end() {
     }
     assert!(!map[&20].stream.has_room());
     let (j22, _c22) = job(22);
-    assert!(hand_to_ending(&map, j22).is_none());
+    assert!(hand_to_ending(&map, j22, false).is_none());
     assert_eq!((successor(&map, 20), successor(&map, 21)), (None, Some(22)));
     drop((c1, writer));
 }
 
 #[test]
-fn only_a_stalled_answer_gives_up_its_slot() {
-    use super::super::slots::{evict, EVICTED, WRITING};
+fn an_answer_is_closed_only_when_stalled_and_else_ends_before_giving_way() {
+    use super::super::slots::{evict, hand_to_ending, Job, ENDED, EVICTED, NEW, WRITING};
     use std::collections::HashMap;
 
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let accepted = || Stream::Tcp(l.accept().unwrap().0);
-    // 1 writes an answer its client reads: it is idle in a moment, and closing it now would
-    // lose the answer to a request that has had its effect. Nothing else can give way.
+    // 1 writes an answer its client reads: closing it now would lose the answer to a request
+    // that has had its effect. Nothing else can be closed.
     let _reader = connect(port);
     let mut map = HashMap::new();
     map.insert(1, slot(accepted(), WRITING, 0));
     assert!(!evict(&map));
     assert_eq!(map[&1].state.load(Ordering::Acquire), WRITING);
-    // 2, newer, writes to a client that reads nothing, and its write waits for room: it gives
-    // way, and 1 goes on.
+    // 2, newer, writes to a client that reads nothing, and its write waits for room: it is
+    // closed, and 1 goes on.
     let _stalled = connect(port);
     let full = accepted();
     let Stream::Tcp(raw) = &full else {
@@ -410,7 +410,22 @@ fn only_a_stalled_answer_gives_up_its_slot() {
     map.insert(2, slot(full, WRITING, 10));
     assert!(evict(&map));
     assert_eq!(map[&2].state.load(Ordering::Acquire), EVICTED);
+    map.remove(&2);
+    // With the slots full, a new connection waits for 1's thread, and 1 ends after its answer
+    // (its thread, done writing, finds it ended). Slots not full: 1 is no thread about to be free.
+    let _new = connect(port);
+    let stream = accepted();
+    let job = Job {
+        slot: slot(stream.try_clone().unwrap(), NEW, 20),
+        stream,
+        id: 3,
+    };
+    let job = hand_to_ending(&map, job, false).expect("1 is not ending");
     assert_eq!(map[&1].state.load(Ordering::Acquire), WRITING);
+    assert!(hand_to_ending(&map, job, true).is_none());
+    assert_eq!(map[&1].state.load(Ordering::Acquire), ENDED);
+    let successor = map[&1].successor.lock().unwrap().as_ref().map(|j| j.id);
+    assert_eq!(successor, Some(3));
 }
 
 /// A slot for `stream`, in `state` since `since`.
