@@ -4,8 +4,6 @@ use super::super::slots::Slot;
 use super::super::stream::Stream;
 use super::*;
 
-/// Answers `/block` only once `release` is set, so a test can keep connections inside the
-/// handler.
 /// `/block` waits inside the handler until `open`; `entered` counts the requests that got there.
 struct Blocks {
     open: std::sync::atomic::AtomicBool,
