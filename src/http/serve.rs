@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::Shutdown as Both;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -86,12 +86,7 @@ pub fn serve(listener: Listener, limits: Limits, stop: &Shutdown, handler: &dyn 
                 let Ok(clone) = stream.try_clone() else {
                     continue;
                 };
-                let slot = Arc::new(Slot {
-                    stream: clone,
-                    state: AtomicU8::new(NEW),
-                    since: AtomicU64::new(open.now()),
-                    successor: Mutex::new(None),
-                });
+                let slot = Slot::new(clone, NEW, open.now());
                 let job = Job {
                     stream,
                     id,

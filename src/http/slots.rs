@@ -30,6 +30,18 @@ pub(super) struct Slot {
     pub(super) successor: Mutex<Option<Job>>,
 }
 
+impl Slot {
+    /// A slot for `stream`, in `state` since `since` (milliseconds from the server's start).
+    pub(super) fn new(stream: Stream, state: u8, since: u64) -> Arc<Slot> {
+        Arc::new(Slot {
+            stream,
+            state: AtomicU8::new(state),
+            since: AtomicU64::new(since),
+            successor: Mutex::new(None),
+        })
+    }
+}
+
 /// An accepted connection, for a thread to serve.
 pub(super) struct Job {
     pub(super) stream: Stream,

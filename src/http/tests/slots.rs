@@ -297,7 +297,7 @@ fn a_new_connection_goes_to_the_thread_of_one_about_to_end() {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let accepted = || Stream::Tcp(l.accept().unwrap().0);
-    let slot = |stream: Stream, state: u8| slot(stream, state, 0);
+    let slot = |stream: Stream, state: u8| Slot::new(stream, state, 0);
     // A new connection, and its client.
     let job = |id: u64| {
         let client = connect(port);
@@ -394,7 +394,7 @@ fn an_answer_is_closed_only_when_stalled_and_else_ends_before_giving_way() {
     // that has had its effect. Nothing else can be closed.
     let _reader = connect(port);
     let mut map = HashMap::new();
-    map.insert(1, slot(accepted(), WRITING, 0));
+    map.insert(1, Slot::new(accepted(), WRITING, 0));
     assert!(!evict(&map));
     assert_eq!(map[&1].state.load(Ordering::Acquire), WRITING);
     // 2, newer, writes to a client that reads nothing, and its write waits for room: it is
@@ -405,7 +405,7 @@ fn an_answer_is_closed_only_when_stalled_and_else_ends_before_giving_way() {
         unreachable!()
     };
     fill_send_buffer(raw);
-    map.insert(2, slot(full, WRITING, 10));
+    map.insert(2, Slot::new(full, WRITING, 10));
     assert!(evict(&map));
     assert_eq!(map[&2].state.load(Ordering::Acquire), EVICTED);
     map.remove(&2);
@@ -414,7 +414,7 @@ fn an_answer_is_closed_only_when_stalled_and_else_ends_before_giving_way() {
     let _new = connect(port);
     let stream = accepted();
     let job = Job {
-        slot: slot(stream.try_clone().unwrap(), NEW, 20),
+        slot: Slot::new(stream.try_clone().unwrap(), NEW, 20),
         stream,
         id: 3,
     };
@@ -424,17 +424,6 @@ fn an_answer_is_closed_only_when_stalled_and_else_ends_before_giving_way() {
     assert_eq!(map[&1].state.load(Ordering::Acquire), ENDED);
     let successor = map[&1].successor.lock().unwrap().as_ref().map(|j| j.id);
     assert_eq!(successor, Some(3));
-}
-
-/// A slot for `stream`, in `state` since `since`.
-fn slot(stream: Stream, state: u8, since: u64) -> Arc<Slot> {
-    use std::sync::atomic::{AtomicU64, AtomicU8};
-    Arc::new(Slot {
-        stream,
-        state: AtomicU8::new(state),
-        since: AtomicU64::new(since),
-        successor: std::sync::Mutex::new(None),
-    })
 }
 
 /// Writes to `raw`, made non-blocking, until its send buffer is full and a write would wait.
