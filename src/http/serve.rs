@@ -257,7 +257,7 @@ pub(super) fn connection(
         if buf.is_empty() && !stream.wait_readable() {
             return;
         }
-        if !slot.set(waiting, READING) {
+        if waiting != READING && !slot.set(waiting, READING) {
             return;
         }
         let deadline = Some(Instant::now() + budget);
@@ -328,10 +328,13 @@ pub(super) fn connection(
         if !slot.set(HANDLING, WRITING) {
             return;
         }
-        if write_response(&mut stream, resp, close).is_err() || close || !slot.set(WRITING, IDLE) {
+        // A pipelined request already held goes on being read: never idle (closable as
+        // such) while it holds one.
+        waiting = if buf.is_empty() { IDLE } else { READING };
+        if write_response(&mut stream, resp, close).is_err() || close || !slot.set(WRITING, waiting)
+        {
             return;
         }
-        waiting = IDLE;
         let _ = stream.set_read_timeout(limits.timeout);
     }
 }
