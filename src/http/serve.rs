@@ -151,7 +151,11 @@ pub fn serve(listener: Listener, limits: Limits, stop: &Shutdown, handler: &dyn 
                 });
             if let Err(e) = spawned {
                 log::warn!("cannot start a connection thread: {e}");
-                open.lock().remove(&id);
+                // Answered through the slot's copy of the stream: never a bare close.
+                let slot = open.lock().remove(&id);
+                if let Some(stream) = slot.and_then(|s| s.stream.try_clone().ok()) {
+                    refuse_at_once(stream, busy(handler, limits));
+                }
             }
         }
         // Threads waiting for a connection end; the others end with theirs.
