@@ -676,6 +676,9 @@ fn apiserver_mode_keeps_every_pod_the_watch_sends() {
         .unwrap();
     // The store (32 MiB), the snapshot's bytes (32 MiB) and its parsed pods, and the relist's
     // buffer: well under the 400 MB the unbounded store reached.
-    eprintln!("after the flood: RSS {rss_kib} KiB, GET /pods {} bytes", r.body.len());
+    eprintln!(
+        "after the flood: RSS {rss_kib} KiB, GET /pods {} bytes",
+        r.body.len()
+    );
     assert!(rss_kib < 200 * 1024, "RSS {rss_kib} KiB");
 }
