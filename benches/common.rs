@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
+#[allow(dead_code)] // not every benchmark builds pods
 pub fn fixture_pods(n: usize) -> Vec<Value> {
     let mut templates = Vec::new();
     for v in ["1.32", "1.33", "1.35", "1.36"] {
@@ -29,6 +30,7 @@ pub fn fixture_pods(n: usize) -> Vec<Value> {
 
 /// Starts the agent with `config` after an `[api]` on a free port and a `[state]` in `dir`;
 /// returns the process and the port.
+#[allow(dead_code)] // not every benchmark starts the agent this way
 pub fn start_agent(dir: &Path, config: &str) -> (Child, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

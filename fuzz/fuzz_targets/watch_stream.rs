@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = store.replace(data);
     for line in data.split(|b| *b == b'\n') {
         if let Ok(ev) = parse_event(line) {
-            store.apply(ev);
+            let _ = store.apply(ev);
         }
     }
     let rendered = store.render(|_| None);

@@ -3,7 +3,6 @@
 use std::io::{self, Write};
 
 use super::serve::wants_close;
-use super::stream::Stream;
 use super::*;
 
 pub(super) struct Head {
@@ -177,7 +176,11 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-pub(super) fn write_response(stream: &mut Stream, resp: Response, close: bool) -> io::Result<()> {
+pub(super) fn write_response(
+    stream: &mut impl Write,
+    resp: Response,
+    close: bool,
+) -> io::Result<()> {
     let body = resp.body.as_slice();
     let mut head = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",

@@ -9,11 +9,14 @@
 //! A slow or silent client cannot lock others out:
 //! - a request's head and body must arrive within `timeout`, at most [`REQUEST_DEADLINE`],
 //!   counted from its first byte, however the bytes trickle in (408 after that);
-//! - when every slot is taken, a new connection takes the slot of the one that has sent nothing
+//! - when every slot is taken, a new connection takes the thread and slot of one whose client
+//!   has closed, else the slot of the one that has sent nothing
 //!   since it was accepted the longest (silent or half-open), else of the one idle between
 //!   keep-alive requests the longest, else of the one that has been sending its request (or
-//!   receiving its answer) the longest; that one is closed. Only when every connection is inside
-//!   its handler is the new one answered 503 `busy`;
+//!   receiving its answer) the longest; that one is closed (sent 503 `busy` first if silent or
+//!   idle). One whose client's bytes wait unread is not silent and is not closed: a thread says
+//!   it is reading before it takes a request's first byte. Only when none can be closed is the
+//!   new one answered 503 `busy` with `Retry-After`;
 //! - that refusal is written, and the connection drained and closed, by a thread of its own: the
 //!   accept thread never waits on a client.
 //!

@@ -5,7 +5,8 @@ use std::io::{Read, Write};
 use std::net::Shutdown as Both;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Mutex};
+use std::sync::mpsc::{self, TrySendError};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,13 @@ pub fn serve(listener: Listener, limits: Limits, stop: &Shutdown, handler: &dyn 
     // when it is behind, further ones are closed unanswered.
     let (refusals, refused) = mpsc::sync_channel::<Stream>(32);
     let workers = Workers::new();
+    // The 503 sent to a silent or idle connection as it is closed for a new one.
+    let busy_bytes = {
+        let r = busy(handler, limits);
+        let mut b = Vec::new();
+        let _ = write_response(&mut b, r, true);
+        b
+    };
     thread::scope(|s| {
         let (open, listener, workers) = (&open, &listener, &workers);
         s.spawn(move || {
@@ -44,15 +52,11 @@ pub fn serve(listener: Listener, limits: Limits, stop: &Shutdown, handler: &dyn 
         });
         s.spawn(move || {
             for mut stream in refused {
-                let r = handler.reject(
-                    503,
-                    "busy",
-                    format!(
-                        "the agent serves at most {} connections at once; retry",
-                        limits.max_connections
-                    ),
+                refuse(
+                    &mut stream,
+                    busy(handler, limits),
+                    Duration::from_millis(100),
                 );
-                refuse(&mut stream, r, Duration::from_millis(100));
             }
         });
         loop {
@@ -82,8 +86,9 @@ pub fn serve(listener: Listener, limits: Limits, stop: &Shutdown, handler: &dyn 
                     .values()
                     .filter(|s| s.state.load(Ordering::Acquire) < EVICTED)
                     .count();
-                let full = live >= limits.max_connections && !evict(&map);
                 let Ok(clone) = stream.try_clone() else {
+                    drop(map);
+                    refuse_at_once(stream, busy(handler, limits));
                     continue;
                 };
                 let slot = Slot::new(clone, NEW, open.now());
@@ -92,22 +97,35 @@ pub fn serve(listener: Listener, limits: Limits, stop: &Shutdown, handler: &dyn 
                     id,
                     slot: slot.clone(),
                 };
-                // None could be closed: one writing its answer to a client that reads it ends
-                // after it and hands its thread over, else (none such, and none went idle
-                // meanwhile) the new one is refused.
-                let job = match full {
+                // Every slot taken: first a connection whose client has gone gives its slot
+                // and thread (nobody is closed), else one is closed ([`evict`]), else one
+                // writing its answer to a client that reads it ends after it and hands its
+                // thread over, else (none such, and none went idle meanwhile) the new one is
+                // refused, with an answer.
+                let job = match live >= limits.max_connections {
                     false => job,
-                    true => match hand_to_ending(&map, job, true) {
+                    true => match hand_to_ending(&map, job, false) {
                         None => {
                             map.insert(id, slot);
                             continue;
                         }
-                        Some(job) if evict(&map) => job,
-                        Some(job) => {
-                            drop(map);
-                            let _ = refusals.try_send(job.stream);
-                            continue;
-                        }
+                        Some(job) if evict(&map, &busy_bytes) => job,
+                        Some(job) => match hand_to_ending(&map, job, true) {
+                            None => {
+                                map.insert(id, slot);
+                                continue;
+                            }
+                            Some(job) if evict(&map, &busy_bytes) => job,
+                            Some(job) => {
+                                drop(map);
+                                if let Err(TrySendError::Full(stream)) =
+                                    refusals.try_send(job.stream)
+                                {
+                                    refuse_at_once(stream, busy(handler, limits));
+                                }
+                                continue;
+                            }
+                        },
                     },
                 };
                 map.insert(id, slot);
@@ -133,7 +151,11 @@ pub fn serve(listener: Listener, limits: Limits, stop: &Shutdown, handler: &dyn 
                 });
             if let Err(e) = spawned {
                 log::warn!("cannot start a connection thread: {e}");
-                open.lock().remove(&id);
+                // Answered through the slot's copy of the stream: never a bare close.
+                let slot = open.lock().remove(&id);
+                if let Some(stream) = slot.and_then(|s| s.stream.try_clone().ok()) {
+                    refuse_at_once(stream, busy(handler, limits));
+                }
             }
         }
         // Threads waiting for a connection end; the others end with theirs.
@@ -145,6 +167,39 @@ pub fn serve(listener: Listener, limits: Limits, stop: &Shutdown, handler: &dyn 
             slot.stream.shutdown_read();
         }
     });
+}
+
+/// The answer to a connection refused because every slot is busy: 503 with `Retry-After`.
+fn busy(handler: &dyn Handler, limits: Limits) -> Response {
+    let mut r = handler.reject(
+        503,
+        "busy",
+        format!(
+            "the agent serves at most {} connections at once; retry",
+            limits.max_connections
+        ),
+    );
+    r.headers.push(("Retry-After", "1".into()));
+    r
+}
+
+/// Refuses `stream` from the accept thread, when the refusal thread is behind: the answer
+/// goes into the empty send buffer of a fresh connection (no wait), what the client already
+/// sent is read off without waiting (closing on unread bytes would send a reset, which can
+/// discard the answer), then it is closed. Never a bare close.
+fn refuse_at_once(mut stream: Stream, resp: Response) {
+    if write_response(&mut stream, resp, true).is_err() {
+        return;
+    }
+    let _ = stream.shutdown(Both::Write);
+    let mut sink = [0u8; 4096];
+    let mut drained = 0;
+    while drained < 64 * 1024 && stream.has_waiting() {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
 }
 
 /// Serves `job`'s connection, forgets it, and waits for the next one: the connection handed
@@ -199,14 +254,17 @@ pub(super) fn connection(
     let budget = limits.timeout.min(REQUEST_DEADLINE);
     let mut waiting = NEW;
     loop {
-        // Idle until the next request's first byte; its whole head and body then have `budget`.
-        let mut deadline = None;
-        if !buf.is_empty() {
-            if !slot.set(waiting, READING) {
-                return;
-            }
-            deadline = Some(Instant::now() + budget);
+        // Idle until the next request's first byte, which stays in the socket until this
+        // connection says it is reading: a request read while it still looked silent or idle
+        // was lost when it was evicted or handed on as ending (issue 23). Its whole head and
+        // body then have `budget`.
+        if buf.is_empty() && !stream.wait_readable() {
+            return;
         }
+        if waiting != READING && !slot.set(waiting, READING) {
+            return;
+        }
+        let deadline = Some(Instant::now() + budget);
         let head = loop {
             match parse_head(&buf, limits.max_head) {
                 Ok(Some(h)) => break h,
@@ -226,12 +284,6 @@ pub(super) fn connection(
                 Got::Data => {}
                 Got::Closed => return,
                 Got::Late => return late(&mut stream, handler),
-            }
-            if deadline.is_none() {
-                if !slot.set(waiting, READING) {
-                    return;
-                }
-                deadline = Some(Instant::now() + budget);
             }
         };
         let Head {
@@ -280,10 +332,13 @@ pub(super) fn connection(
         if !slot.set(HANDLING, WRITING) {
             return;
         }
-        if write_response(&mut stream, resp, close).is_err() || close || !slot.set(WRITING, IDLE) {
+        // A pipelined request already held goes on being read: never idle (closable as
+        // such) while it holds one.
+        waiting = if buf.is_empty() { IDLE } else { READING };
+        if write_response(&mut stream, resp, close).is_err() || close || !slot.set(WRITING, waiting)
+        {
             return;
         }
-        waiting = IDLE;
         let _ = stream.set_read_timeout(limits.timeout);
     }
 }

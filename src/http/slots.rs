@@ -19,6 +19,10 @@ pub(super) const HANDLING: u8 = 4;
 pub(super) const EVICTED: u8 = 5;
 /// Done, or sure to end at its thread's next look: its thread is on its way to another.
 pub(super) const ENDED: u8 = 6;
+/// Its client has closed (or half-closed) and every byte it sent has been read: its thread
+/// answers what it already holds (a pipelined request, one read a moment before the close
+/// was seen), sees the close at its next read, and goes on to the connection handed to it.
+pub(super) const FINISHING: u8 = 7;
 
 /// One open connection: a clone of its stream (to end it from outside), what it is doing, and
 /// since when (milliseconds from the server's start).
@@ -74,25 +78,35 @@ pub(super) struct Tracker<'a> {
 }
 
 impl Tracker<'_> {
-    /// Moves from `from` to `to`; false if the connection was evicted meanwhile.
+    /// Moves from `from` to `to`; false if the connection was evicted or told to end after
+    /// its answer meanwhile. A connection [`FINISHING`] stays so, and goes on: what it holds
+    /// is requests its client sent before closing, each owed an answer.
     pub(super) fn set(&self, from: u8, to: u8) -> bool {
         self.slot.since.store(self.open.now(), Ordering::Relaxed);
-        self.slot
+        match self
+            .slot
             .state
             .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        {
+            Ok(_) | Err(FINISHING) => true,
+            Err(_) => false,
+        }
     }
 }
 
 /// Closes the open connection a new one should replace, if any: the one that has sent nothing
 /// for the longest since it was accepted, else the one idle between requests the longest, else
-/// the one reading its request, or stalled writing its answer, the longest. Never one inside a
+/// the one reading its request, or stalled writing its answer, the longest. One whose client's
+/// bytes wait unread in the socket is neither silent nor idle (its request may be there whole,
+/// its thread about to read it) and is not closed: it is as good as inside its handler. Never one inside a
 /// handler, nor one writing its answer to a client that reads it: closing that one would lose
 /// the answer to a request that has had its effect (an upgrade started, a hold taken); it
 /// gives way after its answer instead ([`hand_to_ending`] with `full`). A write waiting for
 /// room is a client that does not read, and is closed.
+/// A silent or idle one closed is first sent `answer` (the 503 `busy`, with `Retry-After`):
+/// a client that was about to send its request reads why, rather than a bare close.
 /// The caller holds the lock, so the chosen one stays in the map until it is shut down.
-pub(super) fn evict(map: &HashMap<u64, Arc<Slot>>) -> bool {
+pub(super) fn evict(map: &HashMap<u64, Arc<Slot>>, answer: &[u8]) -> bool {
     for _ in 0..4 {
         let victim = map
             .values()
@@ -110,6 +124,9 @@ pub(super) fn evict(map: &HashMap<u64, Arc<Slot>>) -> bool {
                 .compare_exchange(state, EVICTED, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
+                if matches!(state, NEW | IDLE) {
+                    slot.stream.send_now(answer);
+                }
                 let _ = slot.stream.shutdown(Both::Both);
                 return true;
             }
@@ -121,7 +138,13 @@ pub(super) fn evict(map: &HashMap<u64, Arc<Slot>>) -> bool {
 /// The state of a connection [`evict`] may close, or `None` if it may not be closed now.
 fn evictable(s: &Slot) -> Option<u8> {
     let state = s.state.load(Ordering::Acquire);
-    (state < HANDLING && (state != WRITING || !s.stream.has_room())).then_some(state)
+    let closable = match state {
+        NEW | IDLE => !s.stream.has_waiting(),
+        READING => true,
+        WRITING => !s.stream.has_room(),
+        _ => false,
+    };
+    closable.then_some(state)
 }
 
 /// Gives `job` to the thread of an open connection that is about to end, instead of to a thread
@@ -129,7 +152,8 @@ fn evictable(s: &Slot) -> Option<u8> {
 /// before its old connection's thread has seen the close. That thread takes it when it looks,
 /// as its connection ends ([`Slot::successor`]). A connection is about to end if it is done
 /// ([`ENDED`]), or if its client has closed and sent nothing unread
-/// ([`Stream::has_ended`](super::stream::Stream::has_ended)) while its thread
+/// ([`Stream::has_ended`](super::stream::Stream::has_ended); it is then [`FINISHING`]: its
+/// thread still answers the requests it holds, sent before the close) while its thread
 /// - waits for the next request (or the first): its read under way sees the close at once;
 /// - or writes an answer, and no write waits for room
 ///   ([`Stream::has_room`](super::stream::Stream::has_room)): the client read the answer and
@@ -154,11 +178,13 @@ pub(super) fn hand_to_ending(map: &HashMap<u64, Arc<Slot>>, job: Job, full: bool
             // Its thread now ends however it wakes, and no eviction picks it; unless it has
             // seen the close already, and says so meanwhile.
             NEW | IDLE | WRITING => {
-                (s.stream.has_ended() || full && state == WRITING)
+                let closed = s.stream.has_ended();
+                let to = if closed { FINISHING } else { ENDED };
+                (closed || full && state == WRITING)
                     && (state != WRITING || s.stream.has_room())
                     && matches!(
                         s.state
-                            .compare_exchange(state, ENDED, Ordering::AcqRel, Ordering::Acquire),
+                            .compare_exchange(state, to, Ordering::AcqRel, Ordering::Acquire),
                         Ok(_) | Err(ENDED)
                     )
             }

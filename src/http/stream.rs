@@ -77,6 +77,45 @@ impl Stream {
         }
     }
 
+    /// True if the client has sent bytes that nobody has read yet: it is not silent (a
+    /// request may be waiting whole). Looks without reading or waiting.
+    pub(super) fn has_waiting(&self) -> bool {
+        use rustix::net::{recv, RecvFlags};
+        let mut byte = [0u8; 1];
+        recv(
+            self.fd(),
+            &mut byte[..],
+            RecvFlags::PEEK | RecvFlags::DONTWAIT,
+        )
+        .is_ok_and(|(n, _)| n > 0)
+    }
+
+    /// Waits, up to the read timeout, until the client has sent a byte or closed, without
+    /// taking anything from the socket: true if there is a byte to read. So that a
+    /// connection says it is reading *before* it takes a request's bytes, never holding a
+    /// request unseen by [`evict`](super::slots::evict) and `hand_to_ending`.
+    pub(super) fn wait_readable(&self) -> bool {
+        use rustix::net::{recv, RecvFlags};
+        let mut byte = [0u8; 1];
+        loop {
+            match recv(self.fd(), &mut byte[..], RecvFlags::PEEK) {
+                Ok((n, _)) => return n > 0,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Sends `bytes` if the send buffer takes them now, without waiting: the answer to a
+    /// connection closed from outside ([`evict`](super::slots::evict)), whose own thread
+    /// cannot write it. A partial answer is never sent (nothing is written without room).
+    pub(super) fn send_now(&self, bytes: &[u8]) {
+        use rustix::net::{send, SendFlags};
+        if !bytes.is_empty() && self.has_room() {
+            let _ = send(self.fd(), bytes, SendFlags::DONTWAIT | SendFlags::NOSIGNAL);
+        }
+    }
+
     /// True if a write would not wait for the client to read: no write of ours is blocked on a
     /// full send buffer now. Looks without waiting.
     pub(super) fn has_room(&self) -> bool {

@@ -130,3 +130,48 @@ impl Upstream for Yurthub {
         &self.base
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::TcpListener;
+
+    /// A hub on loopback answering each of its connections with one of `answers`, after
+    /// reading the request head.
+    fn hub(answers: Vec<&'static str>) -> (String, std::thread::JoinHandle<()>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        let h = std::thread::spawn(move || {
+            for a in answers {
+                let (mut s, _) = l.accept().unwrap();
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && s.read(&mut b).unwrap_or(0) == 1 {
+                    head.push(b[0]);
+                }
+                s.write_all(a.as_bytes()).unwrap();
+            }
+        });
+        (base, h)
+    }
+
+    #[test]
+    fn a_poll_and_an_upgrade_answered_after_a_1xx_are_not_failures() {
+        // Issue 23 item 8: the poll failed on a 100 Continue, and an upgrade the hub accepted
+        // after a 103 Early Hints was reported to the device app as `502 ... cannot reach`.
+        let (base, h) = hub(vec![
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{\"a\":\"b\"}",
+            "HTTP/1.1 103 Early Hints\r\nLink: </x>; rel=preload\r\n\r\n\
+             HTTP/1.1 200 OK\r\nContent-Length: 27\r\n\r\nStart updating pod ns/pod-1",
+        ]);
+        let hub = Yurthub::new(&base, Duration::from_secs(2));
+        assert_eq!(hub.list_pods().unwrap(), b"{\"a\":\"b\"}");
+        let relay = hub.upgrade("ns", "pod-1").unwrap();
+        assert_eq!(
+            (relay.status, relay.body.as_slice()),
+            (200, &b"Start updating pod ns/pod-1"[..])
+        );
+        h.join().unwrap();
+    }
+}

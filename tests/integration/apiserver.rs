@@ -578,3 +578,107 @@ fn a_daemonset_older_than_the_watch_window_is_watched_from_its_lists_version() {
             .is_some_and(|(s, _)| s == "True")
     });
 }
+
+#[test]
+fn a_routine_watch_drop_is_no_warning_with_a_rustls_url() {
+    // Issue 23 item 9: a watch connection that ended without TLS close_notify (a proxy's idle
+    // timeout, an apiserver restarting) logged WARN with rustls' URL to its manual.
+    let (h, _d) = stand_in();
+    let agent = Agent::start(&config(&h.files.kubeconfig, "revision", ""));
+    wait_pods(&agent, "the list", |p| p.len() >= 8);
+    wait_for("the watch to connect", Duration::from_secs(15), || {
+        watch(&agent)["connected"] == true
+    });
+    control(&h, "/sim/drop-watches");
+    wait_for("a reconnect", Duration::from_secs(30), || {
+        let w = watch(&agent);
+        w["reconnects"].as_u64() >= Some(1) && w["connected"] == true
+    });
+    let log = agent.log();
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("WARN") && l.contains("watch")),
+        "a routine watch drop logged a warning:\n{log}"
+    );
+    assert!(!log.contains("docs.rs"), "{log}");
+    assert!(log.contains("watching again from resourceVersion"), "{log}");
+}
+
+#[test]
+fn a_401_on_the_pod_list_is_not_kind_connect() {
+    // Issue 23 item 9: the server was reached and refused the credential, yet polls counted
+    // `connect` and status said "cannot connect". The token in this kubeconfig is refused
+    // from now on: 401 on the pod list.
+    let (h, _d) = stand_in();
+    control(&h, "/sim/rotate-token");
+    let agent = Agent::start(&config(&h.files.kubeconfig, "revision", ""));
+    wait_for("a failed poll", Duration::from_secs(20), || {
+        agent.metric("yurt_ota_polls_total{result=\"status\"}") >= 1.0
+    });
+    assert_eq!(
+        agent.metric("yurt_ota_polls_total{result=\"connect\"}"),
+        0.0
+    );
+    let status = get(&agent.url("/v1/status")).json();
+    assert_eq!(
+        status["upstream"]["last_error"]["kind"], "status",
+        "{status}"
+    );
+    let error = status["upstream"]["last_error"].to_string();
+    assert!(
+        error.contains("401") && error.contains("refused the credential"),
+        "{status}"
+    );
+    assert!(!error.contains("cannot connect"), "{error}");
+}
+
+#[test]
+fn apiserver_mode_keeps_every_pod_the_watch_sends() {
+    // Issue 23 item 4: 2,000 distinct 100 KB pods took the agent from 5 MB to 400 MB and
+    // `GET /pods` served 200 MB. Bounded as YurtHub mode is (32 MiB of pod list): the last
+    // good pods are served, and status and the poll metric say why. 400 pods of 100 KB here
+    // (40 MB, over the bound).
+    let (h, _d) = stand_in();
+    let agent = Agent::start(&config(&h.files.kubeconfig, "revision", ""));
+    wait_pods(&agent, "the list", |p| p.len() >= 8);
+    wait_for("the watch to connect", Duration::from_secs(15), || {
+        watch(&agent)["connected"] == true
+    });
+    control(&h, "/sim/flood?count=400&bytes=102400");
+    wait_for("the bound to be reported", Duration::from_secs(60), || {
+        !watch(&agent)["pods_over_limit"].is_null()
+    });
+    let over = watch(&agent)["pods_over_limit"].clone();
+    assert_eq!(over["max_bytes"], 32 << 20, "{over}");
+    assert!(over["bytes"].as_u64().unwrap() > 32 << 20, "{over}");
+    wait_for(
+        "a poll refused as too large",
+        Duration::from_secs(20),
+        || agent.metric("yurt_ota_polls_total{result=\"too_large\"}") >= 1.0,
+    );
+    // The last good pods, within the bound.
+    let r = get(&agent.url("/pods"));
+    assert_eq!(r.status, 200);
+    assert!(r.body.len() <= 32 << 20, "{} bytes served", r.body.len());
+    assert!(r.json()["items"].as_array().unwrap().len() < 8 + 400);
+    let status = get(&agent.url("/v1/status")).json();
+    assert!(
+        status["upstream"]["last_error"]
+            .to_string()
+            .contains("32 MiB"),
+        "{status}"
+    );
+    let rss_kib: u64 = std::fs::read_to_string(format!("/proc/{}/status", agent.child.id()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    // The store (32 MiB), the snapshot's bytes (32 MiB) and its parsed pods, and the relist's
+    // buffer: well under the 400 MB the unbounded store reached.
+    eprintln!(
+        "after the flood: RSS {rss_kib} KiB, GET /pods {} bytes",
+        r.body.len()
+    );
+    assert!(rss_kib < 200 * 1024, "RSS {rss_kib} KiB");
+}

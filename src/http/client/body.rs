@@ -13,7 +13,8 @@ pub(super) fn head(
     minor: u8,
     headers: Vec<(String, String)>,
 ) -> Result<Head, Error> {
-    // A 1xx is never final, 600 and up are not HTTP.
+    // Interim 1xx answers were read past (`read_head`); a 101 is never final for this client
+    // (it asks no protocol switch), and 600 and up are not HTTP.
     if !(200..=599).contains(&status) {
         return Err(Error::Protocol(format!(
             "answered with HTTP status {status}, which is not a valid final status (200 to 599)"

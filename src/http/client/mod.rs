@@ -2,7 +2,8 @@
 //! over TCP or the agent's Unix socket. It replaced ureq (with its `http` and `ureq-proto`
 //! crates, ~122 KB of the aarch64 binary, README "Size").
 //!
-//! No proxy, no redirects (a 3xx is a status like any other), no compression. Every limit is
+//! No proxy, no redirects (a 3xx is a status like any other), no compression. Interim answers
+//! (`100 Continue`, `103 Early Hints`) before the final one are read past, as RFC 9110 15.2 asks. Every limit is
 //! checked before memory is committed: the response head is at most [`MAX_HEAD`] bytes and
 //! [`MAX_HEADERS`] headers, a chunk-size line at most [`MAX_CHUNK_LINE`], and a body read whole
 //! is refused on its declared length before a byte of it is read. A call has one deadline for
@@ -33,6 +34,8 @@ pub const MAX_HEAD: usize = 16 * 1024;
 pub const MAX_HEADERS: usize = 64;
 /// A chunk-size line, extensions included.
 pub const MAX_CHUNK_LINE: usize = 1024;
+/// Interim (1xx) answers read before the final one; more is a server that never answers.
+pub const MAX_INTERIM: usize = 16;
 const USER_AGENT: &str = concat!("yurt-ota/", env!("CARGO_PKG_VERSION"));
 
 #[derive(Debug)]
@@ -264,15 +267,31 @@ impl<S: Transport> Conn<S> {
         Ok(())
     }
 
+    /// Reads the final answer's head. Interim answers before it (`100 Continue`, `103 Early
+    /// Hints`: RFC 9110 15.2) are read and set aside, at most [`MAX_INTERIM`] of them; `101`
+    /// is final, and an error, since this client never asks to switch protocols.
     fn read_head(&mut self, method: &str) -> Result<Head, Error> {
         self.pos = 0;
         self.end = 0;
+        let mut interim = 0;
         loop {
             let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut parsed = httparse::Response::new(&mut slots);
             match parsed.parse(&self.buf[..self.end]) {
                 Ok(httparse::Status::Complete(len)) => {
                     let status = parsed.code.unwrap_or(0);
+                    if (100..200).contains(&status) && status != 101 {
+                        interim += 1;
+                        if interim > MAX_INTERIM {
+                            return Err(Error::Protocol(format!(
+                                "more than {MAX_INTERIM} interim (1xx) answers before the final one"
+                            )));
+                        }
+                        // What follows the interim head is the next head, already read in part.
+                        self.buf.copy_within(len..self.end, 0);
+                        self.end -= len;
+                        continue;
+                    }
                     let headers = crate::http::owned_headers(parsed.headers);
                     let minor = parsed.version.unwrap_or(0);
                     self.pos = len;

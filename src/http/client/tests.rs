@@ -382,3 +382,52 @@ fn the_fuzz_seeds_read_the_same_whole_and_split() {
         }
     }
 }
+
+#[test]
+fn interim_1xx_answers_before_the_final_one_are_not_a_failure() {
+    // Issue 23 item 8: a 100 Continue or a 103 Early Hints (RFC 9110 15.2) came before the final
+    // answer, and the call failed ("status 103 ... not a valid final status"). Split across
+    // reads, and with the final head in the same packet as the interim one.
+    let (addr, h) = server(vec![
+        vec![
+            Req,
+            send("HTTP/1.1 100 Continue\r\n\r\n"),
+            Pause(30),
+            send("HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\nHTTP/1.1 20"),
+            Pause(30),
+            send("0 OK\r\nContent-Length: 2\r\n\r\nok"),
+            Req,
+            send("HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 1\r\n\r\nx"),
+        ],
+        // A POST (an upgrade call): the interim answer, then the hub's final one.
+        vec![
+            Req,
+            send("HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 27\r\n\r\nStart updating pod ns/pod-1"),
+        ],
+    ]);
+    let c = client(&addr, true, 2000);
+    assert_eq!(get(&c).unwrap(), (200, b"ok".to_vec()));
+    assert_eq!(
+        get(&c).unwrap(),
+        (201, b"x".to_vec()),
+        "reused after interims"
+    );
+    let post = Request {
+        method: "POST",
+        target: "/openyurt.io/v1/namespaces/ns/pods/pod-1/upgrade",
+        headers: &[],
+        body: None,
+    };
+    let mut r = client(&addr, false, 2000).send(&post).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.read_to_vec(100).unwrap(), b"Start updating pod ns/pod-1");
+    assert_eq!(h.join().unwrap().len(), 2);
+}
+
+#[test]
+fn endless_interim_answers_are_bounded() {
+    let many = "HTTP/1.1 100 Continue\r\n\r\n".repeat(MAX_INTERIM + 1);
+    let (addr, _h) = server(vec![vec![Req, Send(many.into_bytes())]]);
+    let e = err(&client(&addr, false, 2000));
+    assert!(e.contains("interim (1xx) answers"), "{e}");
+}

@@ -81,6 +81,14 @@ impl http::Handler for Control {
                 let rv = s.cluster.heartbeat(count);
                 ok(json!({"heartbeats": count, "resourceVersion": rv.to_string()}))
             }
+            ["sim", "flood"] if post => {
+                let count = q("count").and_then(|c| c.parse().ok()).unwrap_or(1);
+                let bytes = q("bytes")
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(100 * 1024);
+                let rv = s.cluster.flood(count, bytes);
+                ok(json!({"flooded": count, "resourceVersion": rv.to_string()}))
+            }
             ["sim", "compact"] if post => {
                 s.cluster.compact();
                 ok(json!({"compacted": s.cluster.compacted().to_string()}))

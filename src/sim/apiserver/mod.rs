@@ -419,6 +419,31 @@ impl Cluster {
         st.store.rv
     }
 
+    /// `count` more ReplicaSet pods on each node, each padded with an annotation of `bytes`
+    /// bytes: what one with the right to create pods can make a node's agent hold (issue 23).
+    pub fn flood(&self, count: usize, bytes: usize) -> u64 {
+        let template = self
+            .node_templates
+            .iter()
+            .find(|t| owner_kind(t) == "ReplicaSet")
+            .cloned();
+        let mut st = self.lock();
+        if let Some(t) = template {
+            for node in &self.opts.nodes {
+                for i in 0..count {
+                    let mut pod = self.node_pod(&mut st, &t, node, Some(i));
+                    let name = format!("flood-{}", st.suffix());
+                    pod["metadata"]["name"] = json!(name);
+                    pod["metadata"]["annotations"]["yurt-ota.test/padding"] =
+                        json!("x".repeat(bytes));
+                    st.store.put(Res::Pods, pod);
+                }
+            }
+        }
+        self.changed.notify_all();
+        st.store.rv
+    }
+
     pub fn compact(&self) {
         self.lock().store.compact();
         self.changed.notify_all();

@@ -159,6 +159,9 @@ pub struct WatchState {
     pub last_error: Option<String>,
     /// Requests sent to the apiserver (lists, watches, gets), for the idle benchmark.
     pub requests: u64,
+    /// Since when the node's pods have been over `watch::MAX_KEPT`, and the bytes they would
+    /// take: the last good pods are served meanwhile, and `GET /pods` polls read `too_large`.
+    pub over_limit: Option<(SystemTime, usize)>,
 }
 
 /// A DaemonSet with pods on this node (detect = revision).
@@ -178,6 +181,9 @@ struct Shared {
     store: Store,
     listed: bool,
     watch: WatchState,
+    /// The last failure of the pod list or watch, as it failed (for `GET /pods` before the
+    /// first list: a 401 is not "cannot connect").
+    failure: Option<UpstreamError>,
     daemonsets: HashMap<(String, String), Tracked>,
 }
 
@@ -234,6 +240,7 @@ impl Apiserver {
                 store: Store::default(),
                 listed: false,
                 watch: WatchState::default(),
+                failure: None,
                 daemonsets: HashMap::new(),
             }),
         });
@@ -329,6 +336,12 @@ impl Upstream for Apiserver {
             "reconnects": w.reconnects,
             "requests": w.requests,
             "last_error": w.last_error,
+            // Over 32 MiB of pods (issue 23): the last good pods are served meanwhile.
+            "pods_over_limit": w.over_limit.map(|(since, bytes)| serde_json::json!({
+                "since": crate::sim::rfc3339(since),
+                "bytes": bytes,
+                "max_bytes": watch::MAX_KEPT,
+            })),
             "daemonsets": daemonsets,
         }))
     }

@@ -5,15 +5,44 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::client::q;
-use super::watch::{self, Backoff, Event};
+use super::watch::{self, Backoff, Event, OverLimit};
 use super::{Detect, Inner, WATCH_SECONDS};
 use crate::upstream::{excerpt, UpstreamError};
 
 enum WatchEnd {
-    /// The server closed the stream (timeoutSeconds): re-watch from the last resourceVersion.
+    /// The server closed the stream (timeoutSeconds), or the connection under it ended without
+    /// its TLS close or was reset (a proxy's idle timeout, an apiserver restarting: routine):
+    /// re-watch from the last resourceVersion.
     Closed,
     Expired,
-    Failed(String),
+    Failed(UpstreamError),
+    /// An event would take the pods kept past `watch::MAX_KEPT`; the last good state is kept.
+    OverLimit(OverLimit),
+}
+
+/// What a person should know of a non-200 answer to the pod list or watch: the server was
+/// reached, and what its answer most likely means.
+fn status_error(what: &str, code: u16, body: &[u8]) -> UpstreamError {
+    let hint = match code {
+        401 => "; the apiserver was reached and refused the credential: check the kubeconfig's token or client certificate (expired? rotated?)",
+        403 => "; the apiserver was reached and the identity may not list and watch pods: see packaging/kubernetes/rbac.yaml",
+        300..=399 => "; redirected: the server URL is not the apiserver's (a proxy or login page answers there); set upstream.server, or the kubeconfig's cluster server, to the apiserver itself",
+        _ => "",
+    };
+    UpstreamError::Status {
+        code,
+        body: format!("{what} answered {code}: {}{hint}", excerpt(body)),
+    }
+}
+
+/// True for a watch stream that ended without its end: no TLS close_notify, or a reset. Routine
+/// when a proxy or load balancer times the connection out or the apiserver restarts.
+fn routine_drop(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+    )
 }
 
 impl Inner {
@@ -33,6 +62,13 @@ impl Inner {
                                     s.watch.relists += 1;
                                 }
                                 s.listed = true;
+                                if s.watch.over_limit.take().is_some() {
+                                    log::info!(
+                                        "apiserver pod list: the node's pods are within {} MiB again ({} KiB)",
+                                        watch::MAX_KEPT >> 20,
+                                        s.store.bytes >> 10
+                                    );
+                                }
                                 drop(s);
                                 need_list = false;
                                 self.track_daemonsets();
@@ -43,10 +79,17 @@ impl Inner {
                             }
                         }
                     }
-                    Ok((code, body)) => {
-                        self.failed(format!("pod list answered {code}: {}", excerpt(&body)))
+                    Ok((code, body)) => self.failed(status_error("pod list", code, &body)),
+                    // Over 32 MiB: as in YurtHub mode, refused and the last good pods kept.
+                    Err(UpstreamError::TooLarge) => {
+                        let mut s = self.lock();
+                        if s.listed && s.watch.over_limit.is_none() {
+                            s.watch.over_limit = Some((SystemTime::now(), watch::MAX_KEPT));
+                        }
+                        drop(s);
+                        self.failed(UpstreamError::TooLarge)
                     }
-                    Err(e) => self.failed(format!("pod list: {e}")),
+                    Err(e) => self.failed(e),
                 }
                 if need_list {
                     std::thread::sleep(backoff.next_delay());
@@ -76,11 +119,26 @@ impl Inner {
                     );
                     need_list = true;
                 }
+                (WatchEnd::OverLimit(over), _) => {
+                    {
+                        let mut s = self.lock();
+                        if s.watch.over_limit.is_none() {
+                            log::warn!(
+                                "apiserver pod watch: {over}; serving the last good pods (of resourceVersion {}) and listing again",
+                                s.store.rv
+                            );
+                            s.watch.over_limit = Some((SystemTime::now(), over.bytes));
+                        }
+                        s.watch.last_error = Some(format!("pod watch: {over}"));
+                    }
+                    std::thread::sleep(backoff.next_delay());
+                    need_list = true;
+                }
                 (WatchEnd::Failed(e), got_events) => {
                     if got_events {
                         backoff.reset();
                     }
-                    self.failed(format!("pod watch: {e}"));
+                    self.failed(e);
                     let d = backoff.next_delay();
                     std::thread::sleep(d);
                     self.lock().watch.reconnects += 1;
@@ -89,19 +147,21 @@ impl Inner {
         }
     }
 
-    fn failed(&self, e: String) {
+    fn failed(&self, e: UpstreamError) {
         let mut s = self.lock();
-        if s.watch.last_error.as_deref() != Some(&e) {
-            log::warn!("apiserver {}: {e}", self.url);
+        let text = e.to_string();
+        if s.watch.last_error.as_deref() != Some(&text) {
+            log::warn!("apiserver {}: {text}", self.url);
         }
         s.watch.connected_since = None;
-        s.watch.last_error = Some(e);
+        s.watch.last_error = Some(text);
+        s.failure = Some(e);
     }
 
     fn watch(self: &Arc<Self>, path: &str) -> (WatchEnd, bool) {
         let resp = match self.request(&self.streams, "GET", path, None) {
             Ok(r) => r,
-            Err(e) => return (WatchEnd::Failed(e.to_string()), false),
+            Err(e) => return (WatchEnd::Failed(e), false),
         };
         match resp.status {
             200 => {}
@@ -109,7 +169,7 @@ impl Inner {
             code => {
                 let body = Self::read_all(resp).map(|r| r.1).unwrap_or_default();
                 return (
-                    WatchEnd::Failed(format!("answered {code}: {}", excerpt(&body))),
+                    WatchEnd::Failed(status_error("pod watch", code, &body)),
                     false,
                 );
             }
@@ -126,7 +186,20 @@ impl Inner {
             let line = match watch::read_line(&mut r, &mut buf) {
                 Ok(Some(l)) => l,
                 Ok(None) => return (WatchEnd::Closed, got),
-                Err(e) => return (WatchEnd::Failed(format!("stream broke: {e}")), got),
+                Err(e) if routine_drop(&e) => {
+                    // Routine, and rustls' words for it carry a URL to its manual: not a
+                    // warning, and not those words.
+                    log::info!(
+                        "apiserver pod watch: the connection ended ({:?}); watching again from resourceVersion {}",
+                        e.kind(),
+                        self.lock().store.rv
+                    );
+                    return (WatchEnd::Closed, got);
+                }
+                Err(e) => {
+                    let e = UpstreamError::Io(format!("pod watch: stream broke: {e}"));
+                    return (WatchEnd::Failed(e), got);
+                }
             };
             if let Err(n) = line {
                 log::warn!("apiserver watch: skipped an event of {n} bytes (over {} MiB); keeping the last good state", watch::MAX_EVENT >> 20);
@@ -148,7 +221,10 @@ impl Inner {
             got = true;
             match ev {
                 Event::Expired => return (WatchEnd::Expired, got),
-                Event::Error(m) => return (WatchEnd::Failed(format!("ERROR event: {m}")), got),
+                Event::Error(m) => {
+                    let e = UpstreamError::Io(format!("pod watch: ERROR event: {m}"));
+                    return (WatchEnd::Failed(e), got);
+                }
                 ev => {
                     let mut s = self.lock();
                     s.watch.last_event = Some(SystemTime::now());
@@ -156,7 +232,11 @@ impl Inner {
                         Event::Upsert(_, e, _) => e.daemonset.clone(),
                         _ => None,
                     };
-                    if s.store.apply(ev) {
+                    let changed = match s.store.apply(ev) {
+                        Ok(changed) => changed,
+                        Err(over) => return (WatchEnd::OverLimit(over), got),
+                    };
+                    if changed {
                         let new_ds = upsert_ds.is_some_and(|d| {
                             !s.daemonsets.get(&(d.0, d.1)).is_some_and(|t| t.watching)
                         });
@@ -176,16 +256,40 @@ impl Inner {
     pub(super) fn rendered(&self) -> Result<Vec<u8>, UpstreamError> {
         let s = self.lock();
         if !s.listed {
-            return Err(UpstreamError::Connect(
-                s.watch
-                    .last_error
-                    .clone()
-                    .unwrap_or_else(|| "no pod list from the apiserver yet".into()),
-            ));
+            // What failed, as it failed: a 401 is not "cannot connect" (issue 23).
+            return Err(s.failure.clone().unwrap_or_else(|| {
+                UpstreamError::Connect("no pod list from the apiserver yet".into())
+            }));
+        }
+        // As a YurtHub pod list over 32 MiB is: refused, and the snapshot served is the last
+        // good one (the agent's, which this store's state also still is).
+        if s.watch.over_limit.is_some() {
+            return Err(UpstreamError::TooLarge);
         }
         Ok(match self.settings.detect {
             Detect::Openyurt => s.store.render(|_| None),
             Detect::Revision => s.store.render(|e| self.decision(&s, e)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_401_or_302_on_the_pod_list_names_the_cause_not_the_connection() {
+        // Issue 23 item 9 (the 401 end to end: tests/integration/apiserver.rs).
+        let e = status_error("pod list", 401, b"Unauthorized");
+        assert_eq!(e.kind(), "status");
+        let m = e.to_string();
+        assert!(
+            m.contains("refused the credential") && m.contains("401"),
+            "{m}"
+        );
+        let e = status_error("pod list", 302, b"<html>login</html>");
+        assert_eq!(e.kind(), "status");
+        assert!(e.to_string().contains("redirected"), "{e}");
+        assert!(!e.to_string().contains("cannot connect"), "{e}");
     }
 }

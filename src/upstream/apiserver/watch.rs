@@ -161,16 +161,46 @@ pub fn status_message(obj: &Value) -> String {
     }
 }
 
+/// The most pod text the store keeps: the bound on a YurtHub pod list (`upstream::MAX_BODY`,
+/// 32 MiB), so that `GET /pods` serves no more in apiserver mode than in YurtHub mode.
+pub const MAX_KEPT: usize = crate::upstream::MAX_BODY as usize;
+
+/// A list or an event that would take the pods kept past [`MAX_KEPT`]; nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverLimit {
+    /// The bytes of pod text it would have taken.
+    pub bytes: usize,
+}
+
+impl std::fmt::Display for OverLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the node's pods would take {} KiB, over the {} MiB a pod list may take",
+            self.bytes >> 10,
+            MAX_KEPT >> 20
+        )
+    }
+}
+
 /// The node's pods, by namespace and name.
 #[derive(Debug, Default)]
 pub struct Store {
     pub pods: BTreeMap<Key, Entry>,
     /// The resourceVersion to watch from.
     pub rv: String,
+    /// The pod text kept, each pod with the comma that separates it in a rendered list.
+    pub bytes: usize,
+}
+
+/// What a pod takes of [`MAX_KEPT`].
+fn size(e: &Entry) -> usize {
+    e.json.len() + 1
 }
 
 impl Store {
-    /// A `v1.PodList` answer replaces everything.
+    /// A `v1.PodList` answer replaces everything; one whose pods would be over [`MAX_KEPT`]
+    /// changes nothing.
     pub fn replace(&mut self, list: &[u8]) -> Result<(), String> {
         /// Items stay text until each is read on its own: a 110-pod list as one `Value` tree
         /// would be several MiB at once.
@@ -194,35 +224,52 @@ impl Store {
             .to_owned();
         let mut pods = BTreeMap::new();
         let mut scratch = Vec::new();
+        let mut bytes = 0;
         for item in v.items.unwrap_or_default() {
             let (k, e, _) =
                 entry_with(item, &mut scratch).map_err(|e| format!("pod list item: {e}"))?;
-            pods.insert(k, e);
+            bytes += size(&e);
+            if let Some(old) = pods.insert(k, e) {
+                bytes -= size(&old);
+            }
+            if bytes > MAX_KEPT {
+                return Err(OverLimit { bytes }.to_string());
+            }
         }
         self.pods = pods;
         self.rv = rv;
+        self.bytes = bytes;
         Ok(())
     }
 
-    /// Applies one event; true when the pods changed.
-    pub fn apply(&mut self, ev: Event) -> bool {
-        match ev {
+    /// Applies one event; true when the pods changed. An event that would take the pods past
+    /// [`MAX_KEPT`] changes nothing, its resourceVersion included (so that the state stays
+    /// the one of a resourceVersion: the last good one).
+    pub fn apply(&mut self, ev: Event) -> Result<bool, OverLimit> {
+        Ok(match ev {
             Event::Upsert(k, e, rv) => {
+                let bytes = self.bytes + size(&e) - self.pods.get(&k).map_or(0, size);
+                if bytes > MAX_KEPT {
+                    return Err(OverLimit { bytes });
+                }
                 self.set_rv(rv);
+                self.bytes = bytes;
                 let changed = self.pods.get(&k) != Some(&e);
                 self.pods.insert(k, *e);
                 changed
             }
             Event::Delete(k, rv) => {
                 self.set_rv(rv);
-                self.pods.remove(&k).is_some()
+                let gone = self.pods.remove(&k);
+                self.bytes -= gone.as_ref().map_or(0, size);
+                gone.is_some()
             }
             Event::Bookmark(rv) => {
                 self.set_rv(rv);
                 false
             }
             Event::Expired | Event::Error(_) => false,
-        }
+        })
     }
 
     fn set_rv(&mut self, rv: String) {
@@ -387,7 +434,7 @@ mod tests {
             if matches!(ev, Event::Bookmark(_)) {
                 bookmarks += 1;
             }
-            from_watch.apply(ev);
+            from_watch.apply(ev).unwrap();
         }
         assert_eq!(bookmarks, 1);
         assert_eq!(from_watch.rv, "550");
@@ -469,10 +516,10 @@ mod tests {
         modified["metadata"]["resourceVersion"] = "900".into();
         modified["metadata"]["labels"]["x"] = "y".into();
         let line = serde_json::json!({"type":"MODIFIED","object":modified}).to_string();
-        assert!(s.apply(parse_event(line.as_bytes()).unwrap()));
+        assert!(s.apply(parse_event(line.as_bytes()).unwrap()).unwrap());
         assert_eq!(s.rv, "900");
         let line = serde_json::json!({"type":"DELETED","object":modified}).to_string();
-        assert!(s.apply(parse_event(line.as_bytes()).unwrap()));
+        assert!(s.apply(parse_event(line.as_bytes()).unwrap()).unwrap());
         assert_eq!(s.pods.len(), 7);
         let expired = br#"{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"too old resource version: 1 (550)","reason":"Expired","code":410}}"#;
         assert_eq!(parse_event(expired).unwrap(), Event::Expired);
@@ -484,6 +531,44 @@ mod tests {
         assert!(parse_event(b"{garbage").is_err());
         assert!(parse_event(br#"{"type":"ADDED","object":{"metadata":{}}}"#).is_err());
         assert_eq!(s.pods.len(), 7, "garbage changes nothing");
+    }
+
+    #[test]
+    fn events_past_32_mib_of_pods_change_nothing_and_deletes_make_room() {
+        // Issue 23 item 4: every pod the watch sent was kept, without bound.
+        let mut s = Store::default();
+        s.replace(LIST.as_bytes()).unwrap();
+        let start = s.bytes;
+        assert_eq!(
+            start,
+            s.pods.values().map(|e| e.json.len() + 1).sum::<usize>()
+        );
+        let mut pod: Value = serde_json::from_str(&s.pods.values().next().unwrap().json).unwrap();
+        pod["metadata"]["annotations"]["pad"] = "x".repeat(3 << 20).into();
+        let event = |pod: &Value, i: usize, kind: &str| {
+            let mut pod = pod.clone();
+            pod["metadata"]["name"] = format!("big-{i}").into();
+            pod["metadata"]["resourceVersion"] = format!("{}", 1000 + i).into();
+            let line = serde_json::json!({"type": kind, "object": pod}).to_string();
+            parse_event(line.as_bytes()).unwrap()
+        };
+        let mut i = 0;
+        let over = loop {
+            match s.apply(event(&pod, i, "ADDED")) {
+                Ok(changed) => assert!(changed),
+                Err(over) => break over,
+            }
+            i += 1;
+            assert!(i < 20, "no bound");
+        };
+        assert!(over.bytes > MAX_KEPT && s.bytes <= MAX_KEPT, "{over:?}");
+        assert_eq!(s.pods.len(), 8 + i);
+        assert_eq!(s.rv, format!("{}", 1000 + i - 1), "the last good version");
+        assert!(s.render(|_| None).len() <= MAX_KEPT + 1024);
+        // A pod deleted makes room for the next.
+        s.apply(event(&pod, 0, "DELETED")).unwrap();
+        s.apply(event(&pod, i, "ADDED")).unwrap();
+        assert_eq!(s.pods.len(), 8 + i);
     }
 
     #[test]
