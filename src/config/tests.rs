@@ -465,12 +465,12 @@ fn gate_kinds_are_read_by_serde_at_their_line() {
     );
     assert_eq!(
         err("[[gate]]\nname = \"a\"\n"),
-        ["/etc/yurt-ota/config.toml: `gate[0].kind`: required: file, gpio, gpio-sysfs, command or window (line 1, column 1)"]
+        ["/etc/yurt-ota/config.toml: `gate[0].kind`: required: file, gpio, gpio-sysfs, command, window, can or value (line 1, column 1)"]
     );
     assert_eq!(
         err("[[gate]]\nname = \"a\"\nkind = \"smoke\"\nsafety = 3\n"),
         [
-            "/etc/yurt-ota/config.toml: `gate[0].kind`: unknown kind \"smoke\"; expected file, gpio, gpio-sysfs, command or window (line 3, column 8)",
+            "/etc/yurt-ota/config.toml: `gate[0].kind`: unknown kind \"smoke\"; expected file, gpio, gpio-sysfs, command, window, can or value (line 3, column 8)",
             "/etc/yurt-ota/config.toml: `gate[0].safety`: expected true or false, found integer (line 4, column 10)",
         ]
     );

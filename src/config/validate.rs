@@ -310,6 +310,8 @@ fn gate(sec: &str, g: RawGate, e: &mut Errors) -> Option<GateSettings> {
         RawGate::GpioSysfs(g) => g.common(),
         RawGate::Command(g) => g.common(),
         RawGate::Window(g) => g.common(),
+        RawGate::Can(g) => g.common(),
+        RawGate::Value(g) => g.common(),
     };
     let RawCommon {
         name,
@@ -481,6 +483,38 @@ fn gate(sec: &str, g: RawGate, e: &mut Errors) -> Option<GateSettings> {
             };
             Some(GateKind::Window { windows, timezone })
         }
+        RawGate::Can(c) => can_gate(sec, c, e).map(|c| GateKind::Can(Box::new(c))),
+        RawGate::Value(v) => {
+            required(e, "path", v.path.is_some());
+            required(e, "open_when", v.open_when.is_some());
+            let path = e.path(&key("path"), &v.path);
+            let scale_file = match &v.scale_file {
+                Some(_) => Some(e.path(&key("scale_file"), &v.scale_file)?),
+                None => None,
+            };
+            let scale = v.scale.map_or(1.0, |n| n.get());
+            if scale == 0.0 || !scale.is_finite() {
+                e.push(&key("scale"), "must be a non-zero number".into());
+            }
+            let compare = |e: &mut Errors, k: &str, t: &Option<String>| {
+                e.check(
+                    &key(k),
+                    t.as_deref(),
+                    str::parse::<crate::gate::can::Compare>,
+                )
+            };
+            let open_when = compare(e, "open_when", &v.open_when);
+            let close_when = compare(e, "close_when", &v.close_when);
+            let interval = e.duration(&key("interval"), &v.interval);
+            Some(GateKind::Value(ValueGateSettings {
+                path: path?,
+                scale,
+                scale_file,
+                open_when: open_when?,
+                close_when,
+                interval: interval.unwrap_or(Duration::from_secs(5)),
+            }))
+        }
     };
     if e.list.len() != errors_before {
         return None;
@@ -492,6 +526,218 @@ fn gate(sec: &str, g: RawGate, e: &mut Errors) -> Option<GateSettings> {
         pull,
         kind: kind?,
     })
+}
+
+/// A CAN gate: the interface, the signal by name from a DBC or inline, `open_when` against its
+/// value table, `max_age`. The DBC file is read here, so that a signal it does not have is
+/// refused by name before the agent runs.
+fn can_gate(sec: &str, c: super::raw::RawCanGate, e: &mut Errors) -> Option<CanGateSettings> {
+    use crate::gate::can::{self as can, CanSignal, FrameId, Layout, OpenWhen};
+    let key = |k: &str| format!("{sec}.{k}");
+    let before = e.len();
+    let interface = match c.interface.as_deref() {
+        None => {
+            e.push(
+                &key("interface"),
+                "required: the SocketCAN interface, such as \"can0\"".into(),
+            );
+            None
+        }
+        Some(i) if i.is_empty() || i.len() > 15 || i.contains(['/', ' ', '\0']) => {
+            e.push(
+                &key("interface"),
+                format!("{i:?} is not a network interface name"),
+            );
+            None
+        }
+        Some(i) => Some(i.to_owned()),
+    };
+    required_can_keys(sec, &c, e);
+    let max_age = e
+        .duration(&key("max_age"), &c.max_age)
+        .unwrap_or(Duration::from_secs(1));
+    let inline_keys = [
+        ("id", c.id.is_some()),
+        ("extended", c.extended.is_some()),
+        ("pgn", c.pgn.is_some()),
+        ("source", c.source.is_some()),
+        ("start_bit", c.start_bit.is_some()),
+        ("length", c.length.is_some()),
+        ("byte_order", c.byte_order.is_some()),
+        ("signed", c.signed.is_some()),
+        ("factor", c.factor.is_some()),
+        ("offset", c.offset.is_some()),
+        ("unit", c.unit.is_some()),
+    ];
+    let resolved = if let Some(path) = &c.dbc {
+        for (k, set) in inline_keys {
+            if set {
+                e.push(
+                    &key(k),
+                    "not with `dbc`: the DBC file gives the signal's layout".into(),
+                );
+            }
+        }
+        let path = e.path(&key("dbc"), &Some(path.clone()))?;
+        let (message, signal) = (c.message.clone()?, c.signal.clone()?);
+        match can::dbc::resolve(&path, &message, &signal) {
+            Ok(d) => Some((
+                Some((path, message.clone(), signal.clone())),
+                format!("{message}.{signal}"),
+                d.frame,
+                d.layout,
+                d.unit,
+                d.values,
+            )),
+            Err((k, msg)) => {
+                let k = match k {
+                    can::dbc::DbcKey::Dbc => "dbc",
+                    can::dbc::DbcKey::Message => "message",
+                    can::dbc::DbcKey::Signal => "signal",
+                };
+                e.push(&key(k), msg);
+                None
+            }
+        }
+    } else {
+        for k in ["message", "signal"] {
+            if (k == "message" && c.message.is_some()) || (k == "signal" && c.signal.is_some()) {
+                e.push(
+                    &key(k),
+                    "only with `dbc`; an inline signal gives `id` or `pgn` and its bits".into(),
+                );
+            }
+        }
+        let frame = match (c.id, c.pgn) {
+            (Some(_), Some(_)) => {
+                e.push(&key("pgn"), "give either `id` or `pgn`, not both".into());
+                None
+            }
+            (None, None) => {
+                e.push(
+                    &key("id"),
+                    "required: `id` (or `pgn` for J1939), or `dbc` with `message` and `signal`"
+                        .into(),
+                );
+                None
+            }
+            (Some(id), None) => {
+                let extended = c.extended.unwrap_or(id > 0x7FF);
+                let max = if extended { 0x1FFF_FFFF } else { 0x7FF };
+                if c.source.is_some() {
+                    e.push(&key("source"), "only with `pgn`".into());
+                }
+                e.integer(&key("id"), Some(id), 0, max)
+                    .map(|id| FrameId::Exact {
+                        id: id as u32,
+                        extended,
+                    })
+            }
+            (None, Some(pgn)) => {
+                if c.extended.is_some() {
+                    e.push(
+                        &key("extended"),
+                        "not with `pgn`: J1939 ids are 29-bit".into(),
+                    );
+                }
+                let source = match c.source {
+                    Some(_) => Some(e.integer(&key("source"), c.source, 0, 253)? as u8),
+                    None => None,
+                };
+                match u32::try_from(pgn)
+                    .map_err(|_| format!("{pgn} is not a PGN"))
+                    .and_then(|p| can::check_pgn(p).map(|_| p))
+                {
+                    Ok(pgn) => Some(FrameId::Pgn { pgn, source }),
+                    Err(msg) => {
+                        e.push(&key("pgn"), msg);
+                        None
+                    }
+                }
+            }
+        };
+        let start_bit = e.integer(&key("start_bit"), c.start_bit, 0, 63);
+        let length = e.integer(&key("length"), c.length, 1, 64);
+        let big_endian = match c.byte_order.as_deref() {
+            None | Some("little") => Some(false),
+            Some("big") => Some(true),
+            Some(other) => {
+                e.push(
+                    &key("byte_order"),
+                    format!("{other:?}: expected \"little\" (Intel) or \"big\" (Motorola)"),
+                );
+                None
+            }
+        };
+        let layout = Layout {
+            start_bit: start_bit? as u16,
+            length: length? as u16,
+            big_endian: big_endian?,
+            signed: c.signed.unwrap_or(false),
+            factor: c.factor.map_or(1.0, |n| n.get()),
+            offset: c.offset.map_or(0.0, |n| n.get()),
+        };
+        if let Err(msg) = layout.check() {
+            e.push(&key("length"), msg);
+            return None;
+        }
+        let frame = frame?;
+        let name = match &frame {
+            FrameId::Exact { id, .. } => format!("0x{id:X}[{}]", layout.describe_bits()),
+            FrameId::Pgn { pgn, .. } => format!("PGN {pgn}[{}]", layout.describe_bits()),
+        };
+        Some((
+            None,
+            name,
+            frame,
+            layout,
+            c.unit.clone().unwrap_or_default(),
+            Vec::new(),
+        ))
+    };
+    let (dbc, name, frame, layout, unit, values) = resolved?;
+    let open_when = match OpenWhen::parse(c.open_when.as_deref()?, &values) {
+        Ok(o) => o,
+        Err(msg) => {
+            e.push(&key("open_when"), msg);
+            return None;
+        }
+    };
+    let j1939 = c.j1939.unwrap_or(matches!(frame, FrameId::Pgn { .. }));
+    if e.len() != before {
+        return None;
+    }
+    Some(CanGateSettings {
+        interface: interface?,
+        dbc,
+        signal: CanSignal {
+            name,
+            frame,
+            layout,
+            unit,
+            values,
+            j1939,
+            open_when,
+        },
+        max_age,
+    })
+}
+
+/// `open_when` always; `message` and `signal` with `dbc`.
+fn required_can_keys(sec: &str, c: &super::raw::RawCanGate, e: &mut Errors) {
+    let mut need = vec![("open_when", c.open_when.is_some())];
+    if c.dbc.is_some() {
+        need.push(("message", c.message.is_some()));
+        need.push(("signal", c.signal.is_some()));
+    }
+    for (k, present) in need {
+        if !present {
+            e.push(
+                &format!("{sec}.{k}"),
+                "required for this kind of gate".into(),
+            );
+        }
+    }
 }
 
 #[cfg(test)]
