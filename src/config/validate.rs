@@ -683,8 +683,8 @@ fn can_gate(sec: &str, c: super::raw::RawCanGate, e: &mut Errors) -> Option<CanG
         }
         let frame = frame?;
         let name = match &frame {
-            FrameId::Exact { id, .. } => format!("0x{id:X}[{}]", layout.describe_bits()),
-            FrameId::Pgn { pgn, .. } => format!("PGN {pgn}[{}]", layout.describe_bits()),
+            FrameId::Exact { id, .. } => format!("0x{id:X} bits {}", layout.describe_bits()),
+            FrameId::Pgn { pgn, .. } => format!("PGN {pgn} bits {}", layout.describe_bits()),
         };
         Some((
             None,

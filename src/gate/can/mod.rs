@@ -232,7 +232,7 @@ mod tests {
         };
         let r = gate.read(t0 + Duration::from_millis(400), true).unwrap();
         assert!(r.open);
-        assert_eq!(r.detail, "PGN 65265[8..23] = 0 km/h");
+        assert_eq!(r.detail, "PGN 65265 bits 8..23 = 0 km/h");
         assert_eq!(
             gate.next_change(t0 + Duration::from_millis(400)),
             Some(Duration::from_millis(101))
