@@ -329,7 +329,18 @@ fn the_packaged_conffile_shows_every_key_with_its_default() {
     let uncommented = uncommented.join("\n");
     let s = parse(&uncommented).unwrap_or_else(|e| panic!("{e:#?}\n{uncommented}"));
     let kinds: Vec<&str> = s.gates.iter().map(|g| g.kind.word()).collect();
-    assert_eq!(kinds, ["file", "gpio", "gpio-sysfs", "command", "window"]);
+    assert_eq!(
+        kinds,
+        [
+            "file",
+            "gpio",
+            "gpio-sysfs",
+            "command",
+            "window",
+            "can",
+            "value"
+        ]
+    );
     // Uncommented, the values are the defaults (but for the gates, which have none).
     assert_eq!(
         Settings {
