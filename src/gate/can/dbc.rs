@@ -28,15 +28,10 @@ pub enum DbcKey {
 pub fn resolve(path: &Path, message: &str, signal: &str) -> Result<DbcSignal, (DbcKey, String)> {
     let p = path.display();
     let bytes = std::fs::read(path).map_err(|e| (DbcKey::Dbc, format!("{p}: {e}")))?;
-    // DBC files from vector tools are often cp1252, not UTF-8: a comment with "°" must not
-    // make the file unreadable.
-    let text = match String::from_utf8(bytes) {
-        Ok(t) => t,
-        Err(e) => can_dbc::decode_cp1252(e.as_bytes())
-            .map(|t| t.into_owned())
-            .unwrap_or_default(),
-    };
-    let dbc = Dbc::try_from(text.as_str())
+    // DBC files from Vector's tools are often cp1252, not UTF-8: a unit or comment with "°"
+    // must not make the file unreadable. Message and signal names are ASCII (C identifiers).
+    let text = String::from_utf8_lossy(&bytes);
+    let dbc = Dbc::try_from(text.as_ref())
         .map_err(|e| (DbcKey::Dbc, format!("{p} is not a DBC file: {e}")))?;
     find(&dbc, message, signal).map_err(|(k, m)| (k, format!("{p}: {m}")))
 }
@@ -130,6 +125,19 @@ mod tests {
                 .physical(temp.layout.raw(&[0x00, 0x28]).unwrap()),
             20.0
         );
+    }
+
+    /// A file saved as cp1252 ("°C" as 0xB0): read, not refused.
+    #[test]
+    fn a_cp1252_file_is_read() {
+        let mut bytes = std::fs::read(fixture()).unwrap();
+        let at = bytes.windows(6).position(|w| w == b"\"degC\"").unwrap();
+        bytes.splice(at + 1..at + 5, [0xB0, b'C']);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp1252.dbc");
+        std::fs::write(&path, bytes).unwrap();
+        let temp = resolve(&path, "BODY_GEAR", "Temperature").unwrap();
+        assert_eq!(temp.unit, "\u{FFFD}C");
     }
 
     #[test]
