@@ -325,6 +325,16 @@ fn execute(cmd: Command, opts: ClientOpts, stop: Arc<Shutdown>) -> Result<(), Fa
                         eprintln!("warning: gate {}: {p}", g.name);
                     }
                 }
+                if let config::GateKind::Can(c) = &g.kind {
+                    let sys = Path::new("/sys/class/net").join(&c.interface);
+                    if !sys.exists() {
+                        eprintln!(
+                            "warning: gate {}: no network interface {} here (yet): the gate \
+                             reads closed until it exists",
+                            g.name, c.interface
+                        );
+                    }
+                }
             }
             Ok(())
         }

@@ -129,13 +129,34 @@ fn fail(b: &Arc<Mutex<Bus>>, exact: bool, msg: String) {
     );
 }
 
+/// Closes the gates of a thread that ends, even by a panic: a slot the kernel watches is
+/// trusted until told otherwise, so nobody left to tell must read closed, not stay open.
+struct Ended<'a> {
+    interface: &'a str,
+    bus: &'a Arc<Mutex<Bus>>,
+    exact: bool,
+}
+
+impl Drop for Ended<'_> {
+    fn drop(&mut self) {
+        let msg = format!(
+            "{}: the CAN thread ended; restart the agent",
+            self.interface
+        );
+        fail(self.bus, self.exact, msg);
+    }
+}
+
 /// The BCM thread: set up, read changes and timeouts; on an error, close the gates and retry.
 fn run_bcm(interface: &str, b: &Arc<Mutex<Bus>>) {
+    let _ended = Ended {
+        interface,
+        bus: b,
+        exact: true,
+    };
     loop {
-        match bcm_session(interface, b) {
-            Ok(()) => return,
-            Err(e) => fail(b, true, format!("{interface}: {e}")),
-        }
+        let Err(e) = bcm_session(interface, b);
+        fail(b, true, format!("{interface}: {e}"));
         std::thread::sleep(RETRY);
     }
 }
@@ -157,7 +178,11 @@ fn setups(b: &Arc<Mutex<Bus>>) -> BTreeMap<u32, ([u8; 8], Duration)> {
     out
 }
 
-fn bcm_session(interface: &str, b: &Arc<Mutex<Bus>>) -> std::io::Result<()> {
+/// Runs until the socket fails (it never ends otherwise).
+fn bcm_session(
+    interface: &str,
+    b: &Arc<Mutex<Bus>>,
+) -> Result<std::convert::Infallible, std::io::Error> {
     let addr = socketcan::CanAddr::from_iface(interface)
         .map_err(|e| std::io::Error::new(e.kind(), format!("no such CAN interface ({e})")))?;
     let sock = socket2_05::Socket::new(
@@ -199,16 +224,22 @@ fn bcm_session(interface: &str, b: &Arc<Mutex<Bus>>) -> std::io::Result<()> {
 /// The raw-socket thread, for PGN gates: a kernel filter per PGN; each frame that passes is
 /// read here (the cost per frame is ours), the gate rung only when its bits changed.
 fn run_raw(interface: &str, b: &Arc<Mutex<Bus>>) {
+    let _ended = Ended {
+        interface,
+        bus: b,
+        exact: false,
+    };
     loop {
-        match raw_session(interface, b) {
-            Ok(()) => return,
-            Err(e) => fail(b, false, format!("{interface}: {e}")),
-        }
+        let Err(e) = raw_session(interface, b);
+        fail(b, false, format!("{interface}: {e}"));
         std::thread::sleep(RETRY);
     }
 }
 
-fn raw_session(interface: &str, b: &Arc<Mutex<Bus>>) -> std::io::Result<()> {
+fn raw_session(
+    interface: &str,
+    b: &Arc<Mutex<Bus>>,
+) -> Result<std::convert::Infallible, std::io::Error> {
     let sock = socketcan::CanSocket::open(interface)?;
     let filters: Vec<socketcan::CanFilter> = {
         let b = b.lock().unwrap_or_else(|e| e.into_inner());
@@ -228,6 +259,9 @@ fn raw_session(interface: &str, b: &Arc<Mutex<Bus>>) -> std::io::Result<()> {
     );
     loop {
         let frame = sock.read_raw_frame()?;
+        if frame.can_id & super::decode::RTR_FLAG != 0 {
+            continue;
+        }
         let len = usize::from(frame.can_dlc).min(8);
         let data = frame.data[..len].to_vec();
         let now = SystemTime::now();
@@ -315,6 +349,40 @@ pub fn parse(buf: &[u8]) -> Option<BcmMsg> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A thread that ends (here: its guard dropped as a panic would drop it) closes its gates.
+    #[test]
+    fn a_thread_that_ends_closes_its_gates() {
+        let b = Arc::new(Mutex::new(Bus::default()));
+        let slot = Slot::default();
+        *slot.lock().unwrap() = Latest {
+            data: Some(vec![0]),
+            at: Some(SystemTime::now()),
+            watched: true,
+            ..Latest::default()
+        };
+        b.lock().unwrap().subs.push(Sub {
+            frame: FrameId::Exact {
+                id: 0x3A0,
+                extended: false,
+            },
+            mask: [0xFF; 8],
+            max_age: Duration::from_secs(1),
+            slot: slot.clone(),
+        });
+        let bell = Bell::new();
+        b.lock().unwrap().bell = Some(bell.clone());
+        drop(Ended {
+            interface: "can0",
+            bus: &b,
+            exact: true,
+        });
+        assert_eq!(
+            slot.lock().unwrap().error.as_deref(),
+            Some("can0: the CAN thread ended; restart the agent")
+        );
+        assert!(!bell.wait(Duration::from_secs(5)), "rung, not stopped");
+    }
 
     /// The message we write is the kernel's `struct bcm_msg_head` + one `struct can_frame`, as
     /// libc lays them out on this target (56 + 16 bytes on 64-bit Linux).

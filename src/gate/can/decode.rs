@@ -6,6 +6,8 @@ use std::fmt;
 
 /// `CAN_EFF_FLAG`: set in an id (as the kernel and `candump` give it) for a 29-bit frame.
 pub const EFF_FLAG: u32 = 0x8000_0000;
+/// `CAN_RTR_FLAG`: a remote request, which carries no data.
+pub const RTR_FLAG: u32 = 0x4000_0000;
 
 /// Where a signal's bits are, in DBC's numbering: `start_bit` is the least significant bit for
 /// little-endian (Intel, `@1`) signals and the most significant one for big-endian (Motorola,
@@ -215,7 +217,7 @@ impl FrameId {
                 let (sa, sa_mask) = source.map_or((0, 0), |s| (u32::from(s), 0xFF));
                 (
                     EFF_FLAG | (pgn & pgn_mask) << 8 | sa,
-                    EFF_FLAG | pgn_mask << 8 | sa_mask,
+                    EFF_FLAG | RTR_FLAG | pgn_mask << 8 | sa_mask,
                 )
             }
         }
@@ -656,15 +658,15 @@ mod tests {
         // destination too; the source only when given.
         assert_eq!(
             ccvs1.raw_filter(),
-            (EFF_FLAG | 0x00FE_F100, EFF_FLAG | 0x03FF_FF00)
+            (EFF_FLAG | 0x00FE_F100, EFF_FLAG | RTR_FLAG | 0x03FF_FF00)
         );
         assert_eq!(
             request.raw_filter(),
-            (EFF_FLAG | 0x01EA_0000, EFF_FLAG | 0x03FF_0000)
+            (EFF_FLAG | 0x01EA_0000, EFF_FLAG | RTR_FLAG | 0x03FF_0000)
         );
         assert_eq!(
             from_engine.raw_filter(),
-            (EFF_FLAG | 0x00FE_F100, EFF_FLAG | 0x03FF_FFFF)
+            (EFF_FLAG | 0x00FE_F100, EFF_FLAG | RTR_FLAG | 0x03FF_FFFF)
         );
         let exact = FrameId::Exact {
             id: 0x3A0,
