@@ -108,12 +108,33 @@ impl Layout {
         m
     }
 
-    /// "8..23" for a little-endian signal; "7..8 (Motorola)" for a big-endian one: the bits
-    /// from the least to the most significant, in DBC numbering.
+    /// The signal's bits in DBC numbering: `8..23` (least to most significant) for a
+    /// little-endian signal; for a big-endian one, each byte's run from the most significant
+    /// bit down, `11..8, 23..16`, as a DBC editor draws the sawtooth.
     pub fn describe_bits(&self) -> String {
         let pos = self.positions();
-        let (lsb, msb) = (pos.last().copied(), pos.first().copied());
-        format!("{}..{}", lsb.unwrap_or(0), msb.unwrap_or(0))
+        if !self.big_endian {
+            let (lsb, msb) = (pos.last().copied(), pos.first().copied());
+            return format!("{}..{}", lsb.unwrap_or(0), msb.unwrap_or(0));
+        }
+        let mut runs: Vec<(u16, u16)> = Vec::new();
+        for p in pos {
+            match runs.last_mut() {
+                Some((hi, lo)) if *hi / 8 == p / 8 && *lo == p + 1 => *lo = p,
+                _ => runs.push((p, p)),
+            }
+        }
+        let runs: Vec<String> = runs
+            .iter()
+            .map(|(hi, lo)| {
+                if hi == lo {
+                    hi.to_string()
+                } else {
+                    format!("{hi}..{lo}")
+                }
+            })
+            .collect();
+        runs.join(", ")
     }
 }
 
@@ -589,6 +610,15 @@ mod tests {
         assert_eq!(be(11, 12, false).bytes_needed(), 3);
         assert!(le(60, 8, false).check().is_err(), "past 8 bytes");
         assert!(le(0, 0, false).check().is_err());
+    }
+
+    #[test]
+    fn bits_are_described_in_dbc_numbering() {
+        assert_eq!(le(8, 16, false).describe_bits(), "8..23");
+        assert_eq!(be(7, 16, false).describe_bits(), "7..0, 15..8");
+        assert_eq!(be(11, 12, false).describe_bits(), "11..8, 23..16");
+        assert_eq!(be(3, 4, false).describe_bits(), "3..0");
+        assert_eq!(be(0, 2, false).describe_bits(), "0, 15");
     }
 
     #[test]
