@@ -236,6 +236,10 @@ switches() { # all threads of the agent: voluntary + involuntary context switche
 c_can_gate() {
     modprobe vcan && modprobe can-bcm && modprobe can-raw || { detail="modprobe vcan/can-bcm/can-raw"; return 1; }
     ip link add dev vcan0 type vcan && ip link set up vcan0 || { detail="vcan0"; return 1; }
+    # The idle figure to compare with: the test config (file and GPIO gates, no CAN gate).
+    local i0 i1 idle
+    i0=$(switches); sleep 10; i1=$(switches)
+    idle=$(awk -v a="$i0" -v b="$i1" 'BEGIN { printf "%.1f", (b - a) / 10 }')
     cp /etc/yurt-ota/config.toml /run/yurt-system-test/config.saved
     cat > /etc/yurt-ota/config.toml <<CONF
 [upstream]
@@ -272,9 +276,14 @@ CONF
     wake=$(awk -v a="$s0" -v b="$s1" 'BEGIN { printf "%.1f", (b - a) / 10 }')
     sleep $((5 * SLOW))
     [ "$(upgrades_started)" = 0 ] || { detail="an upgrade started while moving"; can_frames ""; return 1; }
-    # Parked: 0 km/h.
+    # Parked: 0 km/h. The latency: from just before the first parked frame to the agent's log
+    # line "gate stopped open" (journal timestamps).
+    local t_park latency
+    t_park=$(date +%s.%N)
     can_frames 0000000000000000
     wait_until $((5 * SLOW)) gate_is stopped open || { detail="parked: $(yurt-ota status | grep stopped)"; can_frames ""; return 1; }
+    latency=$(journalctl -q -u yurt-ota -o short-unix --since "@${t_park%.*}" | grep -m1 'gate stopped open' |
+        awk -v a="$t_park" '{ printf "%.0f", ($1 - a) * 1000 }')
     wait_until $((5 + 10 * SLOW)) sh -c '[ "$(yurt-ota events --limit 256 --json | grep -c "\"kind\": \"upgrade_started\"")" -ge 1 ]' ||
         { detail="no upgrade while parked"; can_frames ""; return 1; }
     # The frames stop: closed within max_age (1 s), and nothing more starts.
@@ -288,7 +297,7 @@ CONF
     # A frame too short for the signal: closed, and says so.
     cansend vcan0 3A0#00
     wait_until $((3 * SLOW)) sh -c 'yurt-ota status --json | grep -q "too short"' || { detail="short frame: $(yurt-ota status | grep stopped)"; return 1; }
-    detail="moving: closed, 0 upgrades; parked: $n upgrade(s) started; frames stopped: closed, none after; short frame: closed; agent context switches at 100 Hz steady: ${wake}/s"
+    detail="moving: closed, 0 upgrades; parked: $n upgrade(s) started; frames stopped: closed, none after; short frame: closed; agent context switches: ${wake}/s at 100 Hz steady (idle, no CAN gate: ${idle}/s); parked frame to gate open: ${latency:-?} ms"
     cp /run/yurt-system-test/config.saved /etc/yurt-ota/config.toml
     ip link del vcan0
     systemctl restart yurt-ota
