@@ -34,15 +34,6 @@ fn example(dir: &tempfile::TempDir) -> PathBuf {
     path
 }
 
-fn run(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// The fixture's expected timeline: parked (speed < 0.5 and brake Set) in 0-10 s and 40-50 s
 /// only, closed from about 51 s (max_age 1s, --until 60).
 #[test]

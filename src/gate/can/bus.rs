@@ -147,18 +147,27 @@ impl Drop for Ended<'_> {
     }
 }
 
-/// The BCM thread: set up, read changes and timeouts; on an error, close the gates and retry.
-fn run_bcm(interface: &str, b: &Arc<Mutex<Bus>>) {
+/// A socket's session until it fails (it never ends otherwise).
+type Session = fn(&str, &Arc<Mutex<Bus>>) -> Result<std::convert::Infallible, std::io::Error>;
+
+/// One of an interface's threads: runs `session`; when it fails, closes the gates it serves
+/// (`exact`: the BCM's, else the PGN gates') with the reason, and starts it again.
+fn run(interface: &str, b: &Arc<Mutex<Bus>>, exact: bool, session: Session) {
     let _ended = Ended {
         interface,
         bus: b,
-        exact: true,
+        exact,
     };
     loop {
-        let Err(e) = bcm_session(interface, b);
-        fail(b, true, format!("{interface}: {e}"));
+        let Err(e) = session(interface, b);
+        fail(b, exact, format!("{interface}: {e}"));
         std::thread::sleep(RETRY);
     }
+}
+
+/// The BCM thread: set up, read changes and timeouts.
+fn run_bcm(interface: &str, b: &Arc<Mutex<Bus>>) {
+    run(interface, b, true, bcm_session);
 }
 
 /// One RX_SETUP per id: the union of the gates' bits, the shortest of their `max_age`s.
@@ -224,16 +233,7 @@ fn bcm_session(
 /// The raw-socket thread, for PGN gates: a kernel filter per PGN; each frame that passes is
 /// read here (the cost per frame is ours), the gate rung only when its bits changed.
 fn run_raw(interface: &str, b: &Arc<Mutex<Bus>>) {
-    let _ended = Ended {
-        interface,
-        bus: b,
-        exact: false,
-    };
-    loop {
-        let Err(e) = raw_session(interface, b);
-        fail(b, false, format!("{interface}: {e}"));
-        std::thread::sleep(RETRY);
-    }
+    run(interface, b, false, raw_session);
 }
 
 fn raw_session(
