@@ -1,4 +1,5 @@
 //! The operator CLI and check-config: output, exit codes, and errors that say what to do.
+
 use crate::util::*;
 
 /// Writes `text` as the file `name` in `dir` and returns its path.
