@@ -172,8 +172,8 @@ fn check_config_prints_layouts_and_refuses_unknown_signals_by_name() {
     );
 }
 
-/// A running agent: a CAN gate on an interface that does not exist reads closed with the
-/// reason, and blocks the upgrade; a value gate over a fake sysfs file opens when the file
+/// A running agent: a CAN gate on an interface that does not exist, or that is no CAN
+/// interface, reads closed with the reason, and blocks the upgrade; a value gate over a fake sysfs file opens when the file
 /// says so.
 #[test]
 fn a_missing_interface_fails_closed_and_a_value_gate_reads_its_file() {
@@ -187,7 +187,9 @@ fn a_missing_interface_fails_closed_and_a_value_gate_reads_its_file() {
          [[gate]]\nname = \"battery\"\nkind = \"value\"\npath = {:?}\nopen_when = \">= 40\"\n\
          interval = \"100ms\"\n\
          [[gate]]\nname = \"stopped\"\nkind = \"can\"\ninterface = \"yotacan9\"\ndbc = {:?}\n\
-         message = \"BODY_SPEED\"\nsignal = \"VehicleSpeed\"\nopen_when = \"< 0.5\"\nsafety = true\n",
+         message = \"BODY_SPEED\"\nsignal = \"VehicleSpeed\"\nopen_when = \"< 0.5\"\nsafety = true\n\
+         [[gate]]\nname = \"on-lo\"\nkind = \"can\"\ninterface = \"lo\"\nid = 0x3A0\nstart_bit = 7\n\
+         length = 16\nbyte_order = \"big\"\nopen_when = \"< 50\"\nsafety = true\n",
         node.url(),
         capacity.display().to_string(),
         fixture("vehicle.dbc").display().to_string()
@@ -217,6 +219,14 @@ fn a_missing_interface_fails_closed_and_a_value_gate_reads_its_file() {
         "{}",
         gate("stopped")
     );
+    // An interface that exists but is no CAN interface: the socket fails (no AF_CAN in this
+    // kernel, or "No such device" from the BCM where there is), closed with the reason.
+    wait_for("the lo gate's error", Duration::from_secs(10), || {
+        gate("on-lo")["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("lo: "))
+    });
+    assert_eq!(gate("on-lo")["open"], false);
     assert_eq!(gate("battery")["open"], false);
     std::fs::write(&capacity, "80\n").unwrap();
     wait_for("the battery gate to open", Duration::from_secs(10), || {
