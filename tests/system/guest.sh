@@ -223,11 +223,11 @@ c_stop() {
 # hold of watchdog-fires must not block it, and must still be there after the reboot); the
 # test's config is put back at the end. Also read: the agent's wake-ups (context switches of
 # all its threads) while a steady 100 Hz frame is on the bus.
-can_frames() { # DATA: cangen at 100 Hz in the background, replacing any running
+can_frames() { # DATA (hex, its length the frame's): cangen at 100 Hz in the background, replacing any running
     [ -z "${cangen_pid:-}" ] || { kill "$cangen_pid"; wait "$cangen_pid" 2>/dev/null; }
     cangen_pid=""
     [ -z "$1" ] && return 0
-    cangen vcan0 -I 3A0 -L 8 -D "$1" -g 10 &
+    cangen vcan0 -I 3A0 -L $((${#1} / 2)) -D "$1" -g 10 &
     cangen_pid=$!
 }
 switches() { # all threads of the agent: voluntary + involuntary context switches
@@ -294,9 +294,11 @@ CONF
     sleep $((10 * SLOW))
     [ "$(upgrades_started)" = "$n" ] || { detail="$(upgrades_started) upgrades after the frames stopped (was $n)"; return 1; }
     [ "$(needing_upgrade)" -ge 1 ] || { detail="every pod upgraded: the window was too long to tell"; return 1; }
-    # A frame too short for the signal: closed, and says so.
-    cansend vcan0 3A0#00
-    wait_until $((3 * SLOW)) sh -c 'yurt-ota status --json | grep -q "too short"' || { detail="short frame: $(yurt-ota status | grep stopped)"; return 1; }
+    # Frames too short for the signal: closed, and it says so. (cansend: one frame by hand.)
+    cansend vcan0 3A0#00 || { detail="cansend"; return 1; }
+    can_frames 00
+    wait_until $((3 * SLOW)) sh -c 'yurt-ota status | grep stopped | grep -q "too short"' || { detail="short frame: $(yurt-ota status | grep stopped)"; can_frames ""; return 1; }
+    can_frames ""
     detail="moving: closed, 0 upgrades; parked: $n upgrade(s) started; frames stopped: closed, none after; short frame: closed; agent context switches: ${wake}/s at 100 Hz steady (idle, no CAN gate: ${idle}/s); parked frame to gate open: ${latency:-?} ms"
     cp /run/yurt-system-test/config.saved /etc/yurt-ota/config.toml
     ip link del vcan0
