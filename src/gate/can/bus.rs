@@ -350,6 +350,53 @@ pub fn parse(buf: &[u8]) -> Option<BcmMsg> {
 mod tests {
     use super::*;
 
+    /// Gates on one id share one RX_SETUP: the union of their bits, the shortest `max_age`;
+    /// PGN gates are not the BCM's.
+    #[test]
+    fn gates_on_one_id_share_one_setup() {
+        let b = Arc::new(Mutex::new(Bus::default()));
+        let sub = |frame: FrameId, mask: [u8; 8], ms: u64| Sub {
+            frame,
+            mask,
+            max_age: Duration::from_millis(ms),
+            slot: Slot::default(),
+        };
+        let ccvs1 = FrameId::Exact {
+            id: 0x18FE_F100,
+            extended: true,
+        };
+        {
+            let mut g = b.lock().unwrap();
+            g.subs
+                .push(sub(ccvs1.clone(), [0x0C, 0, 0, 0, 0, 0, 0, 0], 1000));
+            g.subs.push(sub(ccvs1, [0, 0xFF, 0xFF, 0, 0, 0, 0, 0], 500));
+            let speed = FrameId::Exact {
+                id: 0x3A0,
+                extended: false,
+            };
+            g.subs
+                .push(sub(speed, [0xFF, 0xFF, 0, 0, 0, 0, 0, 0], 2000));
+            let pgn = FrameId::Pgn {
+                pgn: 61444,
+                source: None,
+            };
+            g.subs.push(sub(pgn, [0; 8], 100));
+        }
+        let s = setups(&b);
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            s[&(0x18FE_F100 | super::super::decode::EFF_FLAG)],
+            (
+                [0x0C, 0xFF, 0xFF, 0, 0, 0, 0, 0],
+                Duration::from_millis(500)
+            )
+        );
+        assert_eq!(
+            s[&0x3A0],
+            ([0xFF, 0xFF, 0, 0, 0, 0, 0, 0], Duration::from_secs(2))
+        );
+    }
+
     /// A thread that ends (here: its guard dropped as a panic would drop it) closes its gates.
     #[test]
     fn a_thread_that_ends_closes_its_gates() {
