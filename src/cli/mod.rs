@@ -28,6 +28,9 @@ yurt-ota: decides when OpenYurt OTA upgrades happen on this node
 Usage:
   yurt-ota run [--config PATH] [--sim]     run the agent (--sim: on the built-in simulator)
   yurt-ota check-config [--config PATH]    validate and print the effective configuration
+  yurt-ota replay --can-log LOG [--config PATH] [--until SECONDS] [--json]
+                                           run the CAN gates over a `candump -l` log: when
+                                           each opened and closed, when an upgrade could start
   yurt-ota sim [--listen ADDR] [--config PATH]
                                            serve a simulated YurtHub (default 127.0.0.1:10267)
   yurt-ota status [--json]                 the agent's view: upstream, pods needing upgrade
@@ -87,6 +90,11 @@ enum Command {
     },
     CheckConfig {
         config: Option<PathBuf>,
+    },
+    Replay {
+        config: Option<PathBuf>,
+        log: PathBuf,
+        until: Option<f64>,
     },
     Sim {
         config: Option<PathBuf>,
@@ -162,6 +170,7 @@ fn parse(args: Vec<OsString>) -> Result<(Command, ClientOpts), Failure> {
     let (mut ttl, mut reason) = (None, String::new());
     let mut limit = 50;
     let mut listen = None;
+    let (mut can_log, mut until) = (None, None);
     let mut timeout = Duration::from_secs(300);
     while let Some(arg) = p.next()? {
         match arg {
@@ -189,6 +198,13 @@ fn parse(args: Vec<OsString>) -> Result<(Command, ClientOpts), Failure> {
                 let v = p.value()?.string()?;
                 timeout = (v.parse().map(|config::HumanDuration(d)| d))
                     .map_err(|e| Failure::Usage(format!("--timeout: {e}")))?;
+            }
+            Long("can-log") if sub == "replay" => can_log = Some(PathBuf::from(p.value()?)),
+            Long("until") if sub == "replay" => {
+                let v = p.value()?.string()?;
+                until = Some(v.parse::<f64>().ok().filter(|s| *s >= 0.0).ok_or_else(|| {
+                    Failure::Usage(format!("--until {v:?}: give seconds from the log's start"))
+                })?);
             }
             Long("api") => opts.api = Some(p.value()?.string()?),
             Long("token-file") => opts.token_file = Some(p.value()?.into()),
@@ -219,6 +235,13 @@ fn parse(args: Vec<OsString>) -> Result<(Command, ClientOpts), Failure> {
         },
         "check-config" => Command::CheckConfig {
             config: opts.config.clone(),
+        },
+        "replay" => Command::Replay {
+            config: opts.config.clone(),
+            log: can_log.ok_or_else(|| {
+                Failure::Usage("'replay' needs --can-log LOG (a `candump -l` file)".into())
+            })?,
+            until,
         },
         "sim" => Command::Sim {
             config: opts.config.clone(),
@@ -302,9 +325,20 @@ fn execute(cmd: Command, opts: ClientOpts, stop: Arc<Shutdown>) -> Result<(), Fa
                         eprintln!("warning: gate {}: {p}", g.name);
                     }
                 }
+                if let config::GateKind::Can(c) = &g.kind {
+                    let sys = Path::new("/sys/class/net").join(&c.interface);
+                    if !sys.exists() {
+                        eprintln!(
+                            "warning: gate {}: no network interface {} here (yet): the gate \
+                             reads closed until it exists",
+                            g.name, c.interface
+                        );
+                    }
+                }
             }
             Ok(())
         }
+        Command::Replay { config, log, until } => replay(config.as_deref(), &log, until, opts.json),
         Command::Run { config, sim } => {
             let mut settings = load_settings(config.as_deref())?;
             // A simulated node is new at every start (new uids), so its agent's state is too:
@@ -424,6 +458,42 @@ fn execute(cmd: Command, opts: ClientOpts, stop: Arc<Shutdown>) -> Result<(), Fa
             report("reset-breaker", &a, opts.json)
         }
     }
+}
+
+/// `yurt-ota replay`: the configuration's CAN gates over a recorded drive.
+fn replay(
+    config: Option<&Path>,
+    log: &Path,
+    until: Option<f64>,
+    json: bool,
+) -> Result<(), Failure> {
+    use crate::gate::can::replay;
+    let settings = load_settings(config)?;
+    if !settings
+        .gates
+        .iter()
+        .any(|g| matches!(g.kind, config::GateKind::Can(_)))
+    {
+        return Err(Failure::Failed(format!(
+            "{}: no CAN gate (kind = \"can\") to replay",
+            config.unwrap_or(Path::new(config::DEFAULT_PATH)).display()
+        )));
+    }
+    let file =
+        std::fs::File::open(log).map_err(|e| Failure::Failed(format!("{}: {e}", log.display())))?;
+    let name = log.display().to_string();
+    let records =
+        replay::read_log(&name, std::io::BufReader::new(file)).map_err(Failure::Failed)?;
+    let r = replay::replay(&settings, &records, until);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&r).map_err(|e| Failure::Failed(e.to_string()))?
+        );
+    } else {
+        print!("{}", r.render(&name));
+    }
+    Ok(())
 }
 
 fn report(call: &str, a: &Answer, json: bool) -> Result<(), Failure> {

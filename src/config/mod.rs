@@ -76,6 +76,36 @@ pub enum GateKind {
         /// `None`: the system's local time zone.
         timezone: Option<String>,
     },
+    /// One signal on a SocketCAN interface (SPEC section 5), resolved from a DBC or inline.
+    Can(Box<CanGateSettings>),
+    /// A number read from a file (sysfs, procfs).
+    Value(ValueGateSettings),
+}
+
+/// A `kind = "can"` gate: the interface, the signal resolved, and how fresh it must be.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CanGateSettings {
+    pub interface: String,
+    /// Where the layout came from: the DBC file and its message and signal names; `None` for
+    /// an inline layout.
+    pub dbc: Option<(PathBuf, String, String)>,
+    pub signal: crate::gate::can::CanSignal,
+    /// No frame of the signal within this long reads closed.
+    pub max_age: Duration,
+}
+
+/// A `kind = "value"` gate: `path`'s number times `scale` (and the number in `scale_file`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValueGateSettings {
+    pub path: PathBuf,
+    pub scale: f64,
+    /// An IIO `in_voltage_scale`: read with each value and multiplied in.
+    pub scale_file: Option<PathBuf>,
+    pub open_when: crate::gate::can::Compare,
+    /// With it, an open gate stays open until this holds (hysteresis); without, it closes as
+    /// soon as `open_when` stops holding.
+    pub close_when: Option<crate::gate::can::Compare>,
+    pub interval: Duration,
 }
 
 impl GateKind {
@@ -86,6 +116,8 @@ impl GateKind {
             GateKind::GpioSysfs { .. } => "gpio-sysfs",
             GateKind::Command { .. } => "command",
             GateKind::Window { .. } => "window",
+            GateKind::Can(_) => "can",
+            GateKind::Value(_) => "value",
         }
     }
 }

@@ -147,6 +147,83 @@ fn gate_toml(g: &GateSettings) -> String {
                 timezone.as_deref().unwrap_or("local")
             );
         }
+        GateKind::Can(c) => out += &can_toml(c),
+        GateKind::Value(v) => {
+            out += &format!(
+                "path = {:?}\nscale = {:?}\n",
+                v.path.display().to_string(),
+                v.scale
+            );
+            if let Some(f) = &v.scale_file {
+                out += &format!("scale_file = {:?}\n", f.display().to_string());
+            }
+            out += &format!("open_when = \"{}\"\n", v.open_when);
+            if let Some(c) = &v.close_when {
+                out += &format!("close_when = \"{c}\"\n");
+            }
+            out += &format!("interval = {}\n", d(v.interval));
+        }
+    }
+    out
+}
+
+/// A CAN gate's keys as read, then its layout as resolved (from the DBC file or inline), as
+/// comments: what the agent will match and decode.
+fn can_toml(c: &CanGateSettings) -> String {
+    use crate::gate::can::FrameId;
+    let s = &c.signal;
+    let l = &s.layout;
+    let mut out = format!("interface = {:?}\n", c.interface);
+    match &c.dbc {
+        Some((path, message, signal)) => {
+            out += &format!(
+                "dbc = {:?}\nmessage = {message:?}\nsignal = {signal:?}\n",
+                path.display().to_string()
+            );
+        }
+        None => {
+            out += &match s.frame {
+                FrameId::Exact { id, extended } => {
+                    format!("id = 0x{id:X}\nextended = {extended}\n")
+                }
+                FrameId::Pgn { pgn, source } => {
+                    format!("pgn = {pgn}\n")
+                        + &source
+                            .map(|s| format!("source = {s}\n"))
+                            .unwrap_or_default()
+                }
+            };
+            out += &format!(
+                "start_bit = {}\nlength = {}\nbyte_order = \"{}\"\nsigned = {}\n\
+                 factor = {:?}\noffset = {:?}\nunit = {:?}\n",
+                l.start_bit,
+                l.length,
+                if l.big_endian { "big" } else { "little" },
+                l.signed,
+                l.factor,
+                l.offset,
+                s.unit
+            );
+        }
+    }
+    out += &format!(
+        "j1939 = {}\nopen_when = \"{}\"\nmax_age = \"{}\"\n",
+        s.j1939,
+        s.open_when,
+        HumanDuration(c.max_age)
+    );
+    out += &format!("# resolved: {}, {}", s.frame, l);
+    if !s.unit.is_empty() {
+        out += &format!(" {}", s.unit);
+    }
+    out += "\n";
+    if !s.values.is_empty() {
+        let v: Vec<String> = s
+            .values
+            .iter()
+            .map(|(n, name)| format!("{n} {name}"))
+            .collect();
+        out += &format!("# values: {}\n", v.join(", "));
     }
     out
 }

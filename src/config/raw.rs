@@ -98,6 +98,8 @@ pub(super) enum RawGate {
     GpioSysfs(RawSysfsGate),
     Command(RawCommandGate),
     Window(RawWindowGate),
+    Can(RawCanGate),
+    Value(RawValueGate),
 }
 
 /// A gate's `kind`, the tag of `RawGate`: a string, one of `GATE_KINDS`.
@@ -108,9 +110,19 @@ pub(super) enum GateTag {
     GpioSysfs,
     Command,
     Window,
+    Can,
+    Value,
 }
 
-const GATE_KINDS: &[&str] = &["file", "gpio", "gpio-sysfs", "command", "window"];
+const GATE_KINDS: &[&str] = &[
+    "file",
+    "gpio",
+    "gpio-sysfs",
+    "command",
+    "window",
+    "can",
+    "value",
+];
 
 /// By hand only so that a kind that is not a string reads "expected a string, found integer"
 /// (derived, toml's enum support would also take a table); serde still places every error.
@@ -131,6 +143,8 @@ impl<'de> Deserialize<'de> for GateTag {
                     "gpio-sysfs" => GateTag::GpioSysfs,
                     "command" => GateTag::Command,
                     "window" => GateTag::Window,
+                    "can" => GateTag::Can,
+                    "value" => GateTag::Value,
                     _ => return Err(E::unknown_variant(v, GATE_KINDS)),
                 })
             }
@@ -159,6 +173,8 @@ impl<'de> DeserializeSeed<'de> for GateSeed {
             GateTag::GpioSysfs => RawGate::GpioSysfs(RawSysfsGate::deserialize(d)?),
             GateTag::Command => RawGate::Command(RawCommandGate::deserialize(d)?),
             GateTag::Window => RawGate::Window(RawWindowGate::deserialize(d)?),
+            GateTag::Can => RawGate::Can(RawCanGate::deserialize(d)?),
+            GateTag::Value => RawGate::Value(RawValueGate::deserialize(d)?),
         })
     }
 }
@@ -226,6 +242,51 @@ gate_struct!(RawWindowGate {
     windows: Option<Vec<String>>,
     timezone: Option<String>,
 });
+gate_struct!(RawCanGate {
+    interface: Option<String>,
+    dbc: Option<String>,
+    message: Option<String>,
+    signal: Option<String>,
+    id: Option<i64>,
+    extended: Option<bool>,
+    pgn: Option<i64>,
+    source: Option<i64>,
+    start_bit: Option<i64>,
+    length: Option<i64>,
+    byte_order: Option<String>,
+    signed: Option<bool>,
+    factor: Option<RawNumber>,
+    offset: Option<RawNumber>,
+    unit: Option<String>,
+    j1939: Option<bool>,
+    open_when: Option<String>,
+    max_age: Option<String>,
+});
+gate_struct!(RawValueGate {
+    path: Option<String>,
+    scale: Option<RawNumber>,
+    scale_file: Option<String>,
+    open_when: Option<String>,
+    close_when: Option<String>,
+    interval: Option<String>,
+});
+
+/// A number written as an integer (`1`) or a float (`0.125`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(untagged, expecting = "expected a number")]
+pub(super) enum RawNumber {
+    Int(i64),
+    Float(f64),
+}
+
+impl RawNumber {
+    pub fn get(self) -> f64 {
+        match self {
+            RawNumber::Int(n) => n as f64,
+            RawNumber::Float(f) => f,
+        }
+    }
+}
 
 /// A GPIO line by offset (17) or by name ("PARK_BRAKE").
 #[derive(Debug, Deserialize)]
@@ -310,7 +371,7 @@ fn gate(
     let tag = match TagOnly::deserialize(toml::de::Deserializer::from(whole)) {
         Ok(TagOnly { kind: Some(tag) }) => tag,
         Ok(TagOnly { kind: None }) => {
-            let message = "required: file, gpio, gpio-sysfs, command or window";
+            let message = "required: file, gpio, gpio-sysfs, command, window, can or value";
             errors.push_at(&format!("{name}.kind"), span.start, message.into());
             return None;
         }
@@ -378,7 +439,7 @@ fn reword(message: &str, gate_kind: Option<&str>, section: &str) -> String {
     if let Some(rest) = message.strip_prefix("unknown variant `") {
         let (kind, _) = rest.split_once('`').unwrap_or((rest, ""));
         return format!(
-            "unknown kind {kind:?}; expected file, gpio, gpio-sysfs, command or window"
+            "unknown kind {kind:?}; expected file, gpio, gpio-sysfs, command, window, can or value"
         );
     }
     if let Some(rest) = message.strip_prefix("unknown field `") {

@@ -329,7 +329,18 @@ fn the_packaged_conffile_shows_every_key_with_its_default() {
     let uncommented = uncommented.join("\n");
     let s = parse(&uncommented).unwrap_or_else(|e| panic!("{e:#?}\n{uncommented}"));
     let kinds: Vec<&str> = s.gates.iter().map(|g| g.kind.word()).collect();
-    assert_eq!(kinds, ["file", "gpio", "gpio-sysfs", "command", "window"]);
+    assert_eq!(
+        kinds,
+        [
+            "file",
+            "gpio",
+            "gpio-sysfs",
+            "command",
+            "window",
+            "can",
+            "value"
+        ]
+    );
     // Uncommented, the values are the defaults (but for the gates, which have none).
     assert_eq!(
         Settings {
@@ -465,12 +476,12 @@ fn gate_kinds_are_read_by_serde_at_their_line() {
     );
     assert_eq!(
         err("[[gate]]\nname = \"a\"\n"),
-        ["/etc/yurt-ota/config.toml: `gate[0].kind`: required: file, gpio, gpio-sysfs, command or window (line 1, column 1)"]
+        ["/etc/yurt-ota/config.toml: `gate[0].kind`: required: file, gpio, gpio-sysfs, command, window, can or value (line 1, column 1)"]
     );
     assert_eq!(
         err("[[gate]]\nname = \"a\"\nkind = \"smoke\"\nsafety = 3\n"),
         [
-            "/etc/yurt-ota/config.toml: `gate[0].kind`: unknown kind \"smoke\"; expected file, gpio, gpio-sysfs, command or window (line 3, column 8)",
+            "/etc/yurt-ota/config.toml: `gate[0].kind`: unknown kind \"smoke\"; expected file, gpio, gpio-sysfs, command, window, can or value (line 3, column 8)",
             "/etc/yurt-ota/config.toml: `gate[0].safety`: expected true or false, found integer (line 4, column 10)",
         ]
     );
@@ -483,4 +494,67 @@ fn gate_kinds_are_read_by_serde_at_their_line() {
             "/etc/yurt-ota/config.toml: `gate[0].argv`: unknown key for a \"gpio\" gate; it takes name, safety, applies_to, chip, line, open_when (line 7, column 1)",
         ]
     );
+}
+
+/// Every bad CAN gate key is refused with its key, and what to write instead.
+#[test]
+fn can_gate_errors_name_their_key() {
+    let dbc = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/can/vehicle.dbc")
+        .display()
+        .to_string();
+    let base = "[[gate]]\nname = \"g\"\nkind = \"can\"\n";
+    let inline = "interface = \"can0\"\nstart_bit = 0\nlength = 8\nopen_when = \"< 1\"\n";
+    let cases: &[(String, &str, &str)] = &[
+        (
+            "start_bit = 0\nlength = 8\nid = 1\nopen_when = \"< 1\"\n".into(),
+            "`gate[0].interface`",
+            "required",
+        ),
+        (format!("{inline}id = 1\npgn = 65265\n"), "`gate[0].pgn`", "not both"),
+        (format!("{inline}pgn = 0xEA05\n"), "`gate[0].pgn`", "use 0xEA00"),
+        (format!("{inline}id = 0x800\nextended = false\n"), "`gate[0].id`", "out of range"),
+        (format!("{inline}id = 1\nsource = 3\n"), "`gate[0].source`", "only with `pgn`"),
+        (format!("{inline}id = 1\nbyte_order = \"motorola\"\n"), "`gate[0].byte_order`", "\"big\""),
+        (
+            "interface = \"can0\"\nid = 1\nstart_bit = 60\nlength = 16\nopen_when = \"< 1\"\n".into(),
+            "`gate[0].length`",
+            "8-byte frame",
+        ),
+        (format!("{inline}id = 1\nfactor = \"x\"\n"), "`gate[0].factor`", "expected a number"),
+        (format!("{inline}id = 1\nbitrate = 250000\n"), "`gate[0].bitrate`", "unknown key for a \"can\" gate"),
+        (format!("{inline}id = 1\nopen_when2 = 1\n"), "`gate[0].open_when2`", "unknown key"),
+        (
+            format!("interface = \"can0\"\ndbc = {dbc:?}\nmessage = \"CCVS1\"\nsignal = \"ParkingBrakeSwitch\"\nopen_when = \"== Parked\"\n"),
+            "`gate[0].open_when`",
+            "not in the signal's value table (NotSet, Set, Error, NotAvailable)",
+        ),
+        (
+            format!("interface = \"can0\"\ndbc = {dbc:?}\nmessage = \"CCVS9\"\nsignal = \"X\"\nopen_when = \"< 1\"\n"),
+            "`gate[0].message`",
+            "no message \"CCVS9\"",
+        ),
+        (
+            format!("interface = \"can0\"\ndbc = {dbc:?}\nmessage = \"CCVS1\"\nsignal = \"ParkingBrakeSwitch\"\nstart_bit = 3\nopen_when = \"== Set\"\n"),
+            "`gate[0].start_bit`",
+            "not with `dbc`",
+        ),
+        (
+            format!("interface = \"can0\"\ndbc = {dbc:?}\nsignal = \"X\"\nopen_when = \"< 1\"\n"),
+            "`gate[0].message`",
+            "required with `dbc`",
+        ),
+        (
+            "interface = \"can0\"\ndbc = \"/nonexistent.dbc\"\nmessage = \"A\"\nsignal = \"B\"\nopen_when = \"< 1\"\n".into(),
+            "`gate[0].dbc`",
+            "/nonexistent.dbc",
+        ),
+    ];
+    for (keys, key, says) in cases {
+        let errs = parse(&format!("{base}{keys}")).unwrap_err();
+        assert!(
+            errs.iter().any(|e| e.contains(key) && e.contains(says)),
+            "{keys}: want {key} saying {says:?}, got {errs:#?}"
+        );
+    }
 }

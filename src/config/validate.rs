@@ -310,6 +310,8 @@ fn gate(sec: &str, g: RawGate, e: &mut Errors) -> Option<GateSettings> {
         RawGate::GpioSysfs(g) => g.common(),
         RawGate::Command(g) => g.common(),
         RawGate::Window(g) => g.common(),
+        RawGate::Can(g) => g.common(),
+        RawGate::Value(g) => g.common(),
     };
     let RawCommon {
         name,
@@ -481,6 +483,38 @@ fn gate(sec: &str, g: RawGate, e: &mut Errors) -> Option<GateSettings> {
             };
             Some(GateKind::Window { windows, timezone })
         }
+        RawGate::Can(c) => can_gate(sec, c, e).map(|c| GateKind::Can(Box::new(c))),
+        RawGate::Value(v) => {
+            required(e, "path", v.path.is_some());
+            required(e, "open_when", v.open_when.is_some());
+            let path = e.path(&key("path"), &v.path);
+            let scale_file = match &v.scale_file {
+                Some(_) => Some(e.path(&key("scale_file"), &v.scale_file)?),
+                None => None,
+            };
+            let scale = v.scale.map_or(1.0, |n| n.get());
+            if scale == 0.0 || !scale.is_finite() {
+                e.push(&key("scale"), "must be a non-zero number".into());
+            }
+            let compare = |e: &mut Errors, k: &str, t: &Option<String>| {
+                e.check(
+                    &key(k),
+                    t.as_deref(),
+                    str::parse::<crate::gate::can::Compare>,
+                )
+            };
+            let open_when = compare(e, "open_when", &v.open_when);
+            let close_when = compare(e, "close_when", &v.close_when);
+            let interval = e.duration(&key("interval"), &v.interval);
+            Some(GateKind::Value(ValueGateSettings {
+                path: path?,
+                scale,
+                scale_file,
+                open_when: open_when?,
+                close_when,
+                interval: interval.unwrap_or(Duration::from_secs(5)),
+            }))
+        }
     };
     if e.list.len() != errors_before {
         return None;
@@ -491,6 +525,229 @@ fn gate(sec: &str, g: RawGate, e: &mut Errors) -> Option<GateSettings> {
         upgrade,
         pull,
         kind: kind?,
+    })
+}
+
+/// A CAN gate: the interface, the signal by name from a DBC or inline, `open_when` against its
+/// value table, `max_age`. The DBC file is read here, so that a signal it does not have is
+/// refused by name before the agent runs.
+fn can_gate(sec: &str, c: super::raw::RawCanGate, e: &mut Errors) -> Option<CanGateSettings> {
+    use crate::gate::can::{CanSignal, FrameId, OpenWhen};
+    let key = |k: &str| format!("{sec}.{k}");
+    let before = e.len();
+    let interface = match c.interface.as_deref() {
+        None => {
+            let msg = "required: the SocketCAN interface, such as \"can0\"";
+            e.push(&key("interface"), msg.into());
+            None
+        }
+        Some(i) if i.is_empty() || i.len() > 15 || i.contains(['/', ' ', '\0']) => {
+            let msg = format!("{i:?} is not a network interface name");
+            e.push(&key("interface"), msg);
+            None
+        }
+        Some(i) => Some(i.to_owned()),
+    };
+    if c.open_when.is_none() {
+        e.push(&key("open_when"), "required for this kind of gate".into());
+    }
+    let max_age = e
+        .duration(&key("max_age"), &c.max_age)
+        .unwrap_or(Duration::from_secs(1));
+    let resolved = match &c.dbc {
+        Some(_) => dbc_signal(sec, &c, e),
+        None => inline_signal(sec, &c, e),
+    }?;
+    let open_when = match OpenWhen::parse(c.open_when.as_deref()?, &resolved.values) {
+        Ok(o) => o,
+        Err(msg) => {
+            e.push(&key("open_when"), msg);
+            return None;
+        }
+    };
+    let j1939 = c
+        .j1939
+        .unwrap_or(matches!(resolved.frame, FrameId::Pgn { .. }));
+    if e.len() != before {
+        return None;
+    }
+    Some(CanGateSettings {
+        interface: interface?,
+        dbc: resolved.dbc,
+        signal: CanSignal {
+            name: resolved.name,
+            frame: resolved.frame,
+            layout: resolved.layout,
+            unit: resolved.unit,
+            values: resolved.values,
+            j1939,
+            open_when,
+        },
+        max_age,
+    })
+}
+
+/// A CAN gate's signal as resolved, from its DBC file or its inline keys.
+struct Resolved {
+    dbc: Option<(PathBuf, String, String)>,
+    name: String,
+    frame: crate::gate::can::FrameId,
+    layout: crate::gate::can::Layout,
+    unit: String,
+    values: crate::gate::can::ValueTable,
+}
+
+/// `dbc`, `message`, `signal`: the layout from the file; inline layout keys are refused.
+fn dbc_signal(sec: &str, c: &super::raw::RawCanGate, e: &mut Errors) -> Option<Resolved> {
+    use crate::gate::can::dbc::{resolve, DbcKey};
+    let key = |k: &str| format!("{sec}.{k}");
+    let inline = [
+        ("id", c.id.is_some()),
+        ("extended", c.extended.is_some()),
+        ("pgn", c.pgn.is_some()),
+        ("source", c.source.is_some()),
+        ("start_bit", c.start_bit.is_some()),
+        ("length", c.length.is_some()),
+        ("byte_order", c.byte_order.is_some()),
+        ("signed", c.signed.is_some()),
+        ("factor", c.factor.is_some()),
+        ("offset", c.offset.is_some()),
+        ("unit", c.unit.is_some()),
+    ];
+    for (k, _) in inline.iter().filter(|(_, set)| *set) {
+        let msg = "not with `dbc`: the DBC file gives the signal's layout";
+        e.push(&key(k), msg.into());
+    }
+    for (k, set) in [
+        ("message", c.message.is_some()),
+        ("signal", c.signal.is_some()),
+    ] {
+        if !set {
+            e.push(&key(k), "required with `dbc`".into());
+        }
+    }
+    let path = e.path(&key("dbc"), &c.dbc)?;
+    let (message, signal) = (c.message.clone()?, c.signal.clone()?);
+    match resolve(&path, &message, &signal) {
+        Ok(d) => Some(Resolved {
+            name: format!("{message}.{signal}"),
+            dbc: Some((path, message, signal)),
+            frame: d.frame,
+            layout: d.layout,
+            unit: d.unit,
+            values: d.values,
+        }),
+        Err((k, msg)) => {
+            let k = match k {
+                DbcKey::Dbc => "dbc",
+                DbcKey::Message => "message",
+                DbcKey::Signal => "signal",
+            };
+            e.push(&key(k), msg);
+            None
+        }
+    }
+}
+
+/// `id` (or `pgn` and `source`) and the layout keys.
+fn inline_signal(sec: &str, c: &super::raw::RawCanGate, e: &mut Errors) -> Option<Resolved> {
+    use crate::gate::can::{check_pgn, FrameId, Layout};
+    let key = |k: &str| format!("{sec}.{k}");
+    for (k, set) in [
+        ("message", c.message.is_some()),
+        ("signal", c.signal.is_some()),
+    ] {
+        if set {
+            let msg = "only with `dbc`; an inline signal gives `id` or `pgn` and its bits";
+            e.push(&key(k), msg.into());
+        }
+    }
+    let frame = match (c.id, c.pgn) {
+        (Some(_), Some(_)) => {
+            e.push(&key("pgn"), "give either `id` or `pgn`, not both".into());
+            None
+        }
+        (None, None) => {
+            let msg = "required: `id` (or `pgn` for J1939), or `dbc` with `message` and `signal`";
+            e.push(&key("id"), msg.into());
+            None
+        }
+        (Some(id), None) => {
+            let extended = c.extended.unwrap_or(id > 0x7FF);
+            let max = if extended { 0x1FFF_FFFF } else { 0x7FF };
+            if c.source.is_some() {
+                e.push(&key("source"), "only with `pgn`".into());
+            }
+            e.integer(&key("id"), Some(id), 0, max)
+                .map(|id| FrameId::Exact {
+                    id: id as u32,
+                    extended,
+                })
+        }
+        (None, Some(pgn)) => {
+            if c.extended.is_some() {
+                let msg = "not with `pgn`: J1939 ids are 29-bit";
+                e.push(&key("extended"), msg.into());
+            }
+            let source = match c.source {
+                Some(_) => Some(e.integer(&key("source"), c.source, 0, 253)? as u8),
+                None => None,
+            };
+            let checked = u32::try_from(pgn)
+                .map_err(|_| format!("{pgn} is not a PGN"))
+                .and_then(|p| check_pgn(p).map(|_| p));
+            match checked {
+                Ok(pgn) => Some(FrameId::Pgn { pgn, source }),
+                Err(msg) => {
+                    e.push(&key("pgn"), msg);
+                    None
+                }
+            }
+        }
+    };
+    for (k, set) in [
+        ("start_bit", c.start_bit.is_some()),
+        ("length", c.length.is_some()),
+    ] {
+        if !set {
+            e.push(&key(k), "required for an inline signal".into());
+        }
+    }
+    let start_bit = e.integer(&key("start_bit"), c.start_bit, 0, 63);
+    let length = e.integer(&key("length"), c.length, 1, 64);
+    let big_endian = match c.byte_order.as_deref() {
+        None | Some("little") => Some(false),
+        Some("big") => Some(true),
+        Some(other) => {
+            let msg = format!("{other:?}: expected \"little\" (Intel) or \"big\" (Motorola)");
+            e.push(&key("byte_order"), msg);
+            None
+        }
+    };
+    let layout = Layout {
+        start_bit: start_bit? as u16,
+        length: length? as u16,
+        big_endian: big_endian?,
+        signed: c.signed.unwrap_or(false),
+        factor: c.factor.map_or(1.0, |n| n.get()),
+        offset: c.offset.map_or(0.0, |n| n.get()),
+    };
+    if let Err(msg) = layout.check() {
+        e.push(&key("length"), msg);
+        return None;
+    }
+    let frame = frame?;
+    let name = match &frame {
+        FrameId::Exact { id, .. } => format!("0x{id:X} bits {}", layout.describe_bits()),
+        FrameId::Pgn { pgn, .. } => format!("PGN {pgn} bits {}", layout.describe_bits()),
+    };
+    Some(Resolved {
+        dbc: None,
+        name,
+        frame,
+        layout,
+        unit: c.unit.clone().unwrap_or_default(),
+        values: Vec::new(),
     })
 }
 

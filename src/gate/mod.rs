@@ -10,9 +10,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{GateKind, GateSettings};
 
+pub mod can;
 pub mod command;
 pub mod file;
 pub mod gpio;
+pub mod value;
 pub mod watch;
 pub mod window;
 
@@ -155,6 +157,8 @@ impl Gate {
             GateKind::Window { windows, timezone } => {
                 Box::new(window::WindowGate::new(windows.clone(), timezone.clone()))
             }
+            GateKind::Can(c) => Box::new(can::CanGate::new((**c).clone())),
+            GateKind::Value(v) => Box::new(value::ValueGate::new(v.clone())),
         };
         Gate {
             name: s.name.clone(),

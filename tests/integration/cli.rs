@@ -1,7 +1,5 @@
 //! The operator CLI and check-config: output, exit codes, and errors that say what to do.
 
-use std::process::Command;
-
 use crate::util::*;
 
 /// Writes `text` as the file `name` in `dir` and returns its path.
@@ -9,15 +7,6 @@ fn write_config(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::P
     let path = dir.path().join(name);
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn run(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

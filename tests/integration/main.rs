@@ -5,6 +5,7 @@ mod api;
 mod apiserver;
 mod apisim;
 mod apisim_writes;
+mod can;
 mod cli;
 mod defer;
 mod events;

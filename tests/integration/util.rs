@@ -35,6 +35,16 @@ pub fn fixture_needing_upgrade(version: &str, name_prefixes: &[&str]) -> Vec<u8>
     serde_json::to_vec(&list).unwrap()
 }
 
+/// Runs the binary with `args`: its exit code, stdout and stderr.
+pub fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -1,10 +1,11 @@
 #!/bin/bash
 # The system tests inside the guest (run at boot by yurt-system-test.service from the 9p share
 # /mnt/host, which tests/system/run.sh fills): the installed package under systemd, a GPIO gate
-# on a gpio-sim line, a file gate, the watchdog, a reboot, reinstall, upgrade and purge.
+# on a gpio-sim line, a file gate, the watchdog, a CAN gate on vcan0 driven by can-utils, a
+# reboot, reinstall, upgrade and purge.
 # Each check appends "name<TAB>ok|FAIL<TAB>seconds<TAB>detail" to results.tsv; run.sh expects
 # every name in CHECKS, in this order.
-CHECKS="boot gpio-sim install ready-status journal-priority security file-gate gpio-gate watchdog-held watchdog-fires stop-clean reboot-hold reinstall upgrade purge"
+CHECKS="boot gpio-sim install ready-status journal-priority security file-gate gpio-gate watchdog-held watchdog-fires stop-clean can-gate reboot-hold reinstall upgrade purge"
 # Exposure threshold for `systemd-analyze security` (the unit scored 2.0 before issue 12).
 MAX_EXPOSURE=1.5
 set -u
@@ -216,6 +217,95 @@ c_stop() {
     detail="stopped in ${took}s, exit status 0, Result=success"
 }
 
+# A CAN gate end to end: vcan0, BODY_SPEED-style frames (0x3A0, big-endian speed in 0.01 km/h)
+# sent at 100 Hz by cangen. Upgrades go through only while the frames say parked, never while
+# they say moving, and not after the frames stop. Its own config and state directory (the
+# hold of watchdog-fires must not block it, and must still be there after the reboot); the
+# test's config is put back at the end. Also read: the agent's wake-ups (context switches of
+# all its threads) while a steady 100 Hz frame is on the bus.
+can_frames() { # DATA (hex, its length the frame's): cangen at 100 Hz in the background, replacing any running
+    [ -z "${cangen_pid:-}" ] || { kill "$cangen_pid"; wait "$cangen_pid" 2>/dev/null; }
+    cangen_pid=""
+    [ -z "$1" ] && return 0
+    cangen vcan0 -I 3A0 -L $((${#1} / 2)) -D "$1" -g 10 &
+    cangen_pid=$!
+}
+switches() { # all threads of the agent: voluntary + involuntary context switches
+    cat /proc/"$(prop MainPID)"/task/*/status | awk '/ctxt_switches/ { n += $2 } END { print n }'
+}
+c_can_gate() {
+    modprobe vcan && modprobe can-bcm && modprobe can-raw || { detail="modprobe vcan/can-bcm/can-raw"; return 1; }
+    ip link add dev vcan0 type vcan && ip link set up vcan0 || { detail="vcan0"; return 1; }
+    # The idle figure to compare with: the test config (file and GPIO gates, no CAN gate).
+    local i0 i1 idle
+    i0=$(switches); sleep 10; i1=$(switches)
+    idle=$(awk -v a="$i0" -v b="$i1" 'BEGIN { printf "%.1f", (b - a) / 10 }')
+    cp /etc/yurt-ota/config.toml /run/yurt-system-test/config.saved
+    cat > /etc/yurt-ota/config.toml <<CONF
+[upstream]
+kind = "sim"
+poll_interval = "2s"
+[policy]
+mode = "auto"
+stable_for = "5s"
+[state]
+dir = "/var/lib/yurt-ota/can-test"
+[[gate]]
+name = "stopped"
+kind = "can"
+interface = "vcan0"
+id = 0x3A0
+start_bit = 7
+length = 16
+byte_order = "big"
+factor = 0.01
+unit = "km/h"
+open_when = "< 0.5"
+max_age = "1s"
+safety = true
+CONF
+    yurt-ota check-config --config /etc/yurt-ota/config.toml >/dev/null || { detail="check-config"; return 1; }
+    systemctl restart yurt-ota || { detail="restart"; return 1; }
+    wait_until $((30 * SLOW)) sh -c 'yurt-ota status | grep -q "^pods: .* 3 need upgrade"' || { detail="no pods"; return 1; }
+    gate_is stopped closed || { detail="open with no frame: $(gate_state stopped)"; return 1; }
+    # Moving: 50 km/h (0x1388) at 100 Hz.
+    can_frames 1388000000000000
+    wait_until $((5 * SLOW)) sh -c 'yurt-ota status | grep stopped | grep -q "50 km/h"' || { detail="moving not seen: $(yurt-ota status | grep stopped)"; can_frames ""; return 1; }
+    local s0 s1 wake
+    s0=$(switches); sleep 10; s1=$(switches)
+    wake=$(awk -v a="$s0" -v b="$s1" 'BEGIN { printf "%.1f", (b - a) / 10 }')
+    sleep $((5 * SLOW))
+    [ "$(upgrades_started)" = 0 ] || { detail="an upgrade started while moving"; can_frames ""; return 1; }
+    # Parked: 0 km/h. The latency: from just before the first parked frame to the agent's log
+    # line "gate stopped open" (journal timestamps).
+    local t_park latency
+    t_park=$(date +%s.%N)
+    can_frames 0000000000000000
+    wait_until $((5 * SLOW)) gate_is stopped open || { detail="parked: $(yurt-ota status | grep stopped)"; can_frames ""; return 1; }
+    latency=$(journalctl -q -u yurt-ota -o short-unix --since "@${t_park%.*}" | grep -m1 'gate stopped open' |
+        awk -v a="$t_park" '{ printf "%.0f", ($1 - a) * 1000 }')
+    wait_until $((5 + 10 * SLOW)) sh -c '[ "$(yurt-ota events --limit 256 --json | grep -c "\"kind\": \"upgrade_started\"")" -ge 1 ]' ||
+        { detail="no upgrade while parked"; can_frames ""; return 1; }
+    # The frames stop: closed within max_age (1 s), and nothing more starts.
+    can_frames ""
+    wait_until $((3 * SLOW)) gate_is stopped closed || { detail="frames stopped: $(yurt-ota status | grep stopped)"; return 1; }
+    local n
+    n=$(upgrades_started)
+    sleep $((10 * SLOW))
+    [ "$(upgrades_started)" = "$n" ] || { detail="$(upgrades_started) upgrades after the frames stopped (was $n)"; return 1; }
+    [ "$(needing_upgrade)" -ge 1 ] || { detail="every pod upgraded: the window was too long to tell"; return 1; }
+    # Frames too short for the signal: closed, and it says so. (cansend: one frame by hand.)
+    cansend vcan0 3A0#00 || { detail="cansend"; return 1; }
+    can_frames 00
+    wait_until $((3 * SLOW)) sh -c 'yurt-ota status | grep stopped | grep -q "too short"' || { detail="short frame: $(yurt-ota status | grep stopped)"; can_frames ""; return 1; }
+    can_frames ""
+    detail="moving: closed, 0 upgrades; parked: $n upgrade(s) started; frames stopped: closed, none after; short frame: closed; agent context switches: ${wake}/s at 100 Hz steady (idle, no CAN gate: ${idle}/s); parked frame to gate open: ${latency:-?} ms"
+    cp /run/yurt-system-test/config.saved /etc/yurt-ota/config.toml
+    ip link del vcan0
+    systemctl restart yurt-ota
+    wait_until $((20 * SLOW)) systemctl is-active --quiet yurt-ota || { detail="not active with the test config again"; return 1; }
+}
+
 # ---- second boot ------------------------------------------------------------------------------
 c_reboot_hold() {
     wait_until $((20 * SLOW)) systemctl is-active --quiet yurt-ota || { detail="not active after reboot"; return 1; }
@@ -271,6 +361,7 @@ if [ "$phase" = 1 ]; then
     check watchdog-held c_watchdog_held
     check watchdog-fires c_watchdog_fires
     check stop-clean c_stop
+    check can-gate c_can_gate
     journalctl -q -u yurt-ota -o short-monotonic > "$share/journal-1.log"
     echo 2 > "$phase_file"
     sync

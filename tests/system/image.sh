@@ -70,7 +70,7 @@ cp "$1/boot/initrd.img-'"$krel"'" "'"$out"'/initrd.img"'
 
 case $arch in amd64) sec=security ;; arm64) sec=security ;; esac
 mmdebstrap --variant=apt --architectures="$arch" \
-    --include="systemd-sysv,udev,dbus,kmod,initramfs-tools,zstd,adduser,curl,gpiod,procps,iproute2,make,linux-image-$krel=$kver,linux-headers-$krel=$kver,linux-source-6.1=$kver" \
+    --include="systemd-sysv,udev,dbus,kmod,initramfs-tools,zstd,adduser,curl,gpiod,can-utils,procps,iproute2,make,linux-image-$krel=$kver,linux-headers-$krel=$kver,linux-source-6.1=$kver" \
     --essential-hook="$essential_hook" \
     --customize-hook="$customize_hook" \
     bookworm "$rootfs" \
