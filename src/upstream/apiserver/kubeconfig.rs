@@ -393,7 +393,7 @@ users:
         let e = parse("{{{", p()).unwrap_err();
         assert!(e.contains("kubeconfig: line 1: "), "{e}");
         let e = parse("a: [1", p()).unwrap_err();
-        assert!(e.contains("kubeconfig: line 1: not YAML"), "{e}");
+        assert!(e.contains("kubeconfig: line 2: not YAML"), "{e}");
     }
 
     /// client-go: `tokenFile` over `token`; `*-data` over the file.
