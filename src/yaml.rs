@@ -318,7 +318,10 @@ mod tests {
         let y = "a: b\rc:\td\r";
         assert_eq!(parse(y).unwrap().unwrap(), json!({"a": "b", "c": "d"}));
         let y = "- a:\t\tb\n  c: 'x:\ty'\n";
-        assert_eq!(parse(y).unwrap().unwrap(), json!([{"a": "b", "c": "x:\ty"}]));
+        assert_eq!(
+            parse(y).unwrap().unwrap(),
+            json!([{"a": "b", "c": "x:\ty"}])
+        );
         let crlf = "a: b\r\nc: d\r\n";
         assert_eq!(parse(crlf).unwrap().unwrap(), json!({"a": "b", "c": "d"}));
     }

@@ -11,8 +11,6 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-
-
 /// Bytes given inline (`*-data`, base64-decoded) or a file to read (relative paths resolved
 /// against the kubeconfig's directory, as kubectl does).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -425,7 +423,10 @@ users:
             t.auth,
             Auth::Token("eyJhbGciOiJSUzI1NiIsImtpZCI6IjEifQ.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6eXVydC1vdGE6eXVydC1vdGEifQ .c2lnbmF0dXJl".into())
         );
-        let cr = y.replace("user:\n    token", "user:\n    token:\t").replace("token:\t:", "token:\t").replace('\n', "\r");
+        let cr = y
+            .replace("user:\n    token", "user:\n    token:\t")
+            .replace("token:\t:", "token:\t")
+            .replace('\n', "\r");
         assert_eq!(parse(&cr, p()).unwrap().server, "https://10.0.0.1:6443");
     }
 
@@ -434,7 +435,10 @@ users:
     fn deep_nesting_is_refused_with_its_line() {
         let y = format!("apiVersion: v1\nclusters:\n{}x\n", "- ".repeat(40_000));
         let e = parse(&y, p()).unwrap_err();
-        assert!(e.contains("kubeconfig: line 3: nested deeper than 64"), "{e}");
+        assert!(
+            e.contains("kubeconfig: line 3: nested deeper than 64"),
+            "{e}"
+        );
     }
 
     #[test]
