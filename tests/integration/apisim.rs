@@ -189,7 +189,7 @@ fn authentication_token_client_certificate_and_ca() {
 #[test]
 fn list_has_the_recorded_shape_and_parses_as_a_snapshot() {
     let (h, _d) = start_with(3, |_| {});
-    let c = Client::new(&h);
+    let c = Client::admin(&h);
     let fixture: Value = serde_json::from_slice(
         &std::fs::read(format!(
             "{}/tests/fixtures/kind-v1.36-kube-system-podlist.json",

@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 mod control;
 mod controller;
 mod history;
+pub mod rbac;
 mod rest;
 pub mod server;
 pub mod store;

@@ -34,8 +34,18 @@ pub struct Config {
     pub sans: Vec<String>,
     /// BOOKMARK events on watches that allow them, this often.
     pub bookmark_interval: Duration,
+    /// The RBAC manifest enforced (its text); `None`: the shipped
+    /// `packaging/kubernetes/rbac.yaml`.
+    pub rbac: Option<String>,
     pub options: Options,
 }
+
+/// The identity the bearer token and the generated client certificate stand for: the agent's
+/// ServiceAccount, and a node certificate in the manifest's group `yurt-ota:nodes`.
+pub const SERVICE_ACCOUNT: (&str, &str) = ("yurt-ota", "yurt-ota");
+pub const NODE_GROUP: &str = "yurt-ota:nodes";
+/// The user of the admin token (`system:masters`: allowed everything, as kubeadm's admin.conf).
+pub const ADMIN_USER: &str = "kubernetes-admin";
 
 const MAX_CONNECTIONS: usize = 512;
 const MAX_HEAD: usize = 64 * 1024;
@@ -45,6 +55,10 @@ pub(super) struct Shared {
     pub(super) cluster: Arc<Cluster>,
     tls: Arc<ServerConfig>,
     pub(super) token: Mutex<String>,
+    admin_token: String,
+    rbac: super::rbac::Rbac,
+    /// The client certificate generated, and who it authenticates.
+    client_cert: (Vec<u8>, super::rbac::User),
     pub(super) dir: PathBuf,
     pub(super) addr: SocketAddr,
     pub(super) bookmark_interval: Duration,
@@ -83,6 +97,10 @@ impl Handle {
     }
     pub fn cluster(&self) -> &Cluster {
         &self.shared.cluster
+    }
+    /// The admin token (`system:masters`), for what a cluster operator does with kubectl.
+    pub fn admin_token(&self) -> String {
+        self.shared.admin_token.clone()
     }
     pub fn token(&self) -> String {
         self.shared
@@ -134,6 +152,9 @@ pub fn start(cfg: Config) -> Result<Handle, String> {
     }
     hosts.extend(cfg.sans.iter().cloned());
     let token = cfg.token.clone().unwrap_or_else(new_token);
+    let rbac =
+        super::rbac::Rbac::from_manifest(cfg.rbac.as_deref().unwrap_or(super::rbac::SHIPPED))?;
+    let admin_token = new_token();
     let creds = tls::generate(&hosts, token.clone())?;
     let url = match (cfg.sans.first(), addr.ip().is_unspecified()) {
         (Some(host), _) if host.contains(':') => format!("https://[{host}]:{}", addr.port()),
@@ -141,7 +162,7 @@ pub fn start(cfg: Config) -> Result<Handle, String> {
         (None, true) => format!("https://127.0.0.1:{}", addr.port()),
         (None, false) => format!("https://{addr}"),
     };
-    let files = tls::write(&cfg.dir, &url, &creds)?;
+    let files = tls::write(&cfg.dir, &url, &creds, &admin_token)?;
     tls::write_atomic(
         &cfg.dir.join("control"),
         format!("http://{control_addr}").as_bytes(),
@@ -150,6 +171,15 @@ pub fn start(cfg: Config) -> Result<Handle, String> {
         cluster: Arc::new(Cluster::new(cfg.options.clone())),
         tls: tls::server_config(&creds)?,
         token: Mutex::new(token),
+        admin_token,
+        rbac,
+        client_cert: (
+            creds.client_cert_der.clone(),
+            super::rbac::User {
+                name: tls::CLIENT_CN.into(),
+                groups: vec![NODE_GROUP.into(), "system:authenticated".into()],
+            },
+        ),
         dir: cfg.dir.clone(),
         addr,
         bookmark_interval: cfg.bookmark_interval,
@@ -421,21 +451,33 @@ fn serve_conn(s: &Shared, id: u64, tcp: TcpStream) -> io::Result<()> {
     while tls.conn.is_handshaking() {
         tls.conn.complete_io(&mut tls.sock)?;
     }
-    let cert_user = tls.conn.peer_certificates().is_some_and(|c| !c.is_empty());
+    let cert_user = tls
+        .conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .filter(|c| c.as_ref() == s.client_cert.0.as_slice())
+        .map(|_| s.client_cert.1.clone());
     let mut buf = Vec::new();
     while let Some((head, body)) = read_request(&mut tls, &mut buf)? {
         if *lock(&s.down) || s.stop.is_triggered() {
             return Ok(());
         }
-        let authed = cert_user
-            || head
-                .header("authorization")
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .is_some_and(|t| t.trim() == lock(&s.token).as_str());
-        if !authed {
+        let Some(user) = authenticate(s, &head, cert_user.as_ref()) else {
             count(s, "401");
             let b = status(401, "Unauthorized", "Unauthorized", None).to_string();
             write_full(&mut tls, 401, "application/json", b.as_bytes(), "")?;
+            continue;
+        };
+        let attrs = super::rbac::Request::of(&head.method, &head.target);
+        if let Some(r) = attrs.as_ref().filter(|r| !s.rbac.allows(&user, Some(r))) {
+            let b = super::rbac::forbidden(&user, r);
+            log::warn!("apisim: 403 {}", b["message"].as_str().unwrap_or_default());
+            count(
+                s,
+                &format!("forbidden {} {}", r.verb, r.full_resource_name()),
+            );
+            let b = b.to_string();
+            write_full(&mut tls, 403, "application/json", b.as_bytes(), "")?;
             continue;
         }
         {
@@ -505,6 +547,31 @@ fn serve_conn(s: &Shared, id: u64, tcp: TcpStream) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Who a request is: the bearer token's (the ServiceAccount, or the admin), else the client
+/// certificate's (client-go sends both when both are set; the apiserver tries the
+/// certificate first).
+fn authenticate(
+    s: &Shared,
+    head: &Head,
+    cert_user: Option<&super::rbac::User>,
+) -> Option<super::rbac::User> {
+    if let Some(u) = cert_user {
+        return Some(u.clone());
+    }
+    let token = head
+        .header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))?
+        .trim();
+    if token == lock(&s.token).as_str() {
+        let (ns, name) = SERVICE_ACCOUNT;
+        return Some(super::rbac::User::service_account(ns, name));
+    }
+    (token == s.admin_token).then(|| super::rbac::User {
+        name: ADMIN_USER.into(),
+        groups: vec!["system:masters".into(), "system:authenticated".into()],
+    })
 }
 
 /// `list pods`, `watch pods`, `delete pods`, ... for the request counters.

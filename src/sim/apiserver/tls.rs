@@ -20,12 +20,14 @@ pub struct Credentials {
     pub server_chain: Vec<CertificateDer<'static>>,
     pub server_key: Vec<u8>,
     pub client_cert_pem: String,
+    pub client_cert_der: Vec<u8>,
     pub client_key_pem: String,
     pub token: String,
 }
 
-/// The user the client certificate names (kubelet-style: `system:node:<name>`).
-pub const CLIENT_CN: &str = "yurt-ota";
+/// The user the client certificate names; its organization (group) is
+/// `server::NODE_GROUP`, which the shipped RBAC manifest binds.
+pub const CLIENT_CN: &str = "yurt-ota-node";
 
 pub fn generate(hosts: &[String], token: String) -> Result<Credentials, String> {
     let e = |e: rcgen::Error| format!("certificate generation: {e}");
@@ -57,7 +59,7 @@ pub fn generate(hosts: &[String], token: String) -> Result<Credentials, String> 
         .push(DnType::CommonName, CLIENT_CN);
     client
         .distinguished_name
-        .push(DnType::OrganizationName, "yurt-ota");
+        .push(DnType::OrganizationName, super::server::NODE_GROUP);
     client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let client_cert = client.signed_by(&client_key, &issuer).map_err(e)?;
 
@@ -67,6 +69,7 @@ pub fn generate(hosts: &[String], token: String) -> Result<Credentials, String> 
         server_chain: vec![server_cert.der().clone()],
         server_key: server_key.serialize_der(),
         client_cert_pem: client_cert.pem(),
+        client_cert_der: client_cert.der().to_vec(),
         client_key_pem: client_key.serialize_pem(),
         token,
     })
@@ -106,7 +109,12 @@ pub struct Written {
 /// Writes `ca.crt`, `token`, `client.crt`, `client.key`, and three kubeconfigs for `server`:
 /// `kubeconfig` (inline token), `kubeconfig-token-file` (tokenFile, for rotation), and
 /// `kubeconfig-cert` (client certificate).
-pub fn write(dir: &Path, server: &str, c: &Credentials) -> Result<Written, String> {
+pub fn write(
+    dir: &Path,
+    server: &str,
+    c: &Credentials,
+    admin_token: &str,
+) -> Result<Written, String> {
     fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let put = |name: &str, data: &str| -> Result<PathBuf, String> {
         let p = dir.join(name);
@@ -131,6 +139,19 @@ pub fn write(dir: &Path, server: &str, c: &Credentials) -> Result<Written, Strin
         "kubeconfig-token-file",
         &config(&format!("    tokenFile: {}\n", token.display())),
     )?;
+    put(
+        "kubeconfig-admin",
+        &config(&format!("    token: {admin_token}\n"))
+            .replace(
+                "name: yurt-ota\n  user:",
+                &format!("name: {}\n  user:", super::server::ADMIN_USER),
+            )
+            .replace(
+                "user: yurt-ota\n",
+                &format!("user: {}\n", super::server::ADMIN_USER),
+            ),
+    )?;
+    put("admin-token", admin_token)?;
     let kubeconfig_cert = put(
         "kubeconfig-cert",
         &config(&format!(
