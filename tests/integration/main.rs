@@ -21,6 +21,7 @@ mod hardening;
 mod layout;
 mod memory;
 mod node;
+mod rbac;
 mod safety;
 mod sim;
 mod snapshot;
