@@ -219,6 +219,33 @@ fn lease_compare_and_swap() {
         &other,
     );
     assert_eq!(s, 201, "the admin (system:masters) may");
+    // As the real apiserver: a PUT without resourceVersion is 422, a PUT to a missing Lease
+    // creates it.
+    let mut blind = now.clone();
+    blind["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("resourceVersion");
+    let (s, v) = c.send(
+        "PUT",
+        &format!("{base}/edge-apps.telemetry-agent.0"),
+        "application/json",
+        &blind,
+    );
+    assert_eq!(s, 422, "{v}");
+    assert_status(&v, 422, "Invalid");
+    blind["metadata"]["name"] = json!("edge-apps.telemetry-agent.1");
+    let (s, v) = c.send(
+        "PUT",
+        &format!("{base}/edge-apps.telemetry-agent.1"),
+        "application/json",
+        &blind,
+    );
+    assert_eq!(s, 201, "{v}");
+    blind["spec"]["renewTime"] = json!("2026-11-26T22:00:00Z");
+    blind["metadata"]["name"] = json!("edge-apps.telemetry-agent.2");
+    let (s, v) = c.send("POST", base, "application/json", &blind);
+    assert_eq!((s, &v["reason"]), (400, &json!("BadRequest")), "{v}");
 }
 
 #[test]

@@ -26,6 +26,7 @@ mod rest;
 pub mod server;
 pub mod store;
 pub mod tls;
+mod validate;
 mod watch;
 
 pub use rest::{percent_decode, query_value};

@@ -345,6 +345,11 @@ impl Cluster {
             Ok(o) => o,
             Err(r) => return r,
         };
+        if res == Res::Leases {
+            if let Err(r) = super::validate::lease(&obj, false) {
+                return r;
+            }
+        }
         let name = obj["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
@@ -376,7 +381,9 @@ impl Cluster {
         }
     }
 
-    /// PUT: a compare-and-swap on `metadata.resourceVersion` (unconditional without one).
+    /// PUT: a compare-and-swap on `metadata.resourceVersion`, required (422 without, as the
+    /// apiserver's Lease strategy allows no unconditional update); a missing Lease is created
+    /// (201: the strategy allows create on update).
     fn update(&self, res: Res, ns: &str, name: &str, body: &[u8]) -> Reply {
         let mut obj = match Self::parse_object(res, ns, body) {
             Ok(o) => o,
@@ -389,6 +396,15 @@ impl Cluster {
                 "the name of the object does not match the name on the URL",
                 None,
             );
+        }
+        let exists = self.lock().store.get(res, ns, name).is_some();
+        if res == Res::Leases {
+            if let Err(r) = super::validate::lease(&obj, exists) {
+                return r;
+            }
+            if !exists {
+                return self.create(res, ns, body);
+            }
         }
         let mut st = self.lock();
         let Some(old) = st.store.get(res, ns, name) else {
