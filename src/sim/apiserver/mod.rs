@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 
 mod control;
 mod controller;
+mod discovery;
 mod history;
 pub mod rbac;
 mod rest;

@@ -14,6 +14,11 @@ impl Cluster {
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
         let q = |k: &str| query_value(query, k);
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        if method == "GET" {
+            if let Some(doc) = super::discovery::answer(&parts) {
+                return json_reply(200, &doc);
+            }
+        }
         let (res, ns, name, sub) = match parts.as_slice() {
             ["version"] => {
                 return json_reply(
@@ -125,6 +130,9 @@ impl Cluster {
             }
             ("DELETE", Some(name), None) if matches!(res, Res::Pods | Res::Leases) => {
                 self.delete(res, ns.unwrap_or_default(), name, body)
+            }
+            ("PATCH", Some(name), None) if res == Res::DaemonSets => {
+                self.patch_daemonset(ns.unwrap_or_default(), name, content_type, body)
             }
             ("PATCH", Some(name), Some("status")) if res == Res::Pods => {
                 self.patch_status(ns.unwrap_or_default(), name, content_type, body)
@@ -304,6 +312,49 @@ impl Cluster {
             status: 200,
             content_type: JSON,
             body: with_kind(Res::Pods, &p).into_bytes(),
+        }
+    }
+
+    /// `kubectl annotate`: a JSON merge (or strategic merge) patch of a DaemonSet's
+    /// annotations, which set its strategy and budget. Only `metadata.annotations` is patched
+    /// here; a patch of anything else is refused 422 (the stand-in's controller owns the rest).
+    fn patch_daemonset(&self, ns: &str, name: &str, content_type: &str, body: &[u8]) -> Reply {
+        let ct = content_type.split(';').next().unwrap_or_default().trim();
+        if ct != "application/merge-patch+json" && ct != "application/strategic-merge-patch+json" {
+            return status_reply(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json", None);
+        }
+        let patch: Value = match serde_json::from_slice(body) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => return status_reply(400, "BadRequest", "patch body must be a JSON object", None),
+        };
+        let only_annotations = patch.as_object().is_some_and(|m| {
+            m.keys().all(|k| k == "metadata")
+                && patch["metadata"].as_object().is_some_and(|m| {
+                    m.keys()
+                        .all(|k| k == "annotations" || k == "resourceVersion")
+                })
+        });
+        if !only_annotations {
+            return status_reply(422, "Invalid", &format!("daemonsets.apps {name:?} is invalid: yurt-ota-apisim patches metadata.annotations only"), Some(details(Res::DaemonSets, name)));
+        }
+        if self.lock().store.get(Res::DaemonSets, ns, name).is_none() {
+            return not_found(Res::DaemonSets, name);
+        }
+        if let Some(m) = patch["metadata"]["annotations"].as_object() {
+            for (k, v) in m {
+                if let Err(e) = self.annotate(ns, name, k, v.as_str()) {
+                    return status_reply(404, "NotFound", &e, None);
+                }
+            }
+        }
+        let st = self.lock();
+        match st.store.get(Res::DaemonSets, ns, name) {
+            Some(o) => Reply::Full {
+                status: 200,
+                content_type: JSON,
+                body: with_kind(Res::DaemonSets, o).into_bytes(),
+            },
+            None => not_found(Res::DaemonSets, name),
         }
     }
 
