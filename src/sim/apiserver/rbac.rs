@@ -34,6 +34,69 @@ impl User {
     }
 }
 
+impl User {
+    /// A client certificate's user, as the apiserver's x509 authenticator reads it: the
+    /// subject's CommonName is the user, each Organization a group. `None` when the DER cannot
+    /// be read (the handshake verified it against the CA already).
+    pub fn from_certificate(der: &[u8]) -> Option<User> {
+        // Certificate ::= SEQ { tbs SEQ { [0] version?, serial, sigAlg, issuer, validity,
+        // subject, ... }, ... }; Name ::= SEQ OF SET OF SEQ { OID, value }.
+        let (_, cert, _) = tlv(der)?;
+        let (_, tbs, _) = tlv(cert)?;
+        let mut rest = tbs;
+        let mut fields = Vec::new();
+        while !rest.is_empty() && fields.len() < 6 {
+            let (tag, body, next) = tlv(rest)?;
+            if tag != 0xa0 {
+                fields.push(body);
+            }
+            rest = next;
+        }
+        let subject = *fields.get(4)?;
+        let (mut name, mut groups) = (None, Vec::new());
+        let mut sets = subject;
+        while !sets.is_empty() {
+            let (_, set, next) = tlv(sets)?;
+            sets = next;
+            let (_, atv, _) = tlv(set)?;
+            let (_, oid, after) = tlv(atv)?;
+            let (_, value, _) = tlv(after)?;
+            let value = String::from_utf8(value.to_vec()).ok()?;
+            match oid {
+                [0x55, 0x04, 0x03] => name = Some(value),
+                [0x55, 0x04, 0x0a] => groups.push(value),
+                _ => {}
+            }
+        }
+        groups.push("system:authenticated".into());
+        Some(User {
+            name: name?,
+            groups,
+        })
+    }
+}
+
+/// One DER tag-length-value: (tag, value, what follows).
+fn tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let tag = *b.first()?;
+    let first = *b.get(1)?;
+    let (len, head) = if first < 0x80 {
+        (usize::from(first), 2)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let mut len = 0usize;
+        for i in 0..n {
+            len = (len << 8) | usize::from(*b.get(2 + i)?);
+        }
+        (len, 2 + n)
+    };
+    let end = head.checked_add(len)?;
+    Some((tag, b.get(head..end)?, b.get(end..)?))
+}
+
 /// What a request asks for (`authorizer.Attributes`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
@@ -400,6 +463,22 @@ mod tests {
             .as_str()
             .unwrap()
             .ends_with("cannot watch resource \"pods\" in API group \"\" at the cluster scope"));
+    }
+
+    #[test]
+    fn a_certificates_subject_is_its_user_and_groups() {
+        let c = crate::sim::apiserver::tls::generate(&["localhost".into()], "t".into()).unwrap();
+        let der = crate::upstream::apiserver::kubeconfig::base64(
+            &c.client_cert_pem
+                .lines()
+                .filter(|l| !l.starts_with("-----"))
+                .collect::<String>(),
+        )
+        .unwrap();
+        let u = User::from_certificate(&der).unwrap();
+        assert_eq!(u.name, "yurt-ota-node");
+        assert_eq!(u.groups, ["yurt-ota:nodes", "system:authenticated"]);
+        assert!(User::from_certificate(b"\x30\x82").is_none());
     }
 
     #[test]

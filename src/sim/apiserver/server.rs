@@ -57,8 +57,7 @@ pub(super) struct Shared {
     pub(super) token: Mutex<String>,
     admin_token: String,
     rbac: super::rbac::Rbac,
-    /// The client certificate generated, and who it authenticates.
-    client_cert: (Vec<u8>, super::rbac::User),
+
     pub(super) dir: PathBuf,
     pub(super) addr: SocketAddr,
     pub(super) bookmark_interval: Duration,
@@ -173,13 +172,6 @@ pub fn start(cfg: Config) -> Result<Handle, String> {
         token: Mutex::new(token),
         admin_token,
         rbac,
-        client_cert: (
-            creds.client_cert_der.clone(),
-            super::rbac::User {
-                name: tls::CLIENT_CN.into(),
-                groups: vec![NODE_GROUP.into(), "system:authenticated".into()],
-            },
-        ),
         dir: cfg.dir.clone(),
         addr,
         bookmark_interval: cfg.bookmark_interval,
@@ -455,8 +447,7 @@ fn serve_conn(s: &Shared, id: u64, tcp: TcpStream) -> io::Result<()> {
         .conn
         .peer_certificates()
         .and_then(|c| c.first())
-        .filter(|c| c.as_ref() == s.client_cert.0.as_slice())
-        .map(|_| s.client_cert.1.clone());
+        .and_then(|c| super::rbac::User::from_certificate(c.as_ref()));
     let mut buf = Vec::new();
     while let Some((head, body)) = read_request(&mut tls, &mut buf)? {
         if *lock(&s.down) || s.stop.is_triggered() {

@@ -20,7 +20,9 @@ pub struct Credentials {
     pub server_chain: Vec<CertificateDer<'static>>,
     pub server_key: Vec<u8>,
     pub client_cert_pem: String,
-    pub client_cert_der: Vec<u8>,
+    /// The CA's key, written as `ca.key`: tests sign client certificates of their own with it
+    /// (RSA ones by openssl, as kubeadm's).
+    pub ca_key_pem: String,
     pub client_key_pem: String,
     pub token: String,
 }
@@ -42,6 +44,7 @@ pub fn generate(hosts: &[String], token: String) -> Result<Credentials, String> 
         KeyUsagePurpose::DigitalSignature,
     ];
     let ca_cert = ca.self_signed(&ca_key).map_err(e)?;
+    let ca_key_pem = ca_key.serialize_pem();
     let issuer = Issuer::new(ca, ca_key);
 
     let server_key = KeyPair::generate().map_err(e)?;
@@ -69,7 +72,7 @@ pub fn generate(hosts: &[String], token: String) -> Result<Credentials, String> 
         server_chain: vec![server_cert.der().clone()],
         server_key: server_key.serialize_der(),
         client_cert_pem: client_cert.pem(),
-        client_cert_der: client_cert.der().to_vec(),
+        ca_key_pem,
         client_key_pem: client_key.serialize_pem(),
         token,
     })
@@ -125,6 +128,7 @@ pub fn write(
     let token = put("token", &c.token)?;
     put("client.crt", &c.client_cert_pem)?;
     put("client.key", &c.client_key_pem)?;
+    put("ca.key", &c.ca_key_pem)?;
     put("server", server)?;
     let ca_data = base64(c.ca_pem.as_bytes());
     let config = |user: &str| {
