@@ -18,6 +18,7 @@ mod fleet_agents;
 mod fleet_gates;
 mod gates;
 mod hardening;
+mod kubectl;
 mod layout;
 mod memory;
 mod node;
