@@ -162,6 +162,25 @@ fn authentication_token_client_certificate_and_ca() {
     let (other, _d) = start();
     let e = tls(&other.ca_pem, None).get(&path).call().unwrap_err();
     assert!(format!("{e:?}").contains("InvalidCertificate"), "{e:?}");
+    // A client certificate from a foreign CA: the handshake completes and the request is 401,
+    // as a real apiserver answers; with the right token beside it, the token authenticates.
+    let foreign = tls(
+        &h.ca_pem,
+        Some((&other.client_cert_pem, &other.client_key_pem)),
+    );
+    let mut r = foreign.get(&path).call().unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert_status(
+        &serde_json::from_str::<Value>(&r.body_mut().read_to_string().unwrap()).unwrap(),
+        401,
+        "Unauthorized",
+    );
+    let r = foreign
+        .get(&path)
+        .header("Authorization", format!("Bearer {token}"))
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
     // A rotated token: the old one is refused, the file holds the new one.
     control(&h, "/sim/rotate-token");
     let r = agent

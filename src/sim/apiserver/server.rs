@@ -54,6 +54,8 @@ const MAX_BODY: usize = 1024 * 1024;
 pub(super) struct Shared {
     pub(super) cluster: Arc<Cluster>,
     tls: Arc<ServerConfig>,
+    /// The CA's judgement of a client certificate (the handshake accepts any).
+    client_ca: Arc<dyn rustls::server::danger::ClientCertVerifier>,
     pub(super) token: Mutex<String>,
     admin_token: String,
     rbac: super::rbac::Rbac,
@@ -166,9 +168,11 @@ pub fn start(cfg: Config) -> Result<Handle, String> {
         &cfg.dir.join("control"),
         format!("http://{control_addr}").as_bytes(),
     )?;
+    let (server_tls, client_ca) = tls::server_config(&creds)?;
     let shared = Arc::new(Shared {
         cluster: Arc::new(Cluster::new(cfg.options.clone())),
-        tls: tls::server_config(&creds)?,
+        tls: server_tls,
+        client_ca,
         token: Mutex::new(token),
         admin_token,
         rbac,
@@ -446,7 +450,8 @@ fn serve_conn(s: &Shared, id: u64, tcp: TcpStream) -> io::Result<()> {
     let cert_user = tls
         .conn
         .peer_certificates()
-        .and_then(|c| c.first())
+        .filter(|chain| tls::verified(&*s.client_ca, chain))
+        .and_then(|chain| chain.first())
         .and_then(|c| super::rbac::User::from_certificate(c.as_ref()));
     let mut buf = Vec::new();
     while let Some((head, body)) = read_request(&mut tls, &mut buf)? {

@@ -9,9 +9,13 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+};
 
 /// What was generated, as PEM, and the paths written.
 pub struct Credentials {
@@ -78,8 +82,66 @@ pub fn generate(hosts: &[String], token: String) -> Result<Credentials, String> 
     })
 }
 
-/// rustls with ring; client certificates optional (a request without one needs a token).
-pub fn server_config(c: &Credentials) -> Result<Arc<ServerConfig>, String> {
+/// A client certificate the CA does not verify still completes the handshake, as the
+/// apiserver's does (it asks for a certificate and judges it at authentication): the request is
+/// then authenticated by its token, or answered 401. The handshake signature is checked all
+/// the same (the client holds the key of what it presented).
+#[derive(Debug)]
+pub struct Lenient(pub Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for Lenient {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// Whether the CA verifies a presented chain (end entity first).
+pub fn verified(verifier: &dyn ClientCertVerifier, chain: &[CertificateDer<'_>]) -> bool {
+    chain.split_first().is_some_and(|(ee, rest)| {
+        verifier
+            .verify_client_cert(ee, rest, UnixTime::now())
+            .is_ok()
+    })
+}
+
+/// rustls with ring; client certificates optional (a request without one needs a token), and
+/// the CA's verifier, to judge them at authentication.
+pub fn server_config(
+    c: &Credentials,
+) -> Result<(Arc<ServerConfig>, Arc<dyn ClientCertVerifier>), String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     roots
@@ -93,11 +155,11 @@ pub fn server_config(c: &Credentials) -> Result<Arc<ServerConfig>, String> {
     let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(Arc::new(Lenient(verifier.clone())))
         .with_single_cert(c.server_chain.clone(), key)
         .map_err(|e| format!("server certificate: {e}"))?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(cfg))
+    Ok((Arc::new(cfg), verifier))
 }
 
 /// Files written to the caller's directory.
