@@ -466,3 +466,33 @@ fn list_then_watch_sees_delete_recreate_ready_and_bookmarks() {
     assert_ne!(new["metadata"]["uid"].as_str(), Some(uid));
     assert_eq!(new["metadata"]["labels"]["pod-template-generation"], "8");
 }
+
+/// As the apiserver's cacher: a BOOKMARK 2 s before the watch's `timeoutSeconds` ends, however
+/// long the periodic bookmark interval, so the client re-watches from a fresh version.
+#[test]
+fn a_bookmark_two_seconds_before_the_watch_times_out() {
+    let (h, _d) = start_with(1, |c| c.bookmark_interval = Duration::from_secs(600));
+    let c = Client::new(&h);
+    let rv = node_pods(&c, "edge-node-1")["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let start = std::time::Instant::now();
+    let watch = c.watch(&format!(
+        "fieldSelector=spec.nodeName%3Dedge-node-1&watch=1&resourceVersion={rv}&allowWatchBookmarks=true&timeoutSeconds=4"
+    ));
+    let mut at = Vec::new();
+    for e in watch {
+        let e = e.unwrap();
+        if e["type"] == "BOOKMARK" {
+            at.push(start.elapsed());
+        }
+    }
+    let ended = start.elapsed();
+    assert_eq!(at.len(), 1, "{at:?}");
+    assert!(
+        at[0] >= Duration::from_millis(1500) && at[0] < Duration::from_millis(3500),
+        "{at:?}"
+    );
+    assert!(ended >= Duration::from_millis(3500), "{ended:?}");
+}
