@@ -11,10 +11,19 @@ type Resources = (
     &'static [(&'static str, &'static str, bool, &'static str, &'static str)],
 );
 
-const GROUP_VERSIONS: [Resources; 3] = [
+const GROUP_VERSIONS: [Resources; 4] = [
     (
         "v1",
         &[
+            ("namespaces", "Namespace", false, "create,get,list", "ns"),
+            (
+                "serviceaccounts",
+                "ServiceAccount",
+                true,
+                "create,get,list",
+                "sa",
+            ),
+            ("secrets", "Secret", true, "create,get,list", ""),
             ("pods", "Pod", true, "delete,get,list,watch", "po"),
             ("pods/status", "Pod", true, "get,patch", ""),
         ],
@@ -34,6 +43,21 @@ const GROUP_VERSIONS: [Resources; 3] = [
                 "ControllerRevision",
                 true,
                 "get,list,watch",
+                "",
+            ),
+        ],
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        &[
+            ("roles", "Role", true, "create,get,list", ""),
+            ("rolebindings", "RoleBinding", true, "create,get,list", ""),
+            ("clusterroles", "ClusterRole", false, "create,get,list", ""),
+            (
+                "clusterrolebindings",
+                "ClusterRoleBinding",
+                false,
+                "create,get,list",
                 "",
             ),
         ],
@@ -114,7 +138,10 @@ mod tests {
             .iter()
             .map(|g| g["name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["apps", "coordination.k8s.io"]);
+        assert_eq!(
+            names,
+            ["apps", "rbac.authorization.k8s.io", "coordination.k8s.io"]
+        );
         let apps = answer(&["apis", "apps", "v1"]).unwrap();
         assert_eq!(apps["resources"][0]["shortNames"][0], "ds");
         assert!(answer(&["apis", "batch", "v1"]).is_none());

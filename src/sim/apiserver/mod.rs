@@ -22,6 +22,7 @@ mod control;
 mod controller;
 mod discovery;
 mod history;
+mod objects;
 pub mod rbac;
 mod rest;
 pub mod server;

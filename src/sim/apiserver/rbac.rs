@@ -231,6 +231,11 @@ impl Rbac {
     /// the manifest does not hold grants nothing, as on a cluster.
     pub fn from_manifest(text: &str) -> Result<Rbac, String> {
         let docs = crate::yaml::parse_all(text).map_err(|e| format!("RBAC manifest: {e}"))?;
+        Rbac::from_docs(&docs)
+    }
+
+    /// The same from objects already read.
+    pub fn from_docs(docs: &[Value]) -> Result<Rbac, String> {
         let kind = |d: &Value| d["kind"].as_str().unwrap_or_default().to_owned();
         let role = |ns: Option<&str>, rk: &str, name: &str| -> Option<Vec<Rule>> {
             let d = docs.iter().find(|d| {
@@ -246,7 +251,7 @@ impl Rbac {
             )
         };
         let mut grants = Vec::new();
-        for d in &docs {
+        for d in docs {
             let k = kind(d);
             if k != "RoleBinding" && k != "ClusterRoleBinding" {
                 continue;

@@ -34,10 +34,18 @@ impl Cluster {
                     body: b"ok".to_vec(),
                 }
             }
-            ["api", "v1", rest @ ..] => match route(rest, "pods", Res::Pods) {
-                Some(r) => r,
-                None => return unknown(),
-            },
+            ["api", "v1", rest @ ..] => {
+                match route(rest, "pods", Res::Pods).or_else(|| config_route("", rest)) {
+                    Some(r) => r,
+                    None => return unknown(),
+                }
+            }
+            ["apis", "rbac.authorization.k8s.io", "v1", rest @ ..] => {
+                match config_route("rbac.authorization.k8s.io", rest) {
+                    Some(r) => r,
+                    None => return unknown(),
+                }
+            }
             ["apis", "apps", "v1", rest @ ..] => {
                 match route(rest, "daemonsets", Res::DaemonSets)
                     .or_else(|| route(rest, "controllerrevisions", Res::ControllerRevisions))
@@ -138,6 +146,9 @@ impl Cluster {
                 self.patch_status(ns.unwrap_or_default(), name, content_type, body)
             }
             ("POST", None, None) if res == Res::Leases && ns.is_some() => {
+                self.create(res, ns.unwrap_or_default(), body)
+            }
+            ("POST", None, None) if store::CONFIG.iter().any(|c| c.0 == res) => {
                 self.create(res, ns.unwrap_or_default(), body)
             }
             ("PUT", Some(name), None) if res == Res::Leases => {
@@ -379,6 +390,11 @@ impl Cluster {
             return Err(status_reply(422, "Invalid", &format!("{} \"\" is invalid: metadata.name: Required value: name or generateName is required", res.kind()), None));
         }
         match obj["metadata"]["namespace"].as_str() {
+            _ if res.cluster_scoped() => {
+                if let Some(m) = obj["metadata"].as_object_mut() {
+                    m.remove("namespace");
+                }
+            }
             Some(n) if n != ns => {
                 return Err(status_reply(400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request", None))
             }
@@ -422,7 +438,9 @@ impl Cluster {
             m.remove("resourceVersion");
         }
         let obj = st.store.put(res, obj);
-        st.note_lease("create", &obj);
+        if res == Res::Leases {
+            st.note_lease("create", &obj);
+        }
         drop(st);
         self.changed.notify_all();
         Reply::Full {
@@ -497,6 +515,11 @@ fn route<'a>(rest: &[&'a str], plural: &str, res: Res) -> Option<Target<'a>> {
         [p, name, sub] if *p == plural && ns.is_some() => Some((res, ns, Some(*name), Some(*sub))),
         _ => None,
     }
+}
+
+/// The kinds `objects.rs` serves, as a `Target`.
+fn config_route<'a>(group: &str, rest: &[&'a str]) -> Option<Target<'a>> {
+    super::objects::route(group, rest).map(|(r, ns, name)| (r, ns, name, None))
 }
 
 fn unknown() -> Reply {

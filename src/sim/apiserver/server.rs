@@ -59,6 +59,8 @@ pub(super) struct Shared {
     pub(super) token: Mutex<String>,
     admin_token: String,
     rbac: super::rbac::Rbac,
+    /// The manifest's objects, to enforce beside those applied with kubectl.
+    rbac_docs: Vec<serde_json::Value>,
 
     pub(super) dir: PathBuf,
     pub(super) addr: SocketAddr,
@@ -153,8 +155,9 @@ pub fn start(cfg: Config) -> Result<Handle, String> {
     }
     hosts.extend(cfg.sans.iter().cloned());
     let token = cfg.token.clone().unwrap_or_else(new_token);
-    let rbac =
-        super::rbac::Rbac::from_manifest(cfg.rbac.as_deref().unwrap_or(super::rbac::SHIPPED))?;
+    let rbac_docs = crate::yaml::parse_all(cfg.rbac.as_deref().unwrap_or(super::rbac::SHIPPED))
+        .map_err(|e| format!("RBAC manifest: {e}"))?;
+    let rbac = super::rbac::Rbac::from_docs(&rbac_docs)?;
     let admin_token = new_token();
     let creds = tls::generate(&hosts, token.clone())?;
     let url = match (cfg.sans.first(), addr.ip().is_unspecified()) {
@@ -176,6 +179,7 @@ pub fn start(cfg: Config) -> Result<Handle, String> {
         token: Mutex::new(token),
         admin_token,
         rbac,
+        rbac_docs,
         dir: cfg.dir.clone(),
         addr,
         bookmark_interval: cfg.bookmark_interval,
@@ -465,7 +469,7 @@ fn serve_conn(s: &Shared, id: u64, tcp: TcpStream) -> io::Result<()> {
             continue;
         };
         let attrs = super::rbac::Request::of(&head.method, &head.target);
-        if let Some(r) = attrs.as_ref().filter(|r| !s.rbac.allows(&user, Some(r))) {
+        if let Some(r) = attrs.as_ref().filter(|r| !allowed(s, &user, r)) {
             let b = super::rbac::forbidden(&user, r);
             log::warn!("apisim: 403 {}", b["message"].as_str().unwrap_or_default());
             count(
@@ -518,6 +522,9 @@ fn serve_conn(s: &Shared, id: u64, tcp: TcpStream) -> io::Result<()> {
                 body,
             } => {
                 count(s, &verb(&head, false));
+                if head.method == "POST" {
+                    after_create(s, &head, status, &body);
+                }
                 write_full(&mut tls, status, content_type, &body, "")?;
             }
             Reply::Watch(w) => {
@@ -543,6 +550,32 @@ fn serve_conn(s: &Shared, id: u64, tcp: TcpStream) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// RBAC: the manifest's, and what was applied since (kubectl apply).
+fn allowed(s: &Shared, user: &super::rbac::User, r: &super::rbac::Request) -> bool {
+    let applied = s.cluster.rbac_objects();
+    if applied.is_empty() {
+        return s.rbac.allows(user, Some(r));
+    }
+    let docs: Vec<serde_json::Value> = s.rbac_docs.iter().cloned().chain(applied).collect();
+    super::rbac::Rbac::from_docs(&docs).is_ok_and(|rbac| rbac.allows(user, Some(r)))
+}
+
+/// The token controller: a Secret created for the agent's ServiceAccount gets its token.
+fn after_create(s: &Shared, head: &Head, status: u16, body: &[u8]) {
+    if status != 201 || !head.target.contains("/secrets") {
+        return;
+    }
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return;
+    };
+    let (ns, name) = (
+        v["metadata"]["namespace"].as_str().unwrap_or_default(),
+        v["metadata"]["name"].as_str().unwrap_or_default(),
+    );
+    let token = lock(&s.token).clone();
+    s.cluster.fill_token(ns, name, SERVICE_ACCOUNT, &token);
 }
 
 /// Who a request is: the bearer token's (the ServiceAccount, or the admin), else the client
