@@ -628,3 +628,185 @@ fn kubectl_discovers_gets_and_annotates_and_the_service_account_is_refused_the_r
     let out = k.run(&sa, &["get", "leases", "-n", "yurt-ota"]);
     assert!(out.status.success(), "{out:?}");
 }
+
+/// The most nodes at once between a DELETE of `ds`'s pod and their replacement's Ready, from
+/// the stand-in's record, and the nodes upgraded.
+fn down_at_once(
+    hist: &[serde_json::Value],
+    ds: &str,
+) -> (usize, std::collections::BTreeSet<String>) {
+    let (mut down, mut most, mut done) = (
+        std::collections::BTreeSet::new(),
+        0,
+        std::collections::BTreeSet::new(),
+    );
+    for e in hist.iter().filter(|e| e["daemonset"] == ds) {
+        let node = e["node"].as_str().unwrap().to_owned();
+        match e["event"].as_str() {
+            Some("delete") => {
+                down.insert(node);
+            }
+            Some("ready") => {
+                if down.remove(&node) {
+                    done.insert(node);
+                }
+            }
+            _ => {}
+        }
+        most = most.max(down.len());
+    }
+    (most, done)
+}
+
+/// Issue 20's show: a real kubectl applies the shipped manifest to a stand-in that grants the
+/// agent nothing before it, a node's kubeconfig is made from the ServiceAccount's token Secret
+/// with `kubectl config`, kubectl annotates a DaemonSet `AdvancedRollingUpdate` with
+/// `max-unavailable: 2`, and three agents with that kubeconfig upgrade it under RBAC, never more
+/// than two down at once, no call refused.
+#[test]
+fn kubectl_applies_the_manifest_and_three_agents_with_its_token_upgrade_two_at_a_time() {
+    let test = "kubectl_applies_the_manifest_and_three_agents_with_its_token_upgrade_two_at_a_time";
+    let Some(bin) = kubectl(test) else {
+        return;
+    };
+    let options = Options {
+        nodes: apisim_nodes(3),
+        grace: Duration::from_millis(100),
+        recreate_delay: Duration::from_millis(200),
+        ready_delay: Duration::from_secs(2),
+        observe_delay: Duration::from_millis(100),
+        ..Options::default()
+    };
+    // Nothing granted to the agent until the manifest is applied.
+    let (h, d) = apisim_start(Duration::from_millis(300), options, |c| {
+        c.rbac = Some(String::new())
+    });
+    let home = tempfile::tempdir().unwrap();
+    let k = Kubectl {
+        bin,
+        home: home.path().to_owned(),
+    };
+    let admin = d.path().join("kubeconfig-admin");
+    let ok = |out: Output| {
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/kubernetes/rbac.yaml");
+    let applied = ok(k.run(
+        &admin,
+        &[
+            "apply",
+            "--validate=false",
+            "-f",
+            manifest.to_str().unwrap(),
+        ],
+    ));
+    assert!(
+        applied.contains("clusterrole.rbac.authorization.k8s.io/yurt-ota created"),
+        "{applied}"
+    );
+    // The ServiceAccount's token, from its Secret, into a node's kubeconfig.
+    let token = ok(k.run(
+        &admin,
+        &[
+            "-n",
+            "yurt-ota",
+            "get",
+            "secret",
+            "yurt-ota-token",
+            "-o",
+            "jsonpath={.data.token}",
+        ],
+    ));
+    let token = String::from_utf8(
+        yurt_ota::upstream::apiserver::kubeconfig::base64(&token).expect("base64"),
+    )
+    .unwrap();
+    let node = d.path().join("node-kubeconfig");
+    let ca = d.path().join("ca.crt");
+    for args in [
+        vec![
+            "set-cluster",
+            "fleet",
+            "--server",
+            &h.url(),
+            "--certificate-authority",
+            ca.to_str().unwrap(),
+            "--embed-certs",
+        ],
+        vec!["set-credentials", "yurt-ota", "--token", &token],
+        vec![
+            "set-context",
+            "yurt-ota",
+            "--cluster",
+            "fleet",
+            "--user",
+            "yurt-ota",
+        ],
+        vec!["use-context", "yurt-ota"],
+    ] {
+        k.config(&node, &args);
+    }
+    ok(k.run(
+        &admin,
+        &[
+            "-n",
+            "edge-apps",
+            "annotate",
+            "--overwrite",
+            "ds",
+            "camera-bridge",
+            "apps.openyurt.io/update-strategy=AdvancedRollingUpdate",
+            "apps.openyurt.io/max-unavailable=2",
+        ],
+    ));
+    let agents: Vec<Agent> = (1..=3)
+        .map(|i| {
+            Agent::start(&format!(
+                "[upstream]\nkind = \"apiserver\"\nkubeconfig = \"{}\"\nnode_name = \"edge-node-{i}\"\n\
+                 detect = \"revision\"\n[policy]\nstable_for = \"300ms\"\ngate_check_interval = \"50ms\"\n\
+                 prepull = false\n",
+                node.display()
+            ))
+        })
+        .collect();
+    for a in &agents {
+        wait_for("the budget of 2 seen", Duration::from_secs(60), || {
+            get(&a.url("/v1/status")).json()["fleet"]
+                .as_array()
+                .is_some_and(|f| {
+                    f.iter()
+                        .any(|d| d["daemonset"] == "edge-apps/camera-bridge" && d["budget"] == 2)
+                })
+        });
+    }
+    post(&format!(
+        "{}/sim/rollout/edge-apps/camera-bridge",
+        h.control_url()
+    ));
+    let history = || {
+        get(&format!("{}/sim/history", h.control_url()))
+            .json()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let start = Instant::now();
+    wait_for("three nodes upgraded", Duration::from_secs(120), || {
+        down_at_once(&history(), "edge-apps/camera-bridge").1.len() == 3
+    });
+    let (most, done) = down_at_once(&history(), "edge-apps/camera-bridge");
+    eprintln!(
+        "{test}: {done:?} upgraded in {:.1} s, at most {most} down at once",
+        start.elapsed().as_secs_f64()
+    );
+    assert!(most <= 2, "{most} down at once");
+    let sim = get(&format!("{}/sim", h.control_url())).json();
+    let refused: Vec<&String> = sim["requests"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| k.starts_with("forbidden"))
+        .collect();
+    assert!(refused.is_empty(), "refused: {refused:?}");
+}
