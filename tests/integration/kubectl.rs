@@ -646,10 +646,8 @@ fn down_at_once(
             Some("delete") => {
                 down.insert(node);
             }
-            Some("ready") => {
-                if down.remove(&node) {
-                    done.insert(node);
-                }
+            Some("ready") if down.remove(&node) => {
+                done.insert(node);
             }
             _ => {}
         }
