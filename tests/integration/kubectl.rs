@@ -808,3 +808,42 @@ fn kubectl_applies_the_manifest_and_three_agents_with_its_token_upgrade_two_at_a
         .collect();
     assert!(refused.is_empty(), "refused: {refused:?}");
 }
+
+/// The README's k3s recipe: its kubeconfig, read out of the README as written (flow maps), with
+/// only what its shell would fill in (`$SERVER`) and the directory it installs into
+/// (`/etc/yurt-ota/`, here a temporary one), reaches the stand-in with the ServiceAccount's
+/// token: the agent lists the node's pods, and so does kubectl where there is one.
+#[test]
+fn the_readmes_k3s_kubeconfig_works_as_written() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start = readme
+        .find("cat > kubeconfig <<KC\n")
+        .expect("the recipe's kubeconfig");
+    let body = &readme[start + "cat > kubeconfig <<KC\n".len()..];
+    let body = &body[..body.find("\nKC\n").expect("its end")];
+    assert!(
+        body.contains("cluster: {server: \"$SERVER\""),
+        "flow maps, as the recipe writes them:\n{body}"
+    );
+    let (h, d) = apisim_start(Duration::from_secs(60), Options::default(), |_| {});
+    let etc = tempfile::tempdir().unwrap();
+    std::fs::copy(d.path().join("ca.crt"), etc.path().join("ca.crt")).unwrap();
+    std::fs::write(etc.path().join("token"), h.token()).unwrap();
+    let kubeconfig = etc.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        body.replace("$SERVER", &h.url())
+            .replace("/etc/yurt-ota/", &format!("{}/", etc.path().display())),
+    )
+    .unwrap();
+    agent_reads(&kubeconfig).unwrap();
+    if let Some(bin) = kubectl("the_readmes_k3s_kubeconfig_works_as_written (kubectl part)") {
+        let home = tempfile::tempdir().unwrap();
+        let k = Kubectl {
+            bin,
+            home: home.path().to_owned(),
+        };
+        kubectl_reads(&k, &kubeconfig).unwrap();
+    }
+}
