@@ -809,41 +809,73 @@ fn kubectl_applies_the_manifest_and_three_agents_with_its_token_upgrade_two_at_a
     assert!(refused.is_empty(), "refused: {refused:?}");
 }
 
-/// The README's k3s recipe: its kubeconfig, read out of the README as written (flow maps), with
-/// only what its shell would fill in (`$SERVER`) and the directory it installs into
-/// (`/etc/yurt-ota/`, here a temporary one), reaches the stand-in with the ServiceAccount's
-/// token: the agent lists the node's pods, and so does kubectl where there is one.
+/// The README's k3s recipe. Where there is a kubectl, its commands run as written in bash
+/// against a stand-in that grants the agent nothing before them (the manifest's path is the
+/// repository's, `--validate=false` added to the apply, the kubeconfig the admin one): apply, `kubectl create token`, the CA and
+/// server read back, the kubeconfig written. Elsewhere its kubeconfig is read out of the README
+/// with `$SERVER` filled in. Then, installed into a directory standing for `/etc/yurt-ota/`,
+/// the agent lists the node's pods with it.
 #[test]
-fn the_readmes_k3s_kubeconfig_works_as_written() {
+fn the_readmes_k3s_recipe_works_as_written() {
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let start = readme
-        .find("cat > kubeconfig <<KC\n")
-        .expect("the recipe's kubeconfig");
-    let body = &readme[start + "cat > kubeconfig <<KC\n".len()..];
+    let intro = "On a machine with `kubectl` for the cluster:\n\n```sh\n";
+    let script = &readme[readme.find(intro).expect("the recipe") + intro.len()..];
+    let script = &script[..script.find("```").unwrap()];
+    let heredoc = "cat > kubeconfig <<KC\n";
+    let body = &script[script.find(heredoc).expect("its kubeconfig") + heredoc.len()..];
     let body = &body[..body.find("\nKC\n").expect("its end")];
     assert!(
         body.contains("cluster: {server: \"$SERVER\""),
         "flow maps, as the recipe writes them:\n{body}"
     );
-    let (h, d) = apisim_start(Duration::from_secs(60), Options::default(), |_| {});
+    let (h, d) = apisim_start(Duration::from_secs(60), Options::default(), |c| {
+        c.rbac = Some(String::new())
+    });
     let etc = tempfile::tempdir().unwrap();
-    std::fs::copy(d.path().join("ca.crt"), etc.path().join("ca.crt")).unwrap();
-    std::fs::write(etc.path().join("token"), h.token()).unwrap();
-    let kubeconfig = etc.path().join("kubeconfig");
+    let kc = match kubectl("the_readmes_k3s_recipe_works_as_written (its kubectl commands)") {
+        Some(bin) => {
+            let manifest =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/kubernetes/rbac.yaml");
+            // The stand-in serves no OpenAPI schema for kubectl's client-side validation.
+            let script = script
+                .replace(
+                    "/usr/share/doc/yurt-ota/kubernetes/rbac.yaml",
+                    manifest.to_str().unwrap(),
+                )
+                .replace("kubectl apply -f", "kubectl apply --validate=false -f");
+            let out = Command::new("bash")
+                .args(["-euo", "pipefail", "-c", &script])
+                .current_dir(etc.path())
+                .env(
+                    "PATH",
+                    format!("{}:/usr/bin:/bin", bin.parent().unwrap().display()),
+                )
+                .env("HOME", etc.path())
+                .env("KUBECONFIG", d.path().join("kubeconfig-admin"))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "the recipe: {out:?}");
+            assert_eq!(
+                std::fs::read_to_string(etc.path().join("token"))
+                    .unwrap()
+                    .trim(),
+                h.token()
+            );
+            std::fs::read_to_string(etc.path().join("kubeconfig")).unwrap()
+        }
+        None => {
+            std::fs::copy(d.path().join("ca.crt"), etc.path().join("ca.crt")).unwrap();
+            std::fs::write(etc.path().join("token"), h.token()).unwrap();
+            body.replace("$SERVER", &h.url())
+        }
+    };
+    // `sudo install … /etc/yurt-ota/`, here into a temporary directory.
+    let kubeconfig = etc.path().join("installed-kubeconfig");
     std::fs::write(
         &kubeconfig,
-        body.replace("$SERVER", &h.url())
-            .replace("/etc/yurt-ota/", &format!("{}/", etc.path().display())),
+        kc.replace("/etc/yurt-ota/", &format!("{}/", etc.path().display())),
     )
     .unwrap();
     agent_reads(&kubeconfig).unwrap();
-    if let Some(bin) = kubectl("the_readmes_k3s_kubeconfig_works_as_written (kubectl part)") {
-        let home = tempfile::tempdir().unwrap();
-        let k = Kubectl {
-            bin,
-            home: home.path().to_owned(),
-        };
-        kubectl_reads(&k, &kubeconfig).unwrap();
-    }
 }

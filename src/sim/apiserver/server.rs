@@ -514,6 +514,17 @@ fn serve_conn(s: &Shared, id: u64, tcp: TcpStream) -> io::Result<()> {
                 continue;
             }
         }
+        if let Some(reply) = token_request(s, &head) {
+            count(s, "create serviceaccounts/token");
+            write_full(
+                &mut tls,
+                reply.0,
+                "application/json",
+                reply.1.as_bytes(),
+                "",
+            )?;
+            continue;
+        }
         let ct = head.header("content-type").unwrap_or_default().to_owned();
         match s.cluster.handle(&head.method, &head.target, &ct, &body) {
             Reply::Full {
@@ -560,6 +571,34 @@ fn allowed(s: &Shared, user: &super::rbac::User, r: &super::rbac::Request) -> bo
     }
     let docs: Vec<serde_json::Value> = s.rbac_docs.iter().cloned().chain(applied).collect();
     super::rbac::Rbac::from_docs(&docs).is_ok_and(|rbac| rbac.allows(user, Some(r)))
+}
+
+/// `kubectl create token yurt-ota -n yurt-ota`: a TokenRequest answered with the
+/// ServiceAccount's one token (the stand-in issues no JWTs; the duration asked is echoed).
+fn token_request(s: &Shared, head: &Head) -> Option<(u16, String)> {
+    let path = head.target.split('?').next().unwrap_or_default();
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let ["api", "v1", "namespaces", ns, "serviceaccounts", name, "token"] = parts.as_slice() else {
+        return None;
+    };
+    if head.method != "POST" {
+        return None;
+    }
+    if (*ns, *name) != SERVICE_ACCOUNT {
+        let b = status(
+            404,
+            "NotFound",
+            &format!("serviceaccounts \"{name}\" not found"),
+            None,
+        );
+        return Some((404, b.to_string()));
+    }
+    let expires = crate::sim::rfc3339(SystemTime::now() + Duration::from_secs(3600));
+    let b = serde_json::json!({"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"audiences": ["https://kubernetes.default.svc"], "expirationSeconds": 3600},
+        "status": {"token": lock(&s.token).clone(), "expirationTimestamp": expires}});
+    Some((201, b.to_string()))
 }
 
 /// The token controller: a Secret created for the agent's ServiceAccount gets its token.
