@@ -534,8 +534,24 @@ fn kubeconfigs_written_by_kubectl_are_read_as_kubectl_reads_them() {
         "|---|---|---|".to_owned(),
     ];
     let mut failures = Vec::new();
+    // k3s's /etc/rancher/k3s/k3s.yaml as k3s writes it (not by kubectl config): `default`
+    // names, everything inline.
+    let b64 = |p: &Path| yurt_ota::sim::apiserver::tls::base64(&std::fs::read(p).unwrap());
+    let k3s_yaml = format!(
+        "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: {}\n    server: {s}\n  name: default\n\
+         contexts:\n- context:\n    cluster: default\n    user: default\n  name: default\ncurrent-context: default\n\
+         kind: Config\npreferences: {{}}\nusers:\n- name: default\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
+        b64(&dir.join("ca.crt")),
+        b64(&ec.0),
+        b64(&ec.1)
+    );
+    let mut shapes = shapes;
+    shapes.insert(7, ("k3s.yaml (as k3s writes it)", Vec::new(), Ok(())));
     for (i, (shape, commands, want)) in shapes.iter().enumerate() {
         let file = dir.join(format!("kubeconfig-{i}"));
+        if commands.is_empty() {
+            std::fs::write(&file, &k3s_yaml).unwrap();
+        }
         for c in commands {
             let args: Vec<&str> = c.iter().map(String::as_str).collect();
             k.config(&file, &args);
