@@ -44,8 +44,7 @@ pub fn lease(obj: &Value, updating: bool) -> Result<(), Reply> {
             }
         }
     }
-    if let Err(e) = crate::names::check_subdomain(name) {
-        let _ = e;
+    if crate::names::check_subdomain(name).is_err() {
         return Err(invalid(
             name,
             "metadata.name",
