@@ -53,6 +53,7 @@ fn main() {
         token: None,
         sans: Vec::new(),
         bookmark_interval: Duration::from_secs(60),
+        rbac: None,
         options: Options {
             nodes: vec!["edge-node-1".into()],
             filler: 99,

@@ -74,6 +74,8 @@ pub fn run(settings: Settings, stop: Arc<Shutdown>) -> Result<(), String> {
         settings.policy.clone(),
     );
     control.store_error = store_error;
+    control.fleet = crate::fleet::Fleet::new(settings.policy.ready_timeout)
+        .in_namespace(&settings.fleet.namespace);
     let control = Arc::new(control);
     let api = Api::new(
         shared.clone(),

@@ -22,6 +22,7 @@ pub mod snapshot; // the validated, pre-rendered pod list
 pub mod state; // persisted in-flight upgrades, queue, holds, breaker, events; atomic writes
 pub mod systemd; // Type=notify: READY, STATUS, WATCHDOG over $NOTIFY_SOCKET
 pub mod upstream; // trait Upstream: YurtHub over HTTP, or the simulator
+pub mod yaml; // YAML into serde_json::Value (yaml-rust2's parser), nesting and aliases bounded
 
 /// Helpers shared by the unit tests.
 #[cfg(test)]

@@ -194,7 +194,7 @@ mod tests {
     use std::sync::Arc;
 
     const DS: &str = "ds-uid";
-    const LEASE: &str = "yurt-ota-gw-0";
+    const LEASE: &str = "fleet.gw.0";
 
     /// An apiserver-like upstream: one DaemonSet `fleet/gw` with a budget of 1 and the Lease
     /// store; upgrade calls go into the store's log, so the order of everything is one list.
@@ -293,7 +293,7 @@ mod tests {
         assert_eq!(
             r.ops(),
             vec![
-                "list fleet".to_owned(),
+                "list yurt-ota".to_owned(),
                 format!("create {LEASE} node-a"),
                 "upgrade fleet/gw-abcde".into()
             ]
@@ -345,7 +345,7 @@ mod tests {
         assert_eq!(
             r.ops(),
             vec![
-                "list fleet".to_owned(),
+                "list yurt-ota".to_owned(),
                 format!("create {LEASE} node-a"),
                 format!("update {LEASE} -"),
             ],
@@ -366,12 +366,16 @@ mod tests {
             duration: Duration::from_secs(60),
             skew: Duration::from_secs(5),
         }
-        .acquire("fleet", "gw", 1, SystemTime::now())
+        .acquire("yurt-ota", "fleet.gw", 1, SystemTime::now())
         .unwrap();
         r.actor.fleet_tick();
         r.ops();
         r.actor.act(&upgrade(), None);
-        assert_eq!(r.ops(), vec!["list fleet".to_owned()], "no write, no call");
+        assert_eq!(
+            r.ops(),
+            vec!["list yurt-ota".to_owned()],
+            "no write, no call"
+        );
         assert_eq!(r.in_flight(), 0);
         assert_eq!(
             r.control.fleet.view()[DS].slots,
@@ -424,7 +428,7 @@ mod tests {
         after_actor.fleet_tick();
         assert_eq!(
             after.ops(),
-            vec!["list fleet".to_owned(), format!("update {LEASE} node-a")],
+            vec!["list yurt-ota".to_owned(), format!("update {LEASE} node-a")],
             "found and renewed at once"
         );
         assert!(after.control.fleet.holds(DS));

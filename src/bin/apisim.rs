@@ -16,11 +16,16 @@ const USAGE: &str = "\
 usage: yurt-ota-apisim --dir DIR [--listen ADDR] [--control ADDR] [--nodes N]
                        [--node-prefix NAME] [--filler N] [--openyurt] [--token TOKEN] [--san HOST]...
                        [--grace MS] [--recreate MS] [--ready MS] [--observe MS] [--pull MS]
-                       [--bookmark-every MS] [--history N]
+                       [--bookmark-every MS] [--history N] [--rbac FILE]
 
 A kube-apiserver stand-in for yurt-ota's apiserver mode, with no cluster.
   --dir DIR        write ca.crt, token, client.crt/.key, kubeconfig, kubeconfig-token-file,
-                   kubeconfig-cert, server and control (the URLs) here
+                   kubeconfig-cert, kubeconfig-admin, admin-token, server and control (the
+                   URLs) here. The token is the ServiceAccount yurt-ota/yurt-ota's, the client
+                   certificate is in the group yurt-ota:nodes; the admin token is
+                   system:masters'
+  --rbac FILE      the RBAC manifest enforced (default: the shipped
+                   packaging/kubernetes/rbac.yaml); a request it does not grant is 403
   --listen ADDR    HTTPS address (default 127.0.0.1:6443)
   --control ADDR   plain-HTTP control address (default 127.0.0.1:0; see DIR/control)
   --san HOST       also a name or address in the server certificate (repeatable); the first
@@ -58,6 +63,7 @@ fn run() -> Result<(), String> {
         token: None,
         sans: Vec::new(),
         bookmark_interval: Duration::from_secs(60),
+        rbac: None,
         options: Options::default(),
     };
     let (mut nodes, mut prefix) = (1usize, "edge-node".to_owned());
@@ -90,6 +96,13 @@ fn run() -> Result<(), String> {
             Long("observe") => cfg.options.observe_delay = ms(&mut p)?,
             Long("pull") => cfg.options.pull_delay = ms(&mut p)?,
             Long("bookmark-every") => cfg.bookmark_interval = ms(&mut p)?,
+            Long("rbac") => {
+                let path = PathBuf::from(p.value().map_err(e)?);
+                cfg.rbac = Some(
+                    std::fs::read_to_string(&path)
+                        .map_err(|e| format!("--rbac {}: {e}", path.display()))?,
+                );
+            }
             Short('h') | Long("help") => {
                 print!("{USAGE}");
                 return Ok(());

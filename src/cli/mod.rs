@@ -313,6 +313,7 @@ fn execute(cmd: Command, opts: ClientOpts, stop: Arc<Shutdown>) -> Result<(), Fa
             if let Some(a) = &settings.upstream.apiserver {
                 let a = crate::upstream::apiserver::resolve(a, settings.upstream.timeout)
                     .map_err(Failure::Failed)?;
+                crate::upstream::apiserver::check(&a).map_err(Failure::Failed)?;
                 println!("\n# the apiserver, as resolved (no secret is printed)");
                 for (k, v) in a.describe() {
                     println!("# {k}: {v}");

@@ -30,6 +30,7 @@ pub struct Settings {
     pub policy: PolicySettings,
     pub state: StateSettings,
     pub sim: SimSettings,
+    pub fleet: FleetSettings,
     /// `[[gate]]` tables, in file order.
     pub gates: Vec<GateSettings>,
 }
@@ -208,6 +209,14 @@ pub struct StateSettings {
     pub dir: PathBuf,
 }
 
+/// The fleet budget's Leases (SPEC 6b), apiserver mode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetSettings {
+    /// The one namespace every slot Lease of the fleet lives in (the ServiceAccount's own, where
+    /// packaging/kubernetes/rbac.yaml grants the Leases).
+    pub namespace: String,
+}
+
 /// The simulator's pace (SPEC section 8); only read when the simulator runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimSettings {
@@ -257,6 +266,9 @@ impl Default for Settings {
                 recreate_delay: Duration::from_secs(3),
                 ready_delay: Duration::from_secs(4),
                 pull_delay: Duration::from_secs(2),
+            },
+            fleet: FleetSettings {
+                namespace: "yurt-ota".into(),
             },
             gates: Vec::new(),
         }

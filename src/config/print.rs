@@ -25,6 +25,7 @@ impl Settings {
              max_concurrent = {}\nready_timeout = {}\nmax_defer = {}\ngate_check_interval = {}\ngate_reread = {}\nprepull = {}\n\
              include = {}\nexclude = {}\n\n\
              [state]\ndir = {:?}\n\n\
+             [fleet]\nnamespace = {:?}\n\n\
              [sim]\nnode_name = {:?}\nrecreate_delay = {}\nready_delay = {}\npull_delay = {}\n",
             match u.kind {
                 UpstreamKind::Yurthub => "yurthub",
@@ -60,6 +61,7 @@ impl Settings {
             list(&p.include),
             list(&p.exclude),
             self.state.dir.display().to_string(),
+            self.fleet.namespace,
             sim.node_name,
             d(sim.recreate_delay),
             d(sim.ready_delay),

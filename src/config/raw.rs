@@ -28,6 +28,7 @@ pub(super) struct RawConfig {
     pub policy: Option<RawPolicy>,
     pub state: Option<RawState>,
     pub sim: Option<RawSim>,
+    pub fleet: Option<RawFleet>,
     /// Each `[[gate]]` in file order; `None` where serde refused it whole (reported).
     pub gates: Vec<Option<RawGate>>,
 }
@@ -79,6 +80,12 @@ pub(super) struct RawPolicy {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawState {
     pub dir: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFleet {
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -320,6 +327,7 @@ pub(super) fn read(text: &str, errors: &mut Errors) -> Option<RawConfig> {
             "policy" => raw.policy = section(&name, span, value, errors),
             "state" => raw.state = section(&name, span, value, errors),
             "sim" => raw.sim = section(&name, span, value, errors),
+            "fleet" => raw.fleet = section(&name, span, value, errors),
             "gate" => match value {
                 DeValue::Array(items) => {
                     for (i, item) in items.iter().enumerate() {

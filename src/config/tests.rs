@@ -558,3 +558,16 @@ fn can_gate_errors_name_their_key() {
         );
     }
 }
+
+#[test]
+fn fleet_namespace_is_read_and_checked() {
+    assert_eq!(parse("").unwrap().fleet.namespace, "yurt-ota");
+    let s = parse("[fleet]\nnamespace = \"edge-ota\"\n").unwrap();
+    assert_eq!(s.fleet.namespace, "edge-ota");
+    let e = parse("[fleet]\nnamespace = \"Edge.OTA\"\n").unwrap_err();
+    assert!(
+        e.len() == 1 && e[0].contains("fleet.namespace") && e[0].contains("config.toml"),
+        "{e:?}"
+    );
+    assert!(parse("[fleet]\nname = \"x\"\n").unwrap_err()[0].contains("fleet"));
+}

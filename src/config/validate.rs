@@ -268,6 +268,13 @@ pub(super) fn settings(raw: RawConfig, e: &mut Errors, read_files: bool) -> Opti
         s.state.dir = v;
     }
 
+    let fleet = raw.fleet.unwrap_or_default();
+    if let Some(v) = e.check("fleet.namespace", fleet.namespace.as_deref(), |v| {
+        crate::names::check_label(v).map(|_| v.to_owned())
+    }) {
+        s.fleet.namespace = v;
+    }
+
     let sim = raw.sim.unwrap_or_default();
     if let Some(v) = e.check("sim.node_name", sim.node_name.as_deref(), |v| {
         crate::names::check_subdomain(v).map(|_| v.to_owned())

@@ -1,6 +1,7 @@
 //! Fleet budget slots on `coordination.k8s.io/v1` Leases (SPEC section 6b).
 //!
-//! Slot `i` of DaemonSet `ds` is the Lease `yurt-ota-<ds>-<i>` in the DaemonSet's namespace.
+//! Slot `i` of DaemonSet `ns/ds` is the Lease `<ns>.<ds>.<i>` in the one namespace of the
+//! fleet's slots (`fleet.namespace`, default `yurt-ota`), so one Role grants them all.
 //! A node holds a slot while its `holderIdentity` is the node's name and its `renewTime` plus
 //! `leaseDurationSeconds` has not passed. Every write carries the `resourceVersion` read, so
 //! two nodes racing for one slot cannot both win: the apiserver answers the loser 409.
@@ -62,9 +63,16 @@ pub trait Leases {
     fn update(&self, lease: &Lease) -> Result<Lease, LeaseError>;
 }
 
-/// The name of slot `index` of a DaemonSet.
+/// The name of slot `index` of a DaemonSet, `daemonset` its `slot_key`:
+/// `<ds-namespace>.<ds-name>.<index>`.
 pub fn slot_name(daemonset: &str, index: u32) -> String {
-    format!("yurt-ota-{daemonset}-{index}")
+    format!("{daemonset}.{index}")
+}
+
+/// What names a DaemonSet's slots among the fleet's: `<ds-namespace>.<ds-name>`. A valid Lease
+/// name (a DNS subdomain) whatever the two names, as a namespace holds no dot.
+pub fn slot_key(ds_namespace: &str, ds_name: &str) -> String {
+    format!("{ds_namespace}.{ds_name}")
 }
 
 /// A slot this node holds.
@@ -397,7 +405,7 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!((a.index, b.index), (0, 1));
-        assert_eq!(store.holder("yurt-ota-gw-0").as_deref(), Some("node-a"));
+        assert_eq!(store.holder("gw.0").as_deref(), Some("node-a"));
         assert_eq!(
             slots(&store, "node-c")
                 .acquire("fleet", "gw", 2, at(2))
@@ -408,7 +416,7 @@ mod tests {
         );
         // Released, the slot goes to the next node.
         slots(&store, "node-a").release(&a).unwrap();
-        assert_eq!(store.holder("yurt-ota-gw-0"), None);
+        assert_eq!(store.holder("gw.0"), None);
         let c = taken(
             slots(&store, "node-c")
                 .acquire("fleet", "gw", 2, at(3))
@@ -443,7 +451,7 @@ mod tests {
         assert_eq!(c.index, 2);
         assert_eq!(
             *store.ops.lock().unwrap(),
-            ["list fleet", "create yurt-ota-gw-2 node-c"],
+            ["list fleet", "create gw.2 node-c"],
             "one read for three slots, one write"
         );
     }
@@ -470,7 +478,7 @@ mod tests {
                 .map(|s| s.index),
             Some(0)
         );
-        assert_eq!(store.holder("yurt-ota-gw-1"), None);
+        assert_eq!(store.holder("gw.1"), None);
     }
 
     #[test]
@@ -527,7 +535,7 @@ mod tests {
         );
         // Releasing a lost slot leaves the new holder alone.
         slots(&store, "node-a").release(&a).unwrap();
-        assert_eq!(store.holder("yurt-ota-gw-0").as_deref(), Some("node-b"));
+        assert_eq!(store.holder("gw.0").as_deref(), Some("node-b"));
     }
 
     #[test]
@@ -570,7 +578,7 @@ mod tests {
     fn lease_json_round_trips_in_the_apiserver_shape() {
         let lease = Lease {
             namespace: "fleet".into(),
-            name: "yurt-ota-gw-0".into(),
+            name: "gw.0".into(),
             resource_version: "42".into(),
             holder: Some("node-a".into()),
             lease_duration_seconds: 360,

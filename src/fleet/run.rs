@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::lease::{LeaseError, Leases, Slot, SlotOutcome, Slots};
+use super::lease::{slot_key, LeaseError, Leases, Slot, SlotOutcome, Slots};
 use super::view::{DaemonSetInfo, DaemonSetView, FleetView, SlotView};
 
 /// `leaseDurationSeconds` is `policy.ready_timeout` plus this (SPEC 6b): the call, the tick
@@ -24,6 +24,8 @@ pub type Io<'a> = Option<(&'a (dyn Leases + 'a), &'a str)>;
 
 pub struct Fleet {
     duration: Duration,
+    /// `fleet.namespace`: where every slot Lease lives.
+    namespace: String,
     inner: Mutex<Inner>,
 }
 
@@ -47,8 +49,15 @@ impl Fleet {
     pub fn new(ready_timeout: Duration) -> Fleet {
         Fleet {
             duration: ready_timeout + LEASE_MARGIN,
+            namespace: "yurt-ota".into(),
             inner: Mutex::new(Inner::default()),
         }
+    }
+
+    /// The slots' Leases in `namespace` (`fleet.namespace`), not the default `yurt-ota`.
+    pub fn in_namespace(mut self, namespace: &str) -> Fleet {
+        namespace.clone_into(&mut self.namespace);
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -150,7 +159,7 @@ impl Fleet {
             return Err(e);
         };
         let slots = self.slots(leases, node);
-        match slots.acquire(&ns, &name, budget, now) {
+        match slots.acquire(&self.namespace, &slot_key(&ns, &name), budget, now) {
             Ok(SlotOutcome::Taken(slot)) => {
                 log::info!(
                     "fleet budget of {ns}/{name}: took slot {} of {budget} ({})",
@@ -253,7 +262,7 @@ impl Fleet {
                 .collect()
         };
         for (uid, ns, name, budget) in unchecked {
-            match slots.held(&ns, &name, budget) {
+            match slots.held(&self.namespace, &slot_key(&ns, &name), budget) {
                 Ok(found) => {
                     self.lock().checked.insert(uid.clone());
                     let Some(slot) = found else { continue };

@@ -162,6 +162,25 @@ fn authentication_token_client_certificate_and_ca() {
     let (other, _d) = start();
     let e = tls(&other.ca_pem, None).get(&path).call().unwrap_err();
     assert!(format!("{e:?}").contains("InvalidCertificate"), "{e:?}");
+    // A client certificate from a foreign CA: the handshake completes and the request is 401,
+    // as a real apiserver answers; with the right token beside it, the token authenticates.
+    let foreign = tls(
+        &h.ca_pem,
+        Some((&other.client_cert_pem, &other.client_key_pem)),
+    );
+    let mut r = foreign.get(&path).call().unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert_status(
+        &serde_json::from_str::<Value>(&r.body_mut().read_to_string().unwrap()).unwrap(),
+        401,
+        "Unauthorized",
+    );
+    let r = foreign
+        .get(&path)
+        .header("Authorization", format!("Bearer {token}"))
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
     // A rotated token: the old one is refused, the file holds the new one.
     control(&h, "/sim/rotate-token");
     let r = agent
@@ -189,7 +208,7 @@ fn authentication_token_client_certificate_and_ca() {
 #[test]
 fn list_has_the_recorded_shape_and_parses_as_a_snapshot() {
     let (h, _d) = start_with(3, |_| {});
-    let c = Client::new(&h);
+    let c = Client::admin(&h);
     let fixture: Value = serde_json::from_slice(
         &std::fs::read(format!(
             "{}/tests/fixtures/kind-v1.36-kube-system-podlist.json",
@@ -446,4 +465,34 @@ fn list_then_watch_sees_delete_recreate_ready_and_bookmarks() {
     let (_, new) = c.get(&format!("/api/v1/namespaces/fleet/pods/{}", seen[2].1));
     assert_ne!(new["metadata"]["uid"].as_str(), Some(uid));
     assert_eq!(new["metadata"]["labels"]["pod-template-generation"], "8");
+}
+
+/// As the apiserver's cacher: a BOOKMARK 2 s before the watch's `timeoutSeconds` ends, however
+/// long the periodic bookmark interval, so the client re-watches from a fresh version.
+#[test]
+fn a_bookmark_two_seconds_before_the_watch_times_out() {
+    let (h, _d) = start_with(1, |c| c.bookmark_interval = Duration::from_secs(600));
+    let c = Client::new(&h);
+    let rv = node_pods(&c, "edge-node-1")["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let start = std::time::Instant::now();
+    let watch = c.watch(&format!(
+        "fieldSelector=spec.nodeName%3Dedge-node-1&watch=1&resourceVersion={rv}&allowWatchBookmarks=true&timeoutSeconds=4"
+    ));
+    let mut at = Vec::new();
+    for e in watch {
+        let e = e.unwrap();
+        if e["type"] == "BOOKMARK" {
+            at.push(start.elapsed());
+        }
+    }
+    let ended = start.elapsed();
+    assert_eq!(at.len(), 1, "{at:?}");
+    assert!(
+        at[0] >= Duration::from_millis(1500) && at[0] < Duration::from_millis(3500),
+        "{at:?}"
+    );
+    assert!(ended >= Duration::from_millis(3500), "{ended:?}");
 }

@@ -129,16 +129,16 @@ fn dropped_watches_and_an_apiserver_down_then_up() {
 fn lease_compare_and_swap() {
     let (h, _d) = start();
     let c = Client::new(&h);
-    let base = "/apis/coordination.k8s.io/v1/namespaces/edge-apps/leases";
-    let (s, v) = c.get(&format!("{base}/yurt-ota-telemetry-agent-0"));
+    let base = "/apis/coordination.k8s.io/v1/namespaces/yurt-ota/leases";
+    let (s, v) = c.get(&format!("{base}/edge-apps.telemetry-agent.0"));
     assert_eq!(s, 404);
     assert_eq!(
         v["message"],
-        "leases.coordination.k8s.io \"yurt-ota-telemetry-agent-0\" not found"
+        "leases.coordination.k8s.io \"edge-apps.telemetry-agent.0\" not found"
     );
     assert_eq!(v["details"]["group"], "coordination.k8s.io");
     let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-        "metadata": {"name": "yurt-ota-telemetry-agent-0", "namespace": "edge-apps"},
+        "metadata": {"name": "edge-apps.telemetry-agent.0", "namespace": "yurt-ota"},
         "spec": {"holderIdentity": "edge-node-1", "leaseDurationSeconds": 300,
                  "acquireTime": "2026-11-26T22:00:00.000000Z", "renewTime": "2026-11-26T22:00:00.000000Z"}});
     let (s, created) = c.send("POST", base, "application/json", &lease);
@@ -162,7 +162,7 @@ fn lease_compare_and_swap() {
     take["spec"]["holderIdentity"] = json!("edge-node-2");
     let (s, won) = c.send(
         "PUT",
-        &format!("{base}/yurt-ota-telemetry-agent-0"),
+        &format!("{base}/edge-apps.telemetry-agent.0"),
         "application/json",
         &take,
     );
@@ -175,14 +175,14 @@ fn lease_compare_and_swap() {
     take["spec"]["holderIdentity"] = json!("edge-node-3");
     let (s, lost) = c.send(
         "PUT",
-        &format!("{base}/yurt-ota-telemetry-agent-0"),
+        &format!("{base}/edge-apps.telemetry-agent.0"),
         "application/json",
         &take,
     );
     assert_eq!(s, 409);
     assert_status(&lost, 409, "Conflict");
-    assert_eq!(lost["message"], "Operation cannot be fulfilled on leases.coordination.k8s.io \"yurt-ota-telemetry-agent-0\": the object has been modified; please apply your changes to the latest version and try again");
-    let (_, now) = c.get(&format!("{base}/yurt-ota-telemetry-agent-0"));
+    assert_eq!(lost["message"], "Operation cannot be fulfilled on leases.coordination.k8s.io \"edge-apps.telemetry-agent.0\": the object has been modified; please apply your changes to the latest version and try again");
+    let (_, now) = c.get(&format!("{base}/edge-apps.telemetry-agent.0"));
     assert_eq!(now["spec"]["holderIdentity"], "edge-node-2");
     assert_eq!(c.get(base).1["items"].as_array().unwrap().len(), 1);
     // The record has the two writes that happened, not the refused one, with their times.
@@ -199,12 +199,59 @@ fn lease_compare_and_swap() {
         leases,
         [("create", "edge-node-1"), ("update", "edge-node-2")]
     );
+    // The agent's ServiceAccount has Leases in the fleet's namespace only (the shipped RBAC):
+    // elsewhere the real 403.
+    let mut other = lease.clone();
+    other["metadata"]["namespace"] = json!("edge-apps");
+    let (s, v) = c.send(
+        "POST",
+        "/apis/coordination.k8s.io/v1/namespaces/edge-apps/leases",
+        "application/json",
+        &other,
+    );
+    assert_eq!(s, 403, "{v}");
+    assert_status(&v, 403, "Forbidden");
+    assert_eq!(v["message"], "leases.coordination.k8s.io is forbidden: User \"system:serviceaccount:yurt-ota:yurt-ota\" cannot create resource \"leases\" in API group \"coordination.k8s.io\" in the namespace \"edge-apps\"");
+    let (s, _) = Client::admin(&h).send(
+        "POST",
+        "/apis/coordination.k8s.io/v1/namespaces/edge-apps/leases",
+        "application/json",
+        &other,
+    );
+    assert_eq!(s, 201, "the admin (system:masters) may");
+    // As the real apiserver: a PUT without resourceVersion is 422, a PUT to a missing Lease
+    // creates it.
+    let mut blind = now.clone();
+    blind["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("resourceVersion");
+    let (s, v) = c.send(
+        "PUT",
+        &format!("{base}/edge-apps.telemetry-agent.0"),
+        "application/json",
+        &blind,
+    );
+    assert_eq!(s, 422, "{v}");
+    assert_status(&v, 422, "Invalid");
+    blind["metadata"]["name"] = json!("edge-apps.telemetry-agent.1");
+    let (s, v) = c.send(
+        "PUT",
+        &format!("{base}/edge-apps.telemetry-agent.1"),
+        "application/json",
+        &blind,
+    );
+    assert_eq!(s, 201, "{v}");
+    blind["spec"]["renewTime"] = json!("2026-11-26T22:00:00Z");
+    blind["metadata"]["name"] = json!("edge-apps.telemetry-agent.2");
+    let (s, v) = c.send("POST", base, "application/json", &blind);
+    assert_eq!((s, &v["reason"]), (400, &json!("BadRequest")), "{v}");
 }
 
 #[test]
 fn rollout_then_undo_by_generation_and_revision() {
     let (h, _d) = start_with(2, |_| {});
-    let c = Client::new(&h);
+    let c = Client::admin(&h);
     let ds_path = "/apis/apps/v1/namespaces/edge-apps/daemonsets/telemetry-agent";
     let crs_path = "/apis/apps/v1/namespaces/edge-apps/controllerrevisions?labelSelector=app%3Dtelemetry-agent";
     let (_, before) = c.get(ds_path);

@@ -63,7 +63,7 @@ fn five_nodes_racing_over_https_never_hold_more_than_the_budget() {
                 for _ in 0..2 {
                     let deadline = Instant::now() + Duration::from_secs(30);
                     let mut slot = loop {
-                        match slots.acquire("edge-apps", "gw", 2, SystemTime::now()) {
+                        match slots.acquire("yurt-ota", "edge-apps.gw", 2, SystemTime::now()) {
                             Ok(SlotOutcome::Taken(slot)) => break slot,
                             Ok(SlotOutcome::Full { holders }) => assert!(holders.len() <= 2),
                             Err(e) => panic!("{node}: {e}"),
@@ -97,7 +97,7 @@ fn five_nodes_racing_over_https_never_hold_more_than_the_budget() {
     use yurt_ota::fleet::Leases;
     for i in 0..2 {
         let l = api
-            .get("edge-apps", &format!("yurt-ota-gw-{i}"))
+            .get("yurt-ota", &format!("edge-apps.gw.{i}"))
             .unwrap()
             .unwrap();
         assert_eq!(l.holder, None, "{l:?}");
@@ -116,12 +116,12 @@ fn a_holder_that_dies_frees_its_slot_at_lease_expiry_plus_skew() {
     };
     let taken = Instant::now();
     assert!(matches!(
-        slots("edge-node-1").acquire("edge-apps", "gw", 1, SystemTime::now()),
+        slots("edge-node-1").acquire("yurt-ota", "edge-apps.gw", 1, SystemTime::now()),
         Ok(SlotOutcome::Taken(_))
     ));
     // edge-node-1 is killed: it never renews nor releases. edge-node-2 waits for expiry.
     let got = loop {
-        match slots("edge-node-2").acquire("edge-apps", "gw", 1, SystemTime::now()) {
+        match slots("edge-node-2").acquire("yurt-ota", "edge-apps.gw", 1, SystemTime::now()) {
             Ok(SlotOutcome::Taken(slot)) => break slot,
             Ok(SlotOutcome::Full { holders }) => assert_eq!(holders, ["edge-node-1"]),
             Err(e) => panic!("{e}"),

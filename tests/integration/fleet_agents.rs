@@ -110,7 +110,7 @@ pub fn lease_writes(hist: &[Value]) -> Vec<&Value> {
             e["event"] == "lease"
                 && e["lease"]
                     .as_str()
-                    .is_some_and(|l| l.starts_with("edge-apps/yurt-ota-telemetry-agent-"))
+                    .is_some_and(|l| l.starts_with("yurt-ota/edge-apps.telemetry-agent."))
         })
         .collect()
 }
@@ -166,7 +166,7 @@ fn five_agents_roll_out_an_advanced_rolling_update_within_its_budget_of_two() {
     wait_budget(&agents.iter().collect::<Vec<_>>(), 2);
     let rollout: Value = post(&format!("{}/sim/rollout/{DS}", h.control_url())).json();
     let new_hash = rollout["hash"].as_str().unwrap().to_owned();
-    let c = ApiClient::new(&h);
+    let c = ApiClient::admin(&h);
     wait_for("all five upgraded", Duration::from_secs(180), || {
         (1..=5).all(|i| upgraded_on(&c, i, &new_hash))
     });
@@ -233,7 +233,7 @@ fn a_stopped_agent_stalls_nothing_and_a_killed_holder_frees_its_slot_at_lease_ex
     killed.child.wait().unwrap();
     let at_kill = Instant::now();
     // The others finish, but none starts before the killed holder's lease expired.
-    let c = ApiClient::new(&h);
+    let c = ApiClient::admin(&h);
     let alive: Vec<usize> = agents.iter().map(|(i, _)| *i).collect();
     wait_for("the live nodes upgraded", Duration::from_secs(180), || {
         alive.iter().all(|i| upgraded_on(&c, *i, &new_hash))

@@ -40,7 +40,7 @@ fn ota_with_a_budget_upgrades_each_node_when_its_own_gate_opens() {
     wait_budget(&agents.iter().collect::<Vec<_>>(), 2);
     let rollout: Value = post(&format!("{}/sim/rollout/{DS}", h.control_url())).json();
     let new_hash = rollout["hash"].as_str().unwrap().to_owned();
-    let c = ApiClient::new(&h);
+    let c = ApiClient::admin(&h);
     // Every gate closed: nothing moves.
     wait_for(
         "every agent saw the new revision",
@@ -138,7 +138,7 @@ fn a_node_whose_safety_gate_closes_at_the_reread_gives_its_slot_back_and_does_no
     wait_budget(&agents.iter().collect::<Vec<_>>(), 2);
     let rollout: Value = post(&format!("{}/sim/rollout/{DS}", h.control_url())).json();
     let new_hash = rollout["hash"].as_str().unwrap().to_owned();
-    let c = ApiClient::new(&h);
+    let c = ApiClient::admin(&h);
     wait_for("the other four upgraded", Duration::from_secs(180), || {
         [1, 2, 4, 5].iter().all(|i| upgraded_on(&c, *i, &new_hash))
     });

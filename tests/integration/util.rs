@@ -486,6 +486,15 @@ impl ApiClient {
         }
     }
 
+    /// The same with the admin token (`system:masters`): what an operator or a controller
+    /// does, past the agent's RBAC.
+    pub fn admin(h: &yurt_ota::sim::apiserver::server::Handle) -> ApiClient {
+        ApiClient {
+            token: h.admin_token(),
+            ..ApiClient::new(h)
+        }
+    }
+
     pub fn auth(&self) -> String {
         format!("Bearer {}", self.token)
     }
@@ -591,6 +600,7 @@ pub fn apisim_start(
         token: None,
         sans: Vec::new(),
         bookmark_interval: bookmark,
+        rbac: None,
         options,
     };
     edit(&mut cfg);

@@ -20,11 +20,15 @@ use serde_json::{json, Value};
 
 mod control;
 mod controller;
+mod discovery;
 mod history;
+mod objects;
+pub mod rbac;
 mod rest;
 pub mod server;
 pub mod store;
 pub mod tls;
+mod validate;
 mod watch;
 
 pub use rest::{percent_decode, query_value};

@@ -14,6 +14,11 @@ impl Cluster {
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
         let q = |k: &str| query_value(query, k);
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        if method == "GET" {
+            if let Some(doc) = super::discovery::answer(&parts) {
+                return json_reply(200, &doc);
+            }
+        }
         let (res, ns, name, sub) = match parts.as_slice() {
             ["version"] => {
                 return json_reply(
@@ -29,10 +34,18 @@ impl Cluster {
                     body: b"ok".to_vec(),
                 }
             }
-            ["api", "v1", rest @ ..] => match route(rest, "pods", Res::Pods) {
-                Some(r) => r,
-                None => return unknown(),
-            },
+            ["api", "v1", rest @ ..] => {
+                match route(rest, "pods", Res::Pods).or_else(|| config_route("", rest)) {
+                    Some(r) => r,
+                    None => return unknown(),
+                }
+            }
+            ["apis", "rbac.authorization.k8s.io", "v1", rest @ ..] => {
+                match config_route("rbac.authorization.k8s.io", rest) {
+                    Some(r) => r,
+                    None => return unknown(),
+                }
+            }
             ["apis", "apps", "v1", rest @ ..] => {
                 match route(rest, "daemonsets", Res::DaemonSets)
                     .or_else(|| route(rest, "controllerrevisions", Res::ControllerRevisions))
@@ -126,10 +139,16 @@ impl Cluster {
             ("DELETE", Some(name), None) if matches!(res, Res::Pods | Res::Leases) => {
                 self.delete(res, ns.unwrap_or_default(), name, body)
             }
+            ("PATCH", Some(name), None) if res == Res::DaemonSets => {
+                self.patch_daemonset(ns.unwrap_or_default(), name, content_type, body)
+            }
             ("PATCH", Some(name), Some("status")) if res == Res::Pods => {
                 self.patch_status(ns.unwrap_or_default(), name, content_type, body)
             }
             ("POST", None, None) if res == Res::Leases && ns.is_some() => {
+                self.create(res, ns.unwrap_or_default(), body)
+            }
+            ("POST", None, None) if store::CONFIG.iter().any(|c| c.0 == res) => {
                 self.create(res, ns.unwrap_or_default(), body)
             }
             ("PUT", Some(name), None) if res == Res::Leases => {
@@ -307,6 +326,49 @@ impl Cluster {
         }
     }
 
+    /// `kubectl annotate`: a JSON merge (or strategic merge) patch of a DaemonSet's
+    /// annotations, which set its strategy and budget. Only `metadata.annotations` is patched
+    /// here; a patch of anything else is refused 422 (the stand-in's controller owns the rest).
+    fn patch_daemonset(&self, ns: &str, name: &str, content_type: &str, body: &[u8]) -> Reply {
+        let ct = content_type.split(';').next().unwrap_or_default().trim();
+        if ct != "application/merge-patch+json" && ct != "application/strategic-merge-patch+json" {
+            return status_reply(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json", None);
+        }
+        let patch: Value = match serde_json::from_slice(body) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => return status_reply(400, "BadRequest", "patch body must be a JSON object", None),
+        };
+        let only_annotations = patch.as_object().is_some_and(|m| {
+            m.keys().all(|k| k == "metadata")
+                && patch["metadata"].as_object().is_some_and(|m| {
+                    m.keys()
+                        .all(|k| k == "annotations" || k == "resourceVersion")
+                })
+        });
+        if !only_annotations {
+            return status_reply(422, "Invalid", &format!("daemonsets.apps {name:?} is invalid: yurt-ota-apisim patches metadata.annotations only"), Some(details(Res::DaemonSets, name)));
+        }
+        if self.lock().store.get(Res::DaemonSets, ns, name).is_none() {
+            return not_found(Res::DaemonSets, name);
+        }
+        if let Some(m) = patch["metadata"]["annotations"].as_object() {
+            for (k, v) in m {
+                if let Err(e) = self.annotate(ns, name, k, v.as_str()) {
+                    return status_reply(404, "NotFound", &e, None);
+                }
+            }
+        }
+        let st = self.lock();
+        match st.store.get(Res::DaemonSets, ns, name) {
+            Some(o) => Reply::Full {
+                status: 200,
+                content_type: JSON,
+                body: with_kind(Res::DaemonSets, o).into_bytes(),
+            },
+            None => not_found(Res::DaemonSets, name),
+        }
+    }
+
     fn parse_object(res: Res, ns: &str, body: &[u8]) -> Result<Value, Reply> {
         let mut obj: Value = serde_json::from_slice(body).map_err(|e| {
             status_reply(
@@ -328,6 +390,11 @@ impl Cluster {
             return Err(status_reply(422, "Invalid", &format!("{} \"\" is invalid: metadata.name: Required value: name or generateName is required", res.kind()), None));
         }
         match obj["metadata"]["namespace"].as_str() {
+            _ if res.cluster_scoped() => {
+                if let Some(m) = obj["metadata"].as_object_mut() {
+                    m.remove("namespace");
+                }
+            }
             Some(n) if n != ns => {
                 return Err(status_reply(400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request", None))
             }
@@ -345,6 +412,11 @@ impl Cluster {
             Ok(o) => o,
             Err(r) => return r,
         };
+        if res == Res::Leases {
+            if let Err(r) = super::validate::lease(&obj, false) {
+                return r;
+            }
+        }
         let name = obj["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
@@ -366,7 +438,9 @@ impl Cluster {
             m.remove("resourceVersion");
         }
         let obj = st.store.put(res, obj);
-        st.note_lease("create", &obj);
+        if res == Res::Leases {
+            st.note_lease("create", &obj);
+        }
         drop(st);
         self.changed.notify_all();
         Reply::Full {
@@ -376,7 +450,9 @@ impl Cluster {
         }
     }
 
-    /// PUT: a compare-and-swap on `metadata.resourceVersion` (unconditional without one).
+    /// PUT: a compare-and-swap on `metadata.resourceVersion`, required (422 without, as the
+    /// apiserver's Lease strategy allows no unconditional update); a missing Lease is created
+    /// (201: the strategy allows create on update).
     fn update(&self, res: Res, ns: &str, name: &str, body: &[u8]) -> Reply {
         let mut obj = match Self::parse_object(res, ns, body) {
             Ok(o) => o,
@@ -389,6 +465,15 @@ impl Cluster {
                 "the name of the object does not match the name on the URL",
                 None,
             );
+        }
+        let exists = self.lock().store.get(res, ns, name).is_some();
+        if res == Res::Leases {
+            if let Err(r) = super::validate::lease(&obj, exists) {
+                return r;
+            }
+            if !exists {
+                return self.create(res, ns, body);
+            }
         }
         let mut st = self.lock();
         let Some(old) = st.store.get(res, ns, name) else {
@@ -430,6 +515,11 @@ fn route<'a>(rest: &[&'a str], plural: &str, res: Res) -> Option<Target<'a>> {
         [p, name, sub] if *p == plural && ns.is_some() => Some((res, ns, Some(*name), Some(*sub))),
         _ => None,
     }
+}
+
+/// The kinds `objects.rs` serves, as a `Target`.
+fn config_route<'a>(group: &str, rest: &[&'a str]) -> Option<Target<'a>> {
+    super::objects::route(group, rest).map(|(r, ns, name)| (r, ns, name, None))
 }
 
 fn unknown() -> Reply {

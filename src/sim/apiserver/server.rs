@@ -34,8 +34,18 @@ pub struct Config {
     pub sans: Vec<String>,
     /// BOOKMARK events on watches that allow them, this often.
     pub bookmark_interval: Duration,
+    /// The RBAC manifest enforced (its text); `None`: the shipped
+    /// `packaging/kubernetes/rbac.yaml`.
+    pub rbac: Option<String>,
     pub options: Options,
 }
+
+/// The identity the bearer token and the generated client certificate stand for: the agent's
+/// ServiceAccount, and a node certificate in the manifest's group `yurt-ota:nodes`.
+pub const SERVICE_ACCOUNT: (&str, &str) = ("yurt-ota", "yurt-ota");
+pub const NODE_GROUP: &str = "yurt-ota:nodes";
+/// The user of the admin token (`system:masters`: allowed everything, as kubeadm's admin.conf).
+pub const ADMIN_USER: &str = "kubernetes-admin";
 
 const MAX_CONNECTIONS: usize = 512;
 const MAX_HEAD: usize = 64 * 1024;
@@ -44,7 +54,14 @@ const MAX_BODY: usize = 1024 * 1024;
 pub(super) struct Shared {
     pub(super) cluster: Arc<Cluster>,
     tls: Arc<ServerConfig>,
+    /// The CA's judgement of a client certificate (the handshake accepts any).
+    client_ca: Arc<dyn rustls::server::danger::ClientCertVerifier>,
     pub(super) token: Mutex<String>,
+    admin_token: String,
+    rbac: super::rbac::Rbac,
+    /// The manifest's objects, to enforce beside those applied with kubectl.
+    rbac_docs: Vec<serde_json::Value>,
+
     pub(super) dir: PathBuf,
     pub(super) addr: SocketAddr,
     pub(super) bookmark_interval: Duration,
@@ -83,6 +100,10 @@ impl Handle {
     }
     pub fn cluster(&self) -> &Cluster {
         &self.shared.cluster
+    }
+    /// The admin token (`system:masters`), for what a cluster operator does with kubectl.
+    pub fn admin_token(&self) -> String {
+        self.shared.admin_token.clone()
     }
     pub fn token(&self) -> String {
         self.shared
@@ -134,6 +155,10 @@ pub fn start(cfg: Config) -> Result<Handle, String> {
     }
     hosts.extend(cfg.sans.iter().cloned());
     let token = cfg.token.clone().unwrap_or_else(new_token);
+    let rbac_docs = crate::yaml::parse_all(cfg.rbac.as_deref().unwrap_or(super::rbac::SHIPPED))
+        .map_err(|e| format!("RBAC manifest: {e}"))?;
+    let rbac = super::rbac::Rbac::from_docs(&rbac_docs)?;
+    let admin_token = new_token();
     let creds = tls::generate(&hosts, token.clone())?;
     let url = match (cfg.sans.first(), addr.ip().is_unspecified()) {
         (Some(host), _) if host.contains(':') => format!("https://[{host}]:{}", addr.port()),
@@ -141,15 +166,20 @@ pub fn start(cfg: Config) -> Result<Handle, String> {
         (None, true) => format!("https://127.0.0.1:{}", addr.port()),
         (None, false) => format!("https://{addr}"),
     };
-    let files = tls::write(&cfg.dir, &url, &creds)?;
+    let files = tls::write(&cfg.dir, &url, &creds, &admin_token)?;
     tls::write_atomic(
         &cfg.dir.join("control"),
         format!("http://{control_addr}").as_bytes(),
     )?;
+    let (server_tls, client_ca) = tls::server_config(&creds)?;
     let shared = Arc::new(Shared {
         cluster: Arc::new(Cluster::new(cfg.options.clone())),
-        tls: tls::server_config(&creds)?,
+        tls: server_tls,
+        client_ca,
         token: Mutex::new(token),
+        admin_token,
+        rbac,
+        rbac_docs,
         dir: cfg.dir.clone(),
         addr,
         bookmark_interval: cfg.bookmark_interval,
@@ -421,21 +451,33 @@ fn serve_conn(s: &Shared, id: u64, tcp: TcpStream) -> io::Result<()> {
     while tls.conn.is_handshaking() {
         tls.conn.complete_io(&mut tls.sock)?;
     }
-    let cert_user = tls.conn.peer_certificates().is_some_and(|c| !c.is_empty());
+    let cert_user = tls
+        .conn
+        .peer_certificates()
+        .filter(|chain| tls::verified(&*s.client_ca, chain))
+        .and_then(|chain| chain.first())
+        .and_then(|c| super::rbac::User::from_certificate(c.as_ref()));
     let mut buf = Vec::new();
     while let Some((head, body)) = read_request(&mut tls, &mut buf)? {
         if *lock(&s.down) || s.stop.is_triggered() {
             return Ok(());
         }
-        let authed = cert_user
-            || head
-                .header("authorization")
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .is_some_and(|t| t.trim() == lock(&s.token).as_str());
-        if !authed {
+        let Some(user) = authenticate(s, &head, cert_user.as_ref()) else {
             count(s, "401");
             let b = status(401, "Unauthorized", "Unauthorized", None).to_string();
             write_full(&mut tls, 401, "application/json", b.as_bytes(), "")?;
+            continue;
+        };
+        let attrs = super::rbac::Request::of(&head.method, &head.target);
+        if let Some(r) = attrs.as_ref().filter(|r| !allowed(s, &user, r)) {
+            let b = super::rbac::forbidden(&user, r);
+            log::warn!("apisim: 403 {}", b["message"].as_str().unwrap_or_default());
+            count(
+                s,
+                &format!("forbidden {} {}", r.verb, r.full_resource_name()),
+            );
+            let b = b.to_string();
+            write_full(&mut tls, 403, "application/json", b.as_bytes(), "")?;
             continue;
         }
         {
@@ -472,6 +514,17 @@ fn serve_conn(s: &Shared, id: u64, tcp: TcpStream) -> io::Result<()> {
                 continue;
             }
         }
+        if let Some(reply) = token_request(s, &head) {
+            count(s, "create serviceaccounts/token");
+            write_full(
+                &mut tls,
+                reply.0,
+                "application/json",
+                reply.1.as_bytes(),
+                "",
+            )?;
+            continue;
+        }
         let ct = head.header("content-type").unwrap_or_default().to_owned();
         match s.cluster.handle(&head.method, &head.target, &ct, &body) {
             Reply::Full {
@@ -480,6 +533,9 @@ fn serve_conn(s: &Shared, id: u64, tcp: TcpStream) -> io::Result<()> {
                 body,
             } => {
                 count(s, &verb(&head, false));
+                if head.method == "POST" {
+                    after_create(s, &head, status, &body);
+                }
                 write_full(&mut tls, status, content_type, &body, "")?;
             }
             Reply::Watch(w) => {
@@ -505,6 +561,85 @@ fn serve_conn(s: &Shared, id: u64, tcp: TcpStream) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// RBAC: the manifest's, and what was applied since (kubectl apply).
+fn allowed(s: &Shared, user: &super::rbac::User, r: &super::rbac::Request) -> bool {
+    let applied = s.cluster.rbac_objects();
+    if applied.is_empty() {
+        return s.rbac.allows(user, Some(r));
+    }
+    let docs: Vec<serde_json::Value> = s.rbac_docs.iter().cloned().chain(applied).collect();
+    super::rbac::Rbac::from_docs(&docs).is_ok_and(|rbac| rbac.allows(user, Some(r)))
+}
+
+/// `kubectl create token yurt-ota -n yurt-ota`: a TokenRequest answered with the
+/// ServiceAccount's one token (the stand-in issues no JWTs; the duration asked is echoed).
+fn token_request(s: &Shared, head: &Head) -> Option<(u16, String)> {
+    let path = head.target.split('?').next().unwrap_or_default();
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let ["api", "v1", "namespaces", ns, "serviceaccounts", name, "token"] = parts.as_slice() else {
+        return None;
+    };
+    if head.method != "POST" {
+        return None;
+    }
+    if (*ns, *name) != SERVICE_ACCOUNT {
+        let b = status(
+            404,
+            "NotFound",
+            &format!("serviceaccounts \"{name}\" not found"),
+            None,
+        );
+        return Some((404, b.to_string()));
+    }
+    let expires = crate::sim::rfc3339(SystemTime::now() + Duration::from_secs(3600));
+    let b = serde_json::json!({"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"audiences": ["https://kubernetes.default.svc"], "expirationSeconds": 3600},
+        "status": {"token": lock(&s.token).clone(), "expirationTimestamp": expires}});
+    Some((201, b.to_string()))
+}
+
+/// The token controller: a Secret created for the agent's ServiceAccount gets its token.
+fn after_create(s: &Shared, head: &Head, status: u16, body: &[u8]) {
+    if status != 201 || !head.target.contains("/secrets") {
+        return;
+    }
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return;
+    };
+    let (ns, name) = (
+        v["metadata"]["namespace"].as_str().unwrap_or_default(),
+        v["metadata"]["name"].as_str().unwrap_or_default(),
+    );
+    let token = lock(&s.token).clone();
+    s.cluster.fill_token(ns, name, SERVICE_ACCOUNT, &token);
+}
+
+/// Who a request is: the bearer token's (the ServiceAccount, or the admin), else the client
+/// certificate's (client-go sends both when both are set; the apiserver tries the
+/// certificate first).
+fn authenticate(
+    s: &Shared,
+    head: &Head,
+    cert_user: Option<&super::rbac::User>,
+) -> Option<super::rbac::User> {
+    if let Some(u) = cert_user {
+        return Some(u.clone());
+    }
+    let token = head
+        .header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))?
+        .trim();
+    if token == lock(&s.token).as_str() {
+        let (ns, name) = SERVICE_ACCOUNT;
+        return Some(super::rbac::User::service_account(ns, name));
+    }
+    (token == s.admin_token).then(|| super::rbac::User {
+        name: ADMIN_USER.into(),
+        groups: vec!["system:masters".into(), "system:authenticated".into()],
+    })
 }
 
 /// `list pods`, `watch pods`, `delete pods`, ... for the request counters.

@@ -13,15 +13,74 @@ pub enum Res {
     DaemonSets,
     ControllerRevisions,
     Leases,
+    // What `kubectl apply -f packaging/kubernetes/rbac.yaml` creates (src/sim/apiserver/
+    // objects.rs): stored and served as written; the RBAC ones are enforced.
+    Namespaces,
+    ServiceAccounts,
+    Secrets,
+    Roles,
+    RoleBindings,
+    ClusterRoles,
+    ClusterRoleBindings,
+}
+
+/// The kinds `objects.rs` serves: (resource, kind, plural, group, cluster-scoped).
+pub const CONFIG: [(Res, &str, &str, &str, bool); 7] = [
+    (Res::Namespaces, "Namespace", "namespaces", "", true),
+    (
+        Res::ServiceAccounts,
+        "ServiceAccount",
+        "serviceaccounts",
+        "",
+        false,
+    ),
+    (Res::Secrets, "Secret", "secrets", "", false),
+    (
+        Res::Roles,
+        "Role",
+        "roles",
+        "rbac.authorization.k8s.io",
+        false,
+    ),
+    (
+        Res::RoleBindings,
+        "RoleBinding",
+        "rolebindings",
+        "rbac.authorization.k8s.io",
+        false,
+    ),
+    (
+        Res::ClusterRoles,
+        "ClusterRole",
+        "clusterroles",
+        "rbac.authorization.k8s.io",
+        true,
+    ),
+    (
+        Res::ClusterRoleBindings,
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        "rbac.authorization.k8s.io",
+        true,
+    ),
+];
+
+fn config(res: Res) -> Option<&'static (Res, &'static str, &'static str, &'static str, bool)> {
+    CONFIG.iter().find(|c| c.0 == res)
 }
 
 impl Res {
+    /// Namespaces, ClusterRoles and ClusterRoleBindings: no namespace.
+    pub fn cluster_scoped(self) -> bool {
+        config(self).is_some_and(|c| c.4)
+    }
     pub fn kind(self) -> &'static str {
         match self {
             Res::Pods => "Pod",
             Res::DaemonSets => "DaemonSet",
             Res::ControllerRevisions => "ControllerRevision",
             Res::Leases => "Lease",
+            r => config(r).map_or("", |c| c.1),
         }
     }
     pub fn api_version(self) -> &'static str {
@@ -29,6 +88,10 @@ impl Res {
             Res::Pods => "v1",
             Res::DaemonSets | Res::ControllerRevisions => "apps/v1",
             Res::Leases => "coordination.k8s.io/v1",
+            r => match config(r).map_or("", |c| c.3) {
+                "" => "v1",
+                _ => "rbac.authorization.k8s.io/v1",
+            },
         }
     }
     /// The plural as the apiserver names it in Status `details.kind`.
@@ -38,6 +101,7 @@ impl Res {
             Res::DaemonSets => "daemonsets",
             Res::ControllerRevisions => "controllerrevisions",
             Res::Leases => "leases",
+            r => config(r).map_or("", |c| c.2),
         }
     }
     pub fn group(self) -> &'static str {
@@ -45,6 +109,7 @@ impl Res {
             Res::Pods => "",
             Res::DaemonSets | Res::ControllerRevisions => "apps",
             Res::Leases => "coordination.k8s.io",
+            r => config(r).map_or("", |c| c.3),
         }
     }
     /// `pods`, `daemonsets.apps`, `leases.coordination.k8s.io`, as in Status messages.
@@ -290,6 +355,7 @@ pub fn bookmark_line(res: Res, rv: u64, initial_end: bool) -> Vec<u8> {
         Res::DaemonSets => ",\"spec\":{\"selector\":null,\"template\":{\"metadata\":{},\"spec\":{\"containers\":null}},\"updateStrategy\":{}},\"status\":{\"currentNumberScheduled\":0,\"numberMisscheduled\":0,\"desiredNumberScheduled\":0,\"numberReady\":0}",
         Res::ControllerRevisions => ",\"data\":null,\"revision\":0",
         Res::Leases => ",\"spec\":{}",
+        _ => "",
     };
     format!(
         "{{\"type\":\"BOOKMARK\",\"object\":{{\"kind\":\"{}\",\"apiVersion\":\"{}\",\"metadata\":{meta}{tail}}}}}\n",

@@ -9,9 +9,13 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+};
 
 /// What was generated, as PEM, and the paths written.
 pub struct Credentials {
@@ -20,12 +24,16 @@ pub struct Credentials {
     pub server_chain: Vec<CertificateDer<'static>>,
     pub server_key: Vec<u8>,
     pub client_cert_pem: String,
+    /// The CA's key, written as `ca.key`: tests sign client certificates of their own with it
+    /// (RSA ones by openssl, as kubeadm's).
+    pub ca_key_pem: String,
     pub client_key_pem: String,
     pub token: String,
 }
 
-/// The user the client certificate names (kubelet-style: `system:node:<name>`).
-pub const CLIENT_CN: &str = "yurt-ota";
+/// The user the client certificate names; its organization (group) is
+/// `server::NODE_GROUP`, which the shipped RBAC manifest binds.
+pub const CLIENT_CN: &str = "yurt-ota-node";
 
 pub fn generate(hosts: &[String], token: String) -> Result<Credentials, String> {
     let e = |e: rcgen::Error| format!("certificate generation: {e}");
@@ -40,6 +48,7 @@ pub fn generate(hosts: &[String], token: String) -> Result<Credentials, String> 
         KeyUsagePurpose::DigitalSignature,
     ];
     let ca_cert = ca.self_signed(&ca_key).map_err(e)?;
+    let ca_key_pem = ca_key.serialize_pem();
     let issuer = Issuer::new(ca, ca_key);
 
     let server_key = KeyPair::generate().map_err(e)?;
@@ -57,7 +66,7 @@ pub fn generate(hosts: &[String], token: String) -> Result<Credentials, String> 
         .push(DnType::CommonName, CLIENT_CN);
     client
         .distinguished_name
-        .push(DnType::OrganizationName, "yurt-ota");
+        .push(DnType::OrganizationName, super::server::NODE_GROUP);
     client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let client_cert = client.signed_by(&client_key, &issuer).map_err(e)?;
 
@@ -67,13 +76,72 @@ pub fn generate(hosts: &[String], token: String) -> Result<Credentials, String> 
         server_chain: vec![server_cert.der().clone()],
         server_key: server_key.serialize_der(),
         client_cert_pem: client_cert.pem(),
+        ca_key_pem,
         client_key_pem: client_key.serialize_pem(),
         token,
     })
 }
 
-/// rustls with ring; client certificates optional (a request without one needs a token).
-pub fn server_config(c: &Credentials) -> Result<Arc<ServerConfig>, String> {
+/// A client certificate the CA does not verify still completes the handshake, as the
+/// apiserver's does (it asks for a certificate and judges it at authentication): the request is
+/// then authenticated by its token, or answered 401. The handshake signature is checked all
+/// the same (the client holds the key of what it presented).
+#[derive(Debug)]
+pub struct Lenient(pub Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for Lenient {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// Whether the CA verifies a presented chain (end entity first).
+pub fn verified(verifier: &dyn ClientCertVerifier, chain: &[CertificateDer<'_>]) -> bool {
+    chain.split_first().is_some_and(|(ee, rest)| {
+        verifier
+            .verify_client_cert(ee, rest, UnixTime::now())
+            .is_ok()
+    })
+}
+
+/// rustls with ring; client certificates optional (a request without one needs a token), and
+/// the CA's verifier, to judge them at authentication.
+pub fn server_config(
+    c: &Credentials,
+) -> Result<(Arc<ServerConfig>, Arc<dyn ClientCertVerifier>), String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     roots
@@ -87,11 +155,11 @@ pub fn server_config(c: &Credentials) -> Result<Arc<ServerConfig>, String> {
     let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(Arc::new(Lenient(verifier.clone())))
         .with_single_cert(c.server_chain.clone(), key)
         .map_err(|e| format!("server certificate: {e}"))?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(cfg))
+    Ok((Arc::new(cfg), verifier))
 }
 
 /// Files written to the caller's directory.
@@ -106,7 +174,12 @@ pub struct Written {
 /// Writes `ca.crt`, `token`, `client.crt`, `client.key`, and three kubeconfigs for `server`:
 /// `kubeconfig` (inline token), `kubeconfig-token-file` (tokenFile, for rotation), and
 /// `kubeconfig-cert` (client certificate).
-pub fn write(dir: &Path, server: &str, c: &Credentials) -> Result<Written, String> {
+pub fn write(
+    dir: &Path,
+    server: &str,
+    c: &Credentials,
+    admin_token: &str,
+) -> Result<Written, String> {
     fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let put = |name: &str, data: &str| -> Result<PathBuf, String> {
         let p = dir.join(name);
@@ -117,6 +190,7 @@ pub fn write(dir: &Path, server: &str, c: &Credentials) -> Result<Written, Strin
     let token = put("token", &c.token)?;
     put("client.crt", &c.client_cert_pem)?;
     put("client.key", &c.client_key_pem)?;
+    put("ca.key", &c.ca_key_pem)?;
     put("server", server)?;
     let ca_data = base64(c.ca_pem.as_bytes());
     let config = |user: &str| {
@@ -131,6 +205,19 @@ pub fn write(dir: &Path, server: &str, c: &Credentials) -> Result<Written, Strin
         "kubeconfig-token-file",
         &config(&format!("    tokenFile: {}\n", token.display())),
     )?;
+    put(
+        "kubeconfig-admin",
+        &config(&format!("    token: {admin_token}\n"))
+            .replace(
+                "name: yurt-ota\n  user:",
+                &format!("name: {}\n  user:", super::server::ADMIN_USER),
+            )
+            .replace(
+                "user: yurt-ota\n",
+                &format!("user: {}\n", super::server::ADMIN_USER),
+            ),
+    )?;
+    put("admin-token", admin_token)?;
     let kubeconfig_cert = put(
         "kubeconfig-cert",
         &config(&format!(

@@ -3,7 +3,7 @@
 //! compaction, or the peer leaving.
 
 use std::io::{self, Write};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::server::{audit_id, http_date, lock, Shared, Tls};
 use super::store::{bookmark_line, status};
@@ -59,6 +59,13 @@ pub(super) fn stream(s: &Shared, tls: &mut Tls, w: &Watch) -> io::Result<bool> {
         }
     };
     let mut next_bookmark = Instant::now() + s.bookmark_interval;
+    // The apiserver's cacher sends a bookmark 2 s before a watch's timeout, so that a client
+    // re-watches from a fresh resourceVersion (`cacher.go`, the watcher's bookmark time).
+    let mut last_bookmark = if w.bookmarks {
+        deadline.checked_sub(Duration::from_secs(2))
+    } else {
+        None
+    };
     loop {
         if s.stop.is_triggered() || *lock(&s.down) {
             return Ok(false);
@@ -76,15 +83,22 @@ pub(super) fn stream(s: &Shared, tls: &mut Tls, w: &Watch) -> io::Result<bool> {
             chunk(tls, l)?;
         }
         pos = rv;
-        if w.bookmarks && now >= next_bookmark {
+        let last_due = last_bookmark.is_some_and(|t| now >= t);
+        if w.bookmarks && (now >= next_bookmark || last_due) {
             chunk(tls, &bookmark_line(w.res, pos, false))?;
             next_bookmark = now + s.bookmark_interval;
+            if last_due {
+                last_bookmark = None;
+            }
         }
-        let until = if w.bookmarks {
+        let mut until = if w.bookmarks {
             deadline.min(next_bookmark)
         } else {
             deadline
         };
+        if let Some(t) = last_bookmark {
+            until = until.min(t);
+        }
         s.cluster
             .wait(pos, epoch, until.saturating_duration_since(Instant::now()));
     }

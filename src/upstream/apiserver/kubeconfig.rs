@@ -1,4 +1,6 @@
-//! Kubeconfig files: `clusters`, `users`, `contexts`, `current-context` (YAML or its JSON form).
+//! Kubeconfig files: `clusters`, `users`, `contexts`, `current-context` (YAML or its JSON form),
+//! read by `crate::yaml` (yaml-rust2, nesting and aliases bounded) as kubectl reads them:
+//! `tokenFile` over `token` and `*-data` over the file, as client-go does.
 //!
 //! Only what a node agent needs: an `https://` server, the CA (file or data), and one credential
 //! (token, token file, or client certificate and key, file or data). Anything else that would
@@ -8,8 +10,6 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-
-mod yaml;
 
 /// Bytes given inline (`*-data`, base64-decoded) or a file to read (relative paths resolved
 /// against the kubeconfig's directory, as kubectl does).
@@ -81,7 +81,7 @@ pub fn load(path: &Path) -> Result<Target, String> {
 
 pub fn parse(text: &str, file: &Path) -> Result<Target, String> {
     let f = file.display();
-    let doc = yaml::parse(text)
+    let doc = crate::yaml::parse(text)
         .map_err(|e| format!("{f}: line {}: {}", e.line, e.msg))?
         .ok_or_else(|| format!("{f}: empty file"))?;
     let base = file.parent().unwrap_or(Path::new("."));
@@ -158,9 +158,10 @@ fn user(u: &Value, name: &str, base: &Path, file: &Path) -> Result<Auth, String>
         }
         (None, None) => {}
     }
+    // client-go reads `tokenFile` over `token` (and re-reads it), so both do.
     Ok(match (token, token_file) {
-        (Some(t), _) => Auth::Token(t.to_owned()),
-        (None, Some(p)) => Auth::TokenFile(base.join(p)),
+        (_, Some(p)) => Auth::TokenFile(base.join(p)),
+        (Some(t), None) => Auth::Token(t.to_owned()),
         (None, None) => Auth::None,
     })
 }
@@ -388,7 +389,56 @@ users:
             .unwrap_err()
             .contains("no entry named \"other\""));
         let e = parse("{{{", p()).unwrap_err();
-        assert!(e.contains("kubeconfig: line 1: not YAML"), "{e}");
+        assert!(e.contains("kubeconfig: line 1: "), "{e}");
+        let e = parse("a: [1", p()).unwrap_err();
+        assert!(e.contains("kubeconfig: line 2: not YAML"), "{e}");
+    }
+
+    /// client-go: `tokenFile` over `token`; `*-data` over the file.
+    #[test]
+    fn token_file_over_token_and_data_over_file() {
+        let y = K3S_AGENT
+            .replace(
+                "    client-certificate: /var/lib/rancher/k3s/agent/client-kubelet.crt\n    client-key: /var/lib/rancher/k3s/agent/client-kubelet.key\n",
+                "    token: inline\n    tokenFile: /run/token\n",
+            )
+            .replace(
+                "    certificate-authority: /var/lib/rancher/k3s/agent/server-ca.crt\n",
+                "    certificate-authority: /ca.crt\n    certificate-authority-data: aGk=\n",
+            );
+        let t = parse(&y, p()).unwrap();
+        assert_eq!(t.auth, Auth::TokenFile("/run/token".into()));
+        assert_eq!(t.ca, Some(Source::Data(b"hi".to_vec())));
+    }
+
+    /// What kubectl itself writes and reads: flow maps (the README's k3s recipe), a long value
+    /// folded onto the next line, a tab after a key, CR line endings.
+    #[test]
+    fn flow_maps_folded_values_tabs_and_cr_line_endings() {
+        let y = "apiVersion: v1\nkind: Config\nclusters:\n- name: k3s\n  cluster: {server: https://10.0.0.1:6443, certificate-authority: /etc/yurt-ota/ca.crt}\ncontexts:\n- name: c\n  context: {cluster: k3s, user: u}\ncurrent-context: c\nusers:\n- name: u\n  user:\n    token: eyJhbGciOiJSUzI1NiIsImtpZCI6IjEifQ.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6eXVydC1vdGE6eXVydC1vdGEifQ\n      .c2lnbmF0dXJl\n";
+        let t = parse(y, p()).unwrap();
+        assert_eq!(t.server, "https://10.0.0.1:6443");
+        assert_eq!(t.ca, Some(Source::File("/etc/yurt-ota/ca.crt".into())));
+        assert_eq!(
+            t.auth,
+            Auth::Token("eyJhbGciOiJSUzI1NiIsImtpZCI6IjEifQ.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6eXVydC1vdGE6eXVydC1vdGEifQ .c2lnbmF0dXJl".into())
+        );
+        let cr = y
+            .replace("user:\n    token", "user:\n    token:\t")
+            .replace("token:\t:", "token:\t")
+            .replace('\n', "\r");
+        assert_eq!(parse(&cr, p()).unwrap().server, "https://10.0.0.1:6443");
+    }
+
+    /// Issue 23 item 7: 40,000 nested `- ` is refused with its line, not a stack overflow.
+    #[test]
+    fn deep_nesting_is_refused_with_its_line() {
+        let y = format!("apiVersion: v1\nclusters:\n{}x\n", "- ".repeat(40_000));
+        let e = parse(&y, p()).unwrap_err();
+        assert!(
+            e.contains("kubeconfig: line 3: nested deeper than 64"),
+            "{e}"
+        );
     }
 
     #[test]

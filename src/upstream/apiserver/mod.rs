@@ -204,20 +204,30 @@ pub struct Apiserver {
     leases: crate::fleet::kube::LeaseApi<Calls>,
 }
 
+/// What `start` refuses before any request (no CA; a CA, certificate or key that cannot be
+/// read or does not fit): `check-config` refuses the same.
+pub fn check(settings: &Settings) -> Result<(), String> {
+    tls_of(settings).map(|_| ())
+}
+
+fn tls_of(settings: &Settings) -> Result<Tls, String> {
+    let ca = settings.target.ca.as_ref().ok_or_else(|| {
+        "no CA for the apiserver: set certificate-authority(-data) in the kubeconfig, or upstream.ca_file (no public roots are trusted)".to_string()
+    })?;
+    let client = match &settings.target.auth {
+        Auth::ClientCert { cert, key } => Some((cert, key)),
+        _ => None,
+    };
+    Tls::new(ca, client)
+}
+
 /// Watches last this long before the server ends them (the kubelet draws 5 to 10 minutes).
 const WATCH_SECONDS: u64 = 300;
 
 impl Apiserver {
     /// Checks the TLS material and starts the watch thread.
     pub fn start(settings: Settings) -> Result<Apiserver, String> {
-        let ca = settings.target.ca.as_ref().ok_or_else(|| {
-            "no CA for the apiserver: set certificate-authority(-data) in the kubeconfig, or upstream.ca_file (no public roots are trusted)".to_string()
-        })?;
-        let client = match &settings.target.auth {
-            Auth::ClientCert { cert, key } => Some((cert, key)),
-            _ => None,
-        };
-        let tls = Tls::new(ca, client)?;
+        let tls = tls_of(&settings)?;
         let credential = Credential::new(&settings.target.auth);
         let inner = Arc::new(Inner {
             url: settings.target.server.clone(),

@@ -203,7 +203,7 @@ mod tests {
     fn servers_are_verified_by_name_or_address_and_calls_share_one_handshake() {
         use crate::http::client::{Client, Error, Request};
         let a = creds();
-        let config = crate::sim::apiserver::tls::server_config(&a).unwrap();
+        let config = crate::sim::apiserver::tls::server_config(&a).unwrap().0;
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let server = std::thread::spawn(move || {
