@@ -208,6 +208,7 @@ mod tests {
                 strategy: Some("AdvancedRollingUpdate".into()),
                 max_unavailable: Some("1".into()),
                 desired_number_scheduled: 5,
+                min_ready_seconds: 0,
             }],
             leases: Some((leases.clone(), "node-a")),
             ..Fake::default()
@@ -364,7 +365,8 @@ mod tests {
             leases: &*r.leases,
             holder: "node-x",
             duration: Duration::from_secs(60),
-            skew: Duration::from_secs(5),
+            margin: Duration::from_secs(5),
+            observed: &crate::fleet::Observed::default(),
         }
         .acquire("fleet", "gw", 1, SystemTime::now())
         .unwrap();

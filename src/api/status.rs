@@ -230,6 +230,7 @@ mod tests {
                     status: "True".into(),
                     reason: String::new(),
                     message: "controllerrevision: 7f9c8d6b5".into(),
+                    ..Default::default()
                 });
             }
         }
@@ -257,6 +258,7 @@ mod tests {
             strategy: Some(strategy.into()),
             max_unavailable: Some("2".into()),
             desired_number_scheduled: 5,
+            min_ready_seconds: 0,
         };
         control
             .fleet

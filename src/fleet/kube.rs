@@ -107,6 +107,9 @@ pub fn daemonset_info(ds: &Value) -> Option<DaemonSetInfo> {
         desired_number_scheduled: ds["status"]["desiredNumberScheduled"]
             .as_u64()
             .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+        min_ready_seconds: ds["spec"]["minReadySeconds"]
+            .as_u64()
+            .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)),
     })
 }
 
@@ -210,6 +213,7 @@ mod tests {
             "metadata": {"name": "gw", "namespace": "fleet", "uid": "u1",
                 "annotations": {"apps.openyurt.io/update-strategy": "AdvancedRollingUpdate",
                                 "apps.openyurt.io/max-unavailable": "2"}},
+            "spec": {"minReadySeconds": 7},
             "status": {"desiredNumberScheduled": 5}
         });
         assert_eq!(
@@ -221,6 +225,7 @@ mod tests {
                 strategy: Some("AdvancedRollingUpdate".into()),
                 max_unavailable: Some("2".into()),
                 desired_number_scheduled: 5,
+                min_ready_seconds: 7,
             })
         );
         assert_eq!(daemonset_info(&serde_json::json!({"metadata": {}})), None);

@@ -13,8 +13,9 @@ use super::view::{DaemonSetInfo, DaemonSetView, FleetView, SlotView};
 /// `leaseDurationSeconds` is `policy.ready_timeout` plus this (SPEC 6b): the call, the tick
 /// that notices the replacement, and the release fit in it.
 pub const LEASE_MARGIN: Duration = Duration::from_secs(10);
-/// Another node's lease counts as expired only this long after its expiry by this node's
-/// clock: node clocks are assumed within this of each other (README "Fleet budget").
+/// Another node's lease counts as expired only this long after it has stayed unchanged for its
+/// `leaseDurationSeconds`, by this node's monotonic clock since it saw it change (SPEC 6b): no
+/// wall clock is compared, so this is a margin for the reads' latency, not for clock skew.
 pub const SKEW: Duration = Duration::from_secs(5);
 /// A full budget (or unreadable Leases) is tried again after this, plus up to 1 s of jitter.
 pub const RETRY: Duration = Duration::from_secs(2);
@@ -25,6 +26,8 @@ pub type Io<'a> = Option<(&'a (dyn Leases + 'a), &'a str)>;
 pub struct Fleet {
     duration: Duration,
     inner: Mutex<Inner>,
+    /// When this node last saw each other node's slot Lease change (expiry, SPEC 6b).
+    observed: super::lease::Observed,
 }
 
 #[derive(Default)]
@@ -48,6 +51,7 @@ impl Fleet {
         Fleet {
             duration: ready_timeout + LEASE_MARGIN,
             inner: Mutex::new(Inner::default()),
+            observed: super::lease::Observed::default(),
         }
     }
 
@@ -195,12 +199,13 @@ impl Fleet {
         }
     }
 
-    fn slots<'a>(&self, leases: &'a dyn Leases, node: &'a str) -> Slots<'a, dyn Leases + 'a> {
+    fn slots<'a>(&'a self, leases: &'a dyn Leases, node: &'a str) -> Slots<'a, dyn Leases + 'a> {
         Slots {
             leases,
             holder: node,
             duration: self.duration,
-            skew: SKEW,
+            margin: SKEW,
+            observed: &self.observed,
         }
     }
 

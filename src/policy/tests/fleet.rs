@@ -19,6 +19,7 @@ fn with_ds(
             strategy,
             budget,
             slots,
+            min_ready: Duration::ZERO,
         },
     );
     c

@@ -18,6 +18,7 @@ fn cond(kind: &str, status: &str, reason: &str, message: &str) -> Condition {
         status: status.into(),
         reason: reason.into(),
         message: message.into(),
+        last_transition_time: String::new(),
     }
 }
 

@@ -40,16 +40,21 @@ impl http::Handler for Control {
                 ok(s.cluster.history(since))
             }
             ["sim", "rollout", ns, ds] if post => {
-                let undo = matches!(q("undo").as_deref(), Some("1" | "true"));
-                match s.cluster.rollout(ns, ds, undo) {
+                let flag = |k: &str| matches!(q(k).as_deref(), Some("1" | "true"));
+                match s
+                    .cluster
+                    .rollout(ns, ds, flag("undo"), flag("broken"), flag("flaky"))
+                {
                     Ok(v) => ok(v),
                     Err((c, m)) => err(c, m),
                 }
             }
-            ["sim", "rollout", ns, ds, "undo"] if post => match s.cluster.rollout(ns, ds, true) {
-                Ok(v) => ok(v),
-                Err((c, m)) => err(c, m),
-            },
+            ["sim", "rollout", ns, ds, "undo"] if post => {
+                match s.cluster.rollout(ns, ds, true, false, false) {
+                    Ok(v) => ok(v),
+                    Err((c, m)) => err(c, m),
+                }
+            }
             ["sim", "annotate", ns, ds] if post => {
                 let Some(key) = q("key") else {
                     return err(400, "key= is required".into());
@@ -58,6 +63,17 @@ impl http::Handler for Control {
                     Ok(()) => ok(
                         json!({"annotated": format!("{ns}/{ds}"), "key": key, "value": q("value")}),
                     ),
+                    Err(m) => err(404, m),
+                }
+            }
+            ["sim", "min-ready", ns, ds] if post => {
+                let Some(seconds) = q("seconds").and_then(|v| v.parse().ok()) else {
+                    return err(400, "seconds=N (a whole number) is required".into());
+                };
+                match s.cluster.set_min_ready(ns, ds, seconds) {
+                    Ok(()) => {
+                        ok(json!({"daemonset": format!("{ns}/{ds}"), "minReadySeconds": seconds}))
+                    }
                     Err(m) => err(404, m),
                 }
             }
