@@ -147,6 +147,7 @@ mod tests {
             acquire_time: None,
             renew_time: None,
             lease_transitions: 0,
+            failed: None,
         };
         let body = lease.to_json().to_string();
         let api = LeaseApi(Scripted(Mutex::new((

@@ -30,7 +30,13 @@ pub struct Lease {
     pub acquire_time: Option<SystemTime>,
     pub renew_time: Option<SystemTime>,
     pub lease_transitions: u32,
+    /// The holder's upgrade failed (annotation `yurt-ota.io/failed-revision`, the revision):
+    /// it holds the slot because its pod is down, which a waiting node says (SPEC 6b).
+    pub failed: Option<String>,
 }
+
+/// The annotation a holder whose upgrade failed puts on its slot.
+pub const FAILED_ANNOTATION: &str = "yurt-ota.io/failed-revision";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeaseError {
@@ -256,7 +262,7 @@ impl<L: Leases + ?Sized> Slots<'_, L> {
             if self.free(&lease) {
                 tries.push((index, Some(lease)));
             } else {
-                holders.push((index, lease.holder.unwrap_or_default()));
+                holders.push((index, holder_word(&lease)));
             }
         }
         if let Some(index) = missing {
@@ -275,6 +281,7 @@ impl<L: Leases + ?Sized> Slots<'_, L> {
                     acquire_time: Some(now),
                     renew_time: Some(now),
                     lease_transitions: 0,
+                    failed: None,
                 }),
                 Some(l) => self.leases.update(&Lease {
                     holder: Some(self.holder.to_owned()),
@@ -282,6 +289,7 @@ impl<L: Leases + ?Sized> Slots<'_, L> {
                     acquire_time: Some(now),
                     renew_time: Some(now),
                     lease_transitions: l.lease_transitions + u32::from(l.holder.is_some()),
+                    failed: None,
                     ..l
                 }),
             };
@@ -343,6 +351,7 @@ impl<L: Leases + ?Sized> Slots<'_, L> {
         for _ in 0..3 {
             let cleared = Lease {
                 holder: None,
+                failed: None,
                 ..lease.clone()
             };
             match self.leases.update(&cleared) {
@@ -361,6 +370,15 @@ impl<L: Leases + ?Sized> Slots<'_, L> {
 
     fn duration_seconds(&self) -> u32 {
         u32::try_from(self.duration.as_secs().max(1)).unwrap_or(u32::MAX)
+    }
+}
+
+/// A holder as a waiting node names it: `node-a`, or `node-a (failed revision X)`.
+fn holder_word(l: &Lease) -> String {
+    let h = l.holder.clone().unwrap_or_default();
+    match &l.failed {
+        Some(r) => format!("{h} (failed revision {r})"),
+        None => h,
     }
 }
 
@@ -394,6 +412,8 @@ struct RawMeta {
     namespace: Option<String>,
     #[serde(default)]
     resource_version: Option<String>,
+    #[serde(default)]
+    annotations: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -436,6 +456,10 @@ impl Lease {
             acquire_time: spec.acquire_time.as_deref().and_then(parse_time),
             renew_time: spec.renew_time.as_deref().and_then(parse_time),
             lease_transitions: spec.lease_transitions.unwrap_or(0),
+            failed: raw
+                .metadata
+                .annotations
+                .and_then(|mut a| a.remove(FAILED_ANNOTATION)),
         }
     }
 
@@ -444,6 +468,9 @@ impl Lease {
         let mut metadata = json!({"name": self.name, "namespace": self.namespace});
         if !self.resource_version.is_empty() {
             metadata["resourceVersion"] = json!(self.resource_version);
+        }
+        if let Some(r) = &self.failed {
+            metadata["annotations"] = json!({ FAILED_ANNOTATION: r });
         }
         json!({
             "apiVersion": "coordination.k8s.io/v1",
@@ -801,6 +828,7 @@ mod tests {
             acquire_time: Some(at(0) + Duration::from_micros(123_456)),
             renew_time: Some(at(5)),
             lease_transitions: 2,
+            failed: Some("7f9c8d6b5".into()),
         };
         let v = lease.to_json();
         assert_eq!(v["spec"]["acquireTime"], "2027-01-15T08:00:00.123456Z");
@@ -809,9 +837,11 @@ mod tests {
         let back = Lease::from_json(v.to_string().as_bytes()).unwrap();
         assert_eq!(back, lease);
         // A create carries no resourceVersion; a cleared holder is null.
+        assert_eq!(v["metadata"]["annotations"][FAILED_ANNOTATION], "7f9c8d6b5");
         let fresh = Lease {
             resource_version: String::new(),
             holder: None,
+            failed: None,
             ..lease
         };
         let v = fresh.to_json();

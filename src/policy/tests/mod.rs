@@ -143,6 +143,8 @@ fn in_flight(uid: &str, owner: &str, started_ms: u64) -> InFlight {
         owner_uid: owner.into(),
         started_ms,
         accepted: true,
+        revision: None,
+        uncertain: false,
     }
 }
 
