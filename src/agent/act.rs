@@ -140,6 +140,7 @@ impl Actor {
                         daemonset: ds.clone(),
                         revision: f.revision.clone(),
                         pod: key.clone(),
+                        uid: f.uid.clone(),
                         tripped_ms: state::unix_ms(wall),
                         reason: reason.clone(),
                     });

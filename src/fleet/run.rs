@@ -238,6 +238,19 @@ impl Fleet {
         }
     }
 
+    /// How long until a held slot is due for renewal (the decision loop wakes then: a slot
+    /// kept for a down pod has no upgrade in flight to wake it). `None`: no slot held.
+    pub fn next_renewal(&self) -> Option<Duration> {
+        let g = self.lock();
+        g.held
+            .values()
+            .map(|(_, at)| match at {
+                None => Duration::ZERO,
+                Some(at) => (self.duration / 3).saturating_sub(at.elapsed()),
+            })
+            .min()
+    }
+
     /// The upgrade of `ds_uid` failed on this node: its slot, kept, is shown as held for a
     /// failed upgrade (status, and other nodes' `why_not_yet` through the Lease).
     pub fn note_failed(&self, ds_uid: &str, revision: Option<&str>) {

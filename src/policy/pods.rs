@@ -69,8 +69,15 @@ pub fn slots_needed(
     fleet: &crate::fleet::FleetView,
     now_ms: u64,
 ) -> std::collections::HashSet<String> {
+    // Pods this node's upgrades deleted are not available, whatever a stale list says.
+    let deleted: std::collections::HashSet<&str> = (state.in_flight.iter().map(|f| f.uid.as_str()))
+        .chain(state.blocked.iter().map(|b| b.uid.as_str()))
+        .collect();
     let mut available = std::collections::HashSet::new();
-    for p in pods {
+    for p in pods
+        .iter()
+        .filter(|p| !deleted.contains(p.metadata.uid.as_str()))
+    {
         if let Some(o) = p.owner() {
             if p.is_available(min_ready(fleet, &o.uid), now_ms) {
                 available.insert(o.uid.as_str());

@@ -140,8 +140,11 @@ pub struct Blocked {
     /// The revision that failed; `None` when the upstream names none (YurtHub before v1.7):
     /// then every revision of the DaemonSet waits for a reset by hand.
     pub revision: Option<String>,
-    /// The pod whose upgrade failed.
+    /// The pod whose upgrade failed, and its uid: deleted by that upgrade, it never counts as
+    /// this node's available pod again (a pod list read before the DELETE still shows it).
     pub pod: String,
+    #[serde(default)]
+    pub uid: String,
     pub tripped_ms: u64,
     pub reason: String,
 }

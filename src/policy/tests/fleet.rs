@@ -172,6 +172,7 @@ fn blocked(revision: Option<&str>) -> crate::state::Blocked {
         daemonset: "kube-system/kube-proxy".into(),
         revision: revision.map(Into::into),
         pod: KP.into(),
+        uid: "old-uid".into(),
         tripped_ms: NOW_MS - 60_000,
         reason: "no Ready replacement".into(),
     }
@@ -374,6 +375,33 @@ fn a_slot_is_kept_while_the_pod_is_unavailable() {
         let needed = crate::policy::slots_needed(&c.pods, &c.state, &c.fleet, NOW_MS);
         assert_eq!(needed.contains(KP_OWNER), kept, "{name}");
     }
+    // A list read before the DELETE still shows the pod a failed upgrade deleted: it is not
+    // this node's available pod.
+    let mut c = case("the failed upgrade's old pod, still listed", now);
+    set_ready(&mut c, "True", "2027-01-15T07:00:00Z");
+    c.state.blocked.push(crate::state::Blocked {
+        uid: KP_UID.into(),
+        ..blocked(Some("7f9c8d6b5"))
+    });
+    let c = with_ds(
+        c,
+        Ok(Some(Strategy::AdvancedRollingUpdate)),
+        Some(1),
+        SlotView::Unknown,
+    );
+    assert!(crate::policy::slots_needed(&c.pods, &c.state, &c.fleet, NOW_MS).contains(KP_OWNER));
+    // The same while in flight (an upgrade that may have started, read on a stale list).
+    let mut c = case("the in-flight upgrade's old pod, still listed", now);
+    c.state
+        .in_flight
+        .push(in_flight(KP_UID, "other-ds", NOW_MS - 1000));
+    let c = with_ds(
+        c,
+        Ok(Some(Strategy::AdvancedRollingUpdate)),
+        Some(1),
+        SlotView::Unknown,
+    );
+    assert!(crate::policy::slots_needed(&c.pods, &c.state, &c.fleet, NOW_MS).contains(KP_OWNER));
     // A DaemonSet without a budget keeps none.
     let mut c = case("no budget", now);
     set_ready(&mut c, "False", "");
