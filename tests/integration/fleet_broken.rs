@@ -332,3 +332,86 @@ fn min_ready_seconds_a_replacement_that_crashes_before_it_is_available_fails() {
     assert_eq!(sim_ds(&h)["peakUnavailable"], 1);
     let _ = flaky;
 }
+
+/// Regression (issue 23, item 1): budget 1, 3 nodes; node 1's DELETE reaches the apiserver and
+/// the connection is reset before the answer. It logged "the upgrade call failed", released
+/// its slot, and the next node took it: two nodes down at once. Now the slot stays held until
+/// the pod is read again (gone or deleting: the upgrade is under way).
+#[test]
+fn a_lost_delete_answer_gives_the_slot_back_while_the_pod_is_being_replaced() {
+    let (h, dir) = standin(Duration::from_millis(2000));
+    post(&format!(
+        "{}/sim/annotate/{DS}?key=apps.openyurt.io/max-unavailable&value=1",
+        h.control_url()
+    ));
+    let agents: Vec<Agent> = (1..=3)
+        .map(|i| agent(dir.path(), i, "ready_timeout = \"20s\""))
+        .collect();
+    wait_budget(&agents.iter().collect::<Vec<_>>(), 1);
+    let r: Value = post(&format!(
+        "{}/sim/reset-after-delete?count=1",
+        h.control_url()
+    ))
+    .json();
+    assert_eq!(r["reset_after_delete"], 1);
+    let since = next_seq(&h);
+    let new = rollout(&h, "");
+    let c = ApiClient::new(&h);
+    wait_for("all three upgraded", Duration::from_secs(120), || {
+        (1..=3).all(|i| upgraded_on(&c, i, &new))
+    });
+    let requests = get(&format!("{}/sim", h.control_url())).json()["requests"].clone();
+    assert_eq!(requests["reset after delete"], 1, "{requests}");
+    let hist = history(&h);
+    assert_eq!(deleted_since(&hist, since).len(), 3);
+    assert_eq!(
+        hist[since as usize..]
+            .iter()
+            .filter(|e| e["event"] == "delete")
+            .count(),
+        3,
+        "no second DELETE"
+    );
+    assert_eq!(
+        sim_ds(&h)["peakUnavailable"],
+        1,
+        "never two nodes down: {:#?}",
+        &hist[since as usize..]
+    );
+    // The node whose answer was lost said so, and then found its upgrade under way.
+    let told: Vec<String> = agents
+        .iter()
+        .flat_map(|a| {
+            get(&a.url("/v1/events?limit=256")).json()["events"]
+                .as_array()
+                .unwrap()
+                .clone()
+        })
+        .filter_map(|e| (e["kind"] == "upgrade_uncertain").then(|| e["message"].to_string()))
+        .collect();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(told[0].contains("may have started"), "{told:?}");
+}
+
+/// Regression (issue 23, item 3): `max-unavailable: "4000000000"` aborted the agent or spun a
+/// core, and SIGTERM did not stop it. The budget is bounded by desiredNumberScheduled, and the
+/// agent stops within a second.
+#[test]
+fn one_annotation_crashes_or_spins_every_node() {
+    let (h, dir) = standin(Duration::from_millis(500));
+    post(&format!(
+        "{}/sim/annotate/{DS}?key=apps.openyurt.io/max-unavailable&value=4000000000",
+        h.control_url()
+    ));
+    let mut a = agent(dir.path(), 1, "ready_timeout = \"20s\"");
+    wait_budget(&[&a], 5);
+    let new = rollout(&h, "");
+    let c = ApiClient::new(&h);
+    wait_for("upgraded", Duration::from_secs(60), || {
+        upgraded_on(&c, 1, &new)
+    });
+    let t = Instant::now();
+    assert!(a.terminate().success());
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(1), "SIGTERM took {took:?}");
+}

@@ -84,6 +84,11 @@ impl http::Handler for Control {
                 *lock(&s.fail) = (count, code);
                 ok(json!({"fail_next": count, "code": code}))
             }
+            ["sim", "reset-after-delete"] if post => {
+                let count = q("count").and_then(|c| c.parse().ok()).unwrap_or(1);
+                *lock(&s.reset_after_delete) = count;
+                ok(json!({"reset_after_delete": count}))
+            }
             ["sim", "down"] if post => {
                 set_down(s, true);
                 ok(json!({"down": true}))
