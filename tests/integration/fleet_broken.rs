@@ -415,3 +415,54 @@ fn one_annotation_crashes_or_spins_every_node() {
     let took = t.elapsed();
     assert!(took < Duration::from_secs(1), "SIGTERM took {took:?}");
 }
+
+/// Regression (issue 23, item 1): the device app asking for an upgrade whose DELETE the
+/// apiserver carried out while the answer was lost got `503 … disconnected to cloud`. It is
+/// told the truth: it may have started.
+#[test]
+fn a_lost_delete_answer_tells_the_device_app_it_may_have_started() {
+    let (h, dir) = standin(Duration::from_millis(500));
+    let a = agent(dir.path(), 1, "ready_timeout = \"20s\"");
+    let new = rollout_of(&h, "edge-apps/camera-bridge");
+    let pod = wait_needing(&a, "camera-bridge-");
+    post(&format!(
+        "{}/sim/reset-after-delete?count=1",
+        h.control_url()
+    ));
+    let r = post(&a.url(&format!(
+        "/openyurt.io/v1/namespaces/edge-apps/pods/{pod}/upgrade"
+    )));
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(r.json()["error"], "upstream_no_answer");
+    assert!(r.text().contains("may have started"), "{}", r.text());
+    // It had: the pod is being replaced.
+    let c = ApiClient::new(&h);
+    wait_for("replaced", Duration::from_secs(30), || {
+        let (_, v) = c.get("/api/v1/namespaces/edge-apps/pods");
+        v["items"].as_array().unwrap().iter().any(|p| {
+            p["spec"]["nodeName"] == "edge-node-1"
+                && p["metadata"]["labels"]["controller-revision-hash"] == new.as_str()
+        })
+    });
+}
+
+fn rollout_of(h: &server::Handle, ds: &str) -> String {
+    let v: Value = post(&format!("{}/sim/rollout/{ds}", h.control_url())).json();
+    v["hash"].as_str().unwrap().to_owned()
+}
+
+/// The name of the agent's pod starting with `prefix` once it needs upgrade.
+fn wait_needing(a: &Agent, prefix: &str) -> String {
+    let mut name = String::new();
+    wait_for("the pod needs upgrade", Duration::from_secs(30), || {
+        let status = get(&a.url("/v1/status")).json();
+        if let Some(p) = status["pods_needing_upgrade"].as_array().and_then(|p| {
+            p.iter()
+                .find(|p| p["name"].as_str().unwrap().starts_with(prefix))
+        }) {
+            name = p["name"].as_str().unwrap().to_owned();
+        }
+        !name.is_empty()
+    });
+    name
+}
