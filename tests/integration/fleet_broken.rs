@@ -466,3 +466,76 @@ fn wait_needing(a: &Agent, prefix: &str) -> String {
     });
     name
 }
+
+/// The agent of edge-node-`i` under libfaketime with `FAKETIME=offset` (its wall clock only;
+/// its monotonic clock is left alone).
+fn agent_at(dir: &std::path::Path, i: usize, offset: &str) -> Agent {
+    let port = free_port();
+    let config = format!(
+        "[api]\nlisten = \"127.0.0.1:{port}\"\n[upstream]\nkind = \"apiserver\"\nkubeconfig = \"{}\"\n\
+         node_name = \"edge-node-{i}\"\ndetect = \"revision\"\npoll_interval = \"250ms\"\n[policy]\n\
+         stable_for = \"300ms\"\ngate_check_interval = \"50ms\"\nprepull = false\nready_timeout = \"20s\"\n",
+        dir.join("kubeconfig").display()
+    );
+    Agent::start_env(
+        &config,
+        &format!("http://127.0.0.1:{port}"),
+        tempfile::tempdir().unwrap(),
+        &[
+            ("LD_PRELOAD", FAKETIME_LIB),
+            ("FAKETIME", offset),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+            ("FAKETIME_NO_CACHE", "1"),
+        ],
+    )
+}
+
+const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// Regression (issue 23, item 2): a node whose wall clock is an hour behind wrote `renewTime`
+/// in the past; every other node judged its Lease expired at once and took it during its
+/// upgrade. With a node an hour behind and one an hour ahead (libfaketime: `apt-get install
+/// faketime`), budget 1, the stand-in's record shows at most 1 node down.
+#[test]
+fn a_clock_behind_loses_its_own_slot() {
+    if !std::path::Path::new(FAKETIME_LIB).exists() {
+        eprintln!("skipped: {FAKETIME_LIB} is not installed (apt-get install faketime)");
+        return;
+    }
+    let (h, dir) = standin(Duration::from_millis(3000));
+    post(&format!(
+        "{}/sim/annotate/{DS}?key=apps.openyurt.io/max-unavailable&value=1",
+        h.control_url()
+    ));
+    let agents = [
+        agent_at(dir.path(), 1, "-1h"),
+        agent(dir.path(), 2, "ready_timeout = \"20s\""),
+        agent_at(dir.path(), 3, "+1h"),
+    ];
+    wait_budget(&agents.iter().collect::<Vec<_>>(), 1);
+    let since = next_seq(&h);
+    let new = rollout(&h, "");
+    let c = ApiClient::new(&h);
+    wait_for("all three upgraded", Duration::from_secs(120), || {
+        (1..=3).all(|i| upgraded_on(&c, i, &new))
+    });
+    let hist = history(&h);
+    assert_eq!(deleted_since(&hist, since).len(), 3);
+    assert_eq!(
+        sim_ds(&h)["peakUnavailable"],
+        1,
+        "{:#?}",
+        lease_writes(&hist[since as usize..])
+    );
+    // The clocks were as said: each agent's event log is stamped by its own wall clock.
+    let hour = |a: &Agent| {
+        let events = get(&a.url("/v1/events?limit=1")).json();
+        let at = events["events"][0]["at"].as_str().unwrap().to_owned();
+        at[11..13].parse::<i32>().unwrap()
+    };
+    let (behind, on_time, ahead) = (hour(&agents[0]), hour(&agents[1]), hour(&agents[2]));
+    assert_eq!((on_time - behind).rem_euclid(24), 1, "{behind} {on_time}");
+    assert_eq!((ahead - on_time).rem_euclid(24), 1, "{on_time} {ahead}");
+    let log = agents[0].log() + &agents[2].log();
+    assert!(!log.contains("taken over"), "{log}");
+}
