@@ -129,6 +129,11 @@ fn a_bad_release_stops_at_max_unavailable_and_a_fix_heals_the_fleet() {
             let blocked = &status["blocked_revisions"][0];
             assert_eq!(blocked["daemonset"], DS, "{status:#}");
             assert_eq!(blocked["revision"], broken.as_str());
+            let text = String::from_utf8_lossy(&a.cli(&["status"]).stdout).into_owned();
+            assert!(
+                text.contains(&format!("revision {broken} of {DS} BLOCKED")),
+                "{text}"
+            );
             assert!(
                 a.metric(&format!(
                     "yurt_ota_revision_blocked{{daemonset=\"{DS}\",revision=\"{broken}\"}}"
