@@ -125,10 +125,11 @@ impl Actor {
                 let failed = c.store.update(|s| {
                     let f = take(&mut s.in_flight, |f| &f.uid == uid)?;
                     let key = format!("{}/{}", f.namespace, f.name);
-                    let ds = daemonsets
-                        .get(&f.owner_uid)
-                        .map(|d| format!("{}/{}", d.namespace, d.name))
-                        .unwrap_or_default();
+                    // YurtHub mode reports no DaemonSets: named by its pod then.
+                    let ds = daemonsets.get(&f.owner_uid).map_or_else(
+                        || format!("of pod {key}"),
+                        |d| format!("{}/{}", d.namespace, d.name),
+                    );
                     let rev = f.revision.as_deref().unwrap_or("?");
                     log::warn!(
                         "upgrade of {key} failed: {reason}; this node does not try revision {rev} of its DaemonSet {ds} again by itself (a newer revision clears it, as POST /v1/breaker/reset)"

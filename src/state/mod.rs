@@ -134,7 +134,8 @@ pub struct Breaker {
 pub struct Blocked {
     /// The DaemonSet's uid.
     pub owner_uid: String,
-    /// `namespace/name` of the DaemonSet, for status (empty when not known, YurtHub mode).
+    /// `namespace/name` of the DaemonSet, for status (`of pod NS/NAME` in YurtHub mode, which
+    /// reports no DaemonSets).
     #[serde(default)]
     pub daemonset: String,
     /// The revision that failed; `None` when the upstream names none (YurtHub before v1.7):

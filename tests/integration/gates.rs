@@ -359,6 +359,61 @@ fn the_breaker_trips_on_a_replacement_that_never_becomes_ready() {
     });
 }
 
+/// SPEC 6, YurtHub mode: the cloud publishes a newer revision for the node whose upgrade
+/// failed; the block on the failed revision lifts by itself and the pod is upgraded again, with
+/// no call on the device.
+#[test]
+fn in_yurthub_mode_a_newer_revision_clears_the_block() {
+    let node = Node::start(Duration::from_millis(100), false);
+    let agent = Agent::start(&auto(&node, "ready_timeout = \"1500ms\"\n", ""));
+    let blocked = |agent: &Agent| {
+        get(&agent.url("/v1/status")).json()["blocked_revisions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    wait_for("the revision blocked", Duration::from_secs(10), || {
+        !blocked(&agent).is_empty()
+    });
+    assert_eq!(blocked(&agent)[0]["revision"], "7f9c8d6b5");
+    // The fix: every broken replacement now needs revision 9b1e0f8d7, and comes up Ready.
+    node.with(|s| {
+        s.ready = true;
+        for p in s.pods.iter_mut() {
+            let name = p["metadata"]["name"].as_str().unwrap().to_owned();
+            if name.contains("-r") && name.starts_with("kindnet") {
+                p["status"]["conditions"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(serde_json::json!({
+                        "type": "PodNeedUpgrade", "status": "True",
+                        "message": "controllerrevision: 9b1e0f8d7"
+                    }));
+            }
+        }
+    });
+    wait_for(
+        "the fixed revision upgraded",
+        Duration::from_secs(15),
+        || {
+            node.upgraded()
+                .iter()
+                .any(|p| p.starts_with("kube-system/kindnet-r"))
+        },
+    );
+    wait_for("the block lifted", Duration::from_secs(10), || {
+        blocked(&agent).iter().all(|b| {
+            b["revision"] != "7f9c8d6b5" || !b["pod"].as_str().unwrap().contains("kindnet")
+        })
+    });
+    let events = get(&agent.url("/v1/events?limit=256")).json();
+    assert!(events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["kind"] == "revision_unblocked"));
+}
+
 #[test]
 fn a_crash_looping_replacement_trips_the_breaker_before_ready_timeout() {
     let node = Node::start(Duration::from_millis(100), false);
