@@ -219,6 +219,8 @@ fn intent() {
         owner_uid: "00000000-0000-4000-9000-000000000000".into(),
         started_ms: 1_764_201_600_000,
         accepted: false,
+        revision: None,
+        uncertain: false,
     };
     let (mut record, mut rewrite) = (Vec::new(), Vec::new());
     for i in 0..ROUNDS {

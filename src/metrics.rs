@@ -20,7 +20,14 @@ pub struct Metrics {
     upgrades: Mutex<BTreeMap<(&'static str, u16), u64>>,
 }
 
-pub const UPGRADE_RESULTS: [&str; 5] = ["started", "succeeded", "failed", "refused", "error"];
+pub const UPGRADE_RESULTS: [&str; 6] = [
+    "started",
+    "succeeded",
+    "failed",
+    "refused",
+    "error",
+    "uncertain",
+];
 
 /// A gate as `/metrics` shows it.
 pub struct GateGauge {
@@ -45,6 +52,15 @@ pub struct Gauges {
     pub queued: usize,
     /// The state file can be written (`Store::unavailable` is `None`).
     pub state_writable: bool,
+    /// `(DaemonSet namespace/name, revision)` blocked on this node after a failed upgrade.
+    pub blocked: Vec<(String, String)>,
+}
+
+/// A label value as the exposition format wants it: `\\`, `"` and newlines escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn bump(map: &Mutex<BTreeMap<(&'static str, u16), u64>>, key: (&'static str, u16)) {
@@ -219,9 +235,23 @@ impl Metrics {
         }
         head(
             &mut out,
+            "yurt_ota_revision_blocked",
+            "gauge",
+            "1 for each DaemonSet revision this node does not try again by itself after its upgrade failed (a newer revision, or POST /v1/breaker/reset, clears it).",
+        );
+        for (ds, rev) in &g.blocked {
+            let _ = writeln!(
+                out,
+                "yurt_ota_revision_blocked{{daemonset=\"{}\",revision=\"{}\"}} 1",
+                label(ds),
+                label(rev)
+            );
+        }
+        head(
+            &mut out,
             "yurt_ota_upgrades_total",
             "counter",
-            "Upgrades by the agent's policy, by result: started, succeeded, failed (breaker), refused (4xx), error (5xx or no answer).",
+            "Upgrades by the agent's policy, by result: started, succeeded, failed (that revision blocked), refused (4xx), error (not sent), uncertain (no answer or 5xx after it was sent: the pod is read again).",
         );
         let upgrades = self.upgrades.lock().unwrap_or_else(|e| e.into_inner());
         for result in UPGRADE_RESULTS {
@@ -277,6 +307,7 @@ mod tests {
             in_flight: 0,
             queued: 2,
             state_writable: false,
+            blocked: vec![("edge-apps/gw".into(), "7f9c\"8d".into())],
         });
         for line in [
             "yurt_ota_snapshot_age_seconds 1.500",
@@ -296,6 +327,7 @@ mod tests {
             "yurt_ota_state_writable 0",
             "yurt_ota_upgrades_total{result=\"started\"} 1",
             "yurt_ota_upgrades_total{result=\"failed\"} 0",
+            "yurt_ota_revision_blocked{daemonset=\"edge-apps/gw\",revision=\"7f9c\\\"8d\"} 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -314,6 +346,7 @@ mod tests {
             in_flight: 0,
             queued: 0,
             state_writable: true,
+            blocked: Vec::new(),
         });
         assert!(!none
             .lines()

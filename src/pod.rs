@@ -81,6 +81,9 @@ pub struct Condition {
     pub reason: String,
     #[serde(default, deserialize_with = "nullable")]
     pub message: String,
+    /// RFC 3339, as the kubelet writes it; read for `Ready` (`spec.minReadySeconds`).
+    #[serde(rename = "lastTransitionTime", default, deserialize_with = "nullable")]
+    pub last_transition_time: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -123,6 +126,27 @@ impl Pod {
 
     pub fn is_ready(&self) -> bool {
         self.condition("Ready").is_some_and(|c| c.status == "True")
+    }
+
+    /// Available as Kubernetes counts it for a DaemonSet's rolling update: Ready, not being
+    /// deleted, and Ready for `min_ready` by its `Ready` condition's `lastTransitionTime` (a
+    /// time that cannot be read counts as just now: not yet available when `min_ready` > 0).
+    pub fn is_available(&self, min_ready: std::time::Duration, now_ms: u64) -> bool {
+        if !self.is_ready() || self.is_deleting() {
+            return false;
+        }
+        if min_ready.is_zero() {
+            return true;
+        }
+        self.ready_since_ms()
+            .is_some_and(|since| since.saturating_add(min_ready.as_millis() as u64) <= now_ms)
+    }
+
+    /// When the pod turned Ready (`lastTransitionTime` of `Ready=True`), in ms since the epoch.
+    pub fn ready_since_ms(&self) -> Option<u64> {
+        let c = self.condition("Ready").filter(|c| c.status == "True")?;
+        let ts: jiff::Timestamp = c.last_transition_time.parse().ok()?;
+        u64::try_from(ts.as_millisecond()).ok()
     }
 
     /// `PodNeedUpgrade` is exactly `True`, whatever the owner.
@@ -330,6 +354,27 @@ mod tests {
     }
 
     #[test]
+    fn available_means_ready_for_min_ready_seconds() {
+        let ready_at =
+            |t: &str| ds_pod(json!([{"type": "Ready", "status": "True", "lastTransitionTime": t}]));
+        // 2027-01-15T08:00:00Z
+        let t0: u64 = 1_800_000_000_000;
+        let p = ready_at("2027-01-15T08:00:00Z");
+        let s = std::time::Duration::from_secs;
+        assert!(p.is_available(s(0), t0));
+        assert!(!p.is_available(s(10), t0 + 9_999));
+        assert!(p.is_available(s(10), t0 + 10_000));
+        // No readable transition time: Ready, but not available while min_ready applies.
+        let p = ready_at("");
+        assert!(p.is_available(s(0), t0));
+        assert!(!p.is_available(s(10), t0 + 1_000_000));
+        let p = ds_pod(
+            json!([{"type": "Ready", "status": "False", "lastTransitionTime": "2027-01-15T08:00:00Z"}]),
+        );
+        assert!(!p.is_available(s(0), t0));
+    }
+
+    #[test]
     fn replacement_needs_old_uid_gone_and_new_pod_ready() {
         let old = ds_pod(json!([{"type": "PodNeedUpgrade", "status": "True"}]));
         let mut new = ds_pod(json!([{"type": "Ready", "status": "False"}]));
@@ -358,6 +403,7 @@ mod tests {
             status: "True".into(),
             reason: String::new(),
             message: "controllerrevision: newer".into(),
+            ..Condition::default()
         });
         assert_eq!(
             replacement(std::slice::from_ref(&outdated), up("ds-uid"))

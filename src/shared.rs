@@ -266,6 +266,7 @@ mod tests {
             status: "True".into(),
             reason: String::new(),
             message: "controllerrevision: 7f9c8d6b5".into(),
+            ..Default::default()
         });
         let key = policy::pull_key(&pods[0]);
         let pulls = |c: &Control| {

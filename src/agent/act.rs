@@ -9,14 +9,16 @@ use crate::gate::Purpose;
 use crate::policy::Action;
 use crate::shared::{Control, Shared, PULL_RETRY};
 use crate::snapshot::Snapshot;
-use crate::state::{self, Breaker};
-use crate::upstream::{excerpt, Upstream};
+use crate::state::{self, Blocked};
+use crate::upstream::{excerpt, Failure, Upstream};
 
 /// Carries out actions: calls the upstream, records outcomes and metrics, updates the store.
 pub struct Actor {
     pub(super) upstream: Arc<dyn Upstream>,
     pub(super) shared: Arc<Shared>,
     pub(super) control: Arc<Control>,
+    /// When an upgrade that may have started was last read again (`recheck`).
+    pub(super) rechecked: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Actor {
@@ -25,6 +27,7 @@ impl Actor {
             upstream,
             shared,
             control,
+            rechecked: std::sync::Mutex::new(None),
         }
     }
 
@@ -32,9 +35,31 @@ impl Actor {
         let c = &self.control;
         let wall = SystemTime::now();
         match action {
-            Action::Upgrade { pod, force, slot } => {
-                self.upgrade(pod, *force, slot.as_deref(), snap)
-            }
+            Action::Upgrade {
+                pod,
+                force,
+                slot,
+                down,
+            } => self.upgrade(pod, *force, slot.as_deref(), *down, snap),
+            Action::Recheck { uid } => self.recheck(uid),
+            Action::Unblock {
+                owner_uid,
+                revision,
+                newer,
+            } => c.store.update(|s| {
+                if let Some(b) = take(&mut s.blocked, |b| &b.owner_uid == owner_uid) {
+                    let rev = |r: &Option<String>| r.clone().unwrap_or_else(|| "?".into());
+                    let msg = format!(
+                        "revision {} of DaemonSet {} clears the block on revision {} (it failed on this node: {}); upgraded as usual, every gate still applying",
+                        rev(newer),
+                        b.daemonset,
+                        rev(revision),
+                        b.reason
+                    );
+                    log::info!("{msg}");
+                    s.event(wall, "revision_unblocked", Some(&b.pod), msg);
+                }
+            }),
             Action::Pull { pod, pull_key } => {
                 let closed = c.gates.recheck(Purpose::Pull, false);
                 if !closed.is_empty() {
@@ -96,25 +121,56 @@ impl Actor {
             }
             Action::Failed { uid, reason } => {
                 self.shared.metrics.upgrade("failed");
-                let owner = c.store.update(|s| {
-                    let f = take(&mut s.in_flight, |f| &f.uid == uid);
-                    let owner = f.as_ref().map(|f| f.owner_uid.clone());
-                    let key = f.map(|f| format!("{}/{}", f.namespace, f.name));
-                    log::warn!(
-                        "upgrade of {} failed: {reason}; circuit breaker tripped, automatic upgrades stop until POST /v1/breaker/reset",
-                        key.as_deref().unwrap_or("?")
+                let daemonsets = c.fleet.view();
+                let failed = c.store.update(|s| {
+                    let f = take(&mut s.in_flight, |f| &f.uid == uid)?;
+                    let key = format!("{}/{}", f.namespace, f.name);
+                    // YurtHub mode reports no DaemonSets: named by its pod then.
+                    let ds = daemonsets.get(&f.owner_uid).map_or_else(
+                        || format!("of pod {key}"),
+                        |d| format!("{}/{}", d.namespace, d.name),
                     );
-                    s.event(wall, "upgrade_failed", key.as_deref(), reason.clone());
-                    s.breaker = Some(Breaker {
+                    let rev = f.revision.as_deref().unwrap_or("?");
+                    log::warn!(
+                        "upgrade of {key} failed: {reason}; this node does not try revision {rev} of its DaemonSet {ds} again by itself (a newer revision clears it, as POST /v1/breaker/reset)"
+                    );
+                    s.event(wall, "upgrade_failed", Some(&key), reason.clone());
+                    s.blocked.retain(|b| b.owner_uid != f.owner_uid);
+                    s.blocked.push(Blocked {
+                        owner_uid: f.owner_uid.clone(),
+                        daemonset: ds.clone(),
+                        revision: f.revision.clone(),
+                        pod: key.clone(),
+                        uid: f.uid.clone(),
                         tripped_ms: state::unix_ms(wall),
                         reason: reason.clone(),
                     });
-                    s.event(wall, "breaker_tripped", key.as_deref(), reason.clone());
-                    owner
+                    s.event(
+                        wall,
+                        "revision_blocked",
+                        Some(&key),
+                        format!("revision {rev} of {ds} blocked on this node: {reason}"),
+                    );
+                    Some(f)
                 });
-                if let Some(owner) = owner {
-                    c.fleet
-                        .release(self.upstream.leases(), &owner, "the upgrade failed");
+                // The slot is kept: this node is down (SPEC 6b); `maintain` gives it back once
+                // its pod is available again.
+                if let Some(f) = failed {
+                    c.fleet.note_failed(&f.owner_uid, f.revision.as_deref());
+                    let report = self.upstream.report_failure(&Failure {
+                        namespace: &f.namespace,
+                        pod: &f.name,
+                        uid: &f.uid,
+                        revision: f.revision.as_deref(),
+                        reason,
+                    });
+                    if let Err(e) = report {
+                        log::warn!(
+                            "the UpgradeFailed Event for {}/{} could not be created: {e}",
+                            f.namespace,
+                            f.name
+                        );
+                    }
                 }
             }
             Action::Dequeue { uid, reason } => c.store.update(|s| {
@@ -163,16 +219,20 @@ impl Actor {
     }
 
     /// Each tick: the DaemonSets the upstream reports now, and the slots held (resumed after a
-    /// start, renewed, released when no upgrade needs them).
+    /// start, renewed, released once no longer needed: SPEC 6b, a slot stands for an
+    /// unavailable node). Before the first pod list, no slot is resumed or released.
     pub fn fleet_tick(&self) {
         let c = &self.control;
         c.fleet.refresh(self.upstream.daemonsets());
-        let owners: Vec<String> = c
-            .store
-            .read(|s| s.in_flight.iter().map(|f| f.owner_uid.clone()).collect());
-        let owners: std::collections::HashSet<&str> = owners.iter().map(String::as_str).collect();
+        let snap = self.shared.snapshot();
+        let view = c.fleet.view();
+        let now = SystemTime::now();
+        let needed = snap.as_ref().map(|snap| {
+            c.store
+                .read(|s| crate::policy::slots_needed(&snap.pods, s, &view, state::unix_ms(now)))
+        });
         c.fleet
-            .maintain(self.upstream.leases(), &owners, SystemTime::now());
+            .maintain(self.upstream.leases(), needed.as_ref(), now);
     }
 }
 

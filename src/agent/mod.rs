@@ -205,6 +205,8 @@ impl Autopilot {
             c.gates.next_change(wall),
             pull_retry,
             recover,
+            // A held slot renewed in time, whatever else the loop waits for (SPEC 6b).
+            c.fleet.next_renewal(),
         ]
         .into_iter()
         .flatten()

@@ -9,11 +9,13 @@ use crate::policy::{self, Target};
 use crate::shared::Outcome;
 use crate::snapshot::Snapshot;
 use crate::state::{self, Backoff, InFlight, Parked};
-use crate::upstream::excerpt;
+use crate::upstream::{excerpt, PodNow, UpstreamError};
 
 /// Backoff after a 5xx or no answer: 5 s, doubling, at most 5 minutes.
 const BACKOFF_FIRST: Duration = Duration::from_secs(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// An upgrade that may have started is read again at most this often while reads fail.
+const RECHECK_EVERY: Duration = Duration::from_secs(2);
 
 impl Actor {
     /// Takes a fleet slot if the pod's DaemonSet has a budget, records the intent, re-reads
@@ -24,6 +26,7 @@ impl Actor {
         pod: &Target,
         force: bool,
         slot: Option<&str>,
+        down: bool,
         snap: Option<&Snapshot>,
     ) {
         let c = &self.control;
@@ -33,12 +36,18 @@ impl Actor {
         let leases = self.upstream.leases();
         if let Some(ds) = slot {
             if let Err(e) = c.fleet.take(leases, ds, started) {
-                log::debug!("not upgrading {key} yet: fleet budget: {e}");
-                return;
+                if !down {
+                    log::debug!("not upgrading {key} yet: fleet budget: {e}");
+                    return;
+                }
+                // Its pod counts as unavailable already: replacing it adds no node down.
+                log::info!("upgrading {key} without a slot of the fleet budget ({e}): its pod is unavailable already");
             }
         }
+        // A node whose pod is unavailable keeps its slot whatever happens here: it stands for
+        // that node being down (SPEC 6b); the tick gives it back once the pod is available.
         let release = |why: &str| {
-            if let Some(ds) = slot {
+            if let Some(ds) = slot.filter(|_| !down) {
                 c.fleet.release(leases, ds, why);
             }
         };
@@ -51,6 +60,8 @@ impl Actor {
             owner_uid: pod.owner_uid.clone(),
             started_ms: state::unix_ms(started),
             accepted: false,
+            revision: pod.revision.clone(),
+            uncertain: false,
         });
         match intent {
             Ok(true) => {}
@@ -143,37 +154,123 @@ impl Actor {
                 });
                 release("the upstream refused the upgrade");
             }
-            _ => {
+            _ if !maybe_started(&result) => {
                 self.shared.metrics.upgrade("error");
                 c.store.update(|s| {
                     s.in_flight.retain(|f| f.uid != pod.uid);
-                    let attempts = s
-                        .backoff
-                        .iter()
-                        .find(|b| b.uid == pod.uid)
-                        .map_or(0, |b| b.attempts)
-                        + 1;
-                    let wait = BACKOFF_FIRST
-                        .saturating_mul(1 << (attempts - 1).min(16))
-                        .min(BACKOFF_MAX);
-                    log::warn!(
-                        "upgrade {key} failed: {detail}; retrying in {}s (attempt {attempts})",
-                        wait.as_secs()
-                    );
-                    s.backoff.retain(|b| b.uid != pod.uid);
-                    s.backoff.push(Backoff {
-                        uid: pod.uid.clone(),
-                        key: key.clone(),
-                        attempts,
-                        retry_ms: state::unix_ms(wall + wait),
-                        detail: detail.clone(),
-                    });
-                    s.event(wall, "upgrade_error", Some(&key), detail);
+                    back_off(s, &pod.uid, &key, &detail, wall);
                 });
                 release("the upgrade call failed");
             }
+            _ => {
+                // The request went out whole and no answer came, or a 5xx: the pod may be
+                // being replaced. The slot stays held until the pod is read again (issue 23,
+                // item 1; SPEC 6b).
+                self.shared.metrics.upgrade("uncertain");
+                let msg = format!(
+                    "the upgrade call for {key} may have started ({detail}): the slot is kept and the pod read again"
+                );
+                log::warn!("{msg}");
+                c.store.update(|s| {
+                    if let Some(f) = s.in_flight.iter_mut().find(|f| f.uid == pod.uid) {
+                        f.uncertain = true;
+                    }
+                    s.event(wall, "upgrade_uncertain", Some(&key), msg);
+                });
+                self.recheck(&pod.uid);
+            }
         }
     }
+
+    /// Reads the pod of an upgrade that may have been carried out (`InFlight::uncertain`):
+    /// gone or being deleted, the upgrade is under way and tracked as started; unchanged, the
+    /// call did not happen: backoff, and the slot given back unless the pod is down anyway.
+    /// A read that fails changes nothing: the next tick asks again, at most every 2 s.
+    pub(super) fn recheck(&self, uid: &str) {
+        let c = &self.control;
+        let Some(f) = c.store.read(|s| {
+            s.in_flight
+                .iter()
+                .find(|f| f.uid == uid && f.uncertain)
+                .cloned()
+        }) else {
+            return;
+        };
+        {
+            let mut last = self.rechecked.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|at| at.elapsed() < RECHECK_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let key = format!("{}/{}", f.namespace, f.name);
+        let wall = SystemTime::now();
+        match self.upstream.pod_now(&f.namespace, &f.name, &f.uid) {
+            Ok(PodNow::Replaced) => {
+                self.shared.metrics.upgrade("started");
+                let msg =
+                    format!("{key} is gone or being deleted: its upgrade is under way after all");
+                log::info!("{msg}");
+                c.store.update(|s| {
+                    if let Some(f) = s.in_flight.iter_mut().find(|f| f.uid == uid) {
+                        f.uncertain = false;
+                        f.accepted = true;
+                    }
+                    s.backoff.retain(|b| b.uid != uid);
+                    s.event(wall, "upgrade_started", Some(&key), msg);
+                });
+            }
+            Ok(PodNow::Unchanged) => {
+                let detail =
+                    "read again, the pod is unchanged: the upgrade call did not happen".to_owned();
+                log::info!("{key}: {detail}");
+                c.store.update(|s| {
+                    s.in_flight.retain(|f| f.uid != uid);
+                    back_off(s, uid, &key, &detail, wall);
+                });
+                // Kept if its pod is down anyway: the next tick decides (`slots_needed`).
+                self.fleet_tick();
+            }
+            Err(e) => log::debug!("{key}: reading it again failed ({e}); the slot stays held"),
+        }
+    }
+}
+
+/// Whether a failed upgrade call may have been carried out: anything but "not connected" (the
+/// request never left) and the upstream's own "disconnected" answer (YurtHub did not send it).
+fn maybe_started(result: &Result<crate::upstream::Relay, UpstreamError>) -> bool {
+    match result {
+        Err(UpstreamError::Connect(_)) => false,
+        Err(_) => true,
+        Ok(r) if r.status == 503 && excerpt(&r.body).contains("disconnected") => false,
+        Ok(r) => r.status >= 500,
+    }
+}
+
+/// A call that failed: tried again after a capped, doubling wait.
+fn back_off(s: &mut crate::state::State, uid: &str, key: &str, detail: &str, wall: SystemTime) {
+    let attempts = s
+        .backoff
+        .iter()
+        .find(|b| b.uid == uid)
+        .map_or(0, |b| b.attempts)
+        + 1;
+    let wait = BACKOFF_FIRST
+        .saturating_mul(1 << (attempts - 1).min(16))
+        .min(BACKOFF_MAX);
+    log::warn!(
+        "upgrade {key} failed: {detail}; retrying in {}s (attempt {attempts})",
+        wait.as_secs()
+    );
+    s.backoff.retain(|b| b.uid != uid);
+    s.backoff.push(Backoff {
+        uid: uid.to_owned(),
+        key: key.to_owned(),
+        attempts,
+        retry_ms: state::unix_ms(wall + wait),
+        detail: detail.to_owned(),
+    });
+    s.event(wall, "upgrade_error", Some(key), detail.to_owned());
 }
 
 fn ms(d: Duration) -> f64 {
@@ -208,6 +305,7 @@ mod tests {
                 strategy: Some("AdvancedRollingUpdate".into()),
                 max_unavailable: Some("1".into()),
                 desired_number_scheduled: 5,
+                min_ready_seconds: 0,
             }],
             leases: Some((leases.clone(), "node-a")),
             ..Fake::default()
@@ -216,6 +314,8 @@ mod tests {
 
     struct Rig {
         actor: Actor,
+        /// The actor's upstream: its pod list answers `pod_now`.
+        fake: Arc<Fake>,
         control: Arc<Control>,
         leases: Arc<Leases>,
         gate: PathBuf,
@@ -241,9 +341,10 @@ mod tests {
         gates.check();
         let control = Arc::new(Control::new(gates, store, Settings::default().policy));
         let leases = Arc::new(Leases::default());
-        let actor = actor(&leases, status, &control);
+        let (actor, fake) = actor_with(&leases, status, &control);
         Rig {
             actor,
+            fake,
             control,
             leases,
             gate,
@@ -253,8 +354,40 @@ mod tests {
 
     /// An actor over `control` and the fake upstream of `leases` answering `status`.
     fn actor(leases: &Arc<Leases>, status: u16, control: &Arc<Control>) -> Actor {
+        actor_with(leases, status, control).0
+    }
+
+    fn actor_with(leases: &Arc<Leases>, status: u16, control: &Arc<Control>) -> (Actor, Arc<Fake>) {
         let shared = Arc::new(Shared::new(Duration::from_secs(5)));
-        Actor::new(fake(leases, status), shared, control.clone())
+        let fake = fake(leases, status);
+        (Actor::new(fake.clone(), shared, control.clone()), fake)
+    }
+
+    /// A pod list with gw-abcde (uid `uid`) of the DaemonSet: Ready or not, being deleted or
+    /// not; none with `uid` empty.
+    fn pod_list(uid: &str, ready: bool, deleting: bool) -> Vec<u8> {
+        let mut items = Vec::new();
+        if !uid.is_empty() {
+            let mut p = serde_json::json!({
+                "metadata": {"name": "gw-abcde", "namespace": "fleet", "uid": uid,
+                             "ownerReferences": [{"kind": "DaemonSet", "name": "gw", "uid": DS}]},
+                "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}
+            });
+            if deleting {
+                p["metadata"]["deletionTimestamp"] = "2027-01-15T08:00:00Z".into();
+            }
+            items.push(p);
+        }
+        serde_json::json!({"kind": "PodList", "apiVersion": "v1", "items": items})
+            .to_string()
+            .into_bytes()
+    }
+
+    /// What the actor's loop last polled: `body` as its snapshot.
+    fn polled(actor: &Actor, body: &[u8]) {
+        actor
+            .shared
+            .succeeded(Some(crate::snapshot::Snapshot::build(body).unwrap()));
     }
 
     fn upgrade() -> Action {
@@ -264,9 +397,11 @@ mod tests {
                 name: "gw-abcde".into(),
                 uid: "pod-uid".into(),
                 owner_uid: DS.into(),
+                revision: Some("rev-2".into()),
             },
             force: false,
             slot: Some(DS.into()),
+            down: false,
         }
     }
 
@@ -364,7 +499,8 @@ mod tests {
             leases: &*r.leases,
             holder: "node-x",
             duration: Duration::from_secs(60),
-            skew: Duration::from_secs(5),
+            margin: Duration::from_secs(5),
+            observed: &crate::fleet::Observed::default(),
         }
         .acquire("yurt-ota", "fleet.gw", 1, SystemTime::now())
         .unwrap();
@@ -398,15 +534,120 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_or_failed_call_releases_the_slot() {
-        for status in [403, 500] {
-            let r = rig(status, Store::in_memory());
+    fn a_refused_call_releases_the_slot() {
+        let r = rig(403, Store::in_memory());
+        polled(&r.actor, &pod_list("pod-uid", true, false));
+        r.actor.fleet_tick();
+        r.actor.act(&upgrade(), None);
+        assert_eq!(r.leases.holder(LEASE), None);
+        assert_eq!(r.in_flight(), 0);
+        assert!(r.ops().contains(&format!("update {LEASE} -")));
+    }
+
+    /// Regression (issue 23, item 1): the DELETE reached the apiserver, its answer was lost
+    /// (or a 5xx came); the node released its slot and the next node took it while this one's
+    /// pod was being replaced. The slot stays held until the pod is read again.
+    #[test]
+    fn a_lost_delete_answer_gives_the_slot_back_while_the_pod_is_being_replaced() {
+        for (then, under_way) in [
+            (pod_list("pod-uid", true, true), true),
+            (pod_list("", false, false), true),
+            (pod_list("pod-uid", true, false), false),
+        ] {
+            let r = rig(500, Store::in_memory());
+            polled(&r.actor, &pod_list("pod-uid", true, false));
             r.actor.fleet_tick();
+            r.ops();
+            // No pod list can be read at first: the answer stays unknown.
             r.actor.act(&upgrade(), None);
-            assert_eq!(r.leases.holder(LEASE), None, "{status}");
-            assert_eq!(r.in_flight(), 0);
-            assert!(r.ops().contains(&format!("update {LEASE} -")));
+            assert_eq!(r.leases.holder(LEASE).as_deref(), Some("node-a"), "kept");
+            assert!(!r.ops().contains(&format!("update {LEASE} -")));
+            assert!(r.control.store.read(|s| s.in_flight[0].uncertain));
+            r.actor.fleet_tick();
+            assert!(r.control.fleet.holds(DS), "held while unknown");
+            // The next decision reads it again.
+            let d = r
+                .control
+                .decide(Some(&r.actor.shared.snapshot().unwrap().pods));
+            let recheck = Action::Recheck {
+                uid: "pod-uid".into(),
+            };
+            assert!(d.actions.contains(&recheck), "{d:?}");
+            r.fake.set_pods(Ok(then));
+            *r.actor.rechecked.lock().unwrap() = None;
+            r.actor.act(&recheck, None);
+            let in_flight = r.control.store.read(|s| s.in_flight.clone());
+            if under_way {
+                assert_eq!(in_flight.len(), 1);
+                assert!(in_flight[0].accepted && !in_flight[0].uncertain);
+                assert_eq!(r.leases.holder(LEASE).as_deref(), Some("node-a"));
+            } else {
+                assert!(in_flight.is_empty(), "the call did not happen");
+                assert_eq!(r.control.store.read(|s| s.backoff.len()), 1);
+                assert_eq!(r.leases.holder(LEASE), None, "given back");
+            }
         }
+    }
+
+    /// SPEC 6b: a failed upgrade keeps its slot (the node is down); the slot goes back once
+    /// the pod is available, and a restart in between resumes it.
+    #[test]
+    fn a_failed_upgrade_keeps_its_slot_until_the_pod_is_available() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = rig(200, Store::open(dir.path()));
+        polled(&r.actor, &pod_list("pod-uid", true, false));
+        r.actor.fleet_tick();
+        r.actor.act(&upgrade(), None);
+        // The replacement never becomes Ready: failed.
+        polled(&r.actor, &pod_list("new-uid", false, false));
+        r.ops();
+        r.actor.act(
+            &Action::Failed {
+                uid: "pod-uid".into(),
+                reason: "no Ready replacement".into(),
+            },
+            None,
+        );
+        r.actor.fleet_tick();
+        assert!(!r.ops().contains(&format!("update {LEASE} -")));
+        assert_eq!(r.leases.holder(LEASE).as_deref(), Some("node-a"));
+        let blocked = r.control.store.read(|s| s.blocked.clone());
+        assert_eq!(blocked.len(), 1);
+        assert_eq!(
+            (
+                blocked[0].owner_uid.as_str(),
+                blocked[0].revision.as_deref()
+            ),
+            (DS, Some("rev-2"))
+        );
+        assert_eq!(blocked[0].daemonset, "fleet/gw");
+        // The slot says so, for the nodes that wait.
+        r.control.fleet.age_held();
+        r.actor.fleet_tick();
+        assert_eq!(
+            r.leases.leases.lock().unwrap().1[LEASE].failed.as_deref(),
+            Some("rev-2")
+        );
+        let leases = r.leases.clone();
+        drop(r);
+
+        // Restarted (SIGKILL: nothing released) while the pod is still down: resumed.
+        let after = rig(200, Store::open(dir.path()));
+        let (after_actor, _) = actor_with(&leases, 200, &after.control);
+        polled(&after_actor, &pod_list("new-uid", false, false));
+        after_actor.fleet_tick();
+        assert!(after.control.fleet.holds(DS), "resumed");
+        assert_eq!(leases.holder(LEASE).as_deref(), Some("node-a"));
+        assert_eq!(
+            after.control.store.read(|s| s.blocked.len()),
+            1,
+            "persisted"
+        );
+        // The pod available again (a fix): given back.
+        polled(&after_actor, &pod_list("new-uid", true, false));
+        after_actor.fleet_tick();
+        assert_eq!(leases.holder(LEASE), None);
+        assert!(!after.control.fleet.holds(DS));
     }
 
     #[test]
@@ -425,6 +666,7 @@ mod tests {
         after.leases = leases.clone();
         let after_actor = actor(&leases, 200, &after.control);
         after.ops();
+        polled(&after_actor, &pod_list("pod-uid", true, false));
         after_actor.fleet_tick();
         assert_eq!(
             after.ops(),
@@ -434,9 +676,12 @@ mod tests {
         assert!(after.control.fleet.holds(DS));
         assert_eq!(leases.holder(LEASE).as_deref(), Some("node-a"));
 
-        // Another restart with no upgrade in flight (the state lost it): released, not leaked.
+        // Another restart with no upgrade in flight (the state lost it) and the pod available:
+        // released, not leaked.
         let fresh = rig(200, Store::in_memory());
-        actor(&leases, 200, &fresh.control).fleet_tick();
+        let fresh_actor = actor(&leases, 200, &fresh.control);
+        polled(&fresh_actor, &pod_list("pod-uid", true, false));
+        fresh_actor.fleet_tick();
         assert_eq!(leases.holder(LEASE), None);
         assert!(!fresh.control.fleet.holds(DS));
     }

@@ -123,7 +123,28 @@ impl Api {
             .control
             .store
             .commit(|s| {
-                let was = s.breaker.take();
+                let mut was = s.breaker.take();
+                // The revisions blocked per DaemonSet (SPEC 6) are cleared by hand too.
+                let blocked = std::mem::take(&mut s.blocked);
+                if was.is_none() {
+                    was = blocked.first().map(|b| crate::state::Breaker {
+                        tripped_ms: b.tripped_ms,
+                        reason: b.reason.clone(),
+                    });
+                }
+                for b in &blocked {
+                    s.event(
+                        SystemTime::now(),
+                        "revision_unblocked",
+                        Some(&b.pod),
+                        format!(
+                            "reset by the API: revision {} of {} may be tried again (it failed: {})",
+                            b.revision.as_deref().unwrap_or("?"),
+                            b.daemonset,
+                            b.reason
+                        ),
+                    );
+                }
                 if let Some(b) = &was {
                     s.event(
                         SystemTime::now(),

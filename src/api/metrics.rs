@@ -19,12 +19,16 @@ impl Api {
     pub(super) fn gauges(&self, now: Instant) -> crate::metrics::Gauges {
         let c = &self.control;
         let now_ms = unix_ms(SystemTime::now());
-        let (holds, breaker, in_flight, queued) = c.store.read(|s| {
+        let (holds, breaker, in_flight, queued, blocked) = c.store.read(|s| {
             (
                 s.active_holds(now_ms).count(),
                 s.breaker.is_some(),
                 s.in_flight.len(),
                 s.queue.len(),
+                s.blocked
+                    .iter()
+                    .map(|b| (b.daemonset.clone(), b.revision.clone().unwrap_or_default()))
+                    .collect(),
             )
         });
         let gates = c.gates.states();
@@ -45,6 +49,7 @@ impl Api {
             in_flight,
             queued,
             state_writable: c.store.unavailable().is_none(),
+            blocked,
             ..self.shared.gauges(now)
         }
     }

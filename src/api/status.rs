@@ -127,9 +127,13 @@ impl Api {
                 Some(br) => json!({"tripped": true, "since": iso(br.tripped_ms), "reason": br.reason}),
                 None => json!({"tripped": false}),
             },
+            "blocked_revisions": st.blocked.iter().map(|b| json!({
+                "daemonset": b.daemonset, "revision": b.revision, "pod": b.pod,
+                "since": iso(b.tripped_ms), "reason": b.reason,
+            })).collect::<Vec<_>>(),
             "in_flight": st.in_flight.iter().map(|f| json!({
                 "pod": format!("{}/{}", f.namespace, f.name), "uid": f.uid, "started": iso(f.started_ms),
-                "accepted": f.accepted,
+                "accepted": f.accepted, "may_have_started": f.uncertain, "revision": f.revision,
                 "ready_deadline": iso(f.started_ms + c.policy.ready_timeout.as_millis() as u64),
             })).collect::<Vec<_>>(),
             "queue": st.queue.iter().map(|q| json!({
@@ -230,6 +234,7 @@ mod tests {
                     status: "True".into(),
                     reason: String::new(),
                     message: "controllerrevision: 7f9c8d6b5".into(),
+                    ..Default::default()
                 });
             }
         }
@@ -257,6 +262,7 @@ mod tests {
             strategy: Some(strategy.into()),
             max_unavailable: Some("2".into()),
             desired_number_scheduled: 5,
+            min_ready_seconds: 0,
         };
         control
             .fleet

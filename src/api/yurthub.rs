@@ -210,7 +210,14 @@ impl Api {
                     UpstreamError::Timeout(_) => ApiError::new(
                         504,
                         "upstream_timeout",
-                        format!("{} did not answer the {call} of {key} in time; it may or may not have started, see GET /pods", self.upstream.url()),
+                        format!("{} did not answer the {call} of {key} in time; it may have started, see GET /pods", self.upstream.url()),
+                    ),
+                    // Reached, and the connection broke before the answer (issue 23, item 1):
+                    // the call may have been carried out; never "cannot reach".
+                    e @ UpstreamError::Io(_) => ApiError::new(
+                        504,
+                        "upstream_no_answer",
+                        format!("{} received the {call} of {key} and no valid answer came back ({e}): it may have started, see GET /pods before asking again", self.upstream.url()),
                     ),
                     e => ApiError::new(502, "upstream_unreachable", format!("cannot reach {} for the {call} of {key}: {e}", self.upstream.url())),
                 })

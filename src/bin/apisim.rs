@@ -32,10 +32,13 @@ A kube-apiserver stand-in for yurt-ota's apiserver mode, with no cluster.
                    is the kubeconfig's server host (for agents on other machines or VMs)
   --nodes N        nodes edge-node-1..N (default 1), one pod per DaemonSet each
   --openyurt       also play OpenYurt's controller (PodNeedUpgrade, image pre-pull)
-Controls (POST): /sim/rollout/NS/DS, /sim/rollout/NS/DS/undo, /sim/annotate/NS/DS?key=K&value=V,
-  /sim/drop-watches, /sim/fail?count=N&code=C, /sim/down, /sim/up, /sim/compact,
-  /sim/rotate-token; GET /sim shows the state and request counts, GET /sim/history?since=N
-  every pod DELETE, DaemonSet pod Ready and Lease write with its time.
+Controls (POST): /sim/rollout/NS/DS[?broken=1|?flaky=1] (pods never Ready, or Ready then
+  crashing), /sim/rollout/NS/DS/undo, /sim/annotate/NS/DS?key=K&value=V,
+  /sim/min-ready/NS/DS?seconds=N, /sim/drop-watches, /sim/fail?count=N&code=C,
+  /sim/reset-after-delete?count=N (DELETE carried out, answer lost), /sim/down, /sim/up,
+  /sim/compact, /sim/rotate-token; GET /sim shows the state, request counts and each
+  DaemonSet's peakUnavailable, GET /sim/history?since=N every pod DELETE, DaemonSet pod Ready
+  or crash, Lease write and Event created, with its time.
 ";
 
 fn main() {

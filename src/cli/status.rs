@@ -118,9 +118,25 @@ fn gates(v: &Value) -> String {
             s(&v["breaker"]["reason"])
         );
     }
-    for f in v["in_flight"].as_array().into_iter().flatten() {
+    for b in v["blocked_revisions"].as_array().into_iter().flatten() {
+        let rev = b["revision"].as_str().unwrap_or("(not named)");
         out += &format!(
-            "in flight: {} since {} (deadline {})\n",
+            "revision {} of {} BLOCKED since {}: the upgrade of {} failed: {} (a newer revision clears it; yurt-ota reset-breaker)\n",
+            escape_controls(rev),
+            s(&b["daemonset"]),
+            s(&b["since"]),
+            s(&b["pod"]),
+            s(&b["reason"])
+        );
+    }
+    for f in v["in_flight"].as_array().into_iter().flatten() {
+        let maybe = if f["may_have_started"] == true {
+            ", may have started: the pod is read again"
+        } else {
+            ""
+        };
+        out += &format!(
+            "in flight: {} since {} (deadline {}{maybe})\n",
             s(&f["pod"]),
             s(&f["started"]),
             s(&f["ready_deadline"])

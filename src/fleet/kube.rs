@@ -107,6 +107,9 @@ pub fn daemonset_info(ds: &Value) -> Option<DaemonSetInfo> {
         desired_number_scheduled: ds["status"]["desiredNumberScheduled"]
             .as_u64()
             .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+        min_ready_seconds: ds["spec"]["minReadySeconds"]
+            .as_u64()
+            .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)),
     })
 }
 
@@ -137,13 +140,14 @@ mod tests {
     fn statuses_map_to_lease_outcomes() {
         let lease = Lease {
             namespace: "fleet".into(),
-            name: "yurt-ota-gw-0".into(),
+            name: "fleet.gw.0".into(),
             resource_version: "7".into(),
             holder: Some("node-a".into()),
             lease_duration_seconds: 310,
             acquire_time: None,
             renew_time: None,
             lease_transitions: 0,
+            failed: None,
         };
         let body = lease.to_json().to_string();
         let api = LeaseApi(Scripted(Mutex::new((
@@ -157,11 +161,8 @@ mod tests {
             ],
             Vec::new(),
         ))));
-        assert_eq!(
-            api.get("fleet", "yurt-ota-gw-0").unwrap(),
-            Some(lease.clone())
-        );
-        assert_eq!(api.get("fleet", "yurt-ota-gw-0").unwrap(), None);
+        assert_eq!(api.get("fleet", "fleet.gw.0").unwrap(), Some(lease.clone()));
+        assert_eq!(api.get("fleet", "fleet.gw.0").unwrap(), None);
         assert_eq!(api.create(&lease), Err(LeaseError::Conflict));
         assert_eq!(
             api.update(&lease),
@@ -195,11 +196,11 @@ mod tests {
         assert_eq!(
             api.0 .0.lock().unwrap().1[..5],
             [
-                "GET /apis/coordination.k8s.io/v1/namespaces/fleet/leases/yurt-ota-gw-0",
-                "GET /apis/coordination.k8s.io/v1/namespaces/fleet/leases/yurt-ota-gw-0",
+                "GET /apis/coordination.k8s.io/v1/namespaces/fleet/leases/fleet.gw.0",
+                "GET /apis/coordination.k8s.io/v1/namespaces/fleet/leases/fleet.gw.0",
                 "POST /apis/coordination.k8s.io/v1/namespaces/fleet/leases",
-                "PUT /apis/coordination.k8s.io/v1/namespaces/fleet/leases/yurt-ota-gw-0",
-                "PUT /apis/coordination.k8s.io/v1/namespaces/fleet/leases/yurt-ota-gw-0",
+                "PUT /apis/coordination.k8s.io/v1/namespaces/fleet/leases/fleet.gw.0",
+                "PUT /apis/coordination.k8s.io/v1/namespaces/fleet/leases/fleet.gw.0",
             ]
         );
     }
@@ -210,6 +211,7 @@ mod tests {
             "metadata": {"name": "gw", "namespace": "fleet", "uid": "u1",
                 "annotations": {"apps.openyurt.io/update-strategy": "AdvancedRollingUpdate",
                                 "apps.openyurt.io/max-unavailable": "2"}},
+            "spec": {"minReadySeconds": 7},
             "status": {"desiredNumberScheduled": 5}
         });
         assert_eq!(
@@ -221,6 +223,7 @@ mod tests {
                 strategy: Some("AdvancedRollingUpdate".into()),
                 max_unavailable: Some("2".into()),
                 desired_number_scheduled: 5,
+                min_ready_seconds: 7,
             })
         );
         assert_eq!(daemonset_info(&serde_json::json!({"metadata": {}})), None);

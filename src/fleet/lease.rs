@@ -6,10 +6,14 @@
 //! `leaseDurationSeconds` has not passed. Every write carries the `resourceVersion` read, so
 //! two nodes racing for one slot cannot both win: the apiserver answers the loser 409.
 //!
-//! Clock skew: a node judges another's lease expired only `skew` after the expiry its own
-//! clock computes. The README says what that assumes.
+//! Expiry is judged as client-go's leader election judges it (SPEC 6b): from this node's own
+//! monotonic time at which it last saw the Lease change (`Observed`), never from the writer's
+//! `renewTime`, so a wall clock behind or ahead on any node cannot free a live slot. A Lease
+//! first seen held is waited on for its full `leaseDurationSeconds` (plus `margin`).
 
-use std::time::{Duration, SystemTime};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -27,7 +31,13 @@ pub struct Lease {
     pub acquire_time: Option<SystemTime>,
     pub renew_time: Option<SystemTime>,
     pub lease_transitions: u32,
+    /// The holder's upgrade failed (annotation `yurt-ota.io/failed-revision`, the revision):
+    /// it holds the slot because its pod is down, which a waiting node says (SPEC 6b).
+    pub failed: Option<String>,
 }
+
+/// The annotation a holder whose upgrade failed puts on its slot.
+pub const FAILED_ANNOTATION: &str = "yurt-ota.io/failed-revision";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeaseError {
@@ -75,6 +85,74 @@ pub fn slot_key(ds_namespace: &str, ds_name: &str) -> String {
     format!("{ds_namespace}.{ds_name}")
 }
 
+/// The slot index a Lease name stands for among a DaemonSet's `budget` slots (the inverse of
+/// `slot_name`): slots are found among the Leases that exist, never by a loop over the budget.
+pub fn slot_index(daemonset: &str, name: &str, budget: u32) -> Option<u32> {
+    let i: u32 = name
+        .strip_prefix(daemonset)?
+        .strip_prefix('.')?
+        .parse()
+        .ok()?;
+    (i < budget && slot_name(daemonset, i) == name).then_some(i)
+}
+
+/// What this node saw of other nodes' Leases, and when by its own monotonic clock: a Lease
+/// is expired once it has not changed (`resourceVersion`, holder, `renewTime`) for its
+/// `leaseDurationSeconds` since this node saw it change. One per node, kept across attempts.
+pub struct Observed {
+    seen: Mutex<HashMap<String, (String, Instant)>>,
+    /// The monotonic clock (`Instant::now`; tests set their own).
+    pub clock: fn() -> Instant,
+}
+
+impl Default for Observed {
+    fn default() -> Self {
+        Observed {
+            seen: Mutex::new(HashMap::new()),
+            clock: Instant::now,
+        }
+    }
+}
+
+impl Observed {
+    /// Records `lease` as read now; returns when it was last seen to change.
+    fn saw(&self, lease: &Lease) -> Instant {
+        let now = (self.clock)();
+        let record = format!(
+            "{}|{}|{:?}|{:?}",
+            lease.resource_version,
+            lease.holder.as_deref().unwrap_or(""),
+            lease.renew_time,
+            lease.lease_duration_seconds
+        );
+        let mut g = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let key = format!("{}/{}", lease.namespace, lease.name);
+        match g.get_mut(&key) {
+            Some((r, at)) if *r == record => *at,
+            Some(entry) => {
+                *entry = (record, now);
+                now
+            }
+            None => {
+                g.insert(key, (record, now));
+                now
+            }
+        }
+    }
+
+    /// Forgets the Leases of `prefix` not in `names` (deleted): the record stays bounded by
+    /// the slots that exist.
+    fn forget_others(&self, namespace: &str, keep: &[&Lease], of: impl Fn(&str) -> bool) {
+        let mut g = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        g.retain(|k, _| {
+            let Some((ns, name)) = k.split_once('/') else {
+                return false;
+            };
+            ns != namespace || !of(name) || keep.iter().any(|l| l.name == name)
+        });
+    }
+}
+
 /// A slot this node holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slot {
@@ -99,22 +177,28 @@ pub struct Slots<'a, L: Leases + ?Sized> {
     pub holder: &'a str,
     /// `leaseDurationSeconds` written: `policy.ready_timeout` plus a margin.
     pub duration: Duration,
-    /// How much later than its own clock says a node treats another's lease as expired.
-    pub skew: Duration,
+    /// How much longer than its `leaseDurationSeconds` unchanged a node waits before it
+    /// treats another's lease as expired.
+    pub margin: Duration,
+    /// This node's observations of the Leases (kept by the caller across attempts).
+    pub observed: &'a Observed,
 }
 
 impl<L: Leases + ?Sized> Slots<'_, L> {
-    /// Whether `lease` is free for this node at `now`: no holder, this node, or expired.
-    fn free(&self, lease: &Lease, now: SystemTime) -> bool {
+    /// Whether `lease` is free for this node: no holder, this node, or unchanged for its
+    /// `leaseDurationSeconds` plus `margin` since this node saw it change (`Observed`). The
+    /// writer's `renewTime` is never compared with this node's clock.
+    fn free(&self, lease: &Lease) -> bool {
         match lease.holder.as_deref() {
             None | Some("") => true,
             Some(h) if h == self.holder => true,
             Some(_) => {
-                let last = lease.renew_time.or(lease.acquire_time);
+                let changed = self.observed.saw(lease);
                 let ttl = Duration::from_secs(u64::from(lease.lease_duration_seconds));
-                last.and_then(|t| t.checked_add(ttl))
-                    .and_then(|t| t.checked_add(self.skew))
-                    .is_none_or(|expiry| expiry < now)
+                changed
+                    .checked_add(ttl)
+                    .and_then(|t| t.checked_add(self.margin))
+                    .is_some_and(|expiry| expiry < (self.observed.clock)())
             }
         }
     }
@@ -126,11 +210,13 @@ impl<L: Leases + ?Sized> Slots<'_, L> {
         daemonset: &str,
         budget: u32,
     ) -> Result<Option<Slot>, LeaseError> {
-        let mut listed = self.leases.list(namespace)?;
-        Ok((0..budget).find_map(|index| {
-            let lease = take_slot(&mut listed, daemonset, index)?;
-            (lease.holder.as_deref() == Some(self.holder)).then_some(Slot { index, lease })
-        }))
+        let listed = self.leases.list(namespace)?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|lease| Some((slot_index(daemonset, &lease.name, budget)?, lease)))
+            .filter(|(_, l)| l.holder.as_deref() == Some(self.holder))
+            .min_by_key(|(i, _)| *i)
+            .map(|(index, lease)| Slot { index, lease }))
     }
 
     /// Take a slot: the one this node already holds (renewed), else the first free one, from
@@ -143,25 +229,55 @@ impl<L: Leases + ?Sized> Slots<'_, L> {
         budget: u32,
         now: SystemTime,
     ) -> Result<SlotOutcome, LeaseError> {
-        let mut listed = self.leases.list(namespace)?;
-        let mut seen = Vec::with_capacity(budget as usize);
-        for index in 0..budget {
-            let name = slot_name(daemonset, index);
-            let lease = take_slot(&mut listed, daemonset, index);
-            if let Some(l) = &lease {
-                if l.holder.as_deref() == Some(self.holder) {
-                    let mut slot = Slot {
-                        index,
-                        lease: l.clone(),
-                    };
-                    self.renew(&mut slot, now)?;
-                    return Ok(SlotOutcome::Taken(slot));
-                }
-            }
-            seen.push((index, name, lease));
+        // The slots that exist, by index: no loop or allocation per slot of the budget.
+        let mut slots: Vec<(u32, Lease)> = self
+            .leases
+            .list(namespace)?
+            .into_iter()
+            .filter_map(|l| Some((slot_index(daemonset, &l.name, budget)?, l)))
+            .collect();
+        slots.sort_by_key(|(i, _)| *i);
+        {
+            let existing: Vec<&Lease> = slots.iter().map(|(_, l)| l).collect();
+            self.observed.forget_others(namespace, &existing, |n| {
+                slot_index(daemonset, n, budget).is_some()
+            });
         }
+        if let Some(pos) = slots
+            .iter()
+            .position(|(_, l)| l.holder.as_deref() == Some(self.holder))
+        {
+            let (index, lease) = slots.swap_remove(pos);
+            let mut slot = Slot { index, lease };
+            self.renew(&mut slot, now)?;
+            return Ok(SlotOutcome::Taken(slot));
+        }
+        // The first index with no Lease yet, if one is left under the budget.
+        let missing = (slots.len() < budget as usize).then(|| {
+            let mut want = 0;
+            for (i, _) in &slots {
+                if *i != want {
+                    break;
+                }
+                want += 1;
+            }
+            want
+        });
         let mut holders = Vec::new();
-        for (index, name, lease) in seen {
+        let mut tries: Vec<(u32, Option<Lease>)> = Vec::with_capacity(slots.len() + 1);
+        for (index, lease) in slots {
+            if self.free(&lease) {
+                tries.push((index, Some(lease)));
+            } else {
+                holders.push((index, holder_word(&lease)));
+            }
+        }
+        if let Some(index) = missing {
+            tries.push((index, None));
+        }
+        tries.sort_by_key(|(i, _)| *i);
+        for (index, lease) in tries {
+            let name = slot_name(daemonset, index);
             let taken = match lease {
                 None => self.leases.create(&Lease {
                     namespace: namespace.to_owned(),
@@ -172,30 +288,30 @@ impl<L: Leases + ?Sized> Slots<'_, L> {
                     acquire_time: Some(now),
                     renew_time: Some(now),
                     lease_transitions: 0,
+                    failed: None,
                 }),
-                Some(l) if self.free(&l, now) => self.leases.update(&Lease {
+                Some(l) => self.leases.update(&Lease {
                     holder: Some(self.holder.to_owned()),
                     lease_duration_seconds: self.duration_seconds(),
                     acquire_time: Some(now),
                     renew_time: Some(now),
                     lease_transitions: l.lease_transitions + u32::from(l.holder.is_some()),
+                    failed: None,
                     ..l
                 }),
-                Some(l) => {
-                    holders.push(l.holder.unwrap_or_default());
-                    continue;
-                }
             };
             match taken {
                 Ok(lease) => return Ok(SlotOutcome::Taken(Slot { index, lease })),
                 Err(LeaseError::Conflict) => {
                     // Another node won this one: say who, and try the next.
                     let now_held = self.leases.get(namespace, &slot_name(daemonset, index))?;
-                    holders.push(now_held.and_then(|l| l.holder).unwrap_or_default());
+                    holders.push((index, now_held.and_then(|l| l.holder).unwrap_or_default()));
                 }
                 Err(e) => return Err(e),
             }
         }
+        holders.sort_by_key(|(i, _)| *i);
+        let holders = holders.into_iter().map(|(_, h)| h).collect();
         Ok(SlotOutcome::Full { holders })
     }
 
@@ -242,6 +358,7 @@ impl<L: Leases + ?Sized> Slots<'_, L> {
         for _ in 0..3 {
             let cleared = Lease {
                 holder: None,
+                failed: None,
                 ..lease.clone()
             };
             match self.leases.update(&cleared) {
@@ -263,11 +380,13 @@ impl<L: Leases + ?Sized> Slots<'_, L> {
     }
 }
 
-/// Slot `index`'s Lease out of a LIST's answer, if it exists.
-fn take_slot(listed: &mut Vec<Lease>, daemonset: &str, index: u32) -> Option<Lease> {
-    let name = slot_name(daemonset, index);
-    let i = listed.iter().position(|l| l.name == name)?;
-    Some(listed.swap_remove(i))
+/// A holder as a waiting node names it: `node-a`, or `node-a (failed revision X)`.
+fn holder_word(l: &Lease) -> String {
+    let h = l.holder.clone().unwrap_or_default();
+    match &l.failed {
+        Some(r) => format!("{h} (failed revision {r})"),
+        None => h,
+    }
 }
 
 /// RFC 3339 with six fractional digits, as Kubernetes writes a `MicroTime`.
@@ -300,6 +419,8 @@ struct RawMeta {
     namespace: Option<String>,
     #[serde(default)]
     resource_version: Option<String>,
+    #[serde(default)]
+    annotations: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -342,6 +463,10 @@ impl Lease {
             acquire_time: spec.acquire_time.as_deref().and_then(parse_time),
             renew_time: spec.renew_time.as_deref().and_then(parse_time),
             lease_transitions: spec.lease_transitions.unwrap_or(0),
+            failed: raw
+                .metadata
+                .annotations
+                .and_then(|mut a| a.remove(FAILED_ANNOTATION)),
         }
     }
 
@@ -350,6 +475,9 @@ impl Lease {
         let mut metadata = json!({"name": self.name, "namespace": self.namespace});
         if !self.resource_version.is_empty() {
             metadata["resourceVersion"] = json!(self.resource_version);
+        }
+        if let Some(r) = &self.failed {
+            metadata["annotations"] = json!({ FAILED_ANNOTATION: r });
         }
         json!({
             "apiVersion": "coordination.k8s.io/v1",
@@ -371,16 +499,45 @@ mod tests {
     use super::*;
     use crate::fleet::testing::Store;
 
+    thread_local! {
+        /// This test's monotonic clock, moved by `at`.
+        static MONO: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+        /// Each node's observations, for this test.
+        static OBSERVED: std::cell::RefCell<HashMap<String, &'static Observed>> =
+            std::cell::RefCell::new(HashMap::new());
+    }
+
+    fn base() -> Instant {
+        static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *BASE.get_or_init(Instant::now)
+    }
+
+    fn mono() -> Instant {
+        MONO.with(|m| m.get()).unwrap_or_else(base)
+    }
+
+    /// Node `node`'s slot operations, with its own observations kept across calls.
     fn slots<'a>(store: &'a Store, node: &'a str) -> Slots<'a, Store> {
+        let observed = OBSERVED.with(|o| {
+            *o.borrow_mut().entry(node.to_owned()).or_insert_with(|| {
+                Box::leak(Box::new(Observed {
+                    clock: mono,
+                    ..Observed::default()
+                }))
+            })
+        });
         Slots {
             leases: store,
             holder: node,
             duration: Duration::from_secs(60),
-            skew: Duration::from_secs(5),
+            margin: Duration::from_secs(5),
+            observed,
         }
     }
 
+    /// `secs` into the test on every clock: the wall time written, and the monotonic time.
     fn at(secs: u64) -> SystemTime {
+        MONO.with(|m| m.set(Some(base() + Duration::from_secs(secs))));
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
     }
 
@@ -482,23 +639,28 @@ mod tests {
     }
 
     #[test]
-    fn an_expired_slot_is_taken_over_only_after_the_skew_allowance() {
+    fn an_expired_slot_is_taken_over_only_after_the_lease_and_margin_since_seen() {
         let store = Store::default();
         taken(
             slots(&store, "dead")
                 .acquire("fleet", "gw", 1, at(0))
                 .unwrap(),
         );
-        // 60 s lease + 5 s skew: still held at 64 s, free after 65 s.
-        assert!(matches!(
-            slots(&store, "node-b")
-                .acquire("fleet", "gw", 1, at(64))
-                .unwrap(),
-            SlotOutcome::Full { .. }
-        ));
+        // node-b first sees it at 1 s: 60 s lease + 5 s margin from then, by its own clock.
+        for t in [1, 64, 66] {
+            assert!(
+                matches!(
+                    slots(&store, "node-b")
+                        .acquire("fleet", "gw", 1, at(t))
+                        .unwrap(),
+                    SlotOutcome::Full { .. }
+                ),
+                "held at {t} s"
+            );
+        }
         let b = taken(
             slots(&store, "node-b")
-                .acquire("fleet", "gw", 1, at(66))
+                .acquire("fleet", "gw", 1, at(67))
                 .unwrap(),
         );
         assert_eq!(b.lease.holder.as_deref(), Some("node-b"));
@@ -514,7 +676,13 @@ mod tests {
                 .unwrap(),
         );
         slots(&store, "node-a").renew(&mut a, at(30)).unwrap();
-        // Renewed at 30: not free at 80 (30 + 60 + 5 = 95).
+        // Renewed at 30, seen renewed by node-b at 31: not free at 80 (31 + 60 + 5 = 96).
+        assert!(matches!(
+            slots(&store, "node-b")
+                .acquire("fleet", "gw", 1, at(31))
+                .unwrap(),
+            SlotOutcome::Full { .. }
+        ));
         assert!(matches!(
             slots(&store, "node-b")
                 .acquire("fleet", "gw", 1, at(80))
@@ -536,6 +704,91 @@ mod tests {
         // Releasing a lost slot leaves the new holder alone.
         slots(&store, "node-a").release(&a).unwrap();
         assert_eq!(store.holder("gw.0").as_deref(), Some("node-b"));
+    }
+
+    /// Regression (issue 23, item 2): a node whose wall clock is an hour behind wrote
+    /// `renewTime` an hour in the past; every other node judged its Lease expired at once and
+    /// took the slot during its upgrade.
+    #[test]
+    fn a_clock_behind_loses_its_own_slot() {
+        let store = Store::default();
+        at(0);
+        let behind = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 - 3600);
+        taken(
+            slots(&store, "node-a")
+                .acquire("fleet", "gw", 1, behind)
+                .unwrap(),
+        );
+        for t in [1, 30, 60] {
+            assert!(
+                matches!(
+                    slots(&store, "node-b")
+                        .acquire("fleet", "gw", 1, at(t))
+                        .unwrap(),
+                    SlotOutcome::Full { .. }
+                ),
+                "node-a's slot taken at {t} s"
+            );
+        }
+        assert_eq!(store.holder("gw.0").as_deref(), Some("node-a"));
+    }
+
+    /// Regression (issue 23, item 2): a holder whose clock is an hour ahead dies; its slot
+    /// stays held only for the lease (plus margin) as the others see it, not for the hour.
+    #[test]
+    fn a_clock_ahead_holds_a_dead_slot_only_for_the_lease() {
+        let store = Store::default();
+        at(0);
+        let ahead = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + 3600);
+        taken(
+            slots(&store, "dead")
+                .acquire("fleet", "gw", 1, ahead)
+                .unwrap(),
+        );
+        assert!(matches!(
+            slots(&store, "node-b")
+                .acquire("fleet", "gw", 1, at(1))
+                .unwrap(),
+            SlotOutcome::Full { .. }
+        ));
+        let b = taken(
+            slots(&store, "node-b")
+                .acquire("fleet", "gw", 1, at(67))
+                .unwrap(),
+        );
+        assert_eq!(b.lease.holder.as_deref(), Some("node-b"));
+    }
+
+    /// Regression (issue 23, item 3): a budget of 4,000,000,000 slots allocated a vector of
+    /// that many entries (abort) and looped over each; only the slots that exist are read.
+    #[test]
+    fn a_huge_budget_allocates_and_loops_nothing_per_slot() {
+        let store = Store::default();
+        let a = taken(
+            slots(&store, "node-a")
+                .acquire("fleet", "gw", 4_000_000_000, at(0))
+                .unwrap(),
+        );
+        let b = taken(
+            slots(&store, "node-b")
+                .acquire("fleet", "gw", u32::MAX, at(0))
+                .unwrap(),
+        );
+        assert_eq!((a.index, b.index), (0, 1));
+        assert_eq!(
+            slots(&store, "node-b")
+                .held("fleet", "gw", u32::MAX)
+                .unwrap()
+                .map(|s| s.index),
+            Some(1)
+        );
+        assert_eq!(slot_index("edge.gw", "edge.gw.7", 8), Some(7));
+        assert_eq!(slot_index("edge.gw", "edge.gw.8", 8), None);
+        assert_eq!(slot_index("edge.gw", "edge.gw.07", 8), None);
+        assert_eq!(slot_index("edge.gw", "edge.gw.x.1", 8), None);
+        // A DaemonSet name may hold dots: another DaemonSet's slots are never taken for its own.
+        assert_eq!(slot_index("edge.gw", "edge.gw.b.1", 8), None);
+        assert_eq!(slot_index("edge.gw.b", "edge.gw.b.1", 8), Some(1));
     }
 
     #[test]
@@ -585,6 +838,7 @@ mod tests {
             acquire_time: Some(at(0) + Duration::from_micros(123_456)),
             renew_time: Some(at(5)),
             lease_transitions: 2,
+            failed: Some("7f9c8d6b5".into()),
         };
         let v = lease.to_json();
         assert_eq!(v["spec"]["acquireTime"], "2027-01-15T08:00:00.123456Z");
@@ -593,9 +847,11 @@ mod tests {
         let back = Lease::from_json(v.to_string().as_bytes()).unwrap();
         assert_eq!(back, lease);
         // A create carries no resourceVersion; a cleared holder is null.
+        assert_eq!(v["metadata"]["annotations"][FAILED_ANNOTATION], "7f9c8d6b5");
         let fresh = Lease {
             resource_version: String::new(),
             holder: None,
+            failed: None,
             ..lease
         };
         let v = fresh.to_json();

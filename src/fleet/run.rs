@@ -13,8 +13,9 @@ use super::view::{DaemonSetInfo, DaemonSetView, FleetView, SlotView};
 /// `leaseDurationSeconds` is `policy.ready_timeout` plus this (SPEC 6b): the call, the tick
 /// that notices the replacement, and the release fit in it.
 pub const LEASE_MARGIN: Duration = Duration::from_secs(10);
-/// Another node's lease counts as expired only this long after its expiry by this node's
-/// clock: node clocks are assumed within this of each other (README "Fleet budget").
+/// Another node's lease counts as expired only this long after it has stayed unchanged for its
+/// `leaseDurationSeconds`, by this node's monotonic clock since it saw it change (SPEC 6b): no
+/// wall clock is compared, so this is a margin for the reads' latency, not for clock skew.
 pub const SKEW: Duration = Duration::from_secs(5);
 /// A full budget (or unreadable Leases) is tried again after this, plus up to 1 s of jitter.
 pub const RETRY: Duration = Duration::from_secs(2);
@@ -27,6 +28,8 @@ pub struct Fleet {
     /// `fleet.namespace`: where every slot Lease lives.
     namespace: String,
     inner: Mutex<Inner>,
+    /// When this node last saw each other node's slot Lease change (expiry, SPEC 6b).
+    observed: super::lease::Observed,
 }
 
 #[derive(Default)]
@@ -51,6 +54,7 @@ impl Fleet {
             duration: ready_timeout + LEASE_MARGIN,
             namespace: "yurt-ota".into(),
             inner: Mutex::new(Inner::default()),
+            observed: super::lease::Observed::default(),
         }
     }
 
@@ -204,12 +208,13 @@ impl Fleet {
         }
     }
 
-    fn slots<'a>(&self, leases: &'a dyn Leases, node: &'a str) -> Slots<'a, dyn Leases + 'a> {
+    fn slots<'a>(&'a self, leases: &'a dyn Leases, node: &'a str) -> Slots<'a, dyn Leases + 'a> {
         Slots {
             leases,
             holder: node,
             duration: self.duration,
-            skew: SKEW,
+            margin: SKEW,
+            observed: &self.observed,
         }
     }
 
@@ -242,24 +247,52 @@ impl Fleet {
         }
     }
 
+    /// How long until a held slot is due for renewal (the decision loop wakes then: a slot
+    /// kept for a down pod has no upgrade in flight to wake it). `None`: no slot held.
+    pub fn next_renewal(&self) -> Option<Duration> {
+        let g = self.lock();
+        g.held
+            .values()
+            .map(|(_, at)| match at {
+                None => Duration::ZERO,
+                Some(at) => (self.duration / 3).saturating_sub(at.elapsed()),
+            })
+            .min()
+    }
+
+    /// The upgrade of `ds_uid` failed on this node: its slot, kept, is shown as held for a
+    /// failed upgrade (status, and other nodes' `why_not_yet` through the Lease).
+    pub fn note_failed(&self, ds_uid: &str, revision: Option<&str>) {
+        let mut g = self.lock();
+        let rev = revision.unwrap_or("?").to_owned();
+        if let Some((slot, at)) = g.held.get_mut(ds_uid) {
+            slot.lease.failed = Some(rev);
+            *at = None; // written at the next tick
+        }
+    }
+
     /// Each tick of the decision loop: after a start, find the slots held from before (kept
-    /// when an upgrade of that DaemonSet is still in flight, released otherwise: never leaked);
-    /// renew held slots every third of the lease; release a slot whose upgrade is no longer in
-    /// flight. `in_flight` holds the owner (DaemonSet) uid of every upgrade in flight.
-    pub fn maintain(&self, io: Io, in_flight: &HashSet<&str>, now: SystemTime) {
+    /// when still needed, released otherwise: never leaked); renew held slots every third of
+    /// the lease; release a slot no longer needed. `needed` names the DaemonSets whose slot
+    /// this node keeps (`policy::slots_needed`: an upgrade in flight, or this node's pod of it
+    /// unavailable, SPEC 6b); `None` before the first pod list: nothing is resumed or released.
+    pub fn maintain(&self, io: Io, needed: Option<&HashSet<String>>, now: SystemTime) {
         let Some((leases, node)) = io else { return };
         let slots = self.slots(leases, node);
         // Resume: once per DaemonSet with a budget; after a failure, again after RETRY.
-        let unchecked: Vec<(String, String, String, u32)> = {
-            let g = self.lock();
-            let wait = g.resume_after.is_some_and(|at| Instant::now() < at);
-            g.views
-                .iter()
-                .filter(|(uid, _)| !wait && !g.checked.contains(*uid))
-                .filter_map(|(uid, v)| {
-                    Some((uid.clone(), v.namespace.clone(), v.name.clone(), v.budget?))
-                })
-                .collect()
+        let unchecked: Vec<(String, String, String, u32)> = match needed {
+            None => Vec::new(),
+            Some(_) => {
+                let g = self.lock();
+                let wait = g.resume_after.is_some_and(|at| Instant::now() < at);
+                g.views
+                    .iter()
+                    .filter(|(uid, _)| !wait && !g.checked.contains(*uid))
+                    .filter_map(|(uid, v)| {
+                        Some((uid.clone(), v.namespace.clone(), v.name.clone(), v.budget?))
+                    })
+                    .collect()
+            }
         };
         for (uid, ns, name, budget) in unchecked {
             match slots.held(&self.namespace, &slot_key(&ns, &name), budget) {
@@ -269,14 +302,14 @@ impl Fleet {
                     let index = slot.index;
                     // Renewed at once below: its age is unknown.
                     self.lock().held.insert(uid.clone(), (slot, None));
-                    if in_flight.contains(uid.as_str()) {
-                        log::info!("fleet budget of {ns}/{name}: resumed slot {index}, held from before a restart");
+                    if needed.is_some_and(|n| n.contains(&uid)) {
+                        log::info!("fleet budget of {ns}/{name}: resumed slot {index}, held from before a restart (an upgrade in flight, or this node's pod unavailable)");
                         self.set_slots(&uid, SlotView::Held { index });
                     } else {
                         self.release(
                             io,
                             &uid,
-                            "held from before a restart with no upgrade in flight",
+                            "held from before a restart, and this node's pod is available",
                         );
                     }
                 }
@@ -287,7 +320,7 @@ impl Fleet {
                 }
             }
         }
-        // Release what no upgrade needs any more; renew the rest when due.
+        // Release what is no longer needed; renew the rest when due.
         let held: Vec<(String, Slot, Option<Instant>)> = self
             .lock()
             .held
@@ -295,8 +328,8 @@ impl Fleet {
             .map(|(k, (s, at))| (k.clone(), s.clone(), *at))
             .collect();
         for (uid, mut slot, renewed) in held {
-            if !in_flight.contains(uid.as_str()) {
-                self.release(io, &uid, "no upgrade of it in flight");
+            if needed.is_some_and(|n| !n.contains(&uid)) {
+                self.release(io, &uid, "this node's pod is available");
                 continue;
             }
             if renewed.is_some_and(|at| at.elapsed() < self.duration / 3) {

@@ -84,8 +84,10 @@ pub fn budget(
         ),
         n => (n, given.is_none()),
     };
+    // Never above the nodes that run it (Kubernetes bounds a larger maxUnavailable the same
+    // way): slots that no node can use would only cost memory and time.
     Ok(Some(Budget {
-        slots: slots.max(1),
+        slots: slots.min(desired_number_scheduled).max(1),
         from_default,
     }))
 }
@@ -158,13 +160,30 @@ mod tests {
         assert_eq!(slots(AdvancedRollingUpdate, Some("25%"), 5), Some(2));
         assert_eq!(slots(AdvancedRollingUpdate, Some("100%"), 7), Some(7));
         assert_eq!(slots(AdvancedRollingUpdate, Some("2"), 5), Some(2));
-        assert_eq!(slots(AdvancedRollingUpdate, Some("9"), 5), Some(9));
+        assert_eq!(slots(AdvancedRollingUpdate, Some("9"), 5), Some(5));
         assert!(budget(AdvancedRollingUpdate, Some("2"), 5)
             .unwrap()
             .is_some_and(|b| !b.from_default));
         assert!(budget(AdvancedRollingUpdate, None, 5)
             .unwrap()
             .is_some_and(|b| b.from_default));
+    }
+
+    /// Regression (issue 23, item 3): `max-unavailable: "4000000000"` made every node
+    /// allocate and loop per slot (an abort, or a core spinning); it is bounded by
+    /// `desiredNumberScheduled`, as Kubernetes bounds a larger `maxUnavailable`.
+    #[test]
+    fn one_annotation_crashes_or_spins_every_node() {
+        use Strategy::*;
+        let slots = |a, n| {
+            budget(AdvancedRollingUpdate, Some(a), n)
+                .unwrap()
+                .map(|b| b.slots)
+        };
+        assert_eq!(slots("4000000000", 5), Some(5));
+        assert_eq!(slots("5000000", 1000), Some(1000));
+        assert_eq!(slots("4294967295", 0), Some(1), "no status yet: at least 1");
+        assert_eq!(slots("100%", 10_000), Some(10_000));
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub struct DaemonSetInfo {
     pub max_unavailable: Option<String>,
     /// `status.desiredNumberScheduled`.
     pub desired_number_scheduled: u32,
+    /// `spec.minReadySeconds`: a pod is available once Ready this long.
+    pub min_ready_seconds: u32,
 }
 
 /// What is known of a DaemonSet's slots, from this node's last attempt.
@@ -44,6 +46,8 @@ pub struct DaemonSetView {
     /// Fleet budget in slots; `None`: no budget.
     pub budget: Option<u32>,
     pub slots: SlotView,
+    /// `spec.minReadySeconds`: this node's pod is available once Ready this long (SPEC 6b).
+    pub min_ready: std::time::Duration,
 }
 
 impl DaemonSetView {
@@ -82,6 +86,7 @@ impl DaemonSetView {
                 strategy,
                 budget,
                 slots: SlotView::Unknown,
+                min_ready: std::time::Duration::from_secs(u64::from(info.min_ready_seconds)),
             },
             error,
         )
@@ -111,6 +116,7 @@ mod tests {
             strategy: strategy.map(Into::into),
             max_unavailable: max.map(Into::into),
             desired_number_scheduled: 5,
+            min_ready_seconds: 0,
         }
     }
 

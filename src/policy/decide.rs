@@ -20,6 +20,8 @@ pub(super) fn decide_now(i: &Inputs) -> Decision {
     // file written by an older version.
     let mut in_flight_uids: HashSet<&str> = HashSet::new();
     let mut ended = 0u32;
+    // The DaemonSet revisions failing in this decision: blocked at once (SPEC 6).
+    let mut failing: Vec<(&str, Option<&str>)> = Vec::new();
     for f in &i.state.in_flight {
         if !in_flight_uids.insert(&f.uid) {
             continue;
@@ -29,7 +31,17 @@ pub(super) fn decide_now(i: &Inputs) -> Decision {
             owner_uid: &f.owner_uid,
             name: &f.name,
         };
-        if let Some(new) = crate::pod::replacement(pods, old) {
+        // An upgrade that may or may not have been carried out: the pod is read again first.
+        if f.uncertain {
+            d.actions.push(Action::Recheck { uid: f.uid.clone() });
+            continue;
+        }
+        // Finished once the replacement is available: Ready for the DaemonSet's
+        // minReadySeconds (SPEC 6b); until then it may still fail.
+        let min_ready = pods::min_ready(i.fleet, &f.owner_uid);
+        if let Some(new) =
+            crate::pod::replacement(pods, old).filter(|new| new.is_available(min_ready, i.now_ms))
+        {
             d.actions.push(Action::Finished {
                 uid: f.uid.clone(),
                 replacement: new.key(),
@@ -40,6 +52,11 @@ pub(super) fn decide_now(i: &Inputs) -> Decision {
         let looping = pods
             .iter()
             .find(|p| old.succeeded_by(p) && p.restarts() >= CRASH_LOOP_RESTARTS);
+        if looping.is_some()
+            || i.now_ms.saturating_sub(f.started_ms) > s.ready_timeout.as_millis() as u64
+        {
+            failing.push((f.owner_uid.as_str(), f.revision.as_deref()));
+        }
         if let Some(p) = looping {
             d.actions.push(Action::Failed {
                 uid: f.uid.clone(),
@@ -187,19 +204,17 @@ pub(super) fn decide_now(i: &Inputs) -> Decision {
         .filter(|g| g.applies(Purpose::Pull) && !g.open)
         .map(|g| g.name.clone())
         .collect();
-    // Those that finished just now no longer count. A failure trips the breaker as it is acted
-    // on: no automatic upgrade starts beside it.
-    let breaker = i
+    // Those that finished just now no longer count. The breaker for everything (an intent
+    // record that cannot be trusted); and per DaemonSet, the revision that failed here (SPEC 6),
+    // including those failing in this decision.
+    let breaker = i.state.breaker.as_ref().map(|b| b.reason.clone());
+    let blocked: HashMap<&str, &crate::state::Blocked> = i
         .state
-        .breaker
-        .as_ref()
-        .map(|b| b.reason.clone())
-        .or_else(|| {
-            d.actions.iter().find_map(|a| match a {
-                Action::Failed { reason, .. } => Some(reason.clone()),
-                _ => None,
-            })
-        });
+        .blocked
+        .iter()
+        .map(|b| (b.owner_uid.as_str(), b))
+        .collect();
+    let mut unblocked: HashSet<&str> = HashSet::new();
     let mut in_flight = (in_flight_uids.len() as u32).saturating_sub(ended);
     for (p, queued) in candidates {
         let uid = &p.metadata.uid;
@@ -234,6 +249,34 @@ pub(super) fn decide_now(i: &Inputs) -> Decision {
             if let Some(reason) = &breaker {
                 wait(Why::Breaker(reason.clone()));
                 continue;
+            }
+        }
+        let owner = p.owner().map_or("", |o| o.uid.as_str());
+        let revision = p.target_revision();
+        if let Some((_, failed)) = failing.iter().find(|(o, _)| *o == owner) {
+            if queued.is_none() && (failed.is_none() || *failed == revision) {
+                wait(Why::RevisionFailed {
+                    revision: failed.map(str::to_owned),
+                    reason: "failed just now".into(),
+                });
+                continue;
+            }
+        }
+        if let Some(b) = blocked.get(owner) {
+            let same = b.revision.is_none() || b.revision.as_deref() == revision;
+            if same && queued.is_none() {
+                wait(Why::RevisionFailed {
+                    revision: b.revision.clone(),
+                    reason: b.reason.clone(),
+                });
+                continue;
+            }
+            if !same && unblocked.insert(owner) {
+                d.actions.push(Action::Unblock {
+                    owner_uid: owner.to_owned(),
+                    revision: b.revision.clone(),
+                    newer: revision.map(str::to_owned),
+                });
             }
         }
         match p.image_state() {
@@ -291,12 +334,15 @@ pub(super) fn decide_now(i: &Inputs) -> Decision {
             continue;
         }
         // The fleet budget: the act step takes a slot before the re-read; while the last
-        // attempt found none, wait for the retry.
+        // attempt found none, wait for the retry. A pod already unavailable is replaced
+        // without waiting for a free slot (SPEC 6b): it adds no unavailable node.
+        let down = !p.is_available(pods::min_ready(i.fleet, owner), i.now_ms);
         let slot = match ds.filter(|ds| ds.budget.is_some()) {
             None => None,
             Some(ds) => {
                 use crate::fleet::SlotView;
                 match &ds.slots {
+                    _ if down => p.owner().map(|o| o.uid.clone()),
                     SlotView::Full { holders, retry_ms } if *retry_ms > i.now_ms => {
                         wait(Why::FleetBudget {
                             budget: ds.budget.unwrap_or_default(),
@@ -317,6 +363,7 @@ pub(super) fn decide_now(i: &Inputs) -> Decision {
             pod: Target::of(p),
             force,
             slot,
+            down,
         });
     }
     d

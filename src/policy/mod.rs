@@ -17,7 +17,7 @@ mod decide;
 mod pods;
 mod why;
 
-pub use pods::{fingerprint, matches, pull_key};
+pub use pods::{fingerprint, matches, pull_key, slots_needed};
 pub use why::{blockers, deferral_over, retry_after, Blockers, Why};
 
 /// A replacement pod whose containers restarted this often is crash-looping.
@@ -30,6 +30,8 @@ pub struct Target {
     pub name: String,
     pub uid: String,
     pub owner_uid: String,
+    /// The revision it is upgraded to, when the upstream names it (`PodNeedUpgrade`).
+    pub revision: Option<String>,
 }
 
 impl Target {
@@ -39,6 +41,7 @@ impl Target {
             name: p.metadata.name.clone(),
             uid: p.metadata.uid.clone(),
             owner_uid: p.owner().map(|o| o.uid.clone()).unwrap_or_default(),
+            revision: p.target_revision().map(str::to_owned),
         }
     }
 
@@ -55,6 +58,9 @@ pub enum Action {
         pod: Target,
         force: bool,
         slot: Option<String>,
+        /// The pod is unavailable already (SPEC 6b): it is replaced without waiting for a
+        /// free slot, and takes or keeps one if it can.
+        down: bool,
     },
     /// Ask for the image pre-pull; `pull_key` says which revision, so it is asked once.
     Pull {
@@ -66,10 +72,22 @@ pub enum Action {
         uid: String,
         replacement: String,
     },
-    /// Not Ready in time, or crash-looping: trip the breaker.
+    /// Not available in time, or crash-looping: block that revision of its DaemonSet.
     Failed {
         uid: String,
         reason: String,
+    },
+    /// A newer revision (`newer`) of a DaemonSet whose revision `revision` failed here: the
+    /// block is lifted, and the pod is upgraded as usual (SPEC 6).
+    Unblock {
+        owner_uid: String,
+        revision: Option<String>,
+        newer: Option<String>,
+    },
+    /// An upgrade call that may have been carried out (`InFlight::uncertain`): the pod is
+    /// read again, and the call counted as under way or as never made.
+    Recheck {
+        uid: String,
     },
     Dequeue {
         uid: String,
@@ -152,6 +170,11 @@ fn next_look(i: &Inputs, d: &Decision) -> Option<Duration> {
         let max = max.as_millis() as u64;
         (i.state.outdated.iter()).filter_map(move |o| after(o.since_ms.saturating_add(max)))
     });
+    // A replacement Ready, not yet for its DaemonSet's minReadySeconds: available then.
+    let available = pods::available_at(i).filter_map(after);
+    // An upgrade that may have started: its pod read again.
+    let uncertain =
+        (i.state.in_flight.iter().any(|f| f.uncertain)).then_some(Duration::from_secs(2));
     // A fleet slot tried again.
     let slots = i.fleet.values().filter_map(|ds| match &ds.slots {
         crate::fleet::SlotView::Full { retry_ms, .. }
@@ -165,6 +188,8 @@ fn next_look(i: &Inputs, d: &Decision) -> Option<Duration> {
         .chain(waiting)
         .chain(deferrals)
         .chain(slots)
+        .chain(available)
+        .chain(uncertain)
         .min()
 }
 

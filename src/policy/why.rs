@@ -19,6 +19,12 @@ pub enum Why {
         attempts: u32,
     },
     Breaker(String),
+    /// This revision of the pod's DaemonSet failed on this node (SPEC 6): not tried again by
+    /// itself; a newer revision clears it.
+    RevisionFailed {
+        revision: Option<String>,
+        reason: String,
+    },
     PullGatesClosed(Vec<String>),
     /// Pre-pull asked for; waiting for `PodImageReady=True`.
     ImagePulling,
@@ -68,6 +74,14 @@ impl fmt::Display for Why {
                 f,
                 "circuit breaker tripped ({r}); POST /v1/breaker/reset to resume"
             ),
+            Why::RevisionFailed { revision: Some(r), reason } => write!(
+                f,
+                "revision {r} of its DaemonSet failed on this node ({reason}); waiting for a newer revision (or POST /v1/breaker/reset)"
+            ),
+            Why::RevisionFailed { revision: None, reason } => write!(
+                f,
+                "an upgrade of its DaemonSet failed on this node ({reason}); the upstream names no revision, so POST /v1/breaker/reset resumes it"
+            ),
             Why::PullGatesClosed(g) => write!(f, "image pre-pull waits for gate {}", g.join(", ")),
             Why::ImagePulling => write!(
                 f,
@@ -115,6 +129,7 @@ impl Why {
             Why::Parked(_) => "parked",
             Why::Backoff { .. } => "backoff",
             Why::Breaker(_) => "breaker",
+            Why::RevisionFailed { .. } => "revision_failed",
             Why::PullGatesClosed(_) => "pull_gate_closed",
             Why::ImagePulling => "image_pulling",
             Why::ImageNotReady(_) => "image_not_ready",

@@ -74,8 +74,9 @@ pub(super) fn set_ready(pod: &mut Value, ready: bool) {
         .into_iter()
         .flatten()
     {
-        if c["type"] == "Ready" || c["type"] == "ContainersReady" {
+        if (c["type"] == "Ready" || c["type"] == "ContainersReady") && c["status"] != status {
             c["status"] = json!(status);
+            c["lastTransitionTime"] = json!(rfc3339(SystemTime::now()));
         }
     }
     pod["status"]["phase"] = json!(if ready { "Running" } else { "Pending" });

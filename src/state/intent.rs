@@ -135,6 +135,8 @@ mod tests {
             owner_uid: "ds-uid".into(),
             started_ms: 1_764_201_600_000,
             accepted: false,
+            revision: None,
+            uncertain: false,
         }
     }
 

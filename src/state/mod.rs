@@ -48,7 +48,11 @@ pub struct State {
     pub in_flight: Vec<InFlight>,
     pub queue: Vec<Queued>,
     pub holds: Vec<Hold>,
+    /// Tripped for everything (an intent record that cannot be trusted); cleared by hand.
     pub breaker: Option<Breaker>,
+    /// The DaemonSet revisions this node does not try again by itself (SPEC 6): one entry per
+    /// DaemonSet, cleared by a newer revision of it or by hand.
+    pub blocked: Vec<Blocked>,
     pub parked: Vec<Parked>,
     pub backoff: Vec<Backoff>,
     /// Since when each pod has needed upgrade (`policy.max_defer`): one entry per uid, only
@@ -88,6 +92,15 @@ pub struct InFlight {
     pub started_ms: u64,
     /// The upstream accepted the call (2xx). False while the call is under way.
     pub accepted: bool,
+    /// The revision the pod was upgraded to (`PodNeedUpgrade`'s `controllerrevision:`), when
+    /// the upstream names it: a failure blocks that revision of the DaemonSet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// The call got no answer, or a 5xx, after it was sent whole: it may have been carried out.
+    /// The slot stays held until the pod is read again (gone or deleting: under way;
+    /// unchanged: it did not happen).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub uncertain: bool,
 }
 
 /// A pod an app or operator asked to upgrade when the gates allow (`?when=idle`).
@@ -111,6 +124,28 @@ pub struct Hold {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Breaker {
+    pub tripped_ms: u64,
+    pub reason: String,
+}
+
+/// A failed upgrade: this revision of this DaemonSet is not tried again by this node by
+/// itself (SPEC 6). A newer revision of the DaemonSet clears it, as `POST /v1/breaker/reset`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Blocked {
+    /// The DaemonSet's uid.
+    pub owner_uid: String,
+    /// `namespace/name` of the DaemonSet, for status (`of pod NS/NAME` in YurtHub mode, which
+    /// reports no DaemonSets).
+    #[serde(default)]
+    pub daemonset: String,
+    /// The revision that failed; `None` when the upstream names none (YurtHub before v1.7):
+    /// then every revision of the DaemonSet waits for a reset by hand.
+    pub revision: Option<String>,
+    /// The pod whose upgrade failed, and its uid: deleted by that upgrade, it never counts as
+    /// this node's available pod again (a pod list read before the DELETE still shows it).
+    pub pod: String,
+    #[serde(default)]
+    pub uid: String,
     pub tripped_ms: u64,
     pub reason: String,
 }

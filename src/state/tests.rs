@@ -245,6 +245,8 @@ fn in_flight(uid: &str) -> InFlight {
         owner_uid: "ds".into(),
         started_ms: 1,
         accepted: false,
+        revision: None,
+        uncertain: false,
     }
 }
 

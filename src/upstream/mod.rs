@@ -78,6 +78,26 @@ impl fmt::Display for UpstreamError {
     }
 }
 
+/// A pod as read again after an upgrade call that may or may not have been carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodNow {
+    /// Gone, being deleted, or another pod under its name: the upgrade is under way.
+    Replaced,
+    /// Still there, same uid, not being deleted: the call did not happen.
+    Unchanged,
+}
+
+/// A failed upgrade, told to the cluster (SPEC 6: a Kubernetes Event `UpgradeFailed`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure<'a> {
+    pub namespace: &'a str,
+    /// The pod upgraded, and its uid.
+    pub pod: &'a str,
+    pub uid: &'a str,
+    pub revision: Option<&'a str>,
+    pub reason: &'a str,
+}
+
 pub trait Upstream: Send + Sync {
     /// The body of a 200 answer to `GET /pods`.
     fn list_pods(&self) -> Result<Vec<u8>, UpstreamError>;
@@ -98,6 +118,29 @@ pub trait Upstream: Send + Sync {
     /// nothing (fail closed).
     fn leases(&self) -> crate::fleet::run::Io<'_> {
         None
+    }
+    /// Reads pod `ns/name` (uid `uid`) again, fresh, after an upgrade call that may have
+    /// been carried out. By default from `list_pods` (YurtHub answers it from the hub).
+    fn pod_now(&self, ns: &str, name: &str, uid: &str) -> Result<PodNow, UpstreamError> {
+        let body = self.list_pods()?;
+        let snap = crate::snapshot::Snapshot::build(&body)
+            .map_err(|e| UpstreamError::InvalidJson(e.to_string()))?;
+        let same = snap.pods.iter().any(|p| {
+            p.metadata.namespace == ns
+                && p.metadata.name == name
+                && p.metadata.uid == uid
+                && !p.is_deleting()
+        });
+        Ok(if same {
+            PodNow::Unchanged
+        } else {
+            PodNow::Replaced
+        })
+    }
+    /// Tells the cluster that an upgrade failed, where there is one to tell (apiserver mode:
+    /// an Event); `Ok` by default.
+    fn report_failure(&self, _failure: &Failure) -> Result<(), String> {
+        Ok(())
     }
     /// Upstream-specific state for readiness and `/v1/status` (the apiserver's watch); None
     /// for upstreams that are polled.

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use yurt_ota::fleet::kube::{Kube, LeaseApi};
-use yurt_ota::fleet::{SlotOutcome, Slots};
+use yurt_ota::fleet::{Observed, SlotOutcome, Slots};
 use yurt_ota::sim::apiserver::server::Handle;
 use yurt_ota::sim::apiserver::Options;
 
@@ -54,11 +54,13 @@ fn five_nodes_racing_over_https_never_hold_more_than_the_budget() {
             s.spawn(move || {
                 let node = format!("edge-node-{i}");
                 let api = LeaseApi(Https::new(h));
+                let observed = Observed::default();
                 let slots = Slots {
                     leases: &api,
                     holder: &node,
                     duration: Duration::from_secs(30),
-                    skew: Duration::from_secs(1),
+                    margin: Duration::from_secs(1),
+                    observed: &observed,
                 };
                 for _ in 0..2 {
                     let deadline = Instant::now() + Duration::from_secs(30);
@@ -105,14 +107,20 @@ fn five_nodes_racing_over_https_never_hold_more_than_the_budget() {
 }
 
 #[test]
-fn a_holder_that_dies_frees_its_slot_at_lease_expiry_plus_skew() {
+fn a_holder_that_dies_frees_its_slot_at_lease_expiry_plus_margin() {
     let (h, _d) = start();
     let api = LeaseApi(Https::new(&h));
+    let (seen_1, seen_2) = (Observed::default(), Observed::default());
     let slots = |node| Slots {
         leases: &api,
         holder: node,
         duration: Duration::from_secs(2),
-        skew: Duration::from_secs(1),
+        margin: Duration::from_secs(1),
+        observed: if node == "edge-node-1" {
+            &seen_1
+        } else {
+            &seen_2
+        },
     };
     let taken = Instant::now();
     assert!(matches!(
@@ -132,7 +140,7 @@ fn a_holder_that_dies_frees_its_slot_at_lease_expiry_plus_skew() {
     let waited = taken.elapsed();
     assert!(
         waited >= Duration::from_millis(2900),
-        "taken over before expiry + skew: {waited:?}"
+        "taken over before expiry + margin: {waited:?}"
     );
     assert_eq!(got.lease.holder.as_deref(), Some("edge-node-2"));
     assert_eq!(got.lease.lease_transitions, 1);

@@ -32,7 +32,7 @@ pub fn standin(ready: Duration) -> (server::Handle, tempfile::TempDir) {
 pub fn agent(dir: &std::path::Path, i: usize, policy: &str, extra: &str) -> Agent {
     Agent::start(&format!(
         "[upstream]\nkind = \"apiserver\"\nkubeconfig = \"{}\"\nnode_name = \"edge-node-{i}\"\n\
-         detect = \"revision\"\n[policy]\nstable_for = \"300ms\"\ngate_check_interval = \"50ms\"\n\
+         detect = \"revision\"\npoll_interval = \"250ms\"\n[policy]\nstable_for = \"300ms\"\ngate_check_interval = \"50ms\"\n\
          prepull = false\n{policy}\n{extra}",
         dir.join("kubeconfig").display()
     ))

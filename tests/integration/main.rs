@@ -16,6 +16,8 @@ mod fleet;
 #[cfg(target_arch = "x86_64")]
 mod fleet_agents;
 #[cfg(target_arch = "x86_64")]
+mod fleet_broken;
+#[cfg(target_arch = "x86_64")]
 mod fleet_gates;
 mod gates;
 mod hardening;

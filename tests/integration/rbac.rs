@@ -1,7 +1,8 @@
 //! The shipped RBAC manifest (packaging/kubernetes/rbac.yaml) against the agent's calls (issue
 //! 20): the stand-in enforces it, so with the manifest as shipped a real agent upgrades a pod
-//! under its budget with no call refused; with each grant removed in turn, the agent makes that
-//! very call and the stand-in refuses it 403, named here by verb and resource.
+//! under its budget with no call refused, and tells the cluster of a failed one; with each grant
+//! removed in turn, the agent makes that very call and the stand-in refuses it 403, named here
+//! by verb and resource.
 
 use std::time::{Duration, Instant};
 
@@ -142,6 +143,41 @@ fn budgeted(manifest: Option<String>, done: &dyn Fn(&[String]) -> bool) -> (Vec<
     (forbidden(&h), released)
 }
 
+/// A broken release (detect = revision, automatic mode): the replacement never becomes Ready,
+/// the upgrade fails at `ready_timeout`, and the agent tells the cluster with an `UpgradeFailed`
+/// Event on the pod. Returns when `done` says so or the Event was recorded; whether it was.
+fn failed(manifest: Option<String>, done: &dyn Fn(&[String]) -> bool) -> (Vec<String>, bool) {
+    let (h, d) = apisim_start(Duration::from_millis(300), options(), |c| c.rbac = manifest);
+    let agent = Agent::start(&format!(
+        "[upstream]\nkind = \"apiserver\"\nkubeconfig = \"{}\"\nnode_name = \"edge-node-1\"\n\
+         detect = \"revision\"\npoll_interval = \"250ms\"\n[policy]\nmode = \"auto\"\n\
+         stable_for = \"200ms\"\ngate_check_interval = \"50ms\"\nprepull = false\n\
+         ready_timeout = \"3s\"\n",
+        d.path().join("kubeconfig").display()
+    ));
+    post(&format!(
+        "{}/sim/rollout/edge-apps/telemetry-agent?broken=1",
+        h.control_url()
+    ));
+    let start = Instant::now();
+    let mut told = false;
+    while start.elapsed() < Duration::from_secs(60) {
+        let refused = forbidden(&h);
+        if done(&refused) {
+            return (refused, false);
+        }
+        told = history(&h)
+            .iter()
+            .any(|e| e["event"] == "k8s_event" && e["reason"] == "UpgradeFailed");
+        if told {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(agent);
+    (forbidden(&h), told)
+}
+
 /// The imagepull with detect = openyurt: a merge patch of `pods/status`. Whether it was
 /// answered 200.
 fn imagepull(manifest: Option<String>) -> (Vec<String>, u16) {
@@ -192,16 +228,23 @@ fn the_shipped_manifest_lets_the_agent_work_and_each_grant_is_one_it_calls() {
     );
     let (refused, status) = imagepull(None);
     assert!(refused.is_empty() && status == 200, "{refused:?} {status}");
+    let (refused, told) = failed(None, &|_| false);
+    assert!(
+        refused.is_empty() && told,
+        "as shipped: no call refused ({refused:?}), the failed upgrade told as an Event"
+    );
 
     let docs = yurt_ota::yaml::parse_all(SHIPPED).unwrap();
     let all = grants(&docs);
-    assert_eq!(all.len(), 12, "{all:?}");
+    assert_eq!(all.len(), 13, "{all:?}");
     let mut unneeded = Vec::new();
     for (grant, at) in all {
         let manifest = without(&docs, at);
         let want = format!("forbidden {grant}");
         let refused = if grant == "patch pods/status" {
             imagepull(Some(manifest)).0
+        } else if grant == "create events" {
+            failed(Some(manifest), &|r: &[String]| r.contains(&want)).0
         } else {
             budgeted(Some(manifest), &|r: &[String]| r.contains(&want)).0
         };

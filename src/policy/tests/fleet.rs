@@ -19,6 +19,7 @@ fn with_ds(
             strategy,
             budget,
             slots,
+            min_ready: Duration::ZERO,
         },
     );
     c
@@ -162,5 +163,301 @@ fn strategies_and_the_fleet_budget() {
         let want: Vec<(String, bool)> = want.into_iter().map(|(k, s)| (k.into(), s)).collect();
         assert_eq!(got, want, "{}: {:?}", c.name, d);
         assert_eq!(why(&d, KP), kp_why.as_ref(), "{}: {:?}", c.name, d.waiting);
+    }
+}
+
+fn blocked(revision: Option<&str>) -> crate::state::Blocked {
+    crate::state::Blocked {
+        owner_uid: KP_OWNER.into(),
+        daemonset: "kube-system/kube-proxy".into(),
+        revision: revision.map(Into::into),
+        pod: KP.into(),
+        uid: "old-uid".into(),
+        tripped_ms: NOW_MS - 60_000,
+        reason: "no Ready replacement".into(),
+    }
+}
+
+/// The breaker per DaemonSet and revision (SPEC 6): each row a blocked revision, what
+/// kube-proxy (needing 7f9c8d6b5) does, and whether the block is lifted.
+#[test]
+fn the_breaker_is_per_daemonset_and_revision() {
+    let now = Instant::now();
+    type Row = (
+        &'static str,
+        Option<crate::state::Blocked>,
+        bool,
+        Vec<&'static str>,
+        Option<&'static str>,
+        bool,
+    );
+    let rows: Vec<Row> = vec![
+        (
+            "the revision kube-proxy needs failed: it waits, kindnet goes",
+            Some(blocked(Some("7f9c8d6b5"))),
+            false,
+            vec![KN],
+            Some("revision_failed"),
+            false,
+        ),
+        (
+            "an older revision failed: a newer one lifts the block and goes",
+            Some(blocked(Some("6e8b7c5a4"))),
+            false,
+            vec![KN, KP],
+            None,
+            true,
+        ),
+        (
+            "no revision named (YurtHub before v1.7): waits for a reset by hand",
+            Some(blocked(None)),
+            false,
+            vec![KN],
+            Some("revision_failed"),
+            false,
+        ),
+        (
+            "queued by hand: goes, as with the breaker",
+            Some(blocked(Some("7f9c8d6b5"))),
+            true,
+            vec![KP, KN],
+            None,
+            false,
+        ),
+        ("nothing blocked", None, false, vec![KN, KP], None, false),
+    ];
+    for (name, b, queued, want, kp_why, lifted) in rows {
+        let mut c = case(name, now);
+        c.max_concurrent = 5;
+        c.state.blocked.extend(b);
+        if queued {
+            c.state.queue.push(queued_kube_proxy(false));
+        }
+        let d = run(&c, now);
+        assert_eq!(upgrades(&d), want, "{name}");
+        assert_eq!(why(&d, KP).map(Why::word), kp_why, "{name}");
+        let unblock = d.actions.iter().any(|a| {
+            matches!(a, Action::Unblock { owner_uid, revision, newer }
+                if owner_uid == KP_OWNER && revision.as_deref() == Some("6e8b7c5a4")
+                    && newer.as_deref() == Some("7f9c8d6b5"))
+        });
+        assert_eq!(unblock, lifted, "{name}: {:?}", d.actions);
+    }
+}
+
+/// SPEC 6b: a pod already unavailable is replaced without waiting for a free slot (it adds no
+/// node down); an available one waits for the budget.
+#[test]
+fn an_unavailable_pod_is_replaced_without_a_free_slot() {
+    use crate::fleet::{SlotView, Strategy};
+    let now = Instant::now();
+    let full = SlotView::Full {
+        holders: vec!["node-a (failed revision 6e8b7c5a4)".into()],
+        retry_ms: NOW_MS + 1500,
+    };
+    for ready in [true, false] {
+        let mut c = case("budget full", now);
+        let p = c.pods.iter_mut().find(|p| p.key() == KP).unwrap();
+        for cd in &mut p.status.conditions {
+            if cd.kind == "Ready" {
+                cd.status = if ready { "True" } else { "False" }.into();
+            }
+        }
+        c.exclude = vec!["kube-system/kindnet-*".into()];
+        let c = with_ds(
+            c,
+            Ok(Some(Strategy::AdvancedRollingUpdate)),
+            Some(1),
+            full.clone(),
+        );
+        let d = run(&c, now);
+        let ups: Vec<(String, bool, bool)> = d
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Upgrade {
+                    pod, slot, down, ..
+                } => Some((pod.key(), slot.is_some(), *down)),
+                _ => None,
+            })
+            .collect();
+        if ready {
+            assert!(ups.is_empty(), "{ups:?}");
+            assert_eq!(
+                why(&d, KP).map(|w| w.to_string()).as_deref(),
+                Some("fleet budget: 1/1 slots held by node-a (failed revision 6e8b7c5a4)")
+            );
+        } else {
+            assert_eq!(ups, vec![(KP.to_owned(), true, true)]);
+        }
+    }
+}
+
+/// SPEC 6b: the slots this node keeps: an upgrade in flight, or its pod not available (not
+/// Ready, Ready for less than minReadySeconds, or missing), whatever the revision.
+#[test]
+fn a_slot_is_kept_while_the_pod_is_unavailable() {
+    use crate::fleet::{SlotView, Strategy};
+    let now = Instant::now();
+    let set_ready = |c: &mut Case, status: &str, since: &str| {
+        let p = c.pods.iter_mut().find(|p| p.key() == KP).unwrap();
+        for cd in &mut p.status.conditions {
+            if cd.kind == "Ready" {
+                cd.status = status.into();
+                cd.last_transition_time = since.into();
+            }
+        }
+    };
+    // NOW_MS is 2027-01-15T08:00:00Z.
+    type Row = (&'static str, &'static str, &'static str, u64, bool, bool);
+    let rows: Vec<Row> = vec![
+        (
+            "Ready: none",
+            "True",
+            "2027-01-15T07:00:00Z",
+            0,
+            false,
+            false,
+        ),
+        (
+            "not Ready (a failed upgrade): kept",
+            "False",
+            "2027-01-15T07:00:00Z",
+            0,
+            false,
+            true,
+        ),
+        (
+            "in flight, Ready: kept",
+            "True",
+            "2027-01-15T07:00:00Z",
+            0,
+            true,
+            true,
+        ),
+        (
+            "Ready 5 s, minReadySeconds 10: kept",
+            "True",
+            "2027-01-15T07:59:55Z",
+            10,
+            false,
+            true,
+        ),
+        (
+            "Ready 10 s, minReadySeconds 10: none",
+            "True",
+            "2027-01-15T07:59:50Z",
+            10,
+            false,
+            false,
+        ),
+        ("the pod missing: kept", "", "", 0, false, true),
+    ];
+    for (name, status, since, min_ready, in_flight_now, kept) in rows {
+        let mut c = case(name, now);
+        if status.is_empty() {
+            c.pods.retain(|p| p.key() != KP);
+        } else {
+            set_ready(&mut c, status, since);
+        }
+        if in_flight_now {
+            c.state
+                .in_flight
+                .push(in_flight("old-uid", KP_OWNER, NOW_MS - 1000));
+        }
+        let mut c = with_ds(
+            c,
+            Ok(Some(Strategy::AdvancedRollingUpdate)),
+            Some(1),
+            SlotView::Unknown,
+        );
+        c.fleet.get_mut(KP_OWNER).unwrap().min_ready = Duration::from_secs(min_ready);
+        let needed = crate::policy::slots_needed(&c.pods, &c.state, &c.fleet, NOW_MS);
+        assert_eq!(needed.contains(KP_OWNER), kept, "{name}");
+    }
+    // A list read before the DELETE still shows the pod a failed upgrade deleted: it is not
+    // this node's available pod.
+    let mut c = case("the failed upgrade's old pod, still listed", now);
+    set_ready(&mut c, "True", "2027-01-15T07:00:00Z");
+    c.state.blocked.push(crate::state::Blocked {
+        uid: KP_UID.into(),
+        ..blocked(Some("7f9c8d6b5"))
+    });
+    let c = with_ds(
+        c,
+        Ok(Some(Strategy::AdvancedRollingUpdate)),
+        Some(1),
+        SlotView::Unknown,
+    );
+    assert!(crate::policy::slots_needed(&c.pods, &c.state, &c.fleet, NOW_MS).contains(KP_OWNER));
+    // The same while in flight (an upgrade that may have started, read on a stale list).
+    let mut c = case("the in-flight upgrade's old pod, still listed", now);
+    c.state
+        .in_flight
+        .push(in_flight(KP_UID, "other-ds", NOW_MS - 1000));
+    let c = with_ds(
+        c,
+        Ok(Some(Strategy::AdvancedRollingUpdate)),
+        Some(1),
+        SlotView::Unknown,
+    );
+    assert!(crate::policy::slots_needed(&c.pods, &c.state, &c.fleet, NOW_MS).contains(KP_OWNER));
+    // A DaemonSet without a budget keeps none.
+    let mut c = case("no budget", now);
+    set_ready(&mut c, "False", "");
+    let c = with_ds(c, Ok(Some(Strategy::Ota)), None, SlotView::Unknown);
+    assert!(crate::policy::slots_needed(&c.pods, &c.state, &c.fleet, NOW_MS).is_empty());
+}
+
+/// minReadySeconds: a replacement Ready for less than it has not finished the upgrade (the
+/// slot is not given away); crash-looping then, it fails.
+#[test]
+fn an_upgrade_finishes_once_the_replacement_is_available() {
+    use crate::fleet::{SlotView, Strategy};
+    let now = Instant::now();
+    for (since, restarts, want) in [
+        ("2027-01-15T07:59:55Z", 0, "none"),
+        ("2027-01-15T07:59:50Z", 0, "finished"),
+        ("2027-01-15T07:59:55Z", 3, "failed"),
+    ] {
+        let mut c = case("replaced", now);
+        let p = c.pods.iter_mut().find(|p| p.key() == KP).unwrap();
+        p.metadata.uid = "new-uid".into();
+        p.status.conditions.retain(|c| c.kind != "PodNeedUpgrade");
+        for cd in &mut p.status.conditions {
+            if cd.kind == "Ready" {
+                cd.status = "True".into();
+                cd.last_transition_time = since.into();
+            }
+        }
+        p.status.container_statuses[0].restart_count = restarts;
+        c.state
+            .in_flight
+            .push(in_flight(KP_UID, KP_OWNER, NOW_MS - 20_000));
+        let mut c = with_ds(
+            c,
+            Ok(Some(Strategy::AdvancedRollingUpdate)),
+            Some(1),
+            SlotView::Unknown,
+        );
+        c.fleet.get_mut(KP_OWNER).unwrap().min_ready = Duration::from_secs(10);
+        let d = run(&c, now);
+        let got = d
+            .actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Finished { .. } => Some("finished"),
+                Action::Failed { .. } => Some("failed"),
+                _ => None,
+            })
+            .unwrap_or("none");
+        assert_eq!(got, want, "Ready since {since}, {restarts} restarts");
+        if want == "none" {
+            assert_eq!(
+                d.next_look,
+                Some(Duration::from_millis(5_001)),
+                "looks again when available"
+            );
+        }
     }
 }

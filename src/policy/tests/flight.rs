@@ -145,21 +145,30 @@ fn a_ready_replacement_finishes_whatever_revision_it_needs_next() {
     );
 }
 
+/// SPEC 6: a failure blocks that revision of that DaemonSet, at once; other DaemonSets go on.
 #[test]
-fn no_automatic_upgrade_starts_beside_a_failure_that_trips_the_breaker() {
+fn a_failure_blocks_its_daemonset_revision_and_no_other() {
     let now = Instant::now();
+    let owner = "5b09aa5c-a098-4dd2-ad37-b7226b561ac0";
     let mut c = case("a timeout and free slots", now);
     c.max_concurrent = 5;
-    c.state
-        .in_flight
-        .push(in_flight("gone-uid", "some-ds", NOW_MS - 301_000));
+    // kube-proxy's pod, the replacement, never became Ready.
+    let p = c.pods.iter_mut().find(|p| p.key() == KP).unwrap();
+    for cd in &mut p.status.conditions {
+        if cd.kind == "Ready" {
+            cd.status = "False".into();
+        }
+    }
+    let mut f = in_flight("gone-uid", owner, NOW_MS - 301_000);
+    f.revision = Some("7f9c8d6b5".into());
+    c.state.in_flight.push(f);
     let d = run(&c, now);
     assert!(d
         .actions
         .iter()
         .any(|a| matches!(a, Action::Failed { uid, .. } if uid == "gone-uid")));
-    assert_eq!(upgrades(&d), Vec::<String>::new());
-    assert_eq!(why(&d, KP).map(Why::word), Some("breaker"));
+    assert_eq!(upgrades(&d), vec![KN], "kindnet's DaemonSet goes on");
+    assert_eq!(why(&d, KP).map(Why::word), Some("revision_failed"));
 }
 
 #[test]

@@ -18,6 +18,7 @@ fn cond(kind: &str, status: &str, reason: &str, message: &str) -> Condition {
         status: status.into(),
         reason: reason.into(),
         message: message.into(),
+        last_transition_time: String::new(),
     }
 }
 
@@ -142,6 +143,8 @@ fn in_flight(uid: &str, owner: &str, started_ms: u64) -> InFlight {
         owner_uid: owner.into(),
         started_ms,
         accepted: true,
+        revision: None,
+        uncertain: false,
     }
 }
 

@@ -40,16 +40,21 @@ impl http::Handler for Control {
                 ok(s.cluster.history(since))
             }
             ["sim", "rollout", ns, ds] if post => {
-                let undo = matches!(q("undo").as_deref(), Some("1" | "true"));
-                match s.cluster.rollout(ns, ds, undo) {
+                let flag = |k: &str| matches!(q(k).as_deref(), Some("1" | "true"));
+                match s
+                    .cluster
+                    .rollout(ns, ds, flag("undo"), flag("broken"), flag("flaky"))
+                {
                     Ok(v) => ok(v),
                     Err((c, m)) => err(c, m),
                 }
             }
-            ["sim", "rollout", ns, ds, "undo"] if post => match s.cluster.rollout(ns, ds, true) {
-                Ok(v) => ok(v),
-                Err((c, m)) => err(c, m),
-            },
+            ["sim", "rollout", ns, ds, "undo"] if post => {
+                match s.cluster.rollout(ns, ds, true, false, false) {
+                    Ok(v) => ok(v),
+                    Err((c, m)) => err(c, m),
+                }
+            }
             ["sim", "annotate", ns, ds] if post => {
                 let Some(key) = q("key") else {
                     return err(400, "key= is required".into());
@@ -61,12 +66,28 @@ impl http::Handler for Control {
                     Err(m) => err(404, m),
                 }
             }
+            ["sim", "min-ready", ns, ds] if post => {
+                let Some(seconds) = q("seconds").and_then(|v| v.parse().ok()) else {
+                    return err(400, "seconds=N (a whole number) is required".into());
+                };
+                match s.cluster.set_min_ready(ns, ds, seconds) {
+                    Ok(()) => {
+                        ok(json!({"daemonset": format!("{ns}/{ds}"), "minReadySeconds": seconds}))
+                    }
+                    Err(m) => err(404, m),
+                }
+            }
             ["sim", "drop-watches"] if post => ok(json!({"dropped": cut(s, true)})),
             ["sim", "fail"] if post => {
                 let count = q("count").and_then(|c| c.parse().ok()).unwrap_or(1);
                 let code = q("code").and_then(|c| c.parse().ok()).unwrap_or(500);
                 *lock(&s.fail) = (count, code);
                 ok(json!({"fail_next": count, "code": code}))
+            }
+            ["sim", "reset-after-delete"] if post => {
+                let count = q("count").and_then(|c| c.parse().ok()).unwrap_or(1);
+                *lock(&s.reset_after_delete) = count;
+                ok(json!({"reset_after_delete": count}))
             }
             ["sim", "down"] if post => {
                 set_down(s, true);

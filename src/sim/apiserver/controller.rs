@@ -27,6 +27,8 @@ impl Cluster {
                     hash: hash(ns, name, v),
                     version: v,
                     revision: u64::from(v),
+                    broken: false,
+                    flaky: false,
                 })
                 .collect();
             st.dss.push(Ds {
@@ -41,6 +43,8 @@ impl Cluster {
                 template_generation: u64::from(current),
                 revisions,
                 created: now.clone(),
+                min_ready_seconds: 0,
+                peak_unavailable: 0,
             });
             let d = st.dss.len() - 1;
             for r in 0..st.dss[d].revisions.len() {
@@ -164,6 +168,15 @@ impl Cluster {
 
     /// Writes DaemonSet `d` (spec, annotations, status from its pods) if it changed.
     pub(super) fn write_ds(&self, st: &mut Inner, d: usize) {
+        let available = st
+            .store
+            .list(Res::Pods, Some(&st.dss[d].ns))
+            .filter(|p| p["metadata"]["ownerReferences"][0]["uid"] == st.dss[d].uid.as_str())
+            .filter(|p| is_ready(p))
+            .count();
+        let unavailable = self.opts.nodes.len().saturating_sub(available);
+        let peak = &mut st.dss[d].peak_unavailable;
+        *peak = (*peak).max(unavailable);
         let ds = &st.dss[d];
         let current = ds.current();
         let pods: Vec<&Value> = st
@@ -190,7 +203,8 @@ impl Cluster {
                                                            "terminationMessagePolicy": "File", "imagePullPolicy": "IfNotPresent"}],
                                            "restartPolicy": "Always", "terminationGracePeriodSeconds": 30,
                                            "dnsPolicy": "ClusterFirst", "schedulerName": "default-scheduler"}},
-                     "updateStrategy": strategy, "revisionHistoryLimit": 10},
+                     "updateStrategy": strategy, "revisionHistoryLimit": 10,
+                     "minReadySeconds": ds.min_ready_seconds},
             "status": {"currentNumberScheduled": pods.len(), "numberMisscheduled": 0,
                        "desiredNumberScheduled": desired, "numberReady": ready,
                        "observedGeneration": ds.observed, "updatedNumberScheduled": updated,
@@ -278,6 +292,7 @@ impl Cluster {
             }
             Due::Create { ds, node } => {
                 let (version, tg) = (st.dss[ds].current().version, st.dss[ds].template_generation);
+                let broken = st.dss[ds].current().broken;
                 let now = rfc3339(SystemTime::now());
                 let pod = self.ds_pod(st, ds, &node, version, tg, false, &now);
                 let (ns, name) = store::ns_name(&pod);
@@ -286,8 +301,10 @@ impl Cluster {
                     .unwrap_or_default()
                     .to_owned();
                 st.store.put(Res::Pods, pod);
-                st.due
-                    .push((at + self.opts.ready_delay, Due::Ready { ns, name, uid }));
+                if !broken {
+                    st.due
+                        .push((at + self.opts.ready_delay, Due::Ready { ns, name, uid }));
+                }
                 self.write_ds(st, ds);
             }
             Due::Ready { ns, name, uid } => {
@@ -295,6 +312,30 @@ impl Cluster {
                 if let Some(p) = st.store.get(Res::Pods, &ns, &name).cloned() {
                     if p["metadata"]["uid"] == uid.as_str() {
                         st.note_pod("ready", &p);
+                        let flaky = st.dss.iter().any(|d| {
+                            d.revisions.iter().any(|r| {
+                                r.flaky
+                                    && p["metadata"]["labels"]["controller-revision-hash"]
+                                        == r.hash.as_str()
+                            })
+                        });
+                        if flaky {
+                            st.due
+                                .push((at + self.opts.ready_delay, Due::Crash { ns, name, uid }));
+                        }
+                    }
+                }
+            }
+            Due::Crash { ns, name, uid } => {
+                self.change_pod(st, &ns, &name, &uid, |p| {
+                    set_ready(p, false);
+                    let cs = &mut p["status"]["containerStatuses"][0];
+                    cs["restartCount"] = json!(crate::policy::CRASH_LOOP_RESTARTS);
+                    cs["state"] = json!({"waiting": {"reason": "CrashLoopBackOff"}});
+                });
+                if let Some(p) = st.store.get(Res::Pods, &ns, &name).cloned() {
+                    if p["metadata"]["uid"] == uid.as_str() {
+                        st.note_pod("crash", &p);
                     }
                 }
             }

@@ -1,5 +1,5 @@
 //! The stand-in's record (`GET /sim/history`): every pod DELETE, every DaemonSet pod turned
-//! Ready and every Lease write, in order, with its wall-clock time, so that tests judge the
+//! Ready (or crashed), every Lease write and every Event created, in order, with its wall-clock time, so that tests judge the
 //! fleet budget from what happened rather than by sampling.
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -48,6 +48,18 @@ impl Inner {
         let v = json!({"event": event, "node": p["spec"]["nodeName"], "pod": p["metadata"]["name"],
                        "daemonset": format!("{}/{}", p["metadata"]["namespace"].as_str().unwrap_or_default(),
                                             owner["name"].as_str().unwrap_or_default())});
+        self.note(v);
+    }
+
+    /// A Kubernetes Event created (`UpgradeFailed`), with the node that reported it.
+    pub(super) fn note_event(&mut self, e: &Value) {
+        let node = e["reportingInstance"]
+            .as_str()
+            .or_else(|| e["source"]["host"].as_str());
+        let v = json!({"event": "k8s_event", "reason": e["reason"], "type": e["type"],
+                       "message": e["message"], "node": node,
+                       "pod": format!("{}/{}", e["involvedObject"]["namespace"].as_str().unwrap_or_default(),
+                                      e["involvedObject"]["name"].as_str().unwrap_or_default())});
         self.note(v);
     }
 

@@ -145,6 +145,11 @@ struct Revision {
     /// The image tag `v1.{version}.0` of this template.
     version: u32,
     revision: u64,
+    /// Published with `?broken=1`: its pods never become Ready (a broken image).
+    broken: bool,
+    /// Published with `?flaky=1`: its pods become Ready, then crash (Ready False, restarts)
+    /// after `ready_delay` more: a failure that `spec.minReadySeconds` is there to catch.
+    flaky: bool,
 }
 
 struct Ds {
@@ -159,6 +164,11 @@ struct Ds {
     template_generation: u64,
     revisions: Vec<Revision>,
     created: String,
+    /// `spec.minReadySeconds` (`POST /sim/min-ready/NS/DS?seconds=N`).
+    min_ready_seconds: u32,
+    /// The most nodes whose pod of it was unavailable (not Ready, deleting or missing) at
+    /// once, since the start: tests assert the budget from it.
+    peak_unavailable: usize,
 }
 
 impl Ds {
@@ -199,6 +209,12 @@ enum Due {
         name: String,
         uid: String,
         hash: String,
+    },
+    /// A pod of a flaky revision crashes.
+    Crash {
+        ns: String,
+        name: String,
+        uid: String,
     },
 }
 
@@ -318,7 +334,16 @@ impl Cluster {
 
     /// Publishes a new template (`undo`: back to the previous revision's template, whose
     /// ControllerRevision is reused with a bumped `.revision`, as `kubectl rollout undo` does).
-    pub fn rollout(&self, ns: &str, name: &str, undo: bool) -> Result<Value, (u16, String)> {
+    /// `broken`/`flaky`: a new template whose pods never become Ready, or crash after they did
+    /// (see `Revision`).
+    pub fn rollout(
+        &self,
+        ns: &str,
+        name: &str,
+        undo: bool,
+        broken: bool,
+        flaky: bool,
+    ) -> Result<Value, (u16, String)> {
         let mut st = self.lock();
         let st = &mut *st;
         let Some(d) = st.dss.iter().position(|d| d.ns == ns && d.name == name) else {
@@ -348,6 +373,8 @@ impl Cluster {
                 hash: hash(ns, name, version),
                 version,
                 revision: top + 1,
+                broken,
+                flaky,
             });
             ds.revisions.len() - 1
         };
@@ -356,6 +383,7 @@ impl Cluster {
         ds.annotations[TEMPLATE_GENERATION] = json!(ds.generation.to_string());
         let out = json!({"daemonset": format!("{ns}/{name}"), "generation": ds.generation,
                          "revision": ds.revisions[r].revision, "hash": ds.revisions[r].hash,
+                         "broken": ds.revisions[r].broken, "flaky": ds.revisions[r].flaky,
                          "image": format!("{}:v1.{}.0", ds.image, ds.revisions[r].version)});
         let cr = controller_revision(&st.dss[d], r);
         st.store.put(Res::ControllerRevisions, cr);
@@ -399,6 +427,20 @@ impl Cluster {
         if self.opts.openyurt {
             self.mark_pods(&mut st, d);
         }
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    /// Sets `spec.minReadySeconds` of a DaemonSet (a spec change, as `kubectl patch` makes).
+    pub fn set_min_ready(&self, ns: &str, name: &str, seconds: u32) -> Result<(), String> {
+        let mut st = self.lock();
+        let Some(d) = st.dss.iter().position(|d| d.ns == ns && d.name == name) else {
+            return Err(format!("no DaemonSet {ns}/{name}"));
+        };
+        st.dss[d].min_ready_seconds = seconds;
+        st.dss[d].generation += 1;
+        st.dss[d].observed = st.dss[d].generation;
+        self.write_ds(&mut st, d);
         self.changed.notify_all();
         Ok(())
     }
@@ -463,7 +505,8 @@ impl Cluster {
                 let c = d.current();
                 json!({"namespace": d.ns, "name": d.name, "generation": d.generation,
                        "observedGeneration": d.observed, "revision": c.revision, "hash": c.hash,
-                       "annotations": d.annotations})
+                       "annotations": d.annotations, "minReadySeconds": d.min_ready_seconds,
+                       "peakUnavailable": d.peak_unavailable})
             })
             .collect();
         json!({"nodes": self.opts.nodes, "resourceVersion": st.store.rv.to_string(),

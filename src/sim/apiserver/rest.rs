@@ -34,6 +34,9 @@ impl Cluster {
                     body: b"ok".to_vec(),
                 }
             }
+            ["api", "v1", "namespaces", ns, "events"] if method == "POST" => {
+                return self.event(ns, body)
+            }
             ["api", "v1", rest @ ..] => {
                 match route(rest, "pods", Res::Pods).or_else(|| config_route("", rest)) {
                     Some(r) => r,
@@ -161,6 +164,46 @@ impl Cluster {
                 Some(json!({})),
             ),
         }
+    }
+
+    /// `POST /api/v1/namespaces/{ns}/events`: a core/v1 Event, answered 201 and put in the
+    /// record (`event: "k8s_event"`, with its reason, type, message, pod and reporting node).
+    /// Not kept as an object: nothing the agent reads lists Events.
+    fn event(&self, ns: &str, body: &[u8]) -> Reply {
+        let mut ev: Value = match serde_json::from_slice(body) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => return status_reply(400, "BadRequest", "the body is not an Event object", None),
+        };
+        if ev["metadata"]["namespace"]
+            .as_str()
+            .is_some_and(|n| n != ns)
+            || ev["involvedObject"]["name"].as_str().is_none()
+            || ev["reason"].as_str().is_none()
+        {
+            return status_reply(
+                422,
+                "Invalid",
+                "an Event needs involvedObject.name and reason, in the namespace of the URL",
+                None,
+            );
+        }
+        let mut st = self.lock();
+        let uid = st.uid();
+        let name = match ev["metadata"]["name"].as_str() {
+            Some(n) => n.to_owned(),
+            None => format!(
+                "{}{}",
+                ev["metadata"]["generateName"].as_str().unwrap_or("event."),
+                st.suffix()
+            ),
+        };
+        ev["metadata"]["name"] = json!(name);
+        ev["metadata"]["namespace"] = json!(ns);
+        ev["metadata"]["uid"] = json!(uid);
+        ev["kind"] = json!("Event");
+        ev["apiVersion"] = json!("v1");
+        st.note_event(&ev);
+        json_reply(201, &ev)
     }
 
     fn delete(&self, res: Res, ns: &str, name: &str, body: &[u8]) -> Reply {

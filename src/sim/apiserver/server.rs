@@ -67,6 +67,9 @@ pub(super) struct Shared {
     pub(super) bookmark_interval: Duration,
     /// The next N API requests fail with this status.
     pub(super) fail: Mutex<(u32, u16)>,
+    /// The next N pod DELETEs are carried out, then their connection is reset before the
+    /// answer (`POST /sim/reset-after-delete?count=N`): a flaky uplink that loses the answer.
+    pub(super) reset_after_delete: Mutex<u32>,
     pub(super) down: Mutex<bool>,
     up: Condvar,
     /// Open API connections (all, and those streaming a watch), to cut them.
@@ -184,6 +187,7 @@ pub fn start(cfg: Config) -> Result<Handle, String> {
         addr,
         bookmark_interval: cfg.bookmark_interval,
         fail: Mutex::new((0, 500)),
+        reset_after_delete: Mutex::new(0),
         down: Mutex::new(false),
         up: Condvar::new(),
         conns: Mutex::new(HashMap::new()),
@@ -535,6 +539,20 @@ fn serve_conn(s: &Shared, id: u64, tcp: TcpStream) -> io::Result<()> {
                 count(s, &verb(&head, false));
                 if head.method == "POST" {
                     after_create(s, &head, status, &body);
+                }
+                if head.method == "DELETE" && verb(&head, false) == "delete pods" {
+                    let mut left = lock(&s.reset_after_delete);
+                    if *left > 0 {
+                        *left -= 1;
+                        drop(left);
+                        count(s, "reset after delete");
+                        // Carried out; the answer never leaves: RST, not FIN.
+                        let _ = rustix::net::sockopt::set_socket_linger(
+                            &tls.sock,
+                            Some(Duration::ZERO),
+                        );
+                        return Ok(());
+                    }
                 }
                 write_full(&mut tls, status, content_type, &body, "")?;
             }

@@ -313,6 +313,19 @@ impl Upstream for Apiserver {
         self.imagepull_pod(ns, name)
     }
 
+    fn pod_now(
+        &self,
+        ns: &str,
+        name: &str,
+        uid: &str,
+    ) -> Result<crate::upstream::PodNow, UpstreamError> {
+        self.read_again(ns, name, uid)
+    }
+
+    fn report_failure(&self, failure: &crate::upstream::Failure) -> Result<(), String> {
+        self.event(failure)
+    }
+
     fn kind(&self) -> &'static str {
         "apiserver"
     }

@@ -13,6 +13,9 @@ impl Apiserver {
     pub fn delete(&self, ns: &str, name: &str, uid: &str) -> Result<Relay, UpstreamError> {
         let i = &self.inner;
         let body = serde_json::json!({"kind":"DeleteOptions","apiVersion":"v1","preconditions":{"uid": uid}});
+        // Not connected: the DELETE was not sent. Any other failure (no answer, a reset after
+        // the request went out, a timeout) may follow a DELETE the apiserver carried out: an
+        // error, which says so, never "disconnected" (issue 23, item 1).
         let resp = match i.request(
             &i.calls,
             "DELETE",
@@ -20,7 +23,8 @@ impl Apiserver {
             Some(("application/json", body.to_string().into_bytes())),
         ) {
             Ok(r) => r,
-            Err(_) => return Ok(disconnected()),
+            Err(UpstreamError::Connect(_)) => return Ok(disconnected()),
+            Err(e) => return Err(e),
         };
         let (code, body) = Inner::read_all(resp)?;
         Ok(match code {
@@ -39,6 +43,76 @@ impl Apiserver {
                 text(500, "Apply update failed")
             }
         })
+    }
+
+    /// `Upstream::pod_now`: a fresh GET (never the watch cache).
+    pub(super) fn read_again(
+        &self,
+        ns: &str,
+        name: &str,
+        uid: &str,
+    ) -> Result<crate::upstream::PodNow, UpstreamError> {
+        use crate::upstream::PodNow;
+        let (code, body) = self
+            .inner
+            .get(&format!("/api/v1/namespaces/{ns}/pods/{name}"))?;
+        match code {
+            404 => Ok(PodNow::Replaced),
+            200 => {
+                let pod: Value = serde_json::from_slice(&body)
+                    .map_err(|e| UpstreamError::InvalidJson(e.to_string()))?;
+                let same =
+                    pod["metadata"]["uid"] == uid && pod["metadata"]["deletionTimestamp"].is_null();
+                Ok(if same {
+                    PodNow::Unchanged
+                } else {
+                    PodNow::Replaced
+                })
+            }
+            code => Err(UpstreamError::Status {
+                code,
+                body: excerpt(&body),
+            }),
+        }
+    }
+
+    /// `Upstream::report_failure`: a core/v1 Event on the pod, `reason: UpgradeFailed`,
+    /// `type: Warning`, naming the node, the revision and why (SPEC 6).
+    pub(super) fn event(&self, f: &crate::upstream::Failure) -> Result<(), String> {
+        let i = &self.inner;
+        let node = i.node();
+        let now = jiff::Timestamp::now();
+        let revision = f.revision.unwrap_or("(not named by the upstream)");
+        let message = format!(
+            "yurt-ota on node {node}: the upgrade of pod {}/{} to revision {revision} failed: {}; this node does not try that revision again by itself, and keeps its slot of the fleet budget until its pod is available",
+            f.namespace, f.pod, f.reason
+        );
+        let ev = serde_json::json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": format!("{}.", f.pod), "namespace": f.namespace},
+            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": f.namespace,
+                               "name": f.pod, "uid": f.uid},
+            "reason": "UpgradeFailed", "type": "Warning", "message": message,
+            "source": {"component": "yurt-ota", "host": node},
+            "reportingComponent": "yurt-ota", "reportingInstance": node,
+            "firstTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "count": 1,
+        });
+        let path = format!("/api/v1/namespaces/{}/events", f.namespace);
+        let resp = i
+            .request(
+                &i.calls,
+                "POST",
+                &path,
+                Some(("application/json", ev.to_string().into_bytes())),
+            )
+            .map_err(|e| format!("POST {path}: {e}"))?;
+        let (code, body) = Inner::read_all(resp).map_err(|e| format!("POST {path}: {e}"))?;
+        match code {
+            200..=299 => Ok(()),
+            _ => Err(format!("POST {path} answered {code}: {}", excerpt(&body))),
+        }
     }
 
     /// `Upstream::upgrade`.
