@@ -19,7 +19,6 @@ mod fleet_agents;
 mod fleet_gates;
 mod gates;
 mod hardening;
-mod layout;
 mod memory;
 mod node;
 mod safety;
