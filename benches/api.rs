@@ -111,8 +111,9 @@ fn main() {
         a.p50
     );
     println!(
-        "agent RssAnon ({}): {} KiB after the first poll, {anon_10k} KiB after {REQUESTS} requests, {anon_100k} KiB after {} (targets: <= {ANON_MAX_KIB} KiB, at most +{ANON_GROWTH_KIB} KiB from 10,000 on)",
+        "agent RssAnon ({}, GLIBC_TUNABLES={:?}): {} KiB after the first poll, {anon_10k} KiB after {REQUESTS} requests, {anon_100k} KiB after {} (targets: <= {ANON_MAX_KIB} KiB, at most +{ANON_GROWTH_KIB} KiB from 10,000 on)",
         std::env::var("YURT_OTA_BIN").unwrap_or("this build".into()),
+        common::glibc_tunables(),
         rss_idle_parts.0,
         REQUESTS * 10
     );
