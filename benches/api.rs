@@ -83,7 +83,7 @@ fn main() {
         common::keep_smaps(agent.id(), "more");
         let (anon, file) = parts(agent.id());
         println!(
-            "after {} more requests: {rss_more} KiB (RssAnon {anon}, RssFile {file})",
+            "after {} more requests: RssAnon {anon} KiB (VmRSS {rss_more}, RssFile {file} KiB)",
             more * REQUESTS
         );
     }
