@@ -51,6 +51,7 @@ pub fn start_agent(dir: &Path, config: &str) -> (Child, u16) {
     let child = Command::new(bin)
         .args(["run", "--config"])
         .arg(&cfg)
+        .env("GLIBC_TUNABLES", glibc_tunables())
         // YURT_OTA_BENCH_LOG=debug: the agent's own timings of each step (on stderr).
         .env(
             "YURT_OTA_LOG",
@@ -60,6 +61,20 @@ pub fn start_agent(dir: &Path, config: &str) -> (Child, u16) {
         .spawn()
         .unwrap();
     (child, port)
+}
+
+/// `GLIBC_TUNABLES` for the agent: this process's own when it has one (set it empty for glibc's
+/// defaults), else the systemd unit's, so that the agent runs as it does on a device.
+#[allow(dead_code)]
+pub fn glibc_tunables() -> String {
+    if let Ok(v) = std::env::var("GLIBC_TUNABLES") {
+        return v;
+    }
+    let unit = include_str!("../packaging/yurt-ota.service");
+    unit.lines()
+        .find_map(|l| l.strip_prefix("Environment=GLIBC_TUNABLES="))
+        .expect("packaging/yurt-ota.service sets GLIBC_TUNABLES")
+        .to_owned()
 }
 
 /// The agent's `VmRSS` in KiB once it is back to `threads` threads (at most 5 s): the thread

@@ -314,6 +314,8 @@ fn main() {
     let mut agent = std::process::Command::new(bin)
         .args(["run", "--config"])
         .arg(&cfg)
+        // As the systemd unit runs it (glibc's allocator settings).
+        .env("GLIBC_TUNABLES", common::glibc_tunables())
         .env("YURT_OTA_LOG", "warn")
         .spawn()
         .unwrap();

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod common;
+
 const TOKEN: &str = "soak-token";
 
 /// One request on a keep-alive connection; returns the status.
@@ -93,6 +95,8 @@ fn main() {
     let mut agent = std::process::Command::new(env!("CARGO_BIN_EXE_yurt-ota"))
         .args(["run", "--config"])
         .arg(&cfg)
+        // As the systemd unit runs it (glibc's allocator settings).
+        .env("GLIBC_TUNABLES", common::glibc_tunables())
         .env("YURT_OTA_LOG", "warn")
         .spawn()
         .unwrap();

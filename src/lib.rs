@@ -10,7 +10,6 @@ pub mod fleet; // the seed's strategies: strategy annotation, fleet budget, Leas
 pub mod gate; // local signals (file, GPIO, command, window) and their stability
 pub mod http; // the small blocking HTTP/1.1 server: bounded connections, capped requests
 pub mod listen; // the socket a local HTTP server listens on (TCP or Unix), request caps
-pub mod malloc; // flat memory under glibc: bounded arenas, fixed mmap threshold
 pub mod metrics; // Prometheus counters and gauges
 pub mod names; // DNS-1123 name rules for names in URLs
 pub mod pod; // the pod fields we read and the OpenYurt upgrade rules

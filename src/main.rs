@@ -8,10 +8,6 @@ use yurt_ota::shutdown::Shutdown;
 fn main() {
     let args: Vec<_> = std::env::args_os().skip(1).collect();
     let daemon = args.first().is_some_and(|a| a == "run" || a == "sim");
-    if daemon {
-        // Before any thread: may replace this process with itself, GLIBC_TUNABLES set.
-        yurt_ota::malloc::bound_glibc_heap();
-    }
     init_logging(if daemon { "info" } else { "warn" });
 
     // SIGTERM (systemd stop) and SIGINT trip `stop`; the daemon's threads wait on it.

@@ -22,7 +22,6 @@ mod fleet_gates;
 mod gates;
 mod hardening;
 mod kubectl;
-mod layout;
 mod memory;
 mod node;
 mod rbac;
