@@ -230,6 +230,9 @@ can_frames() { # DATA (hex, its length the frame's): cangen at 100 Hz in the bac
     cangen vcan0 -I 3A0 -L $((${#1} / 2)) -D "$1" -g 10 &
     cangen_pid=$!
 }
+cpu_ticks() { # the agent's CPU time, all threads: utime + stime in clock ticks (/proc/PID/stat)
+    awk '{ print $14 + $15 }' /proc/"$(prop MainPID)"/stat
+}
 switches() { # all threads of the agent: voluntary + involuntary context switches
     cat /proc/"$(prop MainPID)"/task/*/status | awk '/ctxt_switches/ { n += $2 } END { print n }'
 }
@@ -299,7 +302,41 @@ CONF
     can_frames 00
     wait_until $((3 * SLOW)) sh -c 'yurt-ota status | grep stopped | grep -q "too short"' || { detail="short frame: $(yurt-ota status | grep stopped)"; can_frames ""; return 1; }
     can_frames ""
-    detail="moving: closed, 0 upgrades; parked: $n upgrade(s) started; frames stopped: closed, none after; short frame: closed; agent context switches: ${wake}/s at 100 Hz steady (idle, no CAN gate: ${idle}/s); parked frame to gate open: ${latency:-?} ms"
+    # A J1939 gate by PGN from any source address: no BCM there (it takes exact ids), a raw
+    # socket with a kernel filter on the PGN, and every matching frame read by the agent's CAN
+    # thread. Its cost per frame: the agent's CPU time (utime + stime, all threads) over 20 s of
+    # CCVS1 (PGN 65265, wheel-based speed 0) at 100 Hz, divided by the frames sent.
+    cat > /etc/yurt-ota/config.toml <<CONF
+[upstream]
+kind = "sim"
+poll_interval = "2s"
+[state]
+dir = "/var/lib/yurt-ota/can-test"
+[[gate]]
+name = "stopped"
+kind = "can"
+interface = "vcan0"
+pgn = 65265
+start_bit = 8
+length = 16
+byte_order = "little"
+factor = 0.00390625
+unit = "km/h"
+open_when = "< 0.5"
+max_age = "1s"
+safety = true
+CONF
+    systemctl restart yurt-ota || { detail="restart with the PGN gate"; return 1; }
+    wait_until $((30 * SLOW)) sh -c 'yurt-ota status >/dev/null' || { detail="PGN gate: no status"; return 1; }
+    cangen vcan0 -e -I 18FEF103 -L 8 -D 0000000000000000 -g 10 &
+    cangen_pid=$!
+    wait_until $((5 * SLOW)) gate_is stopped open || { detail="PGN gate: $(yurt-ota status | grep stopped)"; can_frames ""; return 1; }
+    local c0 c1 w0 w1 per_frame pgn_wake
+    c0=$(cpu_ticks); w0=$(switches); sleep 20; c1=$(cpu_ticks); w1=$(switches)
+    can_frames ""
+    per_frame=$(awk -v a="$c0" -v b="$c1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", (b - a) / hz * 1e6 / 2000 }')
+    pgn_wake=$(awk -v a="$w0" -v b="$w1" 'BEGIN { printf "%.1f", (b - a) / 20 }')
+    detail="moving: closed, 0 upgrades; parked: $n upgrade(s) started; frames stopped: closed, none after; short frame: closed; agent context switches: ${wake}/s at 100 Hz steady (idle, no CAN gate: ${idle}/s); parked frame to gate open: ${latency:-?} ms; J1939 PGN gate (raw socket) at 100 Hz: ${per_frame} us CPU per frame, ${pgn_wake} context switches/s"
     cp /run/yurt-system-test/config.saved /etc/yurt-ota/config.toml
     ip link del vcan0
     systemctl restart yurt-ota

@@ -68,15 +68,17 @@ chroot "$1" systemctl mask apt-daily.timer apt-daily-upgrade.timer man-db.timer 
 cp "$1/boot/vmlinuz-'"$krel"'" "'"$out"'/vmlinuz"
 cp "$1/boot/initrd.img-'"$krel"'" "'"$out"'/initrd.img"'
 
-case $arch in amd64) sec=security ;; arm64) sec=security ;; esac
+# The mirrors are the host's own (tests/system/run.sh reads them from its apt sources).
+mirror=${DEBIAN_MIRROR:?tests/system/run.sh sets DEBIAN_MIRROR}
+security=${DEBIAN_SECURITY_MIRROR:?tests/system/run.sh sets DEBIAN_SECURITY_MIRROR}
 mmdebstrap --variant=apt --architectures="$arch" \
     --include="systemd-sysv,udev,dbus,kmod,initramfs-tools,zstd,adduser,curl,gpiod,can-utils,procps,iproute2,make,linux-image-$krel=$kver,linux-headers-$krel=$kver,linux-source-6.1=$kver" \
     --essential-hook="$essential_hook" \
     --customize-hook="$customize_hook" \
     bookworm "$rootfs" \
-    "deb http://deb.debian.org/debian bookworm main" \
-    "deb http://deb.debian.org/debian bookworm-updates main" \
-    "deb http://deb.debian.org/debian-$sec bookworm-security main"
+    "deb $mirror bookworm main" \
+    "deb $mirror bookworm-updates main" \
+    "deb $security bookworm-security main"
 [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] && [ -f "$rootfs/usr/local/lib/gpio-sim.ko" ]
 rm -rf "$rootfs/var/cache/apt/archives/"*.deb "$rootfs/var/lib/apt/lists/"*_Packages
 mke2fs -q -t ext4 -d "$rootfs" -F "$out/root.img" 4G

@@ -27,6 +27,31 @@ case ${1:-all} in
     *) sed -n '2,13p' "$0"; exit 2 ;;
 esac
 
+# --- the Debian mirrors: the machine's own apt sources, never a host named here -----------------
+# apt_uri SUITE: the first URI that the machine's apt sources (deb822 .sources, or one-line
+# .list) give for SUITE.
+apt_uri() {
+    local f
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -e "$f" ] || continue
+        awk -v s="$1" 'BEGIN { RS = "" } {
+            uri = ""; ok = 0; n = split($0, line, "\n")
+            for (i = 1; i <= n; i++) {
+                if (line[i] ~ /^URIs:/) { split(line[i], u, " "); uri = u[2] }
+                if (line[i] ~ /^Suites:/) { m = split(line[i], w, " "); for (j = 2; j <= m; j++) if (w[j] == s) ok = 1 }
+            }
+            if (ok && uri != "") print uri
+        }' "$f"
+    done
+    cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | awk -v s="$1" '
+        $1 == "deb" { i = 2; if ($2 ~ /^\[/) { while ($i !~ /\]$/) i++; i++ } if ($(i + 1) == s) print $i }'
+}
+DEBIAN_MIRROR=$(apt_uri bookworm | head -1)
+DEBIAN_SECURITY_MIRROR=$(apt_uri bookworm-security | head -1)
+[ -n "$DEBIAN_MIRROR" ] && [ -n "$DEBIAN_SECURITY_MIRROR" ] ||
+    fail "no bookworm and bookworm-security sources in this machine's apt sources (/etc/apt/sources.list*)"
+export DEBIAN_MIRROR DEBIAN_SECURITY_MIRROR
+
 # --- host tools ---------------------------------------------------------------------------------
 host_install() {
     local need=() bpo=false
@@ -45,7 +70,7 @@ host_install() {
     # qemu-utils from bookworm-backports breaks bookworm's qemu-system 7.2: take it from there too.
     if dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null | grep -q '~bpo'; then bpo=true; fi
     if $bpo && ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-        printf '%s\n' 'Types: deb' 'URIs: http://deb.debian.org/debian' 'Suites: bookworm-backports' \
+        printf '%s\n' 'Types: deb' "URIs: $DEBIAN_MIRROR" 'Suites: bookworm-backports' \
             'Components: main' 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' \
             > /etc/apt/sources.list.d/yurt-ota-system-backports.sources
     fi
