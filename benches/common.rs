@@ -32,6 +32,12 @@ pub fn fixture_pods(n: usize) -> Vec<Value> {
 /// returns the process and the port.
 #[allow(dead_code)] // not every benchmark starts the agent this way
 pub fn start_agent(dir: &Path, config: &str) -> (Child, u16) {
+    start_agent_with(dir, "", config)
+}
+
+/// `start_agent`, with `api` (lines of TOML) added to its `[api]` table.
+#[allow(dead_code)]
+pub fn start_agent_with(dir: &Path, api: &str, config: &str) -> (Child, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -41,7 +47,7 @@ pub fn start_agent(dir: &Path, config: &str) -> (Child, u16) {
     std::fs::write(
         &cfg,
         format!(
-            "[api]\nlisten = \"127.0.0.1:{port}\"\n[state]\ndir = \"{}\"\n{config}",
+            "[api]\nlisten = \"127.0.0.1:{port}\"\n{api}[state]\ndir = \"{}\"\n{config}",
             dir.join("state").display()
         ),
     )
@@ -61,6 +67,19 @@ pub fn start_agent(dir: &Path, config: &str) -> (Child, u16) {
         .spawn()
         .unwrap();
     (child, port)
+}
+
+/// Waits until the agent started by `start_agent` accepts connections on `port` (10 s at most).
+#[allow(dead_code)]
+pub fn wait_listening(port: u16) {
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the agent did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// `GLIBC_TUNABLES` for the agent: this process's own when it has one (set it empty for glibc's

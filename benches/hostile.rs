@@ -294,40 +294,13 @@ fn main() {
         .find_map(|a| a.parse().ok())
         .unwrap_or(60);
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cfg = dir.path().join("config.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[api]\nlisten = \"127.0.0.1:{port}\"\nmax_connections = 8\nconnection_timeout = \"5s\"\n\
-             [state]\ndir = \"{}\"\n[upstream]\nkind = \"sim\"\npoll_interval = \"1s\"\n",
-            dir.path().join("state").display()
-        ),
-    )
-    .unwrap();
-    // YURT_OTA_BIN: another build of the agent.
-    let bin = std::env::var("YURT_OTA_BIN").unwrap_or(env!("CARGO_BIN_EXE_yurt-ota").into());
-    let mut agent = std::process::Command::new(bin)
-        .args(["run", "--config"])
-        .arg(&cfg)
-        // As the systemd unit runs it (glibc's allocator settings).
-        .env("GLIBC_TUNABLES", common::glibc_tunables())
-        .env("YURT_OTA_LOG", "warn")
-        .spawn()
-        .unwrap();
+    let (mut agent, port) = common::start_agent_with(
+        dir.path(),
+        "max_connections = 8\nconnection_timeout = \"5s\"\n",
+        "[upstream]\nkind = \"sim\"\npoll_interval = \"1s\"\n",
+    );
     let pid = agent.id();
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the agent did not start"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_listening(port);
     let mut failed = false;
     for (name, hostile) in [("below the cap", false), ("at the cap", true)] {
         println!("phase {name}: {secs} s, max_connections = 8, agent pid {pid}");

@@ -76,39 +76,14 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, TOKEN).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cfg = dir.path().join("config.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[api]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"{}\"\n\
-             [state]\ndir = \"{}\"\n[upstream]\nkind = \"sim\"\npoll_interval = \"1s\"\n",
-            token.display(),
-            dir.path().join("state").display()
-        ),
-    )
-    .unwrap();
-    let mut agent = std::process::Command::new(env!("CARGO_BIN_EXE_yurt-ota"))
-        .args(["run", "--config"])
-        .arg(&cfg)
-        // As the systemd unit runs it (glibc's allocator settings).
-        .env("GLIBC_TUNABLES", common::glibc_tunables())
-        .env("YURT_OTA_LOG", "warn")
-        .spawn()
-        .unwrap();
+    let (mut agent, port) = common::start_agent_with(
+        dir.path(),
+        &format!("token_file = \"{}\"\n", token.display()),
+        "[upstream]\nkind = \"sim\"\npoll_interval = \"1s\"\n",
+    );
     let pid = agent.id();
+    common::wait_listening(port);
     let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the agent did not start"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
     let stop = Arc::new(AtomicBool::new(false));
     let (requests, failures) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let clients: Vec<_> = (0..4)
