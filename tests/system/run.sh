@@ -43,11 +43,16 @@ apt_uri() {
             if (ok && uri != "") print uri
         }' "$f"
     done
-    cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | awk -v s="$1" '
-        $1 == "deb" { i = 2; if ($2 ~ /^\[/) { while ($i !~ /\]$/) i++; i++ } if ($(i + 1) == s) print $i }'
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [ -e "$f" ] || continue
+        awk -v s="$1" '$1 == "deb" {
+            i = 2; if ($2 ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
+            if ($(i + 1) == s) print $i
+        }' "$f"
+    done
 }
-DEBIAN_MIRROR=$(apt_uri bookworm | head -1)
-DEBIAN_SECURITY_MIRROR=$(apt_uri bookworm-security | head -1)
+DEBIAN_MIRROR=$(apt_uri bookworm | sed -n 1p)
+DEBIAN_SECURITY_MIRROR=$(apt_uri bookworm-security | sed -n 1p)
 [ -n "$DEBIAN_MIRROR" ] && [ -n "$DEBIAN_SECURITY_MIRROR" ] ||
     fail "no bookworm and bookworm-security sources in this machine's apt sources (/etc/apt/sources.list*)"
 export DEBIAN_MIRROR DEBIAN_SECURITY_MIRROR
