@@ -1,6 +1,6 @@
 //! Links `yurt-ota` with link/cold-text.ld: code that does not run in the usual mode (TLS and
 //! the apiserver upstream, the simulator, backtrace printing, optional gates) grouped after the
-//! rest of `.text`, so that fewer of its pages are resident (README "Benchmarks").
+//! rest of `.text`, so that fewer of its pages are resident (docs/performance.md "Resident memory on the local API").
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");

@@ -18,7 +18,7 @@
 //! connection, what they held stayed spread over the heap, and its resident part crept up by
 //! 4–8 KiB per 100,000 requests. Without them every small block is merged back when freed, and
 //! the heap stays flat (RssAnon the same from 10,000 to 300,000 requests in 4 of 4 runs), at no
-//! cost above the noise of `cargo bench --bench api` (README "Resident memory").
+//! cost above the noise of `cargo bench --bench api` (docs/performance.md "Resident memory on the local API").
 //!
 //! These are read by glibc before `main`, from `GLIBC_TUNABLES`, and setting them at run time
 //! needs `mallopt` (unsafe). So `run` re-executes itself once with them set, unless the

@@ -2,7 +2,7 @@
 //! does not run in the usual mode comes out of the link as its own section after `.text`, with
 //! at least the code its patterns matched when they were written. A pattern that stops
 //! matching (a crate renamed, a mangling scheme changed) shrinks its group and fails here,
-//! instead of quietly bringing the cold code back among the hot (README "Benchmarks").
+//! instead of quietly bringing the cold code back among the hot (docs/performance.md "Resident memory on the local API").
 
 use crate::util::BIN;
 
