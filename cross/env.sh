@@ -8,7 +8,7 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUNNER=qemu-aarch64-static
 export CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc
 # No RELRO segment: musl applies RELRO only to dynamically loaded objects, never in a static
 # executable, so it protects nothing here, while GNU ld pads the file to put its end on a 64 KiB
-# page boundary (up to 64 KiB of zeros in the binary; README "Size").
+# page boundary (up to 64 KiB of zeros in the binary; docs/performance.md "Size").
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C link-arg=-Wl,-z,norelro"
 # aarch64, glibc (dynamic).
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc

@@ -26,7 +26,7 @@ pub(super) fn token_from_file(path: &Path) -> Result<String, String> {
     Ok(token.to_owned())
 }
 
-/// The accepted range of each duration key (README "Configuration" lists them): short enough
+/// The accepted range of each duration key (docs/configuration.md lists them): short enough
 /// to catch a typo such as "99999999999999999h", long enough for any real use.
 pub(super) fn duration_range(key: &str) -> (Duration, Duration) {
     const MIN: Duration = Duration::from_millis(10);

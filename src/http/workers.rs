@@ -5,7 +5,7 @@
 //! allocates in the accepting thread's heap and frees from another (glibc's thread vector,
 //! the standard library's thread handle and closure), and with glibc those blocks, interleaved
 //! with long-lived ones, slowly raise the heap's high-water mark: a few KiB more resident per
-//! 100,000 requests on fresh connections, none over kept-alive ones (README "Benchmarks").
+//! 100,000 requests on fresh connections, none over kept-alive ones (docs/performance.md "Resident memory on the local API").
 //! A waiting thread costs nothing while idle: it sleeps on a condition variable without a
 //! timeout, so it never wakes the CPU (issue 13), and holds only the stack it already touched.
 

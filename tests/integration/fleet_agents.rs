@@ -134,7 +134,7 @@ pub fn upgraded_on(c: &ApiClient, i: usize, hash: &str) -> bool {
     })
 }
 
-/// Figures from the record for the README: Lease writes per upgrade and, for each released
+/// Figures from the record, printed for the reader: Lease writes per upgrade and, for each released
 /// slot, the time to the next DELETE.
 fn figures(h: &server::Handle, hist: &[Value]) {
     let writes = lease_writes(hist);

@@ -830,16 +830,17 @@ fn kubectl_applies_the_manifest_and_three_agents_with_its_token_upgrade_two_at_a
     assert!(refused.is_empty(), "refused: {refused:?}");
 }
 
-/// The README's k3s recipe. Where there is a kubectl, its commands run as written in bash
+/// The k3s recipe of docs/apiserver.md. Where there is a kubectl, its commands run as written in bash
 /// against a stand-in that grants the agent nothing before them (the manifest's path is the
 /// repository's, `--validate=false` added to the apply, the kubeconfig the admin one): apply, `kubectl create token`, the CA and
-/// server read back, the kubeconfig written. Elsewhere its kubeconfig is read out of the README
+/// server read back, the kubeconfig written. Elsewhere its kubeconfig is read out of the page
 /// with `$SERVER` filled in. Then, installed into a directory standing for `/etc/yurt-ota/`,
 /// the agent lists the node's pods with it.
 #[test]
 fn the_readmes_k3s_recipe_works_as_written() {
     let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/apiserver.md"))
+            .unwrap();
     let intro = "On a machine with `kubectl` for the cluster:\n\n```sh\n";
     let script = &readme[readme.find(intro).expect("the recipe") + intro.len()..];
     let script = &script[..script.find("```").unwrap()];

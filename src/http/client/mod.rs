@@ -1,6 +1,6 @@
 //! A small blocking HTTP/1.1 client: YurtHub over TCP, the kube-apiserver over rustls, the CLI
 //! over TCP or the agent's Unix socket. It replaced ureq (with its `http` and `ureq-proto`
-//! crates, ~122 KB of the aarch64 binary, README "Size").
+//! crates, ~122 KB of the aarch64 binary, docs/performance.md "Size").
 //!
 //! No proxy, no redirects (a 3xx is a status like any other), no compression. Interim answers
 //! (`100 Continue`, `103 Early Hints`) before the final one are read past, as RFC 9110 15.2 asks. Every limit is

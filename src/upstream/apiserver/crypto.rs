@@ -11,7 +11,7 @@
 //!   a client that offers it.
 //!
 //! P-384 and RSA (PKCS#1 and PSS) signatures are still checked: a CA may sign with them.
-//! Together about 70 KB of the aarch64 binary (README "Size").
+//! Together about 70 KB of the aarch64 binary (docs/performance.md "Size").
 
 use std::sync::Arc;
 

@@ -411,7 +411,7 @@ users:
         assert_eq!(t.ca, Some(Source::Data(b"hi".to_vec())));
     }
 
-    /// What kubectl itself writes and reads: flow maps (the README's k3s recipe), a long value
+    /// What kubectl itself writes and reads: flow maps (the k3s recipe of docs/apiserver.md), a long value
     /// folded onto the next line, a tab after a key, CR line endings.
     #[test]
     fn flow_maps_folded_values_tabs_and_cr_line_endings() {
