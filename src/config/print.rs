@@ -1,10 +1,11 @@
 //! `check-config`'s printer: the effective settings as a TOML document that parses back to
 //! the same settings.
 //!
-//! The layout (sections in SPEC order, every key written, the CAN gates' resolved layouts as
-//! comments) is ours; each string and float is written by the toml crate's serializer (`q`,
-//! `float`), so that quotes, backslashes, newlines, control characters and any unicode come out
-//! as TOML escapes them.
+//! Each string and float is written by the toml crate's serializer (`q`, `float`), so that
+//! quotes, backslashes, newlines, control characters and any unicode come out as TOML escapes
+//! them. The layout around them stays ours, for what serializing a struct cannot give: the CAN
+//! gates' resolved layouts as comments (toml writes none), every key written even when unset
+//! (an empty string, which reads back as unset), and the keys in SPEC order.
 
 use std::path::PathBuf;
 use std::time::Duration;
