@@ -208,7 +208,7 @@ impl Actor {
                     let max = c.policy.max_defer.unwrap_or_default();
                     let msg = format!(
                         "{key} has needed upgrade since {} (policy.max_defer {}): holds and non-safety gates no longer block it; safety gates still do",
-                        crate::sim::rfc3339(state::from_unix_ms(*since_ms)),
+                        crate::state::rfc3339(state::from_unix_ms(*since_ms)),
                         crate::config::HumanDuration(max)
                     );
                     log::info!("{msg}");

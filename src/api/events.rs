@@ -4,7 +4,6 @@ use serde_json::{json, Value};
 
 use super::{json_response, query_value, Api, ApiError};
 use crate::http::Response;
-use crate::sim;
 use crate::state::{self, from_unix_ms};
 
 impl Api {
@@ -31,7 +30,7 @@ impl Api {
             s.events
                 .iter()
                 .take(limit)
-                .map(|e| json!({"at": sim::rfc3339(from_unix_ms(e.at_ms)), "kind": e.kind, "pod": e.pod, "message": e.message}))
+                .map(|e| json!({"at": state::rfc3339(from_unix_ms(e.at_ms)), "kind": e.kind, "pod": e.pod, "message": e.message}))
                 .collect()
         });
         Ok(json_response(200, &json!({"events": events})))

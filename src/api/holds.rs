@@ -7,8 +7,7 @@ use serde_json::{json, Value};
 
 use super::{json_response, state_unavailable, Api, ApiError, TEXT};
 use crate::http::Response;
-use crate::sim;
-use crate::state::{from_unix_ms, unix_ms, Hold, MAX_REASON};
+use crate::state::{self, from_unix_ms, unix_ms, Hold, MAX_REASON};
 
 /// A hold lasts at most this long: an app that crashed holding one cannot block forever.
 pub const MAX_HOLD_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
@@ -17,8 +16,8 @@ pub(super) fn hold_json(h: &Hold) -> Value {
     json!({
         "name": h.name,
         "reason": h.reason,
-        "created": sim::rfc3339(from_unix_ms(h.created_ms)),
-        "expires": sim::rfc3339(from_unix_ms(h.expires_ms)),
+        "created": state::rfc3339(from_unix_ms(h.created_ms)),
+        "expires": state::rfc3339(from_unix_ms(h.expires_ms)),
     })
 }
 

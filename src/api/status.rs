@@ -9,8 +9,7 @@ use super::{json_response, Api, ApiError};
 use crate::config::Mode;
 use crate::http::Response;
 use crate::pod::ImageState;
-use crate::sim;
-use crate::state::{from_unix_ms, unix_ms};
+use crate::state::{self, from_unix_ms, unix_ms};
 
 impl Api {
     /// `GET /v1/readyz`: 200 while the snapshot is fresh, else 503 with the reason.
@@ -36,7 +35,7 @@ impl Api {
         let decision = c.decide(snap.as_ref().map(|s| s.pods.as_slice()));
         let st = c.store.get();
         let unavailable = c.store.unavailable();
-        let iso = |ms: u64| sim::rfc3339(from_unix_ms(ms));
+        let iso = |ms: u64| state::rfc3339(from_unix_ms(ms));
         // One map, not a scan of the list per pod: linear in the pods (issue 9: seconds for
         // 20,000; benches/status.rs).
         let by_key: std::collections::HashMap<String, &crate::pod::Pod> = snap
@@ -93,12 +92,12 @@ impl Api {
                     "safety": g.safety,
                     "applies_to": applies,
                     "open": g.open,
-                    "since": sim::rfc3339(g.since_wall),
+                    "since": state::rfc3339(g.since_wall),
                     "for_seconds": now.saturating_duration_since(g.since).as_secs(),
                     "detail": g.detail,
                     "error": g.error,
-                    "last_error": g.last_error.as_ref().map(|(e, t)| json!({"message": e, "at": sim::rfc3339(*t)})),
-                    "next_open": g.next_open.map(sim::rfc3339),
+                    "last_error": g.last_error.as_ref().map(|(e, t)| json!({"message": e, "at": state::rfc3339(*t)})),
+                    "next_open": g.next_open.map(state::rfc3339),
                     "watch": watch,
                 })
             })
@@ -108,7 +107,7 @@ impl Api {
             .shared
             .recent()
             .iter()
-            .map(|o| json!({"pod": o.pod, "at": sim::rfc3339(o.at), "status": o.status, "detail": o.detail}))
+            .map(|o| json!({"pod": o.pod, "at": state::rfc3339(o.at), "status": o.status, "detail": o.detail}))
             .collect();
         let b = &decision.blockers;
         json!({
@@ -147,8 +146,8 @@ impl Api {
             "upstream": {
                 "kind": self.upstream.kind(),
                 "url": self.upstream.url(),
-                "last_success": h.last_success.map(|(_, t)| sim::rfc3339(t)),
-                "last_error": h.last_error.map(|(e, t)| json!({"kind": e.kind(), "message": e.to_string(), "at": sim::rfc3339(t)})),
+                "last_success": h.last_success.map(|(_, t)| state::rfc3339(t)),
+                "last_error": h.last_error.map(|(e, t)| json!({"kind": e.kind(), "message": e.to_string(), "at": state::rfc3339(t)})),
                 "consecutive_failures": h.consecutive_failures,
                 "imagepull_supported": c.imagepull_supported.load(std::sync::atomic::Ordering::Relaxed),
                 "watch": self.upstream.watch_state(),

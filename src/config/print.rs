@@ -1,17 +1,38 @@
 //! `check-config`'s printer: the effective settings as a TOML document that parses back to
 //! the same settings.
+//!
+//! Each string and float is written by the toml crate's serializer (`q`, `float`), so that
+//! quotes, backslashes, newlines, control characters and any unicode come out as TOML escapes
+//! them. The layout around them stays ours, for what serializing a struct cannot give: the CAN
+//! gates' resolved layouts as comments (toml writes none), every key written even when unset
+//! (an empty string, which reads back as unset), and the keys in SPEC order.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::*;
 
+/// A string as a TOML value, by the toml crate: its quoting and escapes.
+fn q(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+/// A path as a TOML string.
+fn qp(p: &std::path::Path) -> String {
+    q(&p.display().to_string())
+}
+
+/// A float as a TOML value (`1.0`, `inf`, `nan`), by the toml crate.
+fn float(x: f64) -> String {
+    toml::Value::Float(x).to_string()
+}
+
 impl Settings {
     /// The effective settings as a TOML document, for `check-config`.
     pub fn to_toml(&self) -> String {
         let d = |d: Duration| format!("\"{}\"", HumanDuration(d));
         let list = |v: &[Pattern]| {
-            let items: Vec<String> = v.iter().map(|s| format!("{:?}", s.to_string())).collect();
+            let items: Vec<String> = v.iter().map(|s| q(&s.to_string())).collect();
             format!("[{}]", items.join(", "))
         };
         let u = &self.upstream;
@@ -19,28 +40,28 @@ impl Settings {
         let p = &self.policy;
         let sim = &self.sim;
         format!(
-            "[upstream]\nkind = \"{}\"\nurl = {:?}\npoll_interval = {}\ntimeout = {}\n{}\n\
-             [api]\nlisten = \"{}\"\ntoken_file = {:?}\nmax_connections = {}\nconnection_timeout = {}\n\n\
+            "[upstream]\nkind = \"{}\"\nurl = {}\npoll_interval = {}\ntimeout = {}\n{}\n\
+             [api]\nlisten = {}\ntoken_file = {}\nmax_connections = {}\nconnection_timeout = {}\n\n\
              [policy]\nmode = \"{}\"\non_closed = \"{}\"\nstable_for = {}\n\
              max_concurrent = {}\nready_timeout = {}\nmax_defer = {}\ngate_check_interval = {}\ngate_reread = {}\nprepull = {}\n\
              include = {}\nexclude = {}\n\n\
-             [state]\ndir = {:?}\n\n\
-             [fleet]\nnamespace = {:?}\n\n\
-             [sim]\nnode_name = {:?}\nrecreate_delay = {}\nready_delay = {}\npull_delay = {}\n",
+             [state]\ndir = {}\n\n\
+             [fleet]\nnamespace = {}\n\n\
+             [sim]\nnode_name = {}\nrecreate_delay = {}\nready_delay = {}\npull_delay = {}\n",
             match u.kind {
                 UpstreamKind::Yurthub => "yurthub",
                 UpstreamKind::Sim => "sim",
                 UpstreamKind::Apiserver => "apiserver",
             },
-            u.url,
+            q(&u.url),
             d(u.poll_interval),
             d(u.timeout),
             u.apiserver.as_ref().map(apiserver_toml).unwrap_or_default(),
-            a.listen,
-            a.token_file
+            q(&a.listen.to_string()),
+            q(&a.token_file
                 .as_deref()
                 .map(|p| p.display().to_string())
-                .unwrap_or_default(),
+                .unwrap_or_default()),
             a.max_connections,
             d(a.connection_timeout),
             match p.mode {
@@ -60,9 +81,9 @@ impl Settings {
             p.prepull,
             list(&p.include),
             list(&p.exclude),
-            self.state.dir.display().to_string(),
-            self.fleet.namespace,
-            sim.node_name,
+            qp(&self.state.dir),
+            q(&self.fleet.namespace),
+            q(&sim.node_name),
             d(sim.recreate_delay),
             d(sim.ready_delay),
             d(sim.pull_delay),
@@ -73,10 +94,7 @@ impl Settings {
 fn gate_toml(g: &GateSettings) -> String {
     let d = |d: Duration| format!("\"{}\"", HumanDuration(d));
     let list = |v: &mut dyn Iterator<Item = String>| {
-        format!(
-            "[{}]",
-            v.map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")
-        )
+        format!("[{}]", v.map(|s| q(&s)).collect::<Vec<_>>().join(", "))
     };
     let applies = [("upgrade", g.upgrade), ("pull", g.pull)]
         .iter()
@@ -84,8 +102,8 @@ fn gate_toml(g: &GateSettings) -> String {
         .map(|(w, _)| w.to_string())
         .collect::<Vec<_>>();
     let mut out = format!(
-        "\n[[gate]]\nname = {:?}\nkind = \"{}\"\nsafety = {}\napplies_to = {}\n",
-        g.name,
+        "\n[[gate]]\nname = {}\nkind = \"{}\"\nsafety = {}\napplies_to = {}\n",
+        q(&g.name),
         g.kind.word(),
         g.safety,
         list(&mut applies.into_iter())
@@ -97,11 +115,11 @@ fn gate_toml(g: &GateSettings) -> String {
             open_when,
             max_age,
         } => {
-            out += &format!("path = {:?}\n", path.display().to_string());
+            out += &format!("path = {}\n", qp(path));
             out += &match open_when {
                 FileOpen::Exists => "open_when = \"exists\"\n".to_owned(),
                 FileOpen::Absent => "open_when = \"absent\"\n".to_owned(),
-                FileOpen::Equals(v) => format!("open_when = \"equals\"\nvalue = {v:?}\n"),
+                FileOpen::Equals(v) => format!("open_when = \"equals\"\nvalue = {}\n", q(v)),
             };
             if let Some(m) = max_age {
                 out += &format!("max_age = {}\n", d(*m));
@@ -112,10 +130,10 @@ fn gate_toml(g: &GateSettings) -> String {
             line,
             open_high,
         } => {
-            out += &format!("chip = {:?}\n", chip.display().to_string());
+            out += &format!("chip = {}\n", qp(chip));
             out += &match line {
                 GpioLine::Offset(n) => format!("line = {n}\n"),
-                GpioLine::Name(n) => format!("line = {n:?}\n"),
+                GpioLine::Name(n) => format!("line = {}\n", q(n)),
             };
             out += &format!("open_when = \"{}\"\n", level(*open_high));
         }
@@ -125,9 +143,9 @@ fn gate_toml(g: &GateSettings) -> String {
             open_high,
         } => {
             out += &format!(
-                "line = {line}\nopen_when = \"{}\"\nsysfs_root = {:?}\n",
+                "line = {line}\nopen_when = \"{}\"\nsysfs_root = {}\n",
                 level(*open_high),
-                root.display().to_string()
+                qp(root)
             );
         }
         GateKind::Command {
@@ -144,20 +162,16 @@ fn gate_toml(g: &GateSettings) -> String {
         }
         GateKind::Window { windows, timezone } => {
             out += &format!(
-                "windows = {}\ntimezone = {:?}\n",
+                "windows = {}\ntimezone = {}\n",
                 list(&mut windows.iter().map(|w| w.to_string())),
-                timezone.as_deref().unwrap_or("local")
+                q(timezone.as_deref().unwrap_or("local"))
             );
         }
         GateKind::Can(c) => out += &can_toml(c),
         GateKind::Value(v) => {
-            out += &format!(
-                "path = {:?}\nscale = {:?}\n",
-                v.path.display().to_string(),
-                v.scale
-            );
+            out += &format!("path = {}\nscale = {}\n", qp(&v.path), float(v.scale));
             if let Some(f) = &v.scale_file {
-                out += &format!("scale_file = {:?}\n", f.display().to_string());
+                out += &format!("scale_file = {}\n", qp(f));
             }
             out += &format!("open_when = \"{}\"\n", v.open_when);
             if let Some(c) = &v.close_when {
@@ -175,12 +189,14 @@ fn can_toml(c: &CanGateSettings) -> String {
     use crate::gate::can::FrameId;
     let s = &c.signal;
     let l = &s.layout;
-    let mut out = format!("interface = {:?}\n", c.interface);
+    let mut out = format!("interface = {}\n", q(&c.interface));
     match &c.dbc {
         Some((path, message, signal)) => {
             out += &format!(
-                "dbc = {:?}\nmessage = {message:?}\nsignal = {signal:?}\n",
-                path.display().to_string()
+                "dbc = {}\nmessage = {}\nsignal = {}\n",
+                qp(path),
+                q(message),
+                q(signal)
             );
         }
         None => {
@@ -197,14 +213,14 @@ fn can_toml(c: &CanGateSettings) -> String {
             };
             out += &format!(
                 "start_bit = {}\nlength = {}\nbyte_order = \"{}\"\nsigned = {}\n\
-                 factor = {:?}\noffset = {:?}\nunit = {:?}\n",
+                 factor = {}\noffset = {}\nunit = {}\n",
                 l.start_bit,
                 l.length,
                 if l.big_endian { "big" } else { "little" },
                 l.signed,
-                l.factor,
-                l.offset,
-                s.unit
+                float(l.factor),
+                float(l.offset),
+                q(&s.unit)
             );
         }
     }
@@ -243,13 +259,15 @@ fn apiserver_toml(a: &ApiserverSettings) -> String {
         None => Default::default(),
     };
     format!(
-        "kubeconfig = {:?}\nserver = {:?}\nca_file = {:?}\ntoken_file = {:?}\n\
-         client_cert = {cert:?}\nclient_key = {key:?}\nnode_name = {:?}\ndetect = \"{}\"\n",
-        path(&a.kubeconfig),
-        a.server.as_deref().unwrap_or_default(),
-        path(&a.ca_file),
-        path(&a.token_file),
-        a.node_name.as_deref().unwrap_or_default(),
+        "kubeconfig = {}\nserver = {}\nca_file = {}\ntoken_file = {}\n\
+         client_cert = {}\nclient_key = {}\nnode_name = {}\ndetect = \"{}\"\n",
+        q(&path(&a.kubeconfig)),
+        q(a.server.as_deref().unwrap_or_default()),
+        q(&path(&a.ca_file)),
+        q(&path(&a.token_file)),
+        q(&cert),
+        q(&key),
+        q(a.node_name.as_deref().unwrap_or_default()),
         a.detect,
     )
 }

@@ -571,3 +571,36 @@ fn fleet_namespace_is_read_and_checked() {
     );
     assert!(parse("[fleet]\nname = \"x\"\n").unwrap_err()[0].contains("fleet"));
 }
+
+/// check-config prints strings with TOML's escapes (the toml crate's serializer): quotes,
+/// backslashes, newlines, control characters and unicode that Rust's `{:?}` writes as `\u{..}`
+/// (a combining accent, ESC) read back to the same settings.
+#[test]
+fn printed_strings_with_quotes_backslashes_unicode_and_newlines_read_back() {
+    let text = r#"
+[api]
+token_file = "/etc/yurt-ota/tök \"en\"\\x"
+
+[state]
+dir = "/var/lib/yurt-ota/e\u0301\ttab"
+
+[[gate]]
+name = "idle"
+kind = "command"
+argv = ["/bin/sh", "-c", "echo \"a\\b\"\nprintf '\u001B[0m' # ✓ 日本", "'single' \"\"\" '''"]
+
+[[gate]]
+name = "door"
+kind = "file"
+path = "/run/dö\"or\\\n"
+open_when = "equals"
+value = "open\r\n\u007F"
+"#;
+    let s = parse(text).unwrap();
+    let GateKind::Command { argv, .. } = &s.gates[0].kind else {
+        panic!("{:?}", s.gates[0])
+    };
+    assert!(argv[2].contains("\u{1b}[0m' # ✓ 日本") && argv[2].contains('\n'));
+    let printed = s.to_toml();
+    assert_eq!(parse(&printed).unwrap(), s, "{printed}");
+}

@@ -12,16 +12,15 @@ pub fn matches(pattern: &Pattern, p: &Pod) -> bool {
 /// Identifies a pod's conditions, to tell when a parked pod's situation changed. FNV-1a, so the
 /// value persisted in the state file means the same in the next version.
 pub fn fingerprint(p: &Pod) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    use std::hash::Hasher as _;
+    let mut h = fnv::FnvHasher::default();
     for c in &p.status.conditions {
         for part in [&c.kind, &c.status, &c.reason, &c.message] {
-            for b in part.bytes().chain([0xff]) {
-                h ^= u64::from(b);
-                h = h.wrapping_mul(0x0000_0100_0000_01b3);
-            }
+            h.write(part.as_bytes());
+            h.write(&[0xff]);
         }
     }
-    h
+    h.finish()
 }
 
 /// The pre-pull asked for a pod at a revision: asked once.
@@ -95,4 +94,18 @@ pub fn slots_needed(
         .filter(|(uid, _)| in_flight.contains(uid.as_str()) || !available.contains(uid.as_str()))
         .map(|(uid, _)| uid.clone())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    /// FNV-1a 64 over the conditions, as earlier versions persisted it in the state file.
+    #[test]
+    fn a_fingerprint_means_what_it_meant_in_the_state_file() {
+        let p: crate::pod::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "a", "namespace": "n", "uid": "u"},
+            "status": {"conditions": [{"type": "Ready", "status": "False"}]}
+        }))
+        .unwrap();
+        assert_eq!(super::fingerprint(&p), 0x4b54_93b6_02c4_a3ef);
+    }
 }

@@ -10,8 +10,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use super::pod::{check_status, encode, render, rfc3339, set_condition, set_image, set_ready};
+use super::pod::{check_status, encode, render, set_condition, set_image, set_ready};
 use crate::config::SimSettings;
+use crate::state::rfc3339;
 
 const TEMPLATES: &str = include_str!("templates.json");
 
@@ -521,9 +522,8 @@ impl Model {
 /// Kubernetes-looking hash of a DaemonSet revision (`controller-revision-hash`).
 fn revision_hash(ds: &DaemonSet, revision: u32) -> String {
     // FNV-1a: stable across runs, so a revision always has the same hash.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in format!("{}/{}/{revision}", ds.namespace, ds.name).bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    encode(h, 10)
+    use std::hash::Hasher as _;
+    let mut h = fnv::FnvHasher::default();
+    h.write(format!("{}/{}/{revision}", ds.namespace, ds.name).as_bytes());
+    encode(h.finish(), 10)
 }

@@ -1,11 +1,12 @@
 //! The pod JSON the model edits: YurtHub's status pre-check, conditions, readiness, the image
 //! a pod asked for, the rendered list; and Kubernetes-looking names and dates.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
 use super::model::SimPod;
+use crate::state::rfc3339;
 
 /// YurtHub's pre-check of the pod's own status.
 pub(super) fn check_status(p: &SimPod) -> Result<(), String> {
@@ -107,31 +108,6 @@ pub(super) fn encode(mut n: u64, len: usize) -> String {
             c
         })
         .collect()
-}
-
-/// `2026-11-25T17:44:01Z`.
-pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
 }
 
 /// Random-looking names and uids for simulated objects, from a seed (xorshift64: they only

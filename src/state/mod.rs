@@ -42,6 +42,18 @@ pub fn from_unix_ms(ms: u64) -> SystemTime {
     UNIX_EPOCH + std::time::Duration::from_millis(ms)
 }
 
+/// `2026-11-25T17:44:01Z`: RFC 3339 in UTC, whole seconds, as Kubernetes writes times (jiff);
+/// the API's times and the simulators' objects. Before 1970 reads as the epoch.
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .unwrap_or(jiff::Timestamp::MAX)
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct State {

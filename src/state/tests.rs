@@ -353,3 +353,17 @@ fn no_intent_while_the_state_cannot_be_written() {
     assert!(store.intend(in_flight("a")).is_err());
     assert!(store.get().in_flight.is_empty());
 }
+
+#[test]
+fn times_are_rfc_3339_in_utc_whole_seconds() {
+    use std::time::{Duration, UNIX_EPOCH};
+    let at =
+        |s: u64, ms: u64| rfc3339(UNIX_EPOCH + Duration::from_secs(s) + Duration::from_millis(ms));
+    assert_eq!(at(0, 0), "1970-01-01T00:00:00Z");
+    assert_eq!(at(1_795_628_641, 999), "2026-11-25T17:44:01Z");
+    assert_eq!(at(951_782_400, 0), "2000-02-29T00:00:00Z");
+    assert_eq!(
+        rfc3339(UNIX_EPOCH - Duration::from_secs(5)),
+        "1970-01-01T00:00:00Z"
+    );
+}

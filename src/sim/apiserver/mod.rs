@@ -33,7 +33,8 @@ mod watch;
 
 pub use rest::{percent_decode, query_value};
 
-use super::pod::{encode, rfc3339, set_condition, set_ready};
+use super::pod::{encode, set_condition, set_ready};
+use crate::state::rfc3339;
 use controller::{controller_revision, hash};
 use store::{details, status, Res, Selector, Store};
 

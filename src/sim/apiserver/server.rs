@@ -401,7 +401,7 @@ fn read_request(tls: &mut Tls, buf: &mut Vec<u8>) -> io::Result<Option<(Head, Ve
 
 pub(super) fn http_date() -> String {
     // RFC 3339 is close enough for a Date header the agent never parses.
-    crate::sim::rfc3339(SystemTime::now())
+    crate::state::rfc3339(SystemTime::now())
 }
 
 fn reason(status: u16) -> &'static str {
@@ -611,7 +611,7 @@ fn token_request(s: &Shared, head: &Head) -> Option<(u16, String)> {
         );
         return Some((404, b.to_string()));
     }
-    let expires = crate::sim::rfc3339(SystemTime::now() + Duration::from_secs(3600));
+    let expires = crate::state::rfc3339(SystemTime::now() + Duration::from_secs(3600));
     let b = serde_json::json!({"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
         "metadata": {"name": name, "namespace": ns},
         "spec": {"audiences": ["https://kubernetes.default.svc"], "expirationSeconds": 3600},

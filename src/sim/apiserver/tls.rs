@@ -142,7 +142,16 @@ pub fn verified(verifier: &dyn ClientCertVerifier, chain: &[CertificateDer<'_>])
 pub fn server_config(
     c: &Credentials,
 ) -> Result<(Arc<ServerConfig>, Arc<dyn ClientCertVerifier>), String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    server_config_with(c, rustls::crypto::ring::default_provider())
+}
+
+/// `server_config` on `provider`: a test narrows it (say, to X25519 only, as
+/// `--tls-curve-preferences` does on a kube-apiserver).
+pub fn server_config_with(
+    c: &Credentials,
+    provider: rustls::crypto::CryptoProvider,
+) -> Result<(Arc<ServerConfig>, Arc<dyn ClientCertVerifier>), String> {
+    let provider = Arc::new(provider);
     let mut roots = RootCertStore::empty();
     roots
         .add(c.ca_der.clone())
@@ -243,39 +252,8 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// Standard base64 with padding (the `base64` crate).
 pub fn base64(data: &[u8]) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn base64_matches_rfc4648() {
-        for (i, o) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(super::base64(i.as_bytes()), o);
-        }
-    }
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(data)
 }

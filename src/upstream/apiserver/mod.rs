@@ -11,7 +11,6 @@
 //! checks and answers.
 
 mod client;
-mod crypto;
 mod daemonsets;
 pub mod kubeconfig;
 mod pods;
@@ -336,7 +335,7 @@ impl Upstream for Apiserver {
 
     fn watch_state(&self) -> Option<Value> {
         let w = self.watch_state();
-        let t = |t: Option<SystemTime>| t.map(crate::sim::rfc3339);
+        let t = |t: Option<SystemTime>| t.map(crate::state::rfc3339);
         let daemonsets: Vec<Value> = self
             .daemonsets()
             .into_iter()
@@ -361,7 +360,7 @@ impl Upstream for Apiserver {
             "last_error": w.last_error,
             // Over 32 MiB of pods (issue 23): the last good pods are served meanwhile.
             "pods_over_limit": w.over_limit.map(|(since, bytes)| serde_json::json!({
-                "since": crate::sim::rfc3339(since),
+                "since": crate::state::rfc3339(since),
                 "bytes": bytes,
                 "max_bytes": watch::MAX_KEPT,
             })),

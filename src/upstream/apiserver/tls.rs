@@ -1,5 +1,6 @@
-//! The HTTPS client: rustls with ring, trusting only the configured CA; bearer tokens (a token
-//! file re-read when it changes) or a client certificate.
+//! The HTTPS client: rustls with ring's default provider (X25519, P-256 and P-384 key
+//! exchange; RSA, ECDSA and Ed25519 keys), trusting only the configured CA; bearer tokens (a
+//! token file re-read when it changes) or a client certificate.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -27,7 +28,7 @@ impl Tls {
                 .add(c)
                 .map_err(|e| format!("CA ({}): {e}", where_ca()))?;
         }
-        let provider = Arc::new(super::crypto::provider());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
@@ -47,7 +48,7 @@ impl Tls {
                         rustls::Error::InconsistentKeys(_) => {
                             format!("client certificate ({where_}): does not fit the key: {e}")
                         }
-                        // A key type the provider does not load (Ed25519).
+                        // A key the provider does not load (not RSA, ECDSA or Ed25519).
                         e => format!("client key ({where_key}): {e}"),
                     })?
             }
@@ -189,14 +190,107 @@ mod tests {
         assert!(e.contains("does not fit the key"), "{e}");
         let e = Tls::new(&ca, Some((&cert, &ca))).err().unwrap();
         assert!(e.contains("client key"), "{e}");
-        let ed = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/tls/ed25519.key"
-        );
-        let e = Tls::new(&ca, Some((&cert, &Source::File(ed.into()))))
-            .err()
+    }
+
+    fn fixture(name: &str) -> Source {
+        Source::File(format!("{}/tests/fixtures/tls/{name}", env!("CARGO_MANIFEST_DIR")).into())
+    }
+
+    #[test]
+    fn kubeadm_k3s_and_ed25519_client_keys_load() {
+        for name in ["rsa2048", "p256", "p384", "ed25519"] {
+            let (cert, key) = (
+                fixture(&format!("{name}.crt")),
+                fixture(&format!("{name}.key")),
+            );
+            let r = Tls::new(&fixture("rsa-ca.crt"), Some((&cert, &key)));
+            assert!(r.is_ok(), "{name}: {:?}", r.err());
+        }
+    }
+
+    /// A handshake in memory between our client and `server`; the group the two agreed on.
+    fn handshake(
+        client: &Tls,
+        server: Arc<rustls::ServerConfig>,
+        name: &str,
+    ) -> Result<(rustls::ProtocolVersion, rustls::NamedGroup), rustls::Error> {
+        let name = ServerName::try_from(name.to_owned()).unwrap();
+        let mut c = rustls::ClientConnection::new(client.config.clone(), name)?;
+        let mut s = rustls::ServerConnection::new(server)?;
+        for _ in 0..10 {
+            if !c.is_handshaking() && !s.is_handshaking() {
+                let group = c.negotiated_key_exchange_group().unwrap().name();
+                return Ok((c.protocol_version().unwrap(), group));
+            }
+            let mut wire = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut wire).unwrap();
+            }
+            s.read_tls(&mut &wire[..]).unwrap();
+            s.process_new_packets()?;
+            wire.clear();
+            while s.wants_write() {
+                s.write_tls(&mut wire).unwrap();
+            }
+            c.read_tls(&mut &wire[..]).unwrap();
+            c.process_new_packets()?;
+        }
+        panic!("no handshake in 10 flights");
+    }
+
+    /// kube-apiserver `--tls-curve-preferences=X25519`: the stand-in's TLS server offering only
+    /// X25519, over TLS 1.3 and 1.2.
+    #[test]
+    fn an_apiserver_pinned_to_x25519_is_reached() {
+        use rustls::crypto::ring::{default_provider, kx_group};
+        use rustls::version::{TLS12, TLS13};
+        let a = creds();
+        let client = Tls::new(&Source::Data(a.ca_pem.clone().into_bytes()), None).unwrap();
+        for version in [&TLS13, &TLS12] {
+            let p = default_provider();
+            let only_x25519 = rustls::crypto::CryptoProvider {
+                kx_groups: vec![kx_group::X25519],
+                // The version's suites only: the server speaks that version or none.
+                cipher_suites: p
+                    .cipher_suites
+                    .iter()
+                    .filter(|s| s.version() == version)
+                    .copied()
+                    .collect(),
+                ..p
+            };
+            let config = crate::sim::apiserver::tls::server_config_with(&a, only_x25519)
+                .unwrap()
+                .0;
+            let (v, group) = handshake(&client, config, "127.0.0.1").unwrap();
+            assert_eq!(v, version.version);
+            assert_eq!(group, rustls::NamedGroup::X25519);
+        }
+    }
+
+    #[test]
+    fn an_rsa_apiserver_is_reached_over_tls_1_3_and_1_2() {
+        use rustls::pki_types::PrivateKeyDer;
+        use rustls::version::{TLS12, TLS13};
+        let path = |n: &str| format!("{}/tests/fixtures/tls/{n}", env!("CARGO_MANIFEST_DIR"));
+        let client = Tls::new(&fixture("rsa-ca.crt"), None).unwrap();
+        for version in [&TLS13, &TLS12] {
+            let chain = CertificateDer::pem_file_iter(path("rsa-server.crt"))
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key = PrivateKeyDer::from_pem_file(path("rsa-server.key")).unwrap();
+            let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
             .unwrap();
-        assert!(e.contains("client key") && e.contains("Ed25519"), "{e}");
+            let (v, _) = handshake(&client, Arc::new(server), "localhost").unwrap();
+            assert_eq!(v, version.version);
+        }
     }
 
     #[test]

@@ -81,7 +81,7 @@ impl Apiserver {
     pub(super) fn event(&self, f: &crate::upstream::Failure) -> Result<(), String> {
         let i = &self.inner;
         let node = i.node();
-        let now = jiff::Timestamp::now();
+        let now = crate::state::rfc3339(std::time::SystemTime::now());
         let revision = f.revision.unwrap_or("(not named by the upstream)");
         let message = format!(
             "yurt-ota on node {node}: the upgrade of pod {}/{} to revision {revision} failed: {}; this node does not try that revision again by itself, and keeps its slot of the fleet budget until its pod is available",
@@ -95,8 +95,7 @@ impl Apiserver {
             "reason": "UpgradeFailed", "type": "Warning", "message": message,
             "source": {"component": "yurt-ota", "host": node},
             "reportingComponent": "yurt-ota", "reportingInstance": node,
-            "firstTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-            "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "firstTimestamp": now, "lastTimestamp": now,
             "count": 1,
         });
         let path = format!("/api/v1/namespaces/{}/events", f.namespace);
@@ -153,7 +152,7 @@ impl Apiserver {
         let patch = serde_json::json!({"status":{"conditions":[{
             "type": crate::pod::IMAGE_READY, "status": "False", "reason": "",
             "message": message,
-            "lastTransitionTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "lastTransitionTime": crate::state::rfc3339(std::time::SystemTime::now()),
         }]}});
         let path = format!("/api/v1/namespaces/{ns}/pods/{name}/status?fieldManager=yurt-ota");
         let resp = match i.request(
