@@ -12,8 +12,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use yurt_ota::sim::apiserver::server::{self, Config};
-use yurt_ota::sim::apiserver::Options;
+use yurt_ota_apisim::apiserver::server::{self, Config};
+use yurt_ota_apisim::apiserver::Options;
 
 fn get(url: &str) -> Value {
     let mut r = ureq::get(url).call().unwrap();

@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 use super::pod::{check_status, encode, render, rfc3339, set_condition, set_image, set_ready};
 use crate::config::SimSettings;
 
-const TEMPLATES: &str = include_str!("templates.json");
+/// The recorded pod templates the node is cloned from; the apiserver stand-in (apisim/) clones them too.
+pub const TEMPLATES: &str = include_str!("templates.json");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Owner {

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use yurt_ota::sim::apiserver::server::Handle;
-use yurt_ota::sim::apiserver::Options;
+use yurt_ota_apisim::apiserver::server::Handle;
+use yurt_ota_apisim::apiserver::Options;
 
 use crate::util::*;
 

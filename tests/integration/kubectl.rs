@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use yurt_ota::sim::apiserver::Options;
+use yurt_ota_apisim::apiserver::Options;
 
 use crate::util::*;
 
@@ -541,7 +541,7 @@ fn kubeconfigs_written_by_kubectl_are_read_as_kubectl_reads_them() {
     let mut failures = Vec::new();
     // k3s's /etc/rancher/k3s/k3s.yaml as k3s writes it (not by kubectl config): `default`
     // names, everything inline.
-    let b64 = |p: &Path| yurt_ota::sim::apiserver::tls::base64(&std::fs::read(p).unwrap());
+    let b64 = |p: &Path| yurt_ota_apisim::apiserver::tls::base64(&std::fs::read(p).unwrap());
     let k3s_yaml = format!(
         "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: {}\n    server: {s}\n  name: default\n\
          contexts:\n- context:\n    cluster: default\n    user: default\n  name: default\ncurrent-context: default\n\

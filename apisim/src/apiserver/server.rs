@@ -15,8 +15,8 @@ use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
 use super::store::status;
 use super::{tls, Cluster, Options, Reply};
-use crate::http;
-use crate::shutdown::Shutdown;
+use yurt_ota::http;
+use yurt_ota::shutdown::Shutdown;
 
 /// How to start the stand-in.
 #[derive(Debug, Clone)]
@@ -158,7 +158,7 @@ pub fn start(cfg: Config) -> Result<Handle, String> {
     }
     hosts.extend(cfg.sans.iter().cloned());
     let token = cfg.token.clone().unwrap_or_else(new_token);
-    let rbac_docs = crate::yaml::parse_all(cfg.rbac.as_deref().unwrap_or(super::rbac::SHIPPED))
+    let rbac_docs = yurt_ota::yaml::parse_all(cfg.rbac.as_deref().unwrap_or(super::rbac::SHIPPED))
         .map_err(|e| format!("RBAC manifest: {e}"))?;
     let rbac = super::rbac::Rbac::from_docs(&rbac_docs)?;
     let admin_token = new_token();
@@ -356,7 +356,7 @@ fn read_request(tls: &mut Tls, buf: &mut Vec<u8>) -> io::Result<Option<(Head, Ve
             let head = Head {
                 method: req.method.unwrap_or_default().to_owned(),
                 target: req.path.unwrap_or_default().to_owned(),
-                headers: crate::http::owned_headers(req.headers),
+                headers: yurt_ota::http::owned_headers(req.headers),
             };
             buf.drain(..n);
             let len: usize = head
@@ -401,7 +401,7 @@ fn read_request(tls: &mut Tls, buf: &mut Vec<u8>) -> io::Result<Option<(Head, Ve
 
 pub(super) fn http_date() -> String {
     // RFC 3339 is close enough for a Date header the agent never parses.
-    crate::sim::rfc3339(SystemTime::now())
+    yurt_ota::sim::rfc3339(SystemTime::now())
 }
 
 fn reason(status: u16) -> &'static str {
@@ -611,7 +611,7 @@ fn token_request(s: &Shared, head: &Head) -> Option<(u16, String)> {
         );
         return Some((404, b.to_string()));
     }
-    let expires = crate::sim::rfc3339(SystemTime::now() + Duration::from_secs(3600));
+    let expires = yurt_ota::sim::rfc3339(SystemTime::now() + Duration::from_secs(3600));
     let b = serde_json::json!({"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
         "metadata": {"name": name, "namespace": ns},
         "spec": {"audiences": ["https://kubernetes.default.svc"], "expirationSeconds": 3600},

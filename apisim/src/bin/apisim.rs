@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use yurt_ota::shutdown::Shutdown;
-use yurt_ota::sim::apiserver::server::{self, Config};
-use yurt_ota::sim::apiserver::Options;
+use yurt_ota_apisim::apiserver::server::{self, Config};
+use yurt_ota_apisim::apiserver::Options;
 
 const USAGE: &str = "\
 usage: yurt-ota-apisim --dir DIR [--listen ADDR] [--control ADDR] [--nodes N]

@@ -173,8 +173,8 @@ mod tests {
         assert!(e.contains("/nonexistent/ca.crt"), "{e}");
     }
 
-    fn creds() -> crate::sim::apiserver::tls::Credentials {
-        crate::sim::apiserver::tls::generate(&["127.0.0.1".into()], "t".into()).unwrap()
+    fn creds() -> yurt_ota_apisim::apiserver::tls::Credentials {
+        yurt_ota_apisim::apiserver::tls::generate(&["127.0.0.1".into()], "t".into()).unwrap()
     }
 
     #[test]
@@ -203,7 +203,9 @@ mod tests {
     fn servers_are_verified_by_name_or_address_and_calls_share_one_handshake() {
         use crate::http::client::{Client, Error, Request};
         let a = creds();
-        let config = crate::sim::apiserver::tls::server_config(&a).unwrap().0;
+        let config = yurt_ota_apisim::apiserver::tls::server_config(&a)
+            .unwrap()
+            .0;
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let server = std::thread::spawn(move || {
