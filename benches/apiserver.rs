@@ -54,6 +54,7 @@ fn main() {
         sans: Vec::new(),
         bookmark_interval: Duration::from_secs(60),
         rbac: None,
+        rsa_client: false,
         options: Options {
             nodes: vec!["edge-node-1".into()],
             filler: 99,

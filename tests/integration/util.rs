@@ -604,6 +604,7 @@ pub fn apisim_start(
         sans: Vec::new(),
         bookmark_interval: bookmark,
         rbac: None,
+        rsa_client: false,
         options,
     };
     edit(&mut cfg);

@@ -37,6 +37,9 @@ pub struct Config {
     /// The RBAC manifest enforced (its text); `None`: the shipped
     /// `packaging/kubernetes/rbac.yaml`.
     pub rbac: Option<String>,
+    /// Also an RSA client certificate and its PKCS#1 key, as kubeadm writes them:
+    /// `client-rsa.crt`, `client-rsa.key` and `kubeconfig-rsa` (a 2048-bit key: slower start).
+    pub rsa_client: bool,
     pub options: Options,
 }
 
@@ -162,7 +165,7 @@ pub fn start(cfg: Config) -> Result<Handle, String> {
         .map_err(|e| format!("RBAC manifest: {e}"))?;
     let rbac = super::rbac::Rbac::from_docs(&rbac_docs)?;
     let admin_token = new_token();
-    let creds = tls::generate(&hosts, token.clone())?;
+    let creds = tls::generate_with(&hosts, token.clone(), cfg.rsa_client)?;
     let url = match (cfg.sans.first(), addr.ip().is_unspecified()) {
         (Some(host), _) if host.contains(':') => format!("https://[{host}]:{}", addr.port()),
         (Some(host), _) => format!("https://{host}:{}", addr.port()),
