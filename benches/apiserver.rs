@@ -12,8 +12,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use yurt_ota::sim::apiserver::server::{self, Config};
-use yurt_ota::sim::apiserver::Options;
+use yurt_ota_apisim::apiserver::server::{self, Config};
+use yurt_ota_apisim::apiserver::Options;
 
 fn get(url: &str) -> Value {
     let mut r = ureq::get(url).call().unwrap();
@@ -54,6 +54,7 @@ fn main() {
         sans: Vec::new(),
         bookmark_interval: Duration::from_secs(60),
         rbac: None,
+        rsa_client: false,
         options: Options {
             nodes: vec!["edge-node-1".into()],
             filler: 99,

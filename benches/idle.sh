@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-60}
 bin=${2:-./target/release/yurt-ota}
-[ -n "${2:-}" ] || cargo build --release --locked -q
+[ -n "${2:-}" ] || cargo build -p yurt-ota --release --locked -q
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 dir=$(mktemp -d)
 pid=

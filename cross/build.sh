@@ -33,11 +33,11 @@ for t in "${targets[@]}"; do
         # The arm64 package is the static musl build; armhf the static armv7 build; amd64 the
         # native one. The aarch64 glibc binary is built but not packaged.
         case $t in
-            aarch64-unknown-linux-gnu) cargo build --locked --release --target "$t" ;;
-            *) cargo deb --locked --target "$t" ${DEB_REVISION:+--deb-revision "$DEB_REVISION"} ;;
+            aarch64-unknown-linux-gnu) cargo build -p yurt-ota --locked --release --target "$t" ;;
+            *) cargo deb -p yurt-ota --locked --target "$t" ${DEB_REVISION:+--deb-revision "$DEB_REVISION"} ;;
         esac
     else
-        cargo build --locked --release --target "$t"
+        cargo build -p yurt-ota --locked --release --target "$t"
     fi
 done
 

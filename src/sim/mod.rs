@@ -18,9 +18,8 @@ use serde_json::{json, Value};
 
 use crate::config::SimSettings;
 
-pub mod apiserver; // the kube-apiserver stand-in (`yurt-ota-apisim`)
 pub mod model;
-mod pod;
+pub mod pod; // pod JSON edits, also the kube-apiserver stand-in's (apisim/)
 pub mod server;
 mod yurthub;
 

@@ -14,7 +14,8 @@ use super::pod::{check_status, encode, render, set_condition, set_image, set_rea
 use crate::config::SimSettings;
 use crate::state::rfc3339;
 
-const TEMPLATES: &str = include_str!("templates.json");
+/// The recorded pod templates the node is cloned from; the apiserver stand-in (apisim/) clones them too.
+pub const TEMPLATES: &str = include_str!("templates.json");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Owner {

@@ -26,13 +26,7 @@ pub(super) fn check_status(p: &SimPod) -> Result<(), String> {
     Ok(())
 }
 
-pub(super) fn set_condition(
-    pod: &mut Value,
-    kind: &str,
-    status: &str,
-    reason: &str,
-    message: &str,
-) {
+pub fn set_condition(pod: &mut Value, kind: &str, status: &str, reason: &str, message: &str) {
     let now = rfc3339(SystemTime::now());
     let Some(conditions) = pod["status"]["conditions"].as_array_mut() else {
         return;
@@ -68,7 +62,7 @@ pub(super) fn set_image(p: &mut SimPod, hash: String, pulled: bool) {
     p.image = Some((hash, pulled));
 }
 
-pub(super) fn set_ready(pod: &mut Value, ready: bool) {
+pub fn set_ready(pod: &mut Value, ready: bool) {
     let status = if ready { "True" } else { "False" };
     for c in pod["status"]["conditions"]
         .as_array_mut()
@@ -99,7 +93,7 @@ pub(super) fn render(pods: &[SimPod], resource_version: u64) -> Vec<u8> {
 }
 
 /// Kubernetes' "safe" alphabet for generated names (no vowels, no look-alikes).
-pub(super) fn encode(mut n: u64, len: usize) -> String {
+pub fn encode(mut n: u64, len: usize) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     (0..len)
         .map(|_| {
@@ -113,7 +107,7 @@ pub(super) fn encode(mut n: u64, len: usize) -> String {
 /// Random-looking names and uids for simulated objects, from a seed (xorshift64: they only
 /// need to look random, not be unpredictable). Both simulated wires draw from one.
 #[derive(Debug, Clone)]
-pub(super) struct Names(pub(super) u64);
+pub struct Names(pub u64);
 
 impl Names {
     fn next(&mut self) -> u64 {
@@ -124,7 +118,7 @@ impl Names {
     }
 
     /// A version-4-shaped uid.
-    pub(super) fn uid(&mut self) -> String {
+    pub fn uid(&mut self) -> String {
         let (a, b) = (self.next(), self.next());
         format!(
             "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
@@ -137,7 +131,7 @@ impl Names {
     }
 
     /// A five-character generated-name suffix, as the apiserver makes them.
-    pub(super) fn suffix(&mut self) -> String {
+    pub fn suffix(&mut self) -> String {
         let n = self.next();
         encode(n, 5)
     }

@@ -1,4 +1,4 @@
-//! The real binary in apiserver mode against the TLS apiserver stand-in (`sim::apiserver`):
+//! The real binary in apiserver mode against the TLS apiserver stand-in (`yurt_ota_apisim::apiserver`):
 //! CA, token, rotated token file, client certificate; list then watch, dropped watches, 410s,
 //! the apiserver down; upgrades with YurtHub's answers; detect = revision through rollouts and
 //! `rollout undo`; the automatic flow under a file gate.
@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use yurt_ota::sim::apiserver::server::Handle;
-use yurt_ota::sim::apiserver::Options;
+use yurt_ota_apisim::apiserver::server::Handle;
+use yurt_ota_apisim::apiserver::Options;
 
 use crate::util::*;
 

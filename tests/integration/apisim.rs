@@ -6,8 +6,8 @@ use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use yurt_ota::sim::apiserver::server::{Config, Handle};
-use yurt_ota::sim::apiserver::Options;
+use yurt_ota_apisim::apiserver::server::{Config, Handle};
+use yurt_ota_apisim::apiserver::Options;
 
 use crate::util::{apisim_agent, apisim_nodes, apisim_start, ApiClient};
 

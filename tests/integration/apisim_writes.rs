@@ -1,8 +1,7 @@
 //! The kube-apiserver stand-in over real TLS sockets, what changes state: DELETE preconditions,
 //! 410s after compaction, dropped watches and an apiserver down, Lease compare-and-swap and its
-//! record, rollouts and undo, OpenYurt's conditions, the binary.
+//! record, rollouts and undo, OpenYurt's conditions (the binary: apisim/tests/binary.rs).
 
-use std::io::Read;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -468,70 +467,4 @@ fn openyurt_conditions_and_the_status_patch_prepull() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-#[test]
-fn the_binary_writes_its_files_and_serves() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_yurt-ota-apisim"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--nodes",
-            "2",
-            "--san",
-            "localhost",
-            "--dir",
-        ])
-        .arg(dir.path())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !dir.path().join("control").exists() {
-        assert!(Instant::now() < deadline, "no control file");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
-    // The kubeconfigs name the server by the first --san, which the certificate carries.
-    assert!(
-        read("server").starts_with("https://localhost:"),
-        "{}",
-        read("server")
-    );
-    assert!(read("kubeconfig-cert").contains(&format!("server: {}\n", read("server"))));
-    let c = Client {
-        agent: tls(&read("ca.crt"), None),
-        base: read("server"),
-        token: read("token"),
-    };
-    assert_eq!(
-        node_pods(&c, "edge-node-2")["items"]
-            .as_array()
-            .unwrap()
-            .len(),
-        11
-    );
-    let mut r = ureq::get(format!("{}/sim", read("control")))
-        .call()
-        .unwrap();
-    let state: Value =
-        serde_json::from_str::<Value>(&r.body_mut().read_to_string().unwrap()).unwrap();
-    assert_eq!(state["nodes"], json!(["edge-node-1", "edge-node-2"]));
-    assert_eq!(state["requests"]["list pods"], 1);
-    let history = crate::util::get(&format!("{}/sim/history", read("control"))).json();
-    assert_eq!(history, json!([]), "nothing deleted, no Lease written");
-    child.kill().unwrap();
-    let mut err = String::new();
-    child.wait().unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert!(
-        err.contains("kube-apiserver stand-in on https://localhost:"),
-        "{err}"
-    );
 }

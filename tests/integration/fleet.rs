@@ -8,8 +8,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use yurt_ota::fleet::kube::{Kube, LeaseApi};
 use yurt_ota::fleet::{Observed, SlotOutcome, Slots};
-use yurt_ota::sim::apiserver::server::Handle;
-use yurt_ota::sim::apiserver::Options;
+use yurt_ota_apisim::apiserver::server::Handle;
+use yurt_ota_apisim::apiserver::Options;
 
 use crate::util::{apisim_nodes, apisim_start, ApiClient};
 

@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use yurt_ota::sim::apiserver::server;
-use yurt_ota::sim::apiserver::Options;
+use yurt_ota_apisim::apiserver::server;
+use yurt_ota_apisim::apiserver::Options;
 
 use crate::util::*;
 

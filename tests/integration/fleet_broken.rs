@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use yurt_ota::sim::apiserver::server;
+use yurt_ota_apisim::apiserver::server;
 
 use crate::fleet_agents::{deleted, history, lease_writes, standin, upgraded_on, wait_budget, DS};
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use yurt_ota::sim::apiserver::Options;
+use yurt_ota_apisim::apiserver::Options;
 
 use crate::util::*;
 
@@ -63,62 +63,13 @@ impl Kubectl {
     }
 }
 
-fn openssl(args: &[&str]) {
-    let out = Command::new("openssl").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// An RSA client key (PKCS#1, as kubeadm writes them) and its certificate signed by the
-/// stand-in's CA, in the group the manifest binds: (cert, key).
+/// The stand-in's RSA client (`--rsa-client`): a PKCS#1 key, as kubeadm writes them, and its
+/// certificate signed by the stand-in's CA, in the group the manifest binds: (cert, key).
 fn rsa_client(dir: &Path) -> (PathBuf, PathBuf) {
-    let p = |n: &str| dir.join(n).to_str().unwrap().to_owned();
-    openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        &p("rsa8.key"),
-        "-subj",
-        "/O=yurt-ota:nodes/CN=edge-node-1-rsa",
-        "-out",
-        &p("rsa.csr"),
-    ]);
-    openssl(&[
-        "rsa",
-        "-in",
-        &p("rsa8.key"),
-        "-traditional",
-        "-out",
-        &p("rsa.key"),
-    ]);
-    std::fs::write(dir.join("ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &p("rsa.csr"),
-        "-CA",
-        &p("ca.crt"),
-        "-CAkey",
-        &p("ca.key"),
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        &p("ext"),
-        "-out",
-        &p("rsa.crt"),
-    ]);
-    assert!(std::fs::read_to_string(dir.join("rsa.key"))
+    assert!(std::fs::read_to_string(dir.join("client-rsa.key"))
         .unwrap()
         .starts_with("-----BEGIN RSA PRIVATE KEY-----"));
-    (dir.join("rsa.crt"), dir.join("rsa.key"))
+    (dir.join("client-rsa.crt"), dir.join("client-rsa.key"))
 }
 
 /// What the agent does with a kubeconfig: `Ok` when it listed the node's pods from the
@@ -177,7 +128,7 @@ fn kubeconfigs_written_by_kubectl_are_read_as_kubectl_reads_them() {
         nodes: apisim_nodes(1),
         ..Options::default()
     };
-    let (h, d) = apisim_start(Duration::from_secs(60), options, |_| {});
+    let (h, d) = apisim_start(Duration::from_secs(60), options, |c| c.rsa_client = true);
     let home = tempfile::tempdir().unwrap();
     let k = Kubectl {
         bin,
@@ -541,7 +492,7 @@ fn kubeconfigs_written_by_kubectl_are_read_as_kubectl_reads_them() {
     let mut failures = Vec::new();
     // k3s's /etc/rancher/k3s/k3s.yaml as k3s writes it (not by kubectl config): `default`
     // names, everything inline.
-    let b64 = |p: &Path| yurt_ota::sim::apiserver::tls::base64(&std::fs::read(p).unwrap());
+    let b64 = |p: &Path| yurt_ota_apisim::apiserver::tls::base64(&std::fs::read(p).unwrap());
     let k3s_yaml = format!(
         "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: {}\n    server: {s}\n  name: default\n\
          contexts:\n- context:\n    cluster: default\n    user: default\n  name: default\ncurrent-context: default\n\

@@ -7,13 +7,13 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use yurt_ota::sim::apiserver::rbac::SHIPPED;
-use yurt_ota::sim::apiserver::Options;
+use yurt_ota_apisim::apiserver::rbac::SHIPPED;
+use yurt_ota_apisim::apiserver::Options;
 
 use crate::util::*;
 
 /// The stand-in's record of pod DELETEs, Readies and Lease writes.
-fn history(h: &yurt_ota::sim::apiserver::server::Handle) -> Vec<Value> {
+fn history(h: &yurt_ota_apisim::apiserver::server::Handle) -> Vec<Value> {
     get(&format!("{}/sim/history", h.control_url()))
         .json()
         .as_array()
@@ -59,7 +59,7 @@ fn without(docs: &[Value], (d, r, v): (usize, usize, usize)) -> String {
 }
 
 /// The stand-in's count of requests refused as `forbidden <verb> <resource>`.
-fn forbidden(h: &yurt_ota::sim::apiserver::server::Handle) -> Vec<String> {
+fn forbidden(h: &yurt_ota_apisim::apiserver::server::Handle) -> Vec<String> {
     let sim = get(&format!("{}/sim", h.control_url())).json();
     sim["requests"]
         .as_object()

@@ -478,7 +478,7 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
-    pub fn new(h: &yurt_ota::sim::apiserver::server::Handle) -> ApiClient {
+    pub fn new(h: &yurt_ota_apisim::apiserver::server::Handle) -> ApiClient {
         ApiClient {
             agent: apisim_agent(&h.ca_pem, None),
             base: h.url(),
@@ -488,7 +488,7 @@ impl ApiClient {
 
     /// The same with the admin token (`system:masters`): what an operator or a controller
     /// does, past the agent's RBAC.
-    pub fn admin(h: &yurt_ota::sim::apiserver::server::Handle) -> ApiClient {
+    pub fn admin(h: &yurt_ota_apisim::apiserver::server::Handle) -> ApiClient {
         ApiClient {
             token: h.admin_token(),
             ..ApiClient::new(h)
@@ -589,11 +589,14 @@ impl Agent {
 /// with `options` and a bookmark every `bookmark`; `edit` changes the rest before it starts.
 pub fn apisim_start(
     bookmark: Duration,
-    options: yurt_ota::sim::apiserver::Options,
-    edit: impl FnOnce(&mut yurt_ota::sim::apiserver::server::Config),
-) -> (yurt_ota::sim::apiserver::server::Handle, tempfile::TempDir) {
+    options: yurt_ota_apisim::apiserver::Options,
+    edit: impl FnOnce(&mut yurt_ota_apisim::apiserver::server::Config),
+) -> (
+    yurt_ota_apisim::apiserver::server::Handle,
+    tempfile::TempDir,
+) {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = yurt_ota::sim::apiserver::server::Config {
+    let mut cfg = yurt_ota_apisim::apiserver::server::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         control: "127.0.0.1:0".parse().unwrap(),
         dir: dir.path().to_owned(),
@@ -601,10 +604,11 @@ pub fn apisim_start(
         sans: Vec::new(),
         bookmark_interval: bookmark,
         rbac: None,
+        rsa_client: false,
         options,
     };
     edit(&mut cfg);
-    (yurt_ota::sim::apiserver::server::start(cfg).unwrap(), dir)
+    (yurt_ota_apisim::apiserver::server::start(cfg).unwrap(), dir)
 }
 
 /// Nodes edge-node-1..=`n`.

@@ -13,7 +13,7 @@ if [ ! -x "$venv/bin/st" ]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check 'schemathesis==4.32.5'
 fi
 
-cargo build --locked --release --quiet
+cargo build -p yurt-ota --locked --release --quiet
 work=$(mktemp -d)
 agent=
 cleanup() {

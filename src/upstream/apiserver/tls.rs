@@ -174,8 +174,8 @@ mod tests {
         assert!(e.contains("/nonexistent/ca.crt"), "{e}");
     }
 
-    fn creds() -> crate::sim::apiserver::tls::Credentials {
-        crate::sim::apiserver::tls::generate(&["127.0.0.1".into()], "t".into()).unwrap()
+    fn creds() -> yurt_ota_apisim::apiserver::tls::Credentials {
+        yurt_ota_apisim::apiserver::tls::generate(&["127.0.0.1".into()], "t".into()).unwrap()
     }
 
     #[test]
@@ -259,7 +259,7 @@ mod tests {
                     .collect(),
                 ..p
             };
-            let config = crate::sim::apiserver::tls::server_config_with(&a, only_x25519)
+            let config = yurt_ota_apisim::apiserver::tls::server_config_with(&a, only_x25519)
                 .unwrap()
                 .0;
             let (v, group) = handshake(&client, config, "127.0.0.1").unwrap();
@@ -294,10 +294,30 @@ mod tests {
     }
 
     #[test]
+    fn an_rsa_client_key_in_pkcs1_as_kubeadm_writes_it_is_accepted() {
+        let c =
+            yurt_ota_apisim::apiserver::tls::generate_with(&["127.0.0.1".into()], "t".into(), true)
+                .unwrap();
+        let (cert, key) = c.rsa_client.clone().unwrap();
+        assert!(key.starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+        let ca = Source::Data(c.ca_pem.clone().into_bytes());
+        let (cert, key) = (
+            Source::Data(cert.into_bytes()),
+            Source::Data(key.into_bytes()),
+        );
+        assert!(Tls::new(&ca, Some((&cert, &key))).is_ok());
+        let ec = Source::Data(c.client_key_pem.clone().into_bytes());
+        let e = Tls::new(&ca, Some((&cert, &ec))).err().unwrap();
+        assert!(e.contains("does not fit the key"), "{e}");
+    }
+
+    #[test]
     fn servers_are_verified_by_name_or_address_and_calls_share_one_handshake() {
         use crate::http::client::{Client, Error, Request};
         let a = creds();
-        let config = crate::sim::apiserver::tls::server_config(&a).unwrap().0;
+        let config = yurt_ota_apisim::apiserver::tls::server_config(&a)
+            .unwrap()
+            .0;
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let server = std::thread::spawn(move || {

@@ -9,14 +9,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use yurt_ota::shutdown::Shutdown;
-use yurt_ota::sim::apiserver::server::{self, Config};
-use yurt_ota::sim::apiserver::Options;
+use yurt_ota_apisim::apiserver::server::{self, Config};
+use yurt_ota_apisim::apiserver::Options;
 
 const USAGE: &str = "\
 usage: yurt-ota-apisim --dir DIR [--listen ADDR] [--control ADDR] [--nodes N]
                        [--node-prefix NAME] [--filler N] [--openyurt] [--token TOKEN] [--san HOST]...
                        [--grace MS] [--recreate MS] [--ready MS] [--observe MS] [--pull MS]
-                       [--bookmark-every MS] [--history N] [--rbac FILE]
+                       [--bookmark-every MS] [--history N] [--rbac FILE] [--rsa-client]
 
 A kube-apiserver stand-in for yurt-ota's apiserver mode, with no cluster.
   --dir DIR        write ca.crt, token, client.crt/.key, kubeconfig, kubeconfig-token-file,
@@ -24,6 +24,8 @@ A kube-apiserver stand-in for yurt-ota's apiserver mode, with no cluster.
                    URLs) here. The token is the ServiceAccount yurt-ota/yurt-ota's, the client
                    certificate is in the group yurt-ota:nodes; the admin token is
                    system:masters'
+  --rsa-client     also an RSA client certificate in the same group, its key in PKCS#1 as
+                   kubeadm writes them: client-rsa.crt, client-rsa.key, kubeconfig-rsa
   --rbac FILE      the RBAC manifest enforced (default: the shipped
                    packaging/kubernetes/rbac.yaml); a request it does not grant is 403
   --listen ADDR    HTTPS address (default 127.0.0.1:6443)
@@ -67,6 +69,7 @@ fn run() -> Result<(), String> {
         sans: Vec::new(),
         bookmark_interval: Duration::from_secs(60),
         rbac: None,
+        rsa_client: false,
         options: Options::default(),
     };
     let (mut nodes, mut prefix) = (1usize, "edge-node".to_owned());
@@ -91,6 +94,7 @@ fn run() -> Result<(), String> {
             Long("filler") => cfg.options.filler = p.value().map_err(e)?.parse().map_err(e)?,
             Long("history") => cfg.options.history = p.value().map_err(e)?.parse().map_err(e)?,
             Long("openyurt") => cfg.options.openyurt = true,
+            Long("rsa-client") => cfg.rsa_client = true,
             Long("san") => cfg.sans.push(p.value().map_err(e)?.string().map_err(e)?),
             Long("token") => cfg.token = Some(p.value().map_err(e)?.string().map_err(e)?),
             Long("grace") => cfg.options.grace = ms(&mut p)?,

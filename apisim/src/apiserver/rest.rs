@@ -341,7 +341,7 @@ impl Cluster {
         }
         let p = st.store.put(Res::Pods, p);
         if self.opts.openyurt {
-            let c = condition(&p, crate::pod::IMAGE_READY);
+            let c = condition(&p, yurt_ota::pod::IMAGE_READY);
             if c["status"] == "False" {
                 if let Some(h) = c["message"]
                     .as_str()

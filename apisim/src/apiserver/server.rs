@@ -15,8 +15,8 @@ use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
 use super::store::status;
 use super::{tls, Cluster, Options, Reply};
-use crate::http;
-use crate::shutdown::Shutdown;
+use yurt_ota::http;
+use yurt_ota::shutdown::Shutdown;
 
 /// How to start the stand-in.
 #[derive(Debug, Clone)]
@@ -37,6 +37,9 @@ pub struct Config {
     /// The RBAC manifest enforced (its text); `None`: the shipped
     /// `packaging/kubernetes/rbac.yaml`.
     pub rbac: Option<String>,
+    /// Also an RSA client certificate and its PKCS#1 key, as kubeadm writes them:
+    /// `client-rsa.crt`, `client-rsa.key` and `kubeconfig-rsa` (a 2048-bit key: slower start).
+    pub rsa_client: bool,
     pub options: Options,
 }
 
@@ -158,11 +161,11 @@ pub fn start(cfg: Config) -> Result<Handle, String> {
     }
     hosts.extend(cfg.sans.iter().cloned());
     let token = cfg.token.clone().unwrap_or_else(new_token);
-    let rbac_docs = crate::yaml::parse_all(cfg.rbac.as_deref().unwrap_or(super::rbac::SHIPPED))
+    let rbac_docs = yurt_ota::yaml::parse_all(cfg.rbac.as_deref().unwrap_or(super::rbac::SHIPPED))
         .map_err(|e| format!("RBAC manifest: {e}"))?;
     let rbac = super::rbac::Rbac::from_docs(&rbac_docs)?;
     let admin_token = new_token();
-    let creds = tls::generate(&hosts, token.clone())?;
+    let creds = tls::generate_with(&hosts, token.clone(), cfg.rsa_client)?;
     let url = match (cfg.sans.first(), addr.ip().is_unspecified()) {
         (Some(host), _) if host.contains(':') => format!("https://[{host}]:{}", addr.port()),
         (Some(host), _) => format!("https://{host}:{}", addr.port()),
@@ -356,7 +359,7 @@ fn read_request(tls: &mut Tls, buf: &mut Vec<u8>) -> io::Result<Option<(Head, Ve
             let head = Head {
                 method: req.method.unwrap_or_default().to_owned(),
                 target: req.path.unwrap_or_default().to_owned(),
-                headers: crate::http::owned_headers(req.headers),
+                headers: yurt_ota::http::owned_headers(req.headers),
             };
             buf.drain(..n);
             let len: usize = head
@@ -401,7 +404,7 @@ fn read_request(tls: &mut Tls, buf: &mut Vec<u8>) -> io::Result<Option<(Head, Ve
 
 pub(super) fn http_date() -> String {
     // RFC 3339 is close enough for a Date header the agent never parses.
-    crate::state::rfc3339(SystemTime::now())
+    yurt_ota::state::rfc3339(SystemTime::now())
 }
 
 fn reason(status: u16) -> &'static str {
@@ -611,7 +614,7 @@ fn token_request(s: &Shared, head: &Head) -> Option<(u16, String)> {
         );
         return Some((404, b.to_string()));
     }
-    let expires = crate::state::rfc3339(SystemTime::now() + Duration::from_secs(3600));
+    let expires = yurt_ota::state::rfc3339(SystemTime::now() + Duration::from_secs(3600));
     let b = serde_json::json!({"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
         "metadata": {"name": name, "namespace": ns},
         "spec": {"audiences": ["https://kubernetes.default.svc"], "expirationSeconds": 3600},

@@ -13,7 +13,7 @@ pub enum Res {
     DaemonSets,
     ControllerRevisions,
     Leases,
-    // What `kubectl apply -f packaging/kubernetes/rbac.yaml` creates (src/sim/apiserver/
+    // What `kubectl apply -f packaging/kubernetes/rbac.yaml` creates (apisim/src/apiserver/
     // objects.rs): stored and served as written; the RBAC ones are enforced.
     Namespaces,
     ServiceAccounts,

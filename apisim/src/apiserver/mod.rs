@@ -33,12 +33,12 @@ mod watch;
 
 pub use rest::{percent_decode, query_value};
 
-use super::pod::{encode, set_condition, set_ready};
-use crate::state::rfc3339;
 use controller::{controller_revision, hash};
 use store::{details, status, Res, Selector, Store};
+use yurt_ota::sim::pod::{encode, set_condition, set_ready};
+use yurt_ota::state::rfc3339;
 
-const TEMPLATES: &str = include_str!("../templates.json");
+const TEMPLATES: &str = yurt_ota::sim::model::TEMPLATES;
 const JSON: &str = "application/json";
 pub const STRATEGY: &str = "apps.openyurt.io/update-strategy";
 pub const MAX_UNAVAILABLE: &str = "apps.openyurt.io/max-unavailable";
@@ -223,7 +223,7 @@ struct Inner {
     store: Store,
     dss: Vec<Ds>,
     due: Vec<(Instant, Due)>,
-    names: crate::sim::pod::Names,
+    names: yurt_ota::sim::pod::Names,
     /// What happened, in order (`GET /sim/history`): every pod DELETE, every DaemonSet pod
     /// turned Ready, every Lease write, each with its wall-clock time; the newest
     /// `HISTORY_KEPT` (a stand-in left running does not grow without bound).
@@ -314,7 +314,7 @@ impl Cluster {
                 store: Store::new(1000, opts.history.max(1)),
                 dss: Vec::new(),
                 due: Vec::new(),
-                names: crate::sim::pod::Names(seed),
+                names: yurt_ota::sim::pod::Names(seed),
                 history: Default::default(),
                 next_seq: 0,
             }),
@@ -609,7 +609,7 @@ mod tests {
             panic!("a list");
         };
         assert_eq!(status, 200);
-        let snap = crate::snapshot::Snapshot::build(&body).unwrap();
+        let snap = yurt_ota::snapshot::Snapshot::build(&body).unwrap();
         assert_eq!(
             snap.pods.len(),
             110,

@@ -136,8 +136,8 @@ impl Request {
         } else {
             namespace
         };
-        let watch = crate::sim::apiserver::query_value(query, "watch")
-            .is_some_and(|w| w == "1" || w == "true");
+        let watch =
+            crate::apiserver::query_value(query, "watch").is_some_and(|w| w == "1" || w == "true");
         let verb = match (method, name.is_some()) {
             ("GET", _) if watch => "watch",
             ("GET", false) => "list",
@@ -230,7 +230,7 @@ impl Rbac {
     /// Reads the RBAC objects of a manifest (other kinds are left alone). A binding to a role
     /// the manifest does not hold grants nothing, as on a cluster.
     pub fn from_manifest(text: &str) -> Result<Rbac, String> {
-        let docs = crate::yaml::parse_all(text).map_err(|e| format!("RBAC manifest: {e}"))?;
+        let docs = yurt_ota::yaml::parse_all(text).map_err(|e| format!("RBAC manifest: {e}"))?;
         Rbac::from_docs(&docs)
     }
 
@@ -472,8 +472,8 @@ mod tests {
 
     #[test]
     fn a_certificates_subject_is_its_user_and_groups() {
-        let c = crate::sim::apiserver::tls::generate(&["localhost".into()], "t".into()).unwrap();
-        let der = crate::upstream::apiserver::kubeconfig::base64(
+        let c = crate::apiserver::tls::generate(&["localhost".into()], "t".into()).unwrap();
+        let der = yurt_ota::upstream::apiserver::kubeconfig::base64(
             &c.client_cert_pem
                 .lines()
                 .filter(|l| !l.starts_with("-----"))

@@ -228,7 +228,7 @@ impl Cluster {
 
     /// The controllers' timers: applies what is due, as it falls due, until `stop`. Changes
     /// are made under the lock and notified, so no wake-up is lost.
-    pub fn run_timers(&self, stop: &crate::shutdown::Shutdown) {
+    pub fn run_timers(&self, stop: &yurt_ota::shutdown::Shutdown) {
         let mut st = self.lock();
         while !stop.is_triggered() {
             let now = Instant::now();
@@ -330,7 +330,7 @@ impl Cluster {
                 self.change_pod(st, &ns, &name, &uid, |p| {
                     set_ready(p, false);
                     let cs = &mut p["status"]["containerStatuses"][0];
-                    cs["restartCount"] = json!(crate::policy::CRASH_LOOP_RESTARTS);
+                    cs["restartCount"] = json!(yurt_ota::policy::CRASH_LOOP_RESTARTS);
                     cs["state"] = json!({"waiting": {"reason": "CrashLoopBackOff"}});
                 });
                 if let Some(p) = st.store.get(Res::Pods, &ns, &name).cloned() {
@@ -353,13 +353,13 @@ impl Cluster {
                 hash,
             } => {
                 self.change_pod(st, &ns, &name, &uid, |p| {
-                    let c = condition(p, crate::pod::IMAGE_READY);
+                    let c = condition(p, yurt_ota::pod::IMAGE_READY);
                     if c["status"] == "False"
                         && c["message"] == format!("controllerrevision: {hash}").as_str()
                     {
                         set_condition(
                             p,
-                            crate::pod::IMAGE_READY,
+                            yurt_ota::pod::IMAGE_READY,
                             "True",
                             "PullImageSuccess",
                             &format!("controllerrevision: {hash}"),
@@ -424,9 +424,9 @@ pub(super) fn need_upgrade(p: &mut Value, ds: &Ds) {
     }
     let status = if is_updated(p, ds) { "False" } else { "True" };
     let message = format!("controllerrevision: {}", ds.current().hash);
-    let c = condition(p, crate::pod::NEED_UPGRADE);
+    let c = condition(p, yurt_ota::pod::NEED_UPGRADE);
     if c["status"] != status || c["message"] != message.as_str() {
-        set_condition(p, crate::pod::NEED_UPGRADE, status, "", &message);
+        set_condition(p, yurt_ota::pod::NEED_UPGRADE, status, "", &message);
     }
 }
 

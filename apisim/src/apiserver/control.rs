@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::server::{cut, lock, new_token, set_down, Shared};
 use super::tls;
-use crate::http::{self, Request, Response};
+use yurt_ota::http::{self, Request, Response};
 
 /// The `/sim/...` control routes (plain HTTP on loopback).
 pub(super) struct Control(pub(super) Arc<Shared>);

@@ -44,7 +44,7 @@ pub fn lease(obj: &Value, updating: bool) -> Result<(), Reply> {
             }
         }
     }
-    if crate::names::check_subdomain(name).is_err() {
+    if yurt_ota::names::check_subdomain(name).is_err() {
         return Err(invalid(
             name,
             "metadata.name",
