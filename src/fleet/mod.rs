@@ -8,6 +8,7 @@
 pub mod kube;
 pub mod lease;
 pub mod run;
+pub mod scale;
 pub mod strategy;
 #[cfg(test)]
 pub mod testing;

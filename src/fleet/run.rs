@@ -30,6 +30,8 @@ pub struct Fleet {
     inner: Mutex<Inner>,
     /// When this node last saw each other node's slot Lease change (expiry, SPEC 6b).
     observed: super::lease::Observed,
+    /// The monotonic clock (`Instant::now`; the simulation passes a virtual one).
+    clock: fn() -> Instant,
 }
 
 #[derive(Default)]
@@ -55,7 +57,20 @@ impl Fleet {
             namespace: "yurt-ota".into(),
             inner: Mutex::new(Inner::default()),
             observed: super::lease::Observed::default(),
+            clock: Instant::now,
         }
+    }
+
+    /// Reads monotonic time from `clock` rather than `Instant::now`: renewals, retries and
+    /// the expiry of other nodes' Leases (the simulation of `fleet::scale` runs on virtual time).
+    pub fn with_clock(mut self, clock: fn() -> Instant) -> Fleet {
+        self.clock = clock;
+        self.observed.clock = clock;
+        self
+    }
+
+    fn now(&self) -> Instant {
+        (self.clock)()
     }
 
     /// The slots' Leases in `namespace` (`fleet.namespace`), not the default `yurt-ota`.
@@ -174,8 +189,7 @@ impl Fleet {
                 {
                     let mut g = self.lock();
                     g.last_error = None;
-                    g.held
-                        .insert(ds_uid.to_owned(), (slot, Some(Instant::now())));
+                    g.held.insert(ds_uid.to_owned(), (slot, Some(self.now())));
                     // Taken now: no slot of it from before a restart is left to look for.
                     g.checked.insert(ds_uid.to_owned());
                 }
@@ -255,7 +269,9 @@ impl Fleet {
             .values()
             .map(|(_, at)| match at {
                 None => Duration::ZERO,
-                Some(at) => (self.duration / 3).saturating_sub(at.elapsed()),
+                Some(at) => {
+                    (self.duration / 3).saturating_sub(self.now().saturating_duration_since(*at))
+                }
             })
             .min()
     }
@@ -284,7 +300,7 @@ impl Fleet {
             None => Vec::new(),
             Some(_) => {
                 let g = self.lock();
-                let wait = g.resume_after.is_some_and(|at| Instant::now() < at);
+                let wait = g.resume_after.is_some_and(|at| self.now() < at);
                 g.views
                     .iter()
                     .filter(|(uid, _)| !wait && !g.checked.contains(*uid))
@@ -315,7 +331,7 @@ impl Fleet {
                 }
                 Err(e) => {
                     self.note_error(&format!("the slots of {ns}/{name} cannot be read: {e}"));
-                    self.lock().resume_after = Some(Instant::now() + RETRY);
+                    self.lock().resume_after = Some(self.now() + RETRY);
                     break;
                 }
             }
@@ -332,14 +348,16 @@ impl Fleet {
                 self.release(io, &uid, "this node's pod is available");
                 continue;
             }
-            if renewed.is_some_and(|at| at.elapsed() < self.duration / 3) {
+            if renewed
+                .is_some_and(|at| self.now().saturating_duration_since(at) < self.duration / 3)
+            {
                 continue;
             }
             match slots.renew(&mut slot, now) {
                 Ok(()) => {
                     let mut g = self.lock();
                     g.last_error = None;
-                    g.held.insert(uid, (slot, Some(Instant::now())));
+                    g.held.insert(uid, (slot, Some(self.now())));
                 }
                 Err(LeaseError::Lost { holder }) => {
                     log::warn!(
@@ -356,9 +374,7 @@ impl Fleet {
                         slot.lease.namespace, slot.lease.name
                     ));
                     // Tried again after RETRY, not at every tick.
-                    let again = Instant::now()
-                        .checked_sub(self.duration / 3)
-                        .map(|t| t + RETRY);
+                    let again = self.now().checked_sub(self.duration / 3).map(|t| t + RETRY);
                     if let Some((_, at)) = self.lock().held.get_mut(&uid) {
                         *at = again;
                     }
