@@ -97,8 +97,9 @@ impl Tracker<'_> {
 /// Closes the open connection a new one should replace, if any: the one that has sent nothing
 /// for the longest since it was accepted, else the one idle between requests the longest, else
 /// the one reading its request, or stalled writing its answer, the longest. One whose client's
-/// bytes wait unread in the socket is neither silent nor idle (its request may be there whole,
-/// its thread about to read it) and is not closed: it is as good as inside its handler. Never one inside a
+/// bytes wait unread in the socket is neither silent nor idle: with a whole request head there,
+/// its thread about to read it, it is as good as inside its handler and is not closed; with
+/// part of one, it ranks with those reading ([`evictable`]). Never one inside a
 /// handler, nor one writing its answer to a client that reads it: closing that one would lose
 /// the answer to a request that has had its effect (an upgrade started, a hold taken); it
 /// gives way after its answer instead ([`hand_to_ending`] with `full`). A write waiting for
@@ -111,14 +112,14 @@ pub(super) fn evict(map: &HashMap<u64, Arc<Slot>>, answer: &[u8]) -> bool {
         let victim = map
             .values()
             .filter_map(|s| {
-                let state = evictable(s)?;
-                Some((state.min(READING), s.since.load(Ordering::Relaxed), s))
+                let (rank, _) = evictable(s)?;
+                Some((rank, s.since.load(Ordering::Relaxed), s))
             })
             .min_by_key(|&(rank, since, _)| (rank, since));
         let Some((_, _, slot)) = victim else {
             return false;
         };
-        if let Some(state) = evictable(slot) {
+        if let Some((_, state)) = evictable(slot) {
             if slot
                 .state
                 .compare_exchange(state, EVICTED, Ordering::AcqRel, Ordering::Acquire)
@@ -136,16 +137,25 @@ pub(super) fn evict(map: &HashMap<u64, Arc<Slot>>, answer: &[u8]) -> bool {
 }
 
 /// The state of a connection [`evict`] may close, or `None` if it may not be closed now.
-fn evictable(s: &Slot) -> Option<u8> {
+/// With it, the rank it is closed in: silent first, then idle, then reading (a connection whose
+/// client has sent part of a head that its thread has not read yet ranks with those reading:
+/// it may be a slowloris, and its thread may lag behind under load).
+fn evictable(s: &Slot) -> Option<(u8, u8)> {
     let state = s.state.load(Ordering::Acquire);
-    let closable = match state {
-        NEW | IDLE => !s.stream.has_waiting(),
-        READING => true,
-        WRITING => !s.stream.has_room(),
-        _ => false,
+    let rank = match state {
+        NEW | IDLE if !s.stream.has_waiting() => state,
+        // A whole request waits: as good as inside its handler.
+        NEW | IDLE if s.stream.has_whole_head(PEEK_HEAD) => return None,
+        NEW | IDLE | READING => READING,
+        WRITING if !s.stream.has_room() => READING,
+        _ => return None,
     };
-    closable.then_some(state)
+    Some((rank, state))
 }
+
+/// How much of a waiting head [`evictable`] looks at for its blank line: the local API's
+/// limit on a request head (`listen::MAX_REQUEST_HEAD`); a longer one is refused 431 anyway.
+const PEEK_HEAD: usize = 16 * 1024;
 
 /// Gives `job` to the thread of an open connection that is about to end, instead of to a thread
 /// of its own: a client that reconnects (closes, then connects again at once) is often accepted

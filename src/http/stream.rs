@@ -90,6 +90,25 @@ impl Stream {
         .is_ok_and(|(n, _)| n > 0)
     }
 
+    /// Whether a whole request head (up to its blank line) waits unread in the socket: a
+    /// client that has sent its request, not one still trickling it (a slowloris). Peeks at
+    /// most `max_head` bytes, taking nothing.
+    pub(super) fn has_whole_head(&self, max_head: usize) -> bool {
+        use rustix::net::{recv, RecvFlags};
+        let mut buf = vec![0u8; max_head];
+        match recv(
+            self.fd(),
+            &mut buf[..],
+            RecvFlags::PEEK | RecvFlags::DONTWAIT,
+        ) {
+            Ok((n, _)) => {
+                let got = &buf[..n.min(max_head)];
+                got.windows(4).any(|w| w == b"\r\n\r\n") || got.windows(2).any(|w| w == b"\n\n")
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Waits, up to the read timeout, until the client has sent a byte or closed, without
     /// taking anything from the socket: true if there is a byte to read. So that a
     /// connection says it is reading *before* it takes a request's bytes, never holding a
