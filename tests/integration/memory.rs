@@ -67,7 +67,13 @@ fn a_client_that_reconnects_is_served_by_its_old_connections_thread() {
         connection_threads(&agent).into_iter().collect();
     // Four, or more if a thread of the start-up's probes has yet to see its client go.
     assert!(threads.len() >= 4, "{threads:?}");
-    for round in 0..50 {
+    // Before the accept loop looked for the old thread, each of the 200 reconnections started
+    // a thread. A few may still start when the old thread has seen the close and not yet
+    // offered itself for the next connection as the new one is accepted: a window of a few
+    // instructions that a loaded machine under qemu widens (3 threads in 200 reconnections, one
+    // CI run for aarch64 with another suite beside it). More than 8 is the defect.
+    let mut started = std::collections::BTreeSet::new();
+    for _round in 0..50 {
         for i in 0..clients.len() {
             drop(clients.remove(i));
             let mut c = agent.connect();
@@ -76,11 +82,13 @@ fn a_client_that_reconnects_is_served_by_its_old_connections_thread() {
         }
         let now: std::collections::BTreeSet<String> =
             connection_threads(&agent).into_iter().collect();
-        assert!(
-            now.is_subset(&threads),
-            "round {round}: a new connection thread started: {now:?}, before {threads:?}"
-        );
+        started.extend(now.difference(&threads).cloned());
     }
+    assert!(
+        started.len() <= 8,
+        "{} connection threads started for 200 reconnections: {started:?}, before {threads:?}",
+        started.len()
+    );
 }
 
 #[test]
