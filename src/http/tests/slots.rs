@@ -286,12 +286,14 @@ fn refusing_a_connection_never_stalls_accept() {
         "{:?}",
         started.elapsed()
     );
-    // Each refused one was answered 503, or closed unanswered when the queue was full.
+    // Each refused one was answered 503, or closed unanswered when the queue was full. The
+    // last may not have been refused at all: an accept loop slowed down (qemu, a loaded
+    // machine) can take it only after the held connection went idle, and then it is served.
     let mut last = refused.pop().unwrap();
     let _ = last.write_all(b"GET / HTTP/1.1\r\n\r\n");
     let line = read_status(&mut last);
     assert!(
-        line.is_empty() || line.starts_with("HTTP/1.1 503"),
+        line.is_empty() || line.starts_with("HTTP/1.1 503") || line.starts_with("HTTP/1.1 200"),
         "{line}"
     );
     BLOCKS.open.store(true, Ordering::Relaxed);
