@@ -442,21 +442,7 @@ impl Model {
         m["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": ds_name,
                                         "uid": ds_uid, "controller": true, "blockOwnerDeletion": true}]);
         p["spec"]["nodeName"] = json!(self.settings.node_name);
-        p["spec"]["containers"][0]["name"] = json!(ds_name);
-        p["spec"]["containers"][0]["image"] = json!(image);
-        p["status"]["startTime"] = json!(now);
-        let cs = &mut p["status"]["containerStatuses"][0];
-        cs["name"] = json!(ds_name);
-        cs["image"] = json!(image);
-        cs["containerID"] = json!(container_id);
-        cs["restartCount"] = json!(0);
-        for c in p["status"]["conditions"]
-            .as_array_mut()
-            .into_iter()
-            .flatten()
-        {
-            c["lastTransitionTime"] = json!(now);
-        }
+        super::pod::start_container(&mut p, ds_name, &image, &container_id, now);
         set_ready(&mut p, ready);
         if ota {
             let status = if pod_hash == current_hash {

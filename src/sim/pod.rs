@@ -62,6 +62,27 @@ pub(super) fn set_image(p: &mut SimPod, hash: String, pulled: bool) {
     p.image = Some((hash, pulled));
 }
 
+/// A DaemonSet pod's container started at `now`: its name and image in the spec and status, a
+/// fresh container id, no restarts, and every condition's transition time (the YurtHub
+/// simulator's and the apiserver stand-in's replacement pods alike).
+pub fn start_container(p: &mut Value, name: &str, image: &str, container_id: &str, now: &str) {
+    p["spec"]["containers"][0]["name"] = json!(name);
+    p["spec"]["containers"][0]["image"] = json!(image);
+    p["status"]["startTime"] = json!(now);
+    let cs = &mut p["status"]["containerStatuses"][0];
+    cs["name"] = json!(name);
+    cs["image"] = json!(image);
+    cs["containerID"] = json!(container_id);
+    cs["restartCount"] = json!(0);
+    for c in p["status"]["conditions"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
+        c["lastTransitionTime"] = json!(now);
+    }
+}
+
 pub fn set_ready(pod: &mut Value, ready: bool) {
     let status = if ready { "True" } else { "False" };
     for c in pod["status"]["conditions"]

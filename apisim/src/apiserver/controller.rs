@@ -144,21 +144,7 @@ impl Cluster {
         m["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": ds.name,
                                         "uid": ds.uid, "controller": true, "blockOwnerDeletion": true}]);
         p["spec"]["nodeName"] = json!(node);
-        p["spec"]["containers"][0]["name"] = json!(ds.name);
-        p["spec"]["containers"][0]["image"] = json!(image);
-        p["status"]["startTime"] = json!(now);
-        let cs = &mut p["status"]["containerStatuses"][0];
-        cs["name"] = json!(ds.name);
-        cs["image"] = json!(image);
-        cs["containerID"] = json!(container_id);
-        cs["restartCount"] = json!(0);
-        for c in p["status"]["conditions"]
-            .as_array_mut()
-            .into_iter()
-            .flatten()
-        {
-            c["lastTransitionTime"] = json!(now);
-        }
+        yurt_ota::sim::pod::start_container(&mut p, &ds.name, &image, &container_id, now);
         set_ready(&mut p, ready);
         if self.opts.openyurt {
             need_upgrade(&mut p, ds);
