@@ -9,8 +9,9 @@ use std::time::Instant;
 use crate::agent::{status_line, Autopilot, Poller};
 use crate::api::{self, Api};
 use crate::config::{Settings, UpstreamKind};
+use crate::decider::Decider;
 use crate::gate::Gates;
-use crate::shared::{Control, Shared};
+use crate::node_view::NodeView;
 use crate::shutdown::Shutdown;
 use crate::state::Store;
 use crate::systemd::Notifier;
@@ -44,7 +45,7 @@ pub fn run(settings: Settings, stop: Arc<Shutdown>) -> Result<(), String> {
         Some(path) => Some(api::read_token(path)?),
         None => None,
     };
-    let shared = Arc::new(Shared::new(settings.upstream.poll_interval));
+    let shared = Arc::new(NodeView::new(settings.upstream.poll_interval));
     let listener = api::bind(&settings.api.listen)?;
     log::info!(
         "yurt-ota {} serving the OTA API on {}; upstream {} {} every {}",
@@ -68,7 +69,7 @@ pub fn run(settings: Settings, stop: Arc<Shutdown>) -> Result<(), String> {
         ),
     }
     let (store, store_error) = open_store(&settings.state.dir);
-    let mut control = Control::new(
+    let mut control = Decider::new(
         Gates::from_settings(&settings.gates),
         store,
         settings.policy.clone(),

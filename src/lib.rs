@@ -3,18 +3,23 @@
 
 pub mod agent; // the loops: poller and autopilot (decide, act)
 pub mod api; // the local HTTP API: routing, relays, status, worker pool
+pub mod bell; // what wakes the decision loop: a ring or a stop
+pub mod can; // a CAN signal's layout, decoding and DBC look-up (config and gate::can)
 pub mod cli; // operator subcommands, as clients of the local API
 pub mod config; // TOML file -> validated Settings
 pub mod daemon; // the wiring on top: bind, spawn the loops, serve, stop
+pub mod decider; // the decision's local inputs (gates, state, policy, fleet) and `decide`
+pub mod excerpt; // the first part of a body or value, for a log line or status field
 pub mod fleet; // the seed's strategies: strategy annotation, fleet budget, Lease slots
 pub mod gate; // local signals (file, GPIO, command, window) and their stability
-pub mod http; // the small blocking HTTP/1.1 server: bounded connections, capped requests
-pub mod listen; // the socket a local HTTP server listens on (TCP or Unix), request caps
+pub mod http; // the small blocking HTTP/1.1 server (bounded connections, request caps) and client
+pub mod listen; // the socket a local HTTP server listens on (TCP or Unix)
 pub mod metrics; // Prometheus counters and gauges
 pub mod names; // DNS-1123 name rules for names in URLs
+pub mod node_view; // what the poller learns and the API serves: snapshot, health, outcomes
 pub mod pod; // the pod fields we read and the OpenYurt upgrade rules
 pub mod policy; // pure: (pods, gates, state, now, settings) -> actions and "why not yet"
-pub mod shared; // what the API and the loops share: snapshot, health, outcomes, control
+pub mod schedule; // maintenance windows: parsing and calendar math (config and gate::window)
 pub mod shutdown; // the stop request: signals in, condition variable out
 pub mod sim; // the YurtHub simulator (in-process node + `yurt-ota sim`)
 pub mod snapshot; // the validated, pre-rendered pod list

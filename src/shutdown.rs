@@ -6,7 +6,7 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use crate::gate::Bell;
+use crate::bell::Bell;
 
 #[derive(Default)]
 pub struct Shutdown {

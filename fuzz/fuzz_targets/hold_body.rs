@@ -6,20 +6,21 @@ use std::time::Duration;
 use yurt_ota::api::Api;
 use yurt_ota::config::Settings;
 use yurt_ota::http::{Handler, Request};
-use yurt_ota::shared::{Control, Shared};
+use yurt_ota::decider::Decider;
+use yurt_ota::node_view::NodeView;
 
 fn api() -> &'static Api {
     static API: OnceLock<Api> = OnceLock::new();
     API.get_or_init(|| {
         let settings = Settings::default();
         let node = Arc::new(yurt_ota::sim::Node::new(settings.sim.clone()));
-        let control = Control::new(
+        let control = Decider::new(
             yurt_ota::gate::Gates::new(Vec::new()),
             yurt_ota::state::Store::in_memory(),
             settings.policy,
         );
         Api::new(
-            Arc::new(Shared::new(Duration::from_secs(5))),
+            Arc::new(NodeView::new(Duration::from_secs(5))),
             Arc::new(yurt_ota::upstream::sim::Sim::new(node)),
             None,
             None,

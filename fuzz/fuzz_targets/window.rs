@@ -1,7 +1,7 @@
 //! A window gate spec ("Mon-Fri 02:00-04:00"), parsed and evaluated around the parse time.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use yurt_ota::gate::window::{is_open, next_open, Window};
+use yurt_ota::schedule::{is_open, next_open, Window};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -5,24 +5,26 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::decider::{Decider, PULL_RETRY};
+use crate::excerpt::excerpt;
 use crate::gate::Purpose;
+use crate::node_view::NodeView;
 use crate::policy::Action;
-use crate::shared::{Control, Shared, PULL_RETRY};
 use crate::snapshot::Snapshot;
 use crate::state::{self, Blocked};
-use crate::upstream::{excerpt, Failure, Upstream};
+use crate::upstream::{Failure, Upstream};
 
 /// Carries out actions: calls the upstream, records outcomes and metrics, updates the store.
 pub struct Actor {
     pub(super) upstream: Arc<dyn Upstream>,
-    pub(super) shared: Arc<Shared>,
-    pub(super) control: Arc<Control>,
+    pub(super) shared: Arc<NodeView>,
+    pub(super) control: Arc<Decider>,
     /// When an upgrade that may have started was last read again (`recheck`).
     pub(super) rechecked: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Actor {
-    pub fn new(upstream: Arc<dyn Upstream>, shared: Arc<Shared>, control: Arc<Control>) -> Actor {
+    pub fn new(upstream: Arc<dyn Upstream>, shared: Arc<NodeView>, control: Arc<Decider>) -> Actor {
         Actor {
             upstream,
             shared,

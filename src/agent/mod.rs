@@ -16,7 +16,8 @@ mod act;
 mod poll;
 mod upgrade;
 
-pub use crate::shared::{Control, Health, Outcome, Shared, PULL_RETRY};
+pub use crate::decider::{Decider, PULL_RETRY};
+pub use crate::node_view::{Health, NodeView, Outcome};
 pub use act::Actor;
 pub use poll::Poller;
 
@@ -29,8 +30,8 @@ const REREAD_BACKSTOP: Duration = Duration::from_secs(3600);
 /// a backoff, ready or pull-retry deadline, the watchdog ping and the slow re-read.
 pub struct Autopilot {
     actor: Actor,
-    shared: Arc<Shared>,
-    control: Arc<Control>,
+    shared: Arc<NodeView>,
+    control: Arc<Decider>,
     /// Each gate's change count at the last tick, to put its changes in the event log.
     seen_changes: Vec<u64>,
     notifier: Option<Arc<Notifier>>,
@@ -48,7 +49,7 @@ pub struct Autopilot {
 }
 
 impl Autopilot {
-    pub fn new(upstream: Arc<dyn Upstream>, shared: Arc<Shared>, control: Arc<Control>) -> Self {
+    pub fn new(upstream: Arc<dyn Upstream>, shared: Arc<NodeView>, control: Arc<Decider>) -> Self {
         Autopilot {
             actor: Actor::new(upstream, shared.clone(), control.clone()),
             shared,
@@ -255,7 +256,12 @@ impl Autopilot {
 }
 
 /// The one-line `STATUS=` for systemd: what the agent is doing and, if waiting, on what.
-pub fn status_line(d: &Decision, snap: Option<&Snapshot>, shared: &Shared, c: &Control) -> String {
+pub fn status_line(
+    d: &Decision,
+    snap: Option<&Snapshot>,
+    shared: &NodeView,
+    c: &Decider,
+) -> String {
     let health = shared.health();
     let Some(snap) = snap else {
         return match health.last_error {
@@ -334,7 +340,7 @@ mod deadline_tests {
     #[test]
     fn the_loop_sleeps_until_the_next_deadline() {
         let settings = Settings::default();
-        let control = Arc::new(Control::new(
+        let control = Arc::new(Decider::new(
             Gates::new(Vec::new()),
             Store::in_memory(),
             settings.policy.clone(),
@@ -356,7 +362,7 @@ mod deadline_tests {
                 detail: String::new(),
             });
         });
-        let shared = Arc::new(Shared::new(Duration::from_secs(5)));
+        let shared = Arc::new(NodeView::new(Duration::from_secs(5)));
         let mut a = Autopilot::new(Arc::new(Fake::default()), shared, control.clone());
         a.watched = true;
         let near = |d: Duration, want: u64| {

@@ -4,15 +4,16 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use crate::shared::{Control, Shared};
+use crate::decider::Decider;
+use crate::node_view::NodeView;
 use crate::shutdown::Shutdown;
 use crate::snapshot::Snapshot;
 use crate::upstream::{Upstream, UpstreamError};
 
-/// Polls the upstream pod list into `Shared`, logging once per change of outcome.
+/// Polls the upstream pod list into `NodeView`, logging once per change of outcome.
 pub struct Poller {
     upstream: Arc<dyn Upstream>,
-    shared: Arc<Shared>,
+    shared: Arc<NodeView>,
     /// The last error logged, so a failing upstream logs once, not once per poll.
     last_logged: Option<String>,
     /// The pods needing upgrade last logged.
@@ -21,14 +22,14 @@ pub struct Poller {
     last_duplicates: Vec<String>,
     /// The gates' slow safety re-read, done here when the poll wakes often enough, so an idle
     /// agent wakes for the poll alone; a change rings the decision loop's bell.
-    reread: Option<Arc<Control>>,
+    reread: Option<Arc<Decider>>,
     /// The fingerprint of the body the current snapshot was built from, and that snapshot: an
     /// unchanged body is known by it without being parsed or hashed with SipHash.
     built: Option<(u64, Weak<Snapshot>)>,
 }
 
 impl Poller {
-    pub fn new(upstream: Arc<dyn Upstream>, shared: Arc<Shared>) -> Poller {
+    pub fn new(upstream: Arc<dyn Upstream>, shared: Arc<NodeView>) -> Poller {
         Poller {
             upstream,
             shared,
@@ -41,7 +42,7 @@ impl Poller {
     }
 
     /// Takes over the gates' slow re-read (`policy.gate_reread`) from the decision loop.
-    pub fn with_reread(mut self, control: Arc<Control>) -> Self {
+    pub fn with_reread(mut self, control: Arc<Decider>) -> Self {
         self.reread = Some(control);
         self
     }
@@ -210,7 +211,7 @@ mod tests {
     #[test]
     fn the_snapshot_is_rebuilt_once_per_change_not_per_poll() {
         let upstream = Arc::new(Fake::listing(fixture("1.33")));
-        let shared = Arc::new(Shared::new(Duration::from_secs(5)));
+        let shared = Arc::new(NodeView::new(Duration::from_secs(5)));
         let mut poller = Poller::new(upstream.clone(), shared.clone());
         poller.poll_once();
         let first = shared.snapshot().unwrap();

@@ -4,12 +4,13 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use super::act::Actor;
+use crate::excerpt::excerpt;
 use crate::gate::Purpose;
+use crate::node_view::Outcome;
 use crate::policy::{self, Target};
-use crate::shared::Outcome;
 use crate::snapshot::Snapshot;
 use crate::state::{self, Backoff, InFlight, Parked};
-use crate::upstream::{excerpt, PodNow, UpstreamError};
+use crate::upstream::{PodNow, UpstreamError};
 
 /// Backoff after a 5xx or no answer: 5 s, doubling, at most 5 minutes.
 const BACKOFF_FIRST: Duration = Duration::from_secs(5);
@@ -281,10 +282,11 @@ fn ms(d: Duration) -> f64 {
 mod tests {
     use super::*;
     use crate::config::{FileOpen, GateKind, GateSettings, Settings};
+    use crate::decider::Decider;
     use crate::fleet::testing::Store as Leases;
     use crate::fleet::{DaemonSetInfo, Slots};
+    use crate::node_view::NodeView;
     use crate::policy::Action;
-    use crate::shared::{Control, Shared};
     use crate::state::Store;
     use crate::upstream::testing::Fake;
     use std::path::PathBuf;
@@ -316,7 +318,7 @@ mod tests {
         actor: Actor,
         /// The actor's upstream: its pod list answers `pod_now`.
         fake: Arc<Fake>,
-        control: Arc<Control>,
+        control: Arc<Decider>,
         leases: Arc<Leases>,
         gate: PathBuf,
         _dir: tempfile::TempDir,
@@ -339,7 +341,7 @@ mod tests {
             },
         }]);
         gates.check();
-        let control = Arc::new(Control::new(gates, store, Settings::default().policy));
+        let control = Arc::new(Decider::new(gates, store, Settings::default().policy));
         let leases = Arc::new(Leases::default());
         let (actor, fake) = actor_with(&leases, status, &control);
         Rig {
@@ -353,12 +355,12 @@ mod tests {
     }
 
     /// An actor over `control` and the fake upstream of `leases` answering `status`.
-    fn actor(leases: &Arc<Leases>, status: u16, control: &Arc<Control>) -> Actor {
+    fn actor(leases: &Arc<Leases>, status: u16, control: &Arc<Decider>) -> Actor {
         actor_with(leases, status, control).0
     }
 
-    fn actor_with(leases: &Arc<Leases>, status: u16, control: &Arc<Control>) -> (Actor, Arc<Fake>) {
-        let shared = Arc::new(Shared::new(Duration::from_secs(5)));
+    fn actor_with(leases: &Arc<Leases>, status: u16, control: &Arc<Decider>) -> (Actor, Arc<Fake>) {
+        let shared = Arc::new(NodeView::new(Duration::from_secs(5)));
         let fake = fake(leases, status);
         (Actor::new(fake.clone(), shared, control.clone()), fake)
     }

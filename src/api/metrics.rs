@@ -1,4 +1,4 @@
-//! `GET /metrics`: the counters of `Shared` with the gauges read now.
+//! `GET /metrics`: the counters of `NodeView` with the gauges read now.
 
 use std::time::{Instant, SystemTime};
 

@@ -15,13 +15,15 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use crate::config::ApiSettings;
+use crate::decider::Decider;
 use crate::http::{self, Request, Response};
 use crate::names;
-use crate::shared::{Control, Shared};
+use crate::node_view::NodeView;
 use crate::sim;
 use crate::upstream::Upstream;
 
-pub use crate::listen::{bind, MAX_REQUEST_BODY, MAX_REQUEST_HEAD};
+pub use crate::http::{MAX_REQUEST_BODY, MAX_REQUEST_HEAD};
+pub use crate::listen::bind;
 
 mod events;
 mod holds;
@@ -252,20 +254,20 @@ fn json_response(status: u16, v: &Value) -> Response {
 
 /// The request-handling side of the agent.
 pub struct Api {
-    shared: Arc<Shared>,
+    shared: Arc<NodeView>,
     upstream: Arc<dyn Upstream>,
     sim: Option<Arc<sim::Node>>,
     token: Option<String>,
-    control: Arc<Control>,
+    control: Arc<Decider>,
 }
 
 impl Api {
     pub fn new(
-        shared: Arc<Shared>,
+        shared: Arc<NodeView>,
         upstream: Arc<dyn Upstream>,
         sim: Option<Arc<sim::Node>>,
         token: Option<String>,
-        control: Arc<Control>,
+        control: Arc<Decider>,
     ) -> Api {
         Api {
             shared,

@@ -194,8 +194,9 @@ fn fleet_json(fleet: &crate::fleet::FleetView) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decider::Decider;
     use crate::fleet::DaemonSetInfo;
-    use crate::shared::{Control, Shared};
+    use crate::node_view::NodeView;
     use crate::upstream::{Relay, Upstream, UpstreamError};
     use std::sync::Arc;
     use std::time::Duration;
@@ -222,7 +223,7 @@ mod tests {
 
     #[test]
     fn status_shows_each_pods_strategy_and_the_fleet_budget() {
-        let shared = Arc::new(Shared::new(Duration::from_secs(5)));
+        let shared = Arc::new(NodeView::new(Duration::from_secs(5)));
         let mut snap = crate::snapshot::Snapshot::build(&crate::testing::fixture("1.36")).unwrap();
         let mut owners = std::collections::HashMap::new();
         for p in &mut snap.pods {
@@ -240,7 +241,7 @@ mod tests {
         shared.succeeded(Some(snap));
         let mut policy = crate::config::Settings::default().policy;
         policy.prepull = false;
-        let control = Control::new(
+        let control = Decider::new(
             crate::gate::Gates::new(Vec::new()),
             crate::state::Store::in_memory(),
             policy,

@@ -160,8 +160,8 @@ impl Upstream for Panicking {
 #[test]
 fn a_panicking_request_is_answered_500_and_the_next_one_served() {
     use crate::http::Handler;
-    let shared = Arc::new(Shared::new(Duration::from_secs(5)));
-    let control = Arc::new(Control::new(
+    let shared = Arc::new(NodeView::new(Duration::from_secs(5)));
+    let control = Arc::new(Decider::new(
         crate::gate::Gates::new(Vec::new()),
         crate::state::Store::in_memory(),
         crate::config::Settings::default().policy,

@@ -8,12 +8,13 @@ use serde_json::json;
 
 use super::{json_response, query_value, state_unavailable, Api, ApiError, Endpoint, JSON, TEXT};
 use crate::config::OnClosed;
+use crate::excerpt::excerpt;
 use crate::gate::Purpose;
 use crate::http::{Body, Response};
+use crate::node_view::Outcome;
 use crate::policy;
-use crate::shared::Outcome;
 use crate::state::{unix_ms, Hold, Queued};
-use crate::upstream::{excerpt, Relay, UpstreamError};
+use crate::upstream::{Relay, UpstreamError};
 
 impl Api {
     pub(super) fn pods(&self, now: Instant) -> Result<Response, ApiError> {

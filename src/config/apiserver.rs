@@ -4,9 +4,9 @@
 
 use std::path::PathBuf;
 
+use super::errors::Errors;
 use super::raw::RawUpstream;
 use super::types::{absolute_path, check_authority};
-use super::validate::Errors;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiserverSettings {

@@ -7,6 +7,7 @@
 //! Nothing downstream re-parses strings. `print` writes the effective settings back as TOML.
 
 mod apiserver;
+mod errors;
 mod print;
 mod raw;
 mod types;
@@ -73,7 +74,7 @@ pub enum GateKind {
         timeout: Duration,
     },
     Window {
-        windows: Vec<crate::gate::window::Window>,
+        windows: Vec<crate::schedule::Window>,
         /// `None`: the system's local time zone.
         timezone: Option<String>,
     },
@@ -90,7 +91,7 @@ pub struct CanGateSettings {
     /// Where the layout came from: the DBC file and its message and signal names; `None` for
     /// an inline layout.
     pub dbc: Option<(PathBuf, String, String)>,
-    pub signal: crate::gate::can::CanSignal,
+    pub signal: crate::can::CanSignal,
     /// No frame of the signal within this long reads closed.
     pub max_age: Duration,
 }
@@ -102,10 +103,10 @@ pub struct ValueGateSettings {
     pub scale: f64,
     /// An IIO `in_voltage_scale`: read with each value and multiplied in.
     pub scale_file: Option<PathBuf>,
-    pub open_when: crate::gate::can::Compare,
+    pub open_when: crate::can::Compare,
     /// With it, an open gate stays open until this holds (hysteresis); without, it closes as
     /// soon as `open_when` stops holding.
-    pub close_when: Option<crate::gate::can::Compare>,
+    pub close_when: Option<crate::can::Compare>,
     pub interval: Duration,
 }
 
@@ -342,7 +343,7 @@ impl Settings {
     /// `read_files`: also check the files the settings name (the token file), as `run` reads
     /// them.
     fn read(text: &str, file: &Path, read_files: bool) -> Result<Settings, ConfigErrors> {
-        let mut errors = validate::Errors::new(text, file);
+        let mut errors = errors::Errors::new(text, file);
         let raw = raw::read(text, &mut errors);
         let settings = raw.and_then(|raw| validate::settings(raw, &mut errors, read_files));
         match settings {

@@ -186,7 +186,7 @@ fn gate_toml(g: &GateSettings) -> String {
 /// A CAN gate's keys as read, then its layout as resolved (from the DBC file or inline), as
 /// comments: what the agent will match and decode.
 fn can_toml(c: &CanGateSettings) -> String {
-    use crate::gate::can::FrameId;
+    use crate::can::FrameId;
     let s = &c.signal;
     let l = &s.layout;
     let mut out = format!("interface = {}\n", q(&c.interface));

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use super::validate::Errors;
+use super::errors::Errors;
 
 #[derive(Debug, Default)]
 pub(super) struct RawConfig {

@@ -423,8 +423,8 @@ fn listen_pattern_and_window_round_trip() {
     assert!(p.matches("kube-system", "kube-proxy-hsdvx"));
     assert!(!p.matches("kube-system", "kindnet-4pxt7"));
     assert!(!p.matches("kube-systemx", "kube-proxy"));
-    let w: crate::gate::window::Window = "Mon-Fri 01:00-05:00".parse().unwrap();
-    assert_eq!(w.to_string().parse::<crate::gate::window::Window>(), Ok(w));
+    let w: crate::schedule::Window = "Mon-Fri 01:00-05:00".parse().unwrap();
+    assert_eq!(w.to_string().parse::<crate::schedule::Window>(), Ok(w));
     let text = "[policy]\ninclude = [\"kube-system/*\"]\nexclude = [\"a/b*\"]\n\n\
                 [[gate]]\nname = \"night\"\nkind = \"window\"\nwindows = [\"Sat-Sun 00:00-24:00\"]\n";
     let s = parse(text).unwrap();

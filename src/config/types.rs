@@ -1,6 +1,6 @@
 //! The small value types of the file, each parsed by `FromStr` and written back by `Display`:
 //! durations (`HumanDuration`, with a range per key), listen addresses (`Listen`), pod patterns
-//! (`Pattern`); windows are `gate::window::Window`. Also URLs, paths and the token file. Shared
+//! (`Pattern`); windows are `schedule::Window`. Also URLs, paths and the token file. Shared
 //! by `validate` and `print`.
 
 use std::fmt;

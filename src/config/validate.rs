@@ -4,77 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::errors::Errors;
 use super::raw::{RawCommon, RawConfig, RawGate, RawLine};
 use super::types::*;
 use super::*;
 
-/// The errors found so far in one file, each placed at its line.
-pub(super) struct Errors<'t> {
-    text: &'t str,
-    file: &'t Path,
-    /// Each error with its line (0: none), to be listed in file order.
-    list: Vec<(usize, ConfigError)>,
-    /// Keys serde refused (reported): validation says nothing more about them.
-    refused: Vec<String>,
-}
-
-impl<'t> Errors<'t> {
-    pub fn new(text: &'t str, file: &'t Path) -> Self {
-        Errors {
-            text,
-            file,
-            list: Vec::new(),
-            refused: Vec::new(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
-    }
-
-    pub fn len(&self) -> usize {
-        self.list.len()
-    }
-
-    /// An error at `key`, placed at the line where the file sets it (if it does).
-    pub fn push(&mut self, key: &str, message: String) {
-        if self.refused.iter().any(|k| k == key) {
-            return;
-        }
-        match locate(self.text, key) {
-            Some(at) => self.push_at(key, at, message),
-            None => self.list.push((
-                0,
-                ConfigError {
-                    file: self.file.to_owned(),
-                    key: key.to_owned(),
-                    message,
-                },
-            )),
-        }
-    }
-
-    /// A key serde refused (unknown, or of the wrong type), at byte `at` of the file.
-    pub fn refuse(&mut self, key: &str, at: usize, message: String) {
-        self.refused.push(key.to_owned());
-        self.push_at(key, at, message);
-    }
-
-    /// An error at `key`, at byte `at` of the file.
-    pub fn push_at(&mut self, key: &str, at: usize, message: String) {
-        let before = &self.text[..at.min(self.text.len())];
-        let line = before.matches('\n').count() + 1;
-        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-        self.list.push((
-            line,
-            ConfigError {
-                file: self.file.to_owned(),
-                key: key.to_owned(),
-                message: format!("{message} (line {line}, column {column})"),
-            },
-        ));
-    }
-
+/// The checks every section uses: each pushes what it refuses and gives back what it keeps.
+impl Errors<'_> {
     /// `value` parsed by `f`, or the error reported at `key`.
     fn check<T>(
         &mut self,
@@ -134,46 +70,6 @@ impl<'t> Errors<'t> {
         }
         Some(out)
     }
-}
-
-impl From<Errors<'_>> for ConfigErrors {
-    fn from(mut e: Errors<'_>) -> Self {
-        e.list.sort_by_key(|(line, _)| *line);
-        ConfigErrors(e.list.into_iter().map(|(_, e)| e).collect())
-    }
-}
-
-/// Where the file sets `key` (`section.key`, `gate[2].key[1]`): the byte offset of the key, or
-/// of the item for `key[i]` lists written one item a line.
-fn locate(text: &str, key: &str) -> Option<usize> {
-    let (section, rest) = key.split_once('.')?;
-    let name = rest.split('[').next()?;
-    let (section, gate) = match section.strip_prefix("gate[") {
-        Some(i) => ("gate", i.trim_end_matches(']').parse::<usize>().ok()),
-        None => (section, None),
-    };
-    let (mut current, mut gates) = (String::new(), 0usize);
-    let mut offset = 0;
-    for line in text.split_inclusive('\n') {
-        let t = line.trim_start();
-        let indent = line.len() - t.len();
-        if let Some(h) = t.strip_prefix("[[") {
-            current = h.split(']').next().unwrap_or_default().trim().to_owned();
-            if current == "gate" {
-                gates += 1;
-            }
-        } else if let Some(h) = t.strip_prefix('[') {
-            current = h.split(']').next().unwrap_or_default().trim().to_owned();
-        } else if current == section
-            && gate.is_none_or(|g| gates == g + 1)
-            && t.strip_prefix(name)
-                .is_some_and(|r| r.trim_start().starts_with('='))
-        {
-            return Some(offset + indent);
-        }
-        offset += line.len();
-    }
-    None
 }
 
 /// The raw file into `Settings`: defaults for what it leaves out, every error reported.
@@ -309,7 +205,7 @@ pub(super) fn settings(raw: RawConfig, e: &mut Errors, read_files: bool) -> Opti
 
 /// One gate; `None` (after reporting) if anything in it is wrong.
 fn gate(sec: &str, g: RawGate, e: &mut Errors) -> Option<GateSettings> {
-    let errors_before = e.list.len();
+    let errors_before = e.len();
     let key = |k: &str| format!("{sec}.{k}");
     let common = match &g {
         RawGate::File(g) => g.common(),
@@ -470,7 +366,7 @@ fn gate(sec: &str, g: RawGate, e: &mut Errors) -> Option<GateSettings> {
             required(e, "windows", w.windows.is_some());
             let mut windows = Vec::new();
             for (j, text) in w.windows.iter().flatten().enumerate() {
-                match text.parse::<crate::gate::window::Window>() {
+                match text.parse::<crate::schedule::Window>() {
                     Ok(w) => windows.push(w),
                     Err(msg) => e.push(&format!("{sec}.windows[{j}]"), msg),
                 }
@@ -480,7 +376,7 @@ fn gate(sec: &str, g: RawGate, e: &mut Errors) -> Option<GateSettings> {
             }
             let timezone = match w.timezone.as_deref() {
                 None | Some("local") => None,
-                Some(name) => match crate::gate::window::zone(Some(name)) {
+                Some(name) => match crate::schedule::zone(Some(name)) {
                     Ok(_) => Some(name.to_owned()),
                     Err(msg) => {
                         e.push(&key("timezone"), msg);
@@ -504,11 +400,7 @@ fn gate(sec: &str, g: RawGate, e: &mut Errors) -> Option<GateSettings> {
                 e.push(&key("scale"), "must be a non-zero number".into());
             }
             let compare = |e: &mut Errors, k: &str, t: &Option<String>| {
-                e.check(
-                    &key(k),
-                    t.as_deref(),
-                    str::parse::<crate::gate::can::Compare>,
-                )
+                e.check(&key(k), t.as_deref(), str::parse::<crate::can::Compare>)
             };
             let open_when = compare(e, "open_when", &v.open_when);
             let close_when = compare(e, "close_when", &v.close_when);
@@ -523,7 +415,7 @@ fn gate(sec: &str, g: RawGate, e: &mut Errors) -> Option<GateSettings> {
             }))
         }
     };
-    if e.list.len() != errors_before {
+    if e.len() != errors_before {
         return None;
     }
     Some(GateSettings {
@@ -539,7 +431,7 @@ fn gate(sec: &str, g: RawGate, e: &mut Errors) -> Option<GateSettings> {
 /// value table, `max_age`. The DBC file is read here, so that a signal it does not have is
 /// refused by name before the agent runs.
 fn can_gate(sec: &str, c: super::raw::RawCanGate, e: &mut Errors) -> Option<CanGateSettings> {
-    use crate::gate::can::{CanSignal, FrameId, OpenWhen};
+    use crate::can::{CanSignal, FrameId, OpenWhen};
     let key = |k: &str| format!("{sec}.{k}");
     let before = e.len();
     let interface = match c.interface.as_deref() {
@@ -598,15 +490,15 @@ fn can_gate(sec: &str, c: super::raw::RawCanGate, e: &mut Errors) -> Option<CanG
 struct Resolved {
     dbc: Option<(PathBuf, String, String)>,
     name: String,
-    frame: crate::gate::can::FrameId,
-    layout: crate::gate::can::Layout,
+    frame: crate::can::FrameId,
+    layout: crate::can::Layout,
     unit: String,
-    values: crate::gate::can::ValueTable,
+    values: crate::can::ValueTable,
 }
 
 /// `dbc`, `message`, `signal`: the layout from the file; inline layout keys are refused.
 fn dbc_signal(sec: &str, c: &super::raw::RawCanGate, e: &mut Errors) -> Option<Resolved> {
-    use crate::gate::can::dbc::{resolve, DbcKey};
+    use crate::can::dbc::{resolve, DbcKey};
     let key = |k: &str| format!("{sec}.{k}");
     let inline = [
         ("id", c.id.is_some()),
@@ -658,7 +550,7 @@ fn dbc_signal(sec: &str, c: &super::raw::RawCanGate, e: &mut Errors) -> Option<R
 
 /// `id` (or `pgn` and `source`) and the layout keys.
 fn inline_signal(sec: &str, c: &super::raw::RawCanGate, e: &mut Errors) -> Option<Resolved> {
-    use crate::gate::can::{check_pgn, FrameId, Layout};
+    use crate::can::{check_pgn, FrameId, Layout};
     let key = |k: &str| format!("{sec}.{k}");
     for (k, set) in [
         ("message", c.message.is_some()),
@@ -781,17 +673,5 @@ mod tests {
                 "c.toml: `gate[0].colour`: unknown key for a \"file\" gate; it takes name, safety, applies_to, path, open_when, value, max_age (line 9, column 1)",
             ]
         );
-    }
-
-    #[test]
-    fn locate_finds_keys_of_the_nth_gate() {
-        let text = "[[gate]]\nname = \"a\"\n[[gate]]\n  name = \"b\"\n";
-        assert_eq!(
-            locate(text, "gate[1].name"),
-            Some(text.find("  name").unwrap() + 2)
-        );
-        assert_eq!(locate(text, "gate[0].name[3]"), Some(9));
-        assert_eq!(locate(text, "gate[2].name"), None);
-        assert_eq!(locate(text, "api.listen"), None);
     }
 }

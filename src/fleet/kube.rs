@@ -37,7 +37,7 @@ fn path(ns: &str, name: Option<&str>) -> String {
 fn unexpected(what: &str, status: u16, body: &[u8]) -> LeaseError {
     LeaseError::Unavailable(format!(
         "{what} answered {status}: {}",
-        crate::upstream::excerpt(body)
+        crate::excerpt::excerpt(body)
     ))
 }
 

@@ -122,7 +122,7 @@ impl FileGate {
                 let have = text.trim();
                 Ok(Reading {
                     open: have == want,
-                    detail: format!("{p} = {:?}", crate::upstream::excerpt(have.as_bytes())),
+                    detail: format!("{p} = {:?}", crate::excerpt::excerpt(have.as_bytes())),
                 })
             }
         }

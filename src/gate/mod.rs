@@ -18,7 +18,7 @@ pub mod value;
 pub mod watch;
 pub mod window;
 
-pub use watch::Bell;
+pub use crate::bell::Bell;
 
 /// How a gate learns that its signal may have changed (shown in `/v1/status`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -36,7 +36,7 @@ fn number(path: &Path) -> Result<f64, String> {
         .ok_or_else(|| {
             format!(
                 "{p} holds {:?}, not a number",
-                crate::upstream::excerpt(t.as_bytes())
+                crate::excerpt::excerpt(t.as_bytes())
             )
         })
 }

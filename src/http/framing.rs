@@ -2,7 +2,6 @@
 
 use std::io::{self, Write};
 
-use super::serve::wants_close;
 use super::*;
 
 pub(super) struct Head {
@@ -72,14 +71,20 @@ pub(super) fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<Head>, Re
     Ok(None)
 }
 
+/// True if the client asked to close after this request (`close` in any Connection header's list).
+pub(super) fn wants_close(req: &Request) -> bool {
+    req.headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("Connection"))
+        .flat_map(|(_, v)| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("close"))
+}
+
 /// Frames `data` as the server frames what a connection sends, request after request, with
 /// the agent's caps, and panics where an invariant breaks. For the fuzz target `http_framing`.
 #[doc(hidden)]
 pub fn fuzz_framing(data: &[u8]) {
-    let (max_head, max_body) = (
-        crate::listen::MAX_REQUEST_HEAD,
-        crate::listen::MAX_REQUEST_BODY,
-    );
+    let (max_head, max_body) = (super::MAX_REQUEST_HEAD, super::MAX_REQUEST_BODY);
     let mut buf = data;
     loop {
         // The server never holds more than `max_head` bytes while it waits for a head.

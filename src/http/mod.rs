@@ -105,6 +105,12 @@ pub trait Handler: Sync {
     fn reject(&self, status: u16, error: &'static str, message: String) -> Response;
 }
 
+/// The request caps of the agent's API and `yurt-ota sim`: bodies above this are refused with
+/// 413.
+pub const MAX_REQUEST_BODY: usize = 64 * 1024;
+/// Request heads (request line and headers) above this are refused with 431.
+pub const MAX_REQUEST_HEAD: usize = 16 * 1024;
+
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_connections: usize,

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::framing::{body_length, parse_head, write_response, Head, Refusal};
+use super::framing::{body_length, parse_head, wants_close, write_response, Head, Refusal};
 use super::slots::*;
 use super::stream::Stream;
 use super::workers::{Workers, KEPT};
@@ -398,15 +398,6 @@ fn late(stream: &mut Stream, handler: &dyn Handler) {
         ),
     );
     let _ = write_response(stream, r, true);
-}
-
-/// True if the client asked to close after this request (`close` in any Connection header's list).
-pub(super) fn wants_close(req: &Request) -> bool {
-    req.headers
-        .iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case("Connection"))
-        .flat_map(|(_, v)| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("close"))
 }
 
 /// How long a refused connection is drained before it is closed.

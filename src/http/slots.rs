@@ -154,7 +154,7 @@ fn evictable(s: &Slot) -> Option<(u8, u8)> {
 }
 
 /// How much of a waiting head [`evictable`] looks at for its blank line: the local API's
-/// limit on a request head (`listen::MAX_REQUEST_HEAD`); a longer one is refused 431 anyway.
+/// limit on a request head (`MAX_REQUEST_HEAD`); a longer one is refused 431 anyway.
 const PEEK_HEAD: usize = 16 * 1024;
 
 /// Gives `job` to the thread of an open connection that is about to end, instead of to a thread

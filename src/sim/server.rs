@@ -28,8 +28,8 @@ pub fn run(node: Node, listen: &Listen, stop: &Shutdown) -> Result<(), String> {
     );
     let limits = http::Limits {
         max_connections: 64,
-        max_head: crate::listen::MAX_REQUEST_HEAD,
-        max_body: crate::listen::MAX_REQUEST_BODY,
+        max_head: crate::http::MAX_REQUEST_HEAD,
+        max_body: crate::http::MAX_REQUEST_BODY,
         timeout: Duration::from_secs(30),
     };
     http::serve(listener, limits, stop, &node);

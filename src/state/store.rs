@@ -31,7 +31,7 @@ pub struct Store {
     path: Option<PathBuf>,
     inner: Mutex<Inner>,
     /// Rung after a change of the state: the decision loop sleeps on it.
-    changed: std::sync::OnceLock<std::sync::Arc<crate::gate::Bell>>,
+    changed: std::sync::OnceLock<std::sync::Arc<crate::bell::Bell>>,
 }
 
 struct Inner {
@@ -314,7 +314,7 @@ impl Store {
     }
 
     /// Rings `bell` after each change of the state (an API hold, queue, breaker reset).
-    pub fn ring_on_change(&self, bell: std::sync::Arc<crate::gate::Bell>) {
+    pub fn ring_on_change(&self, bell: std::sync::Arc<crate::bell::Bell>) {
         let _ = self.changed.set(bell);
     }
 

@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+pub use crate::excerpt::excerpt;
+
 pub mod apiserver;
 pub mod sim;
 #[cfg(test)]
@@ -167,15 +169,4 @@ pub(crate) fn from_http(
         Error::Io(io) => UpstreamError::Io(io.to_string()),
         Error::Tls(m) | Error::Protocol(m) => other(m),
     }
-}
-
-/// Keeps the first part of an error body for a log line or status field.
-pub fn excerpt(body: &[u8]) -> String {
-    const MAX: usize = 200;
-    let text = String::from_utf8_lossy(&body[..body.len().min(MAX)]);
-    let mut s: String = text.trim().chars().filter(|c| !c.is_control()).collect();
-    if body.len() > MAX {
-        s.push('…');
-    }
-    s
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use yurt_ota::agent::{Autopilot, Control, Poller, Shared};
+use yurt_ota::agent::{Autopilot, Decider, NodeView, Poller};
 use yurt_ota::config::{Mode, Settings};
 use yurt_ota::gate::{Gate, Gates, Reading, Signal};
 use yurt_ota::state::Store;
@@ -118,14 +118,14 @@ fn parts(
     signal: Box<dyn Signal>,
     node: &Node,
     last_open: Arc<AtomicBool>,
-) -> (Arc<Watched>, Arc<Shared>, Arc<Control>) {
+) -> (Arc<Watched>, Arc<NodeView>, Arc<Decider>) {
     let upstream = Arc::new(Watched {
         inner: Yurthub::new(&node.url(), Duration::from_secs(2)),
         last_open,
         violations: Mutex::new(Vec::new()),
         calls: AtomicUsize::new(0),
     });
-    let shared = Arc::new(Shared::new(Duration::from_secs(5)));
+    let shared = Arc::new(NodeView::new(Duration::from_secs(5)));
     let mut policy = Settings::default().policy;
     policy.mode = Mode::Auto;
     policy.stable_for = Duration::from_millis(5);
@@ -138,12 +138,12 @@ fn parts(
         pull: false,
         signal,
     }]);
-    let control = Arc::new(Control::new(gates, Store::in_memory(), policy));
+    let control = Arc::new(Decider::new(gates, Store::in_memory(), policy));
     (upstream, shared, control)
 }
 
 /// Runs the loop for about 30 ticks.
-fn run_ticks(upstream: &Arc<Watched>, shared: &Arc<Shared>, control: &Arc<Control>) {
+fn run_ticks(upstream: &Arc<Watched>, shared: &Arc<NodeView>, control: &Arc<Decider>) {
     Poller::new(upstream.clone(), shared.clone()).poll_once();
     let mut pilot = Autopilot::new(upstream.clone(), shared.clone(), control.clone());
     for _ in 0..30 {

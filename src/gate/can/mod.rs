@@ -2,7 +2,7 @@
 //! DBC file (or the inline layout) says, open when `open_when` holds, closed when the frame
 //! stops coming (`max_age`), is too short, or carries a value the table calls an error.
 //!
-//! `decode` is the pure part, `dbc` reads DBC files, `bus` holds the sockets (the seam: it
+//! The signal's layout, decoding and DBC look-up are `crate::can`; `bus` holds the sockets (the seam: it
 //! fills a `Latest` per gate), `replay` runs gates over a `candump -l` log.
 
 use std::sync::Arc;
@@ -12,11 +12,10 @@ use super::{Bell, Notice, Reading, Signal};
 use crate::config::{CanGateSettings, HumanDuration};
 
 pub mod bus;
-pub mod dbc;
-pub mod decode;
 pub mod replay;
 
-pub use decode::{check_pgn, CanSignal, Compare, FrameId, Layout, Op, OpenWhen, ValueTable};
+pub use crate::can::{check_pgn, dbc, decode};
+pub use crate::can::{CanSignal, Compare, FrameId, Layout, Op, OpenWhen, ValueTable};
 
 /// What the bus last told of one gate's frames.
 #[derive(Debug, Clone, Default, PartialEq)]
