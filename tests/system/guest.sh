@@ -236,6 +236,29 @@ cpu_ticks() { # the agent's CPU time, all threads: utime + stime in clock ticks 
 switches() { # all threads of the agent: voluntary + involuntary context switches
     cat /proc/"$(prop MainPID)"/task/*/status | awk '/ctxt_switches/ { n += $2 } END { print n }'
 }
+# The CAN checks' config: the simulator, `$1` (a [policy] section or nothing) and one safety
+# gate "stopped" on vcan0 whose frame and signal are `$2`; checked, then the agent restarted.
+can_test_config() {
+    cat > /etc/yurt-ota/config.toml <<CONF
+[upstream]
+kind = "sim"
+poll_interval = "2s"
+$1
+[state]
+dir = "/var/lib/yurt-ota/can-test"
+[[gate]]
+name = "stopped"
+kind = "can"
+interface = "vcan0"
+$2
+unit = "km/h"
+open_when = "< 0.5"
+max_age = "1s"
+safety = true
+CONF
+    yurt-ota check-config --config /etc/yurt-ota/config.toml >/dev/null || { detail="check-config: $2"; return 1; }
+    systemctl restart yurt-ota || { detail="restart with the CAN gate: $2"; return 1; }
+}
 c_can_gate() {
     modprobe vcan && modprobe can-bcm && modprobe can-raw || { detail="modprobe vcan/can-bcm/can-raw"; return 1; }
     ip link add dev vcan0 type vcan && ip link set up vcan0 || { detail="vcan0"; return 1; }
@@ -244,31 +267,13 @@ c_can_gate() {
     i0=$(switches); sleep 10; i1=$(switches)
     idle=$(awk -v a="$i0" -v b="$i1" 'BEGIN { printf "%.1f", (b - a) / 10 }')
     cp /etc/yurt-ota/config.toml /run/yurt-system-test/config.saved
-    cat > /etc/yurt-ota/config.toml <<CONF
-[upstream]
-kind = "sim"
-poll_interval = "2s"
-[policy]
+    can_test_config '[policy]
 mode = "auto"
-stable_for = "5s"
-[state]
-dir = "/var/lib/yurt-ota/can-test"
-[[gate]]
-name = "stopped"
-kind = "can"
-interface = "vcan0"
-id = 0x3A0
+stable_for = "5s"' 'id = 0x3A0
 start_bit = 7
 length = 16
 byte_order = "big"
-factor = 0.01
-unit = "km/h"
-open_when = "< 0.5"
-max_age = "1s"
-safety = true
-CONF
-    yurt-ota check-config --config /etc/yurt-ota/config.toml >/dev/null || { detail="check-config"; return 1; }
-    systemctl restart yurt-ota || { detail="restart"; return 1; }
+factor = 0.01' || return 1
     wait_until $((30 * SLOW)) sh -c 'yurt-ota status | grep -q "^pods: .* 3 need upgrade"' || { detail="no pods"; return 1; }
     gate_is stopped closed || { detail="open with no frame: $(gate_state stopped)"; return 1; }
     # Moving: 50 km/h (0x1388) at 100 Hz.
@@ -308,27 +313,11 @@ CONF
     # socket with a kernel filter on the PGN, and every matching frame read by the agent's CAN
     # thread. Its cost per frame: the agent's CPU time (utime + stime, all threads) over 20 s of
     # CCVS1 (PGN 65265, wheel-based speed 0) at 100 Hz, divided by the frames sent.
-    cat > /etc/yurt-ota/config.toml <<CONF
-[upstream]
-kind = "sim"
-poll_interval = "2s"
-[state]
-dir = "/var/lib/yurt-ota/can-test"
-[[gate]]
-name = "stopped"
-kind = "can"
-interface = "vcan0"
-pgn = 65265
+    can_test_config "" 'pgn = 65265
 start_bit = 8
 length = 16
 byte_order = "little"
-factor = 0.00390625
-unit = "km/h"
-open_when = "< 0.5"
-max_age = "1s"
-safety = true
-CONF
-    systemctl restart yurt-ota || { detail="restart with the PGN gate"; return 1; }
+factor = 0.00390625' || return 1
     wait_until $((30 * SLOW)) sh -c 'yurt-ota status >/dev/null' || { detail="PGN gate: no status"; return 1; }
     cangen vcan0 -e -I 18FEF103 -L 8 -D 0000000000000000 -g 10 &
     cangen_pid=$!
