@@ -165,158 +165,80 @@ fn kubeconfigs_written_by_kubectl_are_read_as_kubectl_reads_them() {
         a.extend(b);
         a
     };
+    // Cluster "k" at the stand-in (its CA embedded or named as a file), user "u" as `user` sets
+    // it, context "c" current.
+    let on_k = |embed: bool, user: Vec<Vec<String>>| {
+        let mut cluster = v(&[
+            "set-cluster",
+            "k",
+            "--server",
+            &s,
+            "--certificate-authority",
+            ca,
+        ]);
+        if embed {
+            cluster.push("--embed-certs".into());
+        }
+        with(with(vec![cluster], user), ctx("k", "u"))
+    };
+    // User "u" with a client certificate and key (embedded or named as files).
+    let cert = |crt: &Path, key: &Path, embed: bool| {
+        let mut c = v(&[
+            "set-credentials",
+            "u",
+            "--client-certificate",
+            &path(crt),
+            "--client-key",
+            &path(key),
+        ]);
+        if embed {
+            c.push("--embed-certs".into());
+        }
+        c
+    };
     let shapes: Vec<Shape> = vec![
         (
             "embedded CA, token",
-            with(
-                vec![
-                    v(&[
-                        "set-cluster",
-                        "k",
-                        "--server",
-                        &s,
-                        "--certificate-authority",
-                        ca,
-                        "--embed-certs",
-                    ]),
-                    v(&["set-credentials", "u", "--token", &token]),
-                ],
-                ctx("k", "u"),
-            ),
+            on_k(true, vec![v(&["set-credentials", "u", "--token", &token])]),
             Ok(()),
         ),
         (
             "CA file, token",
-            with(
-                vec![
-                    v(&[
-                        "set-cluster",
-                        "k",
-                        "--server",
-                        &s,
-                        "--certificate-authority",
-                        ca,
-                    ]),
-                    v(&["set-credentials", "u", "--token", &token]),
-                ],
-                ctx("k", "u"),
-            ),
+            on_k(false, vec![v(&["set-credentials", "u", "--token", &token])]),
             Ok(()),
         ),
         (
             "CA file, tokenFile",
-            with(
-                vec![
-                    v(&[
-                        "set-cluster",
-                        "k",
-                        "--server",
-                        &s,
-                        "--certificate-authority",
-                        ca,
-                    ]),
-                    v(&["set", "users.u.tokenFile", &path(&token_file)]),
-                ],
-                ctx("k", "u"),
+            on_k(
+                false,
+                vec![v(&["set", "users.u.tokenFile", &path(&token_file)])],
             ),
             Ok(()),
         ),
         (
             "token and tokenFile (the file's token is the right one)",
-            with(
+            on_k(
+                false,
                 vec![
-                    v(&[
-                        "set-cluster",
-                        "k",
-                        "--server",
-                        &s,
-                        "--certificate-authority",
-                        ca,
-                    ]),
                     v(&["set-credentials", "u", "--token", "not-the-token"]),
                     v(&["set", "users.u.tokenFile", &path(&token_file)]),
                 ],
-                ctx("k", "u"),
             ),
             Ok(()),
         ),
         (
             "EC client certificate, embedded",
-            with(
-                vec![
-                    v(&[
-                        "set-cluster",
-                        "k",
-                        "--server",
-                        &s,
-                        "--certificate-authority",
-                        ca,
-                        "--embed-certs",
-                    ]),
-                    v(&[
-                        "set-credentials",
-                        "u",
-                        "--client-certificate",
-                        &path(&ec.0),
-                        "--client-key",
-                        &path(&ec.1),
-                        "--embed-certs",
-                    ]),
-                ],
-                ctx("k", "u"),
-            ),
+            on_k(true, vec![cert(&ec.0, &ec.1, true)]),
             Ok(()),
         ),
         (
             "EC client certificate, files",
-            with(
-                vec![
-                    v(&[
-                        "set-cluster",
-                        "k",
-                        "--server",
-                        &s,
-                        "--certificate-authority",
-                        ca,
-                    ]),
-                    v(&[
-                        "set-credentials",
-                        "u",
-                        "--client-certificate",
-                        &path(&ec.0),
-                        "--client-key",
-                        &path(&ec.1),
-                    ]),
-                ],
-                ctx("k", "u"),
-            ),
+            on_k(false, vec![cert(&ec.0, &ec.1, false)]),
             Ok(()),
         ),
         (
             "RSA client certificate (PKCS#1 key), embedded",
-            with(
-                vec![
-                    v(&[
-                        "set-cluster",
-                        "k",
-                        "--server",
-                        &s,
-                        "--certificate-authority",
-                        ca,
-                        "--embed-certs",
-                    ]),
-                    v(&[
-                        "set-credentials",
-                        "u",
-                        "--client-certificate",
-                        &path(&rsa_crt),
-                        "--client-key",
-                        &path(&rsa_key),
-                        "--embed-certs",
-                    ]),
-                ],
-                ctx("k", "u"),
-            ),
+            on_k(true, vec![cert(&rsa_crt, &rsa_key, true)]),
             Ok(()),
         ),
         (
@@ -461,26 +383,16 @@ fn kubeconfigs_written_by_kubectl_are_read_as_kubectl_reads_them() {
         ),
         (
             "exec credential plugin",
-            with(
-                vec![
-                    v(&[
-                        "set-cluster",
-                        "k",
-                        "--server",
-                        &s,
-                        "--certificate-authority",
-                        ca,
-                    ]),
-                    v(&[
-                        "set-credentials",
-                        "u",
-                        "--exec-api-version",
-                        "client.authentication.k8s.io/v1",
-                        "--exec-command",
-                        "/bin/false",
-                    ]),
-                ],
-                ctx("k", "u"),
+            on_k(
+                false,
+                vec![v(&[
+                    "set-credentials",
+                    "u",
+                    "--exec-api-version",
+                    "client.authentication.k8s.io/v1",
+                    "--exec-command",
+                    "/bin/false",
+                ])],
             ),
             Err("users[u].user.exec: not supported"),
         ),
