@@ -22,6 +22,7 @@ mod control;
 mod controller;
 mod discovery;
 mod history;
+pub mod labels;
 mod objects;
 pub mod rbac;
 mod rest;

@@ -229,17 +229,18 @@ pub fn ns_name(obj: &Value) -> (String, String) {
     )
 }
 
-/// What a list or watch selects: namespace, `fieldSelector`, `labelSelector` (equality only).
+/// What a list or watch selects: namespace, `fieldSelector`, `labelSelector` (every form the
+/// apiserver reads: `super::labels`).
 #[derive(Debug, Default, Clone)]
 pub struct Selector {
     pub namespace: Option<String>,
     pub fields: Vec<(String, String)>,
-    pub labels: Vec<(String, String, bool)>,
+    pub labels: Vec<super::labels::Requirement>,
 }
 
 impl Selector {
-    /// Parses `spec.nodeName=x,metadata.name=y` and `a=b,c!=d`; unsupported forms are errors
-    /// worded like the apiserver's.
+    /// Parses `spec.nodeName=x,metadata.name=y` and a label selector; unsupported or malformed
+    /// ones are errors worded like the apiserver's.
     pub fn parse(
         namespace: Option<&str>,
         fields: Option<&str>,
@@ -263,21 +264,7 @@ impl Selector {
             }
             s.fields.push((k.to_owned(), v.to_owned()));
         }
-        for term in labels
-            .unwrap_or_default()
-            .split(',')
-            .filter(|t| !t.is_empty())
-        {
-            let (k, v, eq) = if let Some((k, v)) = term.split_once("!=") {
-                (k, v, false)
-            } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
-                (k, v, true)
-            } else {
-                return Err(format!("unable to parse requirement: {term}"));
-            };
-            s.labels
-                .push((k.trim().to_owned(), v.trim().to_owned(), eq));
-        }
+        s.labels = super::labels::parse(labels.unwrap_or_default())?;
         Ok(s)
     }
 
@@ -296,11 +283,7 @@ impl Selector {
             };
             got.unwrap_or_default() == v
         });
-        fields_ok
-            && self
-                .labels
-                .iter()
-                .all(|(k, v, eq)| (m["labels"][k].as_str() == Some(v)) == *eq)
+        fields_ok && self.labels.iter().all(|r| r.matches(&m["labels"]))
     }
 }
 
