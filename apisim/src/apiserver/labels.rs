@@ -93,7 +93,7 @@ impl Tok {
         }
     }
     /// In a value position `in` and `notin` are plain words (`k in (in)`).
-    fn as_value(self) -> Tok {
+    fn in_value_place(self) -> Tok {
         match self {
             Tok::In | Tok::NotIn => Tok::Ident(self.literal().to_owned()),
             t => t,
@@ -184,7 +184,7 @@ impl Parser {
     fn peek(&self) -> Tok {
         self.toks[self.pos.min(self.toks.len() - 1)]
             .clone()
-            .as_value()
+            .in_value_place()
     }
     fn next_raw(&mut self) -> Tok {
         let t = self.toks[self.pos.min(self.toks.len() - 1)].clone();
@@ -192,7 +192,7 @@ impl Parser {
         t
     }
     fn next(&mut self) -> Tok {
-        self.next_raw().as_value()
+        self.next_raw().in_value_place()
     }
 
     fn selector(&mut self) -> Result<Vec<Requirement>, String> {
