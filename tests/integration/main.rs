@@ -3,6 +3,7 @@
 
 mod api;
 mod apiserver;
+mod apiserver_leases;
 mod apisim;
 mod apisim_writes;
 mod can;
