@@ -399,7 +399,7 @@ fn subdomain_ok(s: &str) -> bool {
         })
 }
 
-/// `validation.IsQualifiedName`'s complaints, joined.
+/// `content.IsLabelKey`'s complaints (apimachinery's validation), joined.
 fn key_error(k: &str) -> Option<String> {
     let qualified = format!("must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '{NAME_FMT}')");
     let parts: Vec<&str> = k.split('/').collect();
@@ -416,7 +416,7 @@ fn key_error(k: &str) -> Option<String> {
         }
         _ => {
             return Some(format!(
-                "a qualified name {qualified} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
+                "a valid label key {qualified} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
             ))
         }
     };
@@ -511,6 +511,12 @@ mod tests {
         ] {
             assert_eq!(parse(s).unwrap_err(), want, "{s}");
         }
+        assert!(parse("a/b/c")
+            .unwrap_err()
+            .contains("Invalid value: \"a/b/c\": a valid label key must consist of"));
+        assert!(parse("!a=b")
+            .unwrap_err()
+            .contains("found '=', expected: ',' or 'end of string'"));
         assert!(parse(&format!("a={}", "v".repeat(64)))
             .unwrap_err()
             .contains("must be no more than 63 characters"));
