@@ -184,7 +184,8 @@ fn apiserver_lease_list_and_watch_by_label_with_counters_and_rbac() {
 }
 
 /// The real kubectl, `get leases -l … -w`: it lists with the selector, then watches from the
-/// list's version and prints each event as the stand-in sends it.
+/// list's version and prints each event as the stand-in sends it; a malformed selector is its
+/// `Error from server (BadRequest)`.
 #[test]
 fn apiserver_leases_watched_by_kubectl_with_a_label_selector() {
     let Some(kubectl) = crate::kubectl::kubectl("apiserver_leases_watched_by_kubectl") else {
@@ -196,7 +197,7 @@ fn apiserver_leases_watched_by_kubectl_with_a_label_selector() {
     assert_eq!(s, 201);
     let before = h.lease_requests();
     let mut child = KillOnDrop(
-        std::process::Command::new(kubectl)
+        std::process::Command::new(&kubectl)
             .arg("--kubeconfig")
             .arg(d.path().join("kubeconfig-admin"))
             .args([
@@ -252,4 +253,21 @@ fn apiserver_leases_watched_by_kubectl_with_a_label_selector() {
     );
     let n = h.lease_requests().since(&before);
     assert_eq!((n.list, n.watch), (1, 1), "one list, then one watch: {n:?}");
+
+    // A malformed selector: kubectl shows the stand-in's 400 as it shows the apiserver's.
+    let out = std::process::Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(d.path().join("kubeconfig-admin"))
+        .args(["get", "leases", "-A", "-l", "a in (x"])
+        .env("HOME", d.path())
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("Error from server (BadRequest)")
+            && err.ends_with("unable to parse requirement: found '', expected: ',' or ')'\n"),
+        "{err}"
+    );
 }
