@@ -13,7 +13,7 @@ use yurt_ota_apisim::apiserver::Options;
 use crate::util::*;
 
 /// The machine's kubectl, if any (CI installs Debian's `kubernetes-client` where there is none).
-fn kubectl(test: &str) -> Option<PathBuf> {
+pub(crate) fn kubectl(test: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH")
         .into_iter()
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())

@@ -3,6 +3,7 @@
 
 mod api;
 mod apiserver;
+mod apiserver_leases;
 mod apisim;
 mod apisim_writes;
 mod can;
@@ -19,6 +20,10 @@ mod fleet_agents;
 mod fleet_broken;
 #[cfg(target_arch = "x86_64")]
 mod fleet_gates;
+// Twenty agents at once: under qemu-user the emulation would set the pace (and the request
+// rates it measures); native only, as the other multi-agent tests.
+#[cfg(target_arch = "x86_64")]
+mod fleet_watch;
 mod gates;
 mod hardening;
 mod kubectl;

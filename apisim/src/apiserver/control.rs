@@ -30,7 +30,9 @@ impl http::Handler for Control {
         match parts.as_slice() {
             ["sim"] if req.method == "GET" => {
                 let mut d = s.cluster.describe();
-                d["requests"] = json!(*lock(&s.requests));
+                let requests = lock(&s.requests).clone();
+                d["leaseRequests"] = super::server::LeaseRequests::of(&requests).to_json();
+                d["requests"] = json!(requests);
                 d["down"] = json!(*lock(&s.down));
                 d["listen"] = json!(s.addr.to_string());
                 ok(d)

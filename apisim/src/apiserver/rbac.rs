@@ -406,6 +406,10 @@ mod tests {
                 "/apis/coordination.k8s.io/v1/namespaces/yurt-ota/leases/a.b.0",
             ),
             (
+                "GET",
+                "/apis/coordination.k8s.io/v1/namespaces/yurt-ota/leases?watch=1&labelSelector=x",
+            ),
+            (
                 "POST",
                 "/apis/coordination.k8s.io/v1/namespaces/yurt-ota/leases",
             ),
@@ -428,6 +432,11 @@ mod tests {
                 "/apis/coordination.k8s.io/v1/namespaces/yurt-ota/leases/a.b.0",
             ),
             ("PATCH", "/api/v1/namespaces/edge-apps/pods/p"),
+            ("GET", "/apis/coordination.k8s.io/v1/leases?watch=1"),
+            (
+                "GET",
+                "/apis/coordination.k8s.io/v1/namespaces/edge-apps/leases?watch=true",
+            ),
             ("GET", "/api/v1/secrets"),
             ("GET", "/apis/apps/v1/namespaces/edge-apps/daemonsets/ds"),
             ("PATCH", "/apis/apps/v1/namespaces/edge-apps/daemonsets/ds"),
@@ -484,6 +493,28 @@ mod tests {
         assert_eq!(u.name, "yurt-ota-node");
         assert_eq!(u.groups, ["yurt-ota:nodes", "system:authenticated"]);
         assert!(User::from_certificate(b"\x30\x82").is_none());
+    }
+
+    /// `watch` is its own verb, as the apiserver's request-info resolver makes it: a grant of
+    /// `list` does not let a watch through, nor the reverse.
+    #[test]
+    fn watch_and_list_are_separate_verbs() {
+        let m = |verbs: &str| {
+            format!("kind: Role\nmetadata: {{name: r, namespace: a}}\nrules:\n- apiGroups: [coordination.k8s.io]\n  resources: [leases]\n  verbs: [{verbs}]\n---\nkind: RoleBinding\nmetadata: {{name: b, namespace: a}}\nroleRef: {{kind: Role, name: r}}\nsubjects:\n- {{kind: ServiceAccount, name: yurt-ota, namespace: yurt-ota}}\n")
+        };
+        let list = "/apis/coordination.k8s.io/v1/namespaces/a/leases?labelSelector=k%3Dv";
+        let watch = "/apis/coordination.k8s.io/v1/namespaces/a/leases?labelSelector=k%3Dv&watch=1";
+        let r = Rbac::from_manifest(&m("list")).unwrap();
+        assert!(can(&r, "GET", list) && !can(&r, "GET", watch));
+        let r = Rbac::from_manifest(&m("watch")).unwrap();
+        assert!(!can(&r, "GET", list) && can(&r, "GET", watch));
+        assert_eq!(Request::of("GET", watch).unwrap().verb, "watch");
+        assert_eq!(
+            Request::of("GET", &watch.replace("watch=1", "watch=false"))
+                .unwrap()
+                .verb,
+            "list"
+        );
     }
 
     #[test]

@@ -83,6 +83,61 @@ pub(super) struct Shared {
     stopped: AtomicBool,
 }
 
+/// The Lease requests the stand-in answered, by verb: a list, a watch established (each
+/// `?watch=1`, however long it then streams), a get, a create, an update, a delete, and the
+/// 409s among them (`conflicts`: an update of a version moved on, a create of a name taken).
+/// Requests refused by RBAC (403) or by `/sim/fail` are not in them. Every namespace counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LeaseRequests {
+    pub list: u64,
+    pub watch: u64,
+    pub get: u64,
+    pub create: u64,
+    pub update: u64,
+    pub delete: u64,
+    pub conflicts: u64,
+}
+
+impl LeaseRequests {
+    /// From the request counters (`Handle::requests`).
+    pub fn of(requests: &BTreeMap<String, u64>) -> LeaseRequests {
+        let n = |k: &str| requests.get(k).copied().unwrap_or(0);
+        LeaseRequests {
+            list: n("list leases"),
+            watch: n("watch leases"),
+            get: n("get leases"),
+            create: n("create leases"),
+            update: n("update leases"),
+            delete: n("delete leases"),
+            conflicts: ["create", "update", "delete", "get"]
+                .iter()
+                .map(|v| n(&format!("conflict {v} leases")))
+                .sum(),
+        }
+    }
+    /// Every Lease request (conflicts are among them already).
+    pub fn total(&self) -> u64 {
+        self.list + self.watch + self.get + self.create + self.update + self.delete
+    }
+    /// What was counted after `earlier`: the requests of a window.
+    pub fn since(&self, earlier: &LeaseRequests) -> LeaseRequests {
+        LeaseRequests {
+            list: self.list.saturating_sub(earlier.list),
+            watch: self.watch.saturating_sub(earlier.watch),
+            get: self.get.saturating_sub(earlier.get),
+            create: self.create.saturating_sub(earlier.create),
+            update: self.update.saturating_sub(earlier.update),
+            delete: self.delete.saturating_sub(earlier.delete),
+            conflicts: self.conflicts.saturating_sub(earlier.conflicts),
+        }
+    }
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({"list": self.list, "watch": self.watch, "get": self.get,
+                           "create": self.create, "update": self.update, "delete": self.delete,
+                           "conflicts": self.conflicts, "total": self.total()})
+    }
+}
+
 /// A running stand-in; dropped or `stop()`ped, it ends its threads.
 pub struct Handle {
     pub addr: SocketAddr,
@@ -106,6 +161,15 @@ impl Handle {
     }
     pub fn cluster(&self) -> &Cluster {
         &self.shared.cluster
+    }
+    /// Every request counted so far, by `<verb> <resource>` (`list leases`, `watch pods`),
+    /// `conflict <verb> <resource>` for a 409, `forbidden …` for a 403, `failed <code>`.
+    pub fn requests(&self) -> BTreeMap<String, u64> {
+        lock(&self.shared.requests).clone()
+    }
+    /// The Lease requests counted so far (`GET /sim` shows the same as `leaseRequests`).
+    pub fn lease_requests(&self) -> LeaseRequests {
+        LeaseRequests::of(&self.requests())
     }
     /// The admin token (`system:masters`), for what a cluster operator does with kubectl.
     pub fn admin_token(&self) -> String {
@@ -539,7 +603,11 @@ fn serve_conn(s: &Shared, id: u64, tcp: TcpStream) -> io::Result<()> {
                 content_type,
                 body,
             } => {
-                count(s, &verb(&head, false));
+                let v = verb(&head, false);
+                count(s, &v);
+                if status == 409 {
+                    count(s, &format!("conflict {v}"));
+                }
                 if head.method == "POST" {
                     after_create(s, &head, status, &body);
                 }
@@ -663,9 +731,12 @@ fn authenticate(
     })
 }
 
-/// `list pods`, `watch pods`, `delete pods`, ... for the request counters.
+/// `list pods`, `watch pods`, `delete pods`, ... for the request counters (a watch refused
+/// before it streams, e.g. for a malformed selector, is still a `watch`).
 fn verb(head: &Head, watch: bool) -> String {
-    let path = head.target.split('?').next().unwrap_or_default();
+    let (path, query) = head.target.split_once('?').unwrap_or((&head.target, ""));
+    let watch =
+        watch || super::query_value(query, "watch").is_some_and(|w| w == "1" || w == "true");
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let plurals = ["pods", "daemonsets", "controllerrevisions", "leases"];
     let Some(i) = parts.iter().rposition(|p| plurals.contains(p)) else {

@@ -127,6 +127,30 @@ pub struct Event {
     pub res: Res,
     pub kind: &'static str,
     pub object: Arc<Value>,
+    /// The object before this event (none for ADDED): a watcher with a selector judges the
+    /// change from both, as the apiserver's cacher does.
+    pub prev: Option<Arc<Value>>,
+}
+
+impl Event {
+    /// This event as a watcher with `sel` sees it (`cache_watcher.go` `convertToWatchEvent`):
+    /// an object that starts to match is ADDED, one that stops matching is DELETED (its last
+    /// matching content at this event's resourceVersion), one matching before and after keeps
+    /// its type; `None` when it matches neither before nor after.
+    pub fn seen_by(&self, sel: &Selector) -> Option<(&'static str, Value)> {
+        let now = self.kind != "DELETED" && sel.matches(&self.object);
+        let before = self.prev.as_ref().is_some_and(|p| sel.matches(p));
+        match (before, now) {
+            (false, true) => Some(("ADDED", (*self.object).clone())),
+            (true, true) => Some((self.kind, (*self.object).clone())),
+            (true, false) => {
+                let mut old = (**self.prev.as_ref()?).clone();
+                old["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+                Some(("DELETED", old))
+            }
+            (false, false) => None,
+        }
+    }
 }
 
 pub struct Store {
@@ -162,33 +186,31 @@ impl Store {
         let (ns, name) = ns_name(&obj);
         obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         let key = (res, ns, name);
-        let kind = if self.objects.contains_key(&key) {
-            "MODIFIED"
-        } else {
-            "ADDED"
-        };
-        self.objects.insert(key, obj.clone());
-        self.record(res, kind, obj.clone());
+        let prev = self.objects.insert(key, obj.clone()).map(Arc::new);
+        let kind = if prev.is_some() { "MODIFIED" } else { "ADDED" };
+        self.record(res, kind, obj.clone(), prev);
         obj
     }
 
     /// Removes an object; the DELETED event carries it at a new resourceVersion, as etcd does.
     pub fn remove(&mut self, res: Res, ns: &str, name: &str) -> Option<Value> {
-        let mut obj = self
+        let prev = self
             .objects
             .remove(&(res, ns.to_owned(), name.to_owned()))?;
+        let mut obj = prev.clone();
         self.rv += 1;
         obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
-        self.record(res, "DELETED", obj.clone());
+        self.record(res, "DELETED", obj.clone(), Some(Arc::new(prev)));
         Some(obj)
     }
 
-    fn record(&mut self, res: Res, kind: &'static str, object: Value) {
+    fn record(&mut self, res: Res, kind: &'static str, object: Value, prev: Option<Arc<Value>>) {
         self.history.push_back(Event {
             rv: self.rv,
             res,
             kind,
             object: Arc::new(object),
+            prev,
         });
         while self.history.len() > self.max_history {
             if let Some(e) = self.history.pop_front() {
@@ -229,17 +251,18 @@ pub fn ns_name(obj: &Value) -> (String, String) {
     )
 }
 
-/// What a list or watch selects: namespace, `fieldSelector`, `labelSelector` (equality only).
+/// What a list or watch selects: namespace, `fieldSelector`, `labelSelector` (every form the
+/// apiserver reads: `super::labels`).
 #[derive(Debug, Default, Clone)]
 pub struct Selector {
     pub namespace: Option<String>,
     pub fields: Vec<(String, String)>,
-    pub labels: Vec<(String, String, bool)>,
+    pub labels: Vec<super::labels::Requirement>,
 }
 
 impl Selector {
-    /// Parses `spec.nodeName=x,metadata.name=y` and `a=b,c!=d`; unsupported forms are errors
-    /// worded like the apiserver's.
+    /// Parses `spec.nodeName=x,metadata.name=y` and a label selector; unsupported or malformed
+    /// ones are errors worded like the apiserver's.
     pub fn parse(
         namespace: Option<&str>,
         fields: Option<&str>,
@@ -263,21 +286,7 @@ impl Selector {
             }
             s.fields.push((k.to_owned(), v.to_owned()));
         }
-        for term in labels
-            .unwrap_or_default()
-            .split(',')
-            .filter(|t| !t.is_empty())
-        {
-            let (k, v, eq) = if let Some((k, v)) = term.split_once("!=") {
-                (k, v, false)
-            } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
-                (k, v, true)
-            } else {
-                return Err(format!("unable to parse requirement: {term}"));
-            };
-            s.labels
-                .push((k.trim().to_owned(), v.trim().to_owned(), eq));
-        }
+        s.labels = super::labels::parse(labels.unwrap_or_default())?;
         Ok(s)
     }
 
@@ -296,11 +305,7 @@ impl Selector {
             };
             got.unwrap_or_default() == v
         });
-        fields_ok
-            && self
-                .labels
-                .iter()
-                .all(|(k, v, eq)| (m["labels"][k].as_str() == Some(v)) == *eq)
+        fields_ok && self.labels.iter().all(|r| r.matches(&m["labels"]))
     }
 }
 
