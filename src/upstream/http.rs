@@ -6,7 +6,8 @@
 //! - the response head at most [`MAX_HEAD`] bytes (`max_response_header_size`); bodies read whole
 //!   are refused over their limit, on the declared `Content-Length` before a byte is read
 //!   ([`Response::read_to_vec`]), else once the limit is passed;
-//! - at most one idle connection (`max_idle_connections(_per_host)(1)`); watches read their
+//! - at most one idle connection (`max_idle_connections(_per_host)(1)`, or none: YurtHub,
+//!   on loopback, gets a fresh connection each call); watches read their
 //!   stream under a per-read timeout (`timeout_per_read`) as well as the call's deadline;
 //! - interim answers (`100 Continue`, `103 Early Hints`) read past by ureq-proto.
 //!
@@ -69,6 +70,8 @@ pub struct Timeouts {
     pub call: Duration,
     /// Each read of the answer (watches: a stream silent this long is dead).
     pub per_read: Option<Duration>,
+    /// One idle connection kept for the next call (else a fresh one each call).
+    pub keep_idle: bool,
 }
 
 /// An agent for one upstream: TCP, and TLS over it when `tls` is given.
@@ -79,8 +82,8 @@ pub fn agent(tls: Option<TlsConnector>, t: Timeouts) -> ureq::Agent {
         .max_redirects_will_error(false)
         .http_status_as_error(false)
         .max_response_header_size(MAX_HEAD)
-        .max_idle_connections(1)
-        .max_idle_connections_per_host(1)
+        .max_idle_connections(usize::from(t.keep_idle))
+        .max_idle_connections_per_host(usize::from(t.keep_idle))
         .user_agent(USER_AGENT)
         .timeout_connect(Some(t.connect))
         .timeout_global(Some(t.call))

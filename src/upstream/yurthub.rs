@@ -17,14 +17,16 @@ impl Yurthub {
     pub fn new(base: &str, timeout: Duration) -> Yurthub {
         Yurthub {
             base: base.to_owned(),
-            // One idle connection kept: ureq probes it before reusing it, so one left over
-            // from before a YurtHub restart is noticed and a fresh one made.
+            // A fresh connection per call (no pool): a pooled one left over from before a
+            // YurtHub restart could fail an upgrade call, which is never retried. On loopback a
+            // connect costs microseconds.
             agent: http::agent(
                 None,
                 Timeouts {
                     connect: timeout,
                     call: timeout,
                     per_read: None,
+                    keep_idle: false,
                 },
             ),
         }

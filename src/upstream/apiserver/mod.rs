@@ -237,6 +237,8 @@ impl Apiserver {
                         connect: settings.timeout,
                         call: settings.timeout,
                         per_read: None,
+                        // A TLS handshake is costly on a device.
+                        keep_idle: true,
                     },
                 ),
                 server: settings.target.server.clone(),
@@ -249,6 +251,8 @@ impl Apiserver {
                         connect: settings.timeout,
                         call: Duration::from_secs(WATCH_SECONDS + 30),
                         per_read: Some(Duration::from_secs(WATCH_SECONDS + 30)),
+                        // A connection each: a watch holds its own while it lasts.
+                        keep_idle: false,
                     },
                 ),
                 server: settings.target.server.clone(),

@@ -348,6 +348,7 @@ mod tests {
             connect: t,
             call: t,
             per_read: None,
+            keep_idle: true,
         };
         let url = format!("https://127.0.0.1:{port}/");
         // Another CA: refused before a request is sent ("not connected").

@@ -1,6 +1,6 @@
 //! The upstreams' client against real loopback servers: what our own client taught us, kept.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,6 +16,7 @@ fn timeouts(ms: u64) -> Timeouts {
         connect: Duration::from_millis(ms),
         call: Duration::from_millis(ms),
         per_read: None,
+        keep_idle: true,
     }
 }
 
@@ -340,4 +341,57 @@ fn a_redirect_is_a_status_and_requests_say_who_sends_them() {
     assert!(head.starts_with("post /upgrade http/1.1"), "{head}");
     assert!(head.contains("user-agent: yurt-ota/"), "{head}");
     assert!(head.contains("content-length: 0"), "{head}");
+}
+
+#[test]
+fn a_watch_reads_its_stream_under_a_per_read_timeout() {
+    // Events every 100 ms for 600 ms, then silence.
+    fn trickle(_: usize, s: &mut TcpStream, seen: &Mutex<Vec<String>>) {
+        if let Some(r) = read_request(s) {
+            seen.lock().unwrap().push(r);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+            for _ in 0..6 {
+                let _ = s.write_all(b"2\r\ne\n\r\n");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            std::thread::sleep(Duration::from_secs(5));
+        }
+    }
+    let server = Server::start(trickle);
+    let a = agent(
+        None,
+        Timeouts {
+            connect: Duration::from_secs(2),
+            call: Duration::from_secs(10),
+            per_read: Some(Duration::from_millis(400)),
+            keep_idle: false,
+        },
+    );
+    let mut r = send(&a, "GET", &format!("{}/watch", server.url), &[], None).unwrap();
+    let began = Instant::now();
+    let mut events = 0;
+    let mut line = String::new();
+    let e = loop {
+        line.clear();
+        match r.read_line(&mut line) {
+            Ok(0) => panic!("ended"),
+            Ok(_) => events += 1,
+            Err(e) => break e,
+        }
+    };
+    // Each event came within the per-read timeout, the stream as a whole lasting longer;
+    // the silence after them ended it, well before the call's deadline.
+    assert_eq!(events, 6);
+    assert!(
+        began.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        began.elapsed()
+    );
+    assert!(
+        matches!(
+            from_http(e.into(), UpstreamError::Io),
+            UpstreamError::Timeout(_)
+        ),
+        "not a timeout"
+    );
 }
