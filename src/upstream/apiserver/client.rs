@@ -98,3 +98,53 @@ pub(super) fn map_error(e: ureq::Error) -> UpstreamError {
     // been carried out, so not `Connect` ("disconnected").
     crate::upstream::from_http(e, UpstreamError::Io)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A server that reads one request and answers something that is not HTTP.
+    fn garbage_server() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut got = Vec::new();
+            let mut b = [0u8; 1];
+            while !got.ends_with(b"\r\n\r\n{}") && s.read(&mut b).unwrap_or(0) == 1 {
+                got.push(b[0]);
+            }
+            let _ = s.write_all(b"this is not HTTP\r\n\r\n");
+        });
+        url
+    }
+
+    /// The apiserver read the DELETE: an answer it garbled is not "not connected", which the
+    /// upgrade would answer as YurtHub's 503 "disconnected" (the DELETE not sent).
+    #[test]
+    fn a_delete_answered_with_garbage_may_have_been_carried_out() {
+        let url = garbage_server();
+        let t = std::time::Duration::from_secs(2);
+        let agent = http::agent(
+            None,
+            http::Timeouts {
+                connect: t,
+                call: t,
+                per_read: None,
+                keep_idle: true,
+            },
+        );
+        let e = http::send(
+            &agent,
+            "DELETE",
+            &format!("{url}/api/v1/namespaces/ns/pods/p"),
+            &[],
+            Some(b"{}"),
+        )
+        .err()
+        .unwrap();
+        let e = map_error(e);
+        assert!(!matches!(e, UpstreamError::Connect(_)), "{e:?}");
+    }
+}
