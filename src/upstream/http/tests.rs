@@ -118,26 +118,57 @@ fn a_delete_or_a_lease_write_is_never_sent_twice_and_may_have_been_sent() {
     }
 }
 
+/// Answers one request with keep-alive, then closes (a server's idle timeout).
+fn one_then_close(_: usize, s: &mut TcpStream, seen: &Mutex<Vec<String>>) {
+    if let Some(r) = read_request(s) {
+        seen.lock().unwrap().push(r);
+        s.write_all(OK).unwrap();
+    }
+}
+
+/// The same on its first connection; on the next ones, reads the request and closes without
+/// an answer (the apiserver restarting under it).
+fn one_then_close_then_no_answer(n: usize, s: &mut TcpStream, seen: &Mutex<Vec<String>>) {
+    if n == 0 {
+        return one_then_close(n, s, seen);
+    }
+    if let Some(r) = read_request(s) {
+        seen.lock().unwrap().push(r);
+    }
+}
+
 #[test]
 fn a_pooled_connection_the_server_closed_while_idle_is_not_used_for_a_delete() {
-    // Answers one request with keep-alive, then closes (a server's idle timeout).
-    fn one_then_close(_: usize, s: &mut TcpStream, seen: &Mutex<Vec<String>>) {
-        if let Some(r) = read_request(s) {
-            seen.lock().unwrap().push(r);
-            s.write_all(OK).unwrap();
+    for answered in [true, false] {
+        let server = Server::start(if answered {
+            one_then_close
+        } else {
+            one_then_close_then_no_answer
+        });
+        let a = agent(None, timeouts(2000));
+        let url = format!("{}/api/v1/namespaces/ns/pods/p", server.url);
+        let mut r = send(&a, "GET", &url, &[], None).unwrap();
+        assert_eq!(r.read_to_vec(10).unwrap(), b"a");
+        drop(r);
+        // The server has closed the pooled connection by now.
+        std::thread::sleep(Duration::from_millis(100));
+        match send(&a, "DELETE", &url, &[], Some(b"{}")) {
+            Ok(mut r) if answered => {
+                assert_eq!((r.status, r.read_to_vec(10).unwrap()), (200, b"a".to_vec()))
+            }
+            Err(e) if !answered => {
+                // Sent, and no answer: the caller is told it may have been carried out.
+                let e = from_http(e, UpstreamError::Io);
+                assert!(!matches!(e, UpstreamError::Connect(_)), "{e:?}");
+            }
+            Ok(r) => panic!("answered {}", r.status),
+            Err(e) => panic!("{e}"),
         }
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(server.count("DELETE"), 1, "answered={answered}");
+        // On a fresh connection, not on the one the server had closed.
+        assert_eq!(server.conns.load(Ordering::SeqCst), 2);
     }
-    let server = Server::start(one_then_close);
-    let a = agent(None, timeouts(2000));
-    let url = format!("{}/api/v1/namespaces/ns/pods/p", server.url);
-    let mut r = send(&a, "GET", &url, &[], None).unwrap();
-    assert_eq!(r.read_to_vec(10).unwrap(), b"a");
-    drop(r);
-    std::thread::sleep(Duration::from_millis(100));
-    let mut r = send(&a, "DELETE", &url, &[], Some(b"{}")).unwrap();
-    assert_eq!((r.status, r.read_to_vec(10).unwrap()), (200, b"a".to_vec()));
-    assert_eq!(server.count("DELETE"), 1);
-    assert_eq!(server.conns.load(Ordering::SeqCst), 2);
 }
 
 #[test]
