@@ -7,16 +7,19 @@
 //!   are refused over their limit, on the declared `Content-Length` before a byte is read
 //!   ([`Response::read_to_vec`]), else once the limit is passed;
 //! - at most one idle connection (`max_idle_connections(_per_host)(1)`, or none: YurtHub,
-//!   on loopback, gets a fresh connection each call); watches read their
-//!   stream under a per-read timeout (`timeout_per_read`) as well as the call's deadline;
+//!   on loopback, gets a fresh connection each call); watches read their stream under a
+//!   per-read timeout (`timeout_per_read`) as well as the call's deadline, their head within
+//!   the connect timeout;
 //! - interim answers (`100 Continue`, `103 Early Hints`) read past by ureq-proto.
 //!
 //! **TLS is our connector**, not ureq's `TlsConfig`: [`TlsConnector`] wraps the
 //! `rustls::ClientConfig` that `upstream::apiserver::tls` builds (ring's provider, only our CA,
 //! the client certificate whose key was checked to fit at start) in ureq's
-//! `unversioned::transport` API. `TlsConfig` cannot take a `ClientConfig` nor a server name
-//! other than the URL's host (kubeconfig `tls-server-name`), would parse the key again only at
-//! the first handshake, and would bring rustls' `logging` in. The handshake runs in the connector
+//! `unversioned::transport` API. `TlsConfig` cannot take a `ClientConfig`: it builds its own
+//! (parsing the key again, and refusing a key that does not fit only at the first handshake),
+//! verifies only the URL's host (the name comes from `tls.rs` here, where a kubeconfig
+//! `tls-server-name` would set it), and its rustls feature turns on rustls' `logging`. Being
+//! unversioned, that API may change in a 3.x release: ureq is pinned to `~3.5` in Cargo.toml. The handshake runs in the connector
 //! under the connect timeout, so that a server certificate our CA does not vouch for is "not
 //! connected": no request was sent.
 //!
