@@ -1,5 +1,6 @@
-//! What a server answers, read by the upstream client: head, then the body by Content-Length,
-//! chunks (with extensions and trailers) or to the close, whole and split into small reads.
+//! What a server answers, read by the CLI's client (src/http/client/): head, then the body by
+//! Content-Length, chunks (with extensions and trailers) or to the close, whole and split into
+//! small reads.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 

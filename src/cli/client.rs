@@ -148,11 +148,11 @@ impl Client {
                 let tcp = Tcp {
                     authority: authority.to_owned(),
                 };
-                answer(Http::new(tcp, TIMEOUT, Some(TIMEOUT), false).send(&req))
+                answer(Http::new(tcp, TIMEOUT, Some(TIMEOUT)).send(&req))
             }
             Target::Unix(p) => {
                 let unix = Unix(p.clone());
-                answer(Http::new(unix, TIMEOUT, Some(TIMEOUT), false).send(&req))
+                answer(Http::new(unix, TIMEOUT, Some(TIMEOUT)).send(&req))
             }
         };
         answer.map_err(|e| self.unreachable(e))

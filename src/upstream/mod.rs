@@ -8,6 +8,7 @@ use std::fmt;
 pub use crate::excerpt::excerpt;
 
 pub mod apiserver;
+pub mod http;
 pub mod sim;
 #[cfg(test)]
 pub mod testing;
@@ -152,21 +153,32 @@ pub trait Upstream: Send + Sync {
 }
 
 /// A client failure as an `UpstreamError`; `other` names what neither timeouts, size, connection
-/// nor I/O covers (TLS refusals, answers that are not HTTP), which the two HTTP upstreams read
-/// differently.
-pub(crate) fn from_http(
-    e: crate::http::client::Error,
-    other: fn(String) -> UpstreamError,
-) -> UpstreamError {
-    use crate::http::client::Error;
+/// nor I/O covers (answers that are not HTTP as ureq reads it), which the two HTTP upstreams
+/// read differently. Only a failure before the request left ([`http::NotSent`], a TLS refusal)
+/// is `Connect`: everything else may follow a request the server acted on.
+pub(crate) fn from_http(e: ureq::Error, other: fn(String) -> UpstreamError) -> UpstreamError {
+    use ureq::Error;
+    // Which timer fired is noise; the same outage must read the same each poll.
+    let timeout = || UpstreamError::Timeout("no complete answer within upstream.timeout".into());
     match e {
-        // Which socket timer fired is noise; the same outage must read the same each poll.
-        Error::Timeout => {
-            UpstreamError::Timeout("no complete answer within upstream.timeout".into())
-        }
-        Error::TooLarge => UpstreamError::TooLarge,
-        Error::Connect(m) => UpstreamError::Connect(m),
-        Error::Io(io) => UpstreamError::Io(io.to_string()),
-        Error::Tls(m) | Error::Protocol(m) => other(m),
+        Error::Timeout(_) => timeout(),
+        Error::BodyExceedsLimit(_) => UpstreamError::TooLarge,
+        Error::HostNotFound => UpstreamError::Connect("host not found".into()),
+        Error::ConnectionFailed => UpstreamError::Connect("no connection".into()),
+        Error::LargeResponseHeader(_, max) => other(format!("answer head over {} KiB", max >> 10)),
+        Error::Other(b) => match b.downcast::<http::NotSent>() {
+            Ok(n) => UpstreamError::Connect(n.0),
+            Err(b) => other(b.to_string()),
+        },
+        Error::Io(io) => match io.kind() {
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => timeout(),
+            // A client certificate refused (TLS 1.3 says so after the handshake): the server
+            // read no request.
+            _ => match http::tls_error(&io) {
+                Some(m) => UpstreamError::Connect(m),
+                None => UpstreamError::Io(format!("connection broke: {io}")),
+            },
+        },
+        e => other(e.to_string()),
     }
 }

@@ -1,50 +1,40 @@
 //! YurtHub's OTA API over plain HTTP (SPEC section 2).
 
 use std::io::Read;
-use std::net::TcpStream;
 use std::time::Duration;
 
+use super::http::{self, Response, Timeouts};
 use super::{excerpt, Relay, Upstream, UpstreamError, MAX_BODY, MAX_RELAY_BODY};
-use crate::http::client::{Client, Request, Response, Tcp};
 
 pub struct Yurthub {
     base: String,
-    /// Path prefix of `base` (usually empty).
-    prefix: String,
-    client: Client<Tcp>,
+    agent: ureq::Agent,
 }
 
 impl Yurthub {
     /// `base` is `http://host:port` without a trailing slash; `timeout` bounds each whole call.
-    /// YurtHub is on loopback: no environment proxy, no redirects.
+    /// YurtHub is on loopback: no environment proxy, no redirects (`upstream::http`).
     pub fn new(base: &str, timeout: Duration) -> Yurthub {
-        let (authority, prefix) = crate::http::client::split_http_base(base);
         Yurthub {
             base: base.to_owned(),
-            prefix: prefix.to_owned(),
             // A fresh connection per call (no pool): a pooled one left over from before a
-            // YurtHub restart would fail the call, and the request path does not retry. On
-            // loopback a connect costs microseconds.
-            client: Client::new(
-                Tcp {
-                    authority: authority.to_owned(),
+            // YurtHub restart could fail an upgrade call, which is never retried. On loopback a
+            // connect costs microseconds.
+            agent: http::agent(
+                None,
+                Timeouts {
+                    connect: timeout,
+                    call: timeout,
+                    per_read: None,
+                    keep_idle: false,
                 },
-                timeout,
-                Some(timeout),
-                false,
             ),
         }
     }
 
-    fn call(&self, method: &str, path: &str) -> Result<Response<TcpStream>, UpstreamError> {
-        let target = format!("{}{path}", self.prefix);
-        let req = Request {
-            method,
-            target: &target,
-            headers: &[],
-            body: None,
-        };
-        self.client.send(&req).map_err(map_error)
+    fn call(&self, method: &str, path: &str) -> Result<Response, UpstreamError> {
+        let url = format!("{}{path}", self.base);
+        http::send(&self.agent, method, &url, &[], None).map_err(map_error)
     }
 
     /// An upgrade or imagepull. Its status is what matters: YurtHub may have started the
@@ -52,7 +42,7 @@ impl Yurthub {
     /// relayed, never turned into an error.
     fn post(&self, path: &str) -> Result<Relay, UpstreamError> {
         let mut resp = self.call("POST", path)?;
-        let (status, content_type) = head(&resp);
+        let (status, content_type) = (resp.status, resp.content_type.clone());
         let mut body = Vec::new();
         (&mut resp)
             .take(MAX_RELAY_BODY + 1)
@@ -75,26 +65,18 @@ impl Yurthub {
     }
 }
 
-/// The status and content type (the client refuses a status outside 200 to 599: only a final
-/// status a client understands is relayed).
-fn head(resp: &Response<TcpStream>) -> (u16, Option<String>) {
-    (resp.status, resp.header("content-type").map(str::to_owned))
-}
-
 /// A `GET /pods` answer, refused whole when over `MAX_BODY` (on its declared length before
-/// reading a byte of it: on a slow board, reading 32 MiB only to throw it away could outlast
-/// upstream.timeout).
-fn read(mut resp: Response<TcpStream>) -> Result<Relay, UpstreamError> {
-    let (status, content_type) = head(&resp);
+/// reading a byte of it).
+fn read(mut resp: Response) -> Result<Relay, UpstreamError> {
     let body = resp.read_to_vec(MAX_BODY).map_err(map_error)?;
     Ok(Relay {
-        status,
-        content_type,
+        status: resp.status,
+        content_type: resp.content_type.take(),
         body,
     })
 }
 
-fn map_error(e: crate::http::client::Error) -> UpstreamError {
+fn map_error(e: ureq::Error) -> UpstreamError {
     super::from_http(e, UpstreamError::Io)
 }
 

@@ -2,15 +2,14 @@
 
 use std::io::{self, BufRead, Read};
 
-use super::{bad, Conn, Error, Pool, Transport, MAX_CHUNK_LINE, MAX_HEAD};
+use super::{bad, Conn, Error, Transport, MAX_CHUNK_LINE, MAX_HEAD};
 
-/// Status, headers, body framing, keep-alive.
-pub(super) type Head = (u16, Vec<(String, String)>, Framing, bool);
+/// Status, headers, body framing.
+pub(super) type Head = (u16, Vec<(String, String)>, Framing);
 
 pub(super) fn head(
     method: &str,
     status: u16,
-    minor: u8,
     headers: Vec<(String, String)>,
 ) -> Result<Head, Error> {
     // Interim 1xx answers were read past (`read_head`); a 101 is never final for this client
@@ -30,18 +29,12 @@ pub(super) fn head(
             .flat_map(|(_, v)| v.split(','))
             .map(str::trim)
     }
-    let mut keep = if minor >= 1 {
-        !values(&headers, "connection").any(|v| v.eq_ignore_ascii_case("close"))
-    } else {
-        values(&headers, "connection").any(|v| v.eq_ignore_ascii_case("keep-alive"))
-    };
     let framing = if method == "HEAD" || status == 204 || status == 304 {
         Framing::Done
     } else if let Some(last) = values(&headers, "transfer-encoding").last() {
         if last.eq_ignore_ascii_case("chunked") {
             Framing::Chunked(Chunk::Size)
         } else {
-            keep = false;
             Framing::Close
         }
     } else {
@@ -59,13 +52,10 @@ pub(super) fn head(
         match length {
             Some(0) => Framing::Done,
             Some(n) => Framing::Length(n),
-            None => {
-                keep = false;
-                Framing::Close
-            }
+            None => Framing::Close,
         }
     };
-    Ok((status, headers, framing, keep))
+    Ok((status, headers, framing))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,23 +138,15 @@ impl<S: Transport> Conn<S> {
 }
 
 /// A response: status and headers read, the body still on the connection. As `Read` and
-/// `BufRead` it is the body, decoded. Dropped after its body was read to its end, its
-/// connection goes back to the client's pool.
+/// `BufRead` it is the body, decoded.
 pub struct Response<S: Transport> {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub(super) conn: Option<Conn<S>>,
     pub(super) framing: Framing,
-    pub(super) keep: bool,
-    pub(super) pool: Option<Pool<S>>,
 }
 
 impl<S: Transport> Response<S> {
-    pub(super) fn pooled(mut self, pool: Option<Pool<S>>) -> Self {
-        self.pool = pool;
-        self
-    }
-
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -293,19 +275,5 @@ impl<S: Transport> BufRead for Response<S> {
 impl<S: Transport> Read for Response<S> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         read_buffered(self, out)
-    }
-}
-
-impl<S: Transport> Drop for Response<S> {
-    fn drop(&mut self) {
-        if !(self.keep && self.framing == Framing::Done) {
-            return;
-        }
-        if let (Some(pool), Some(mut conn)) = (&self.pool, self.conn.take()) {
-            if conn.pos == conn.end {
-                conn.deadline = None;
-                *pool.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn);
-            }
-        }
     }
 }

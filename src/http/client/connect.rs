@@ -1,10 +1,9 @@
-//! How a client reaches its server: TCP, TLS over TCP (rustls), a Unix socket.
+//! How the CLI reaches the agent: TCP, a Unix socket.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::Error;
@@ -28,14 +27,6 @@ impl Transport for UnixStream {
     }
 }
 
-pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
-
-impl Transport for TlsStream {
-    fn set_timeouts(&self, t: Option<Duration>) -> io::Result<()> {
-        self.sock.set_timeouts(t)
-    }
-}
-
 /// How a client reaches its server.
 pub trait Connector: Send + Sync {
     type Stream: Transport + Send;
@@ -56,27 +47,6 @@ impl Connector for Tcp {
     }
     fn connect(&self, timeout: Duration) -> Result<TcpStream, Error> {
         tcp(&self.authority, 80, timeout)
-    }
-}
-
-/// TLS over TCP, the server verified as `name` (a DNS name or an IP address).
-pub struct Tls {
-    pub authority: String,
-    pub name: rustls::pki_types::ServerName<'static>,
-    pub config: Arc<rustls::ClientConfig>,
-}
-
-impl Connector for Tls {
-    type Stream = TlsStream;
-    fn host(&self) -> &str {
-        &self.authority
-    }
-    fn connect(&self, timeout: Duration) -> Result<TlsStream, Error> {
-        let sock = tcp(&self.authority, 443, timeout)?;
-        let conn = rustls::ClientConnection::new(self.config.clone(), self.name.clone())
-            .map_err(|e| Error::Tls(format!("TLS: {e}")))?;
-        // The handshake runs on the first write, under the call's deadline.
-        Ok(rustls::StreamOwned::new(conn, sock))
     }
 }
 
@@ -105,7 +75,7 @@ pub fn split_http_base(base: &str) -> (&str, &str) {
 }
 
 /// `host` and `port` of an authority (`host`, `host:port`, `[v6]`, `[v6]:port`).
-pub fn split_authority(authority: &str, default_port: u16) -> Option<(&str, u16)> {
+pub(super) fn split_authority(authority: &str, default_port: u16) -> Option<(&str, u16)> {
     let (host, port) = match authority.strip_prefix('[') {
         Some(rest) => {
             let (h, after) = rest.split_once(']')?;

@@ -44,7 +44,7 @@ fn read(data: &[u8], step: usize, limit: u64) -> Result<(u16, Vec<u8>), String> 
         body: None,
     };
     let conn = Conn::new(Mem { data, step });
-    let mut resp = conn.exchange("h", &req, None).map_err(|(e, _)| kind(&e))?;
+    let mut resp = conn.exchange("h", &req, None).map_err(|e| kind(&e))?;
     let body = resp.read_to_vec(limit).map_err(|e| kind(&e))?;
     assert!(body.len() as u64 <= limit);
     Ok((resp.status, body))

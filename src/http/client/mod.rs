@@ -1,6 +1,7 @@
-//! A small blocking HTTP/1.1 client: YurtHub over TCP, the kube-apiserver over rustls, the CLI
-//! over TCP or the agent's Unix socket. It replaced ureq (with its `http` and `ureq-proto`
-//! crates, ~122 KB of the aarch64 binary, docs/performance.md "Size").
+//! The CLI's small blocking HTTP/1.1 client: one call to the agent's local API over TCP or its
+//! Unix socket, a fresh connection each. The upstreams (YurtHub, the kube-apiserver) use ureq
+//! (`upstream::http`); this stays ours because ureq reaches a Unix socket only through its
+//! `unversioned::transport` API, which may change in any 3.x release (Cargo.toml, `httparse`).
 //!
 //! No proxy, no redirects (a 3xx is a status like any other), no compression. Interim answers
 //! (`100 Continue`, `103 Early Hints`) before the final one are read past, as RFC 9110 15.2 asks. Every limit is
@@ -8,14 +9,8 @@
 //! [`MAX_HEADERS`] headers, a chunk-size line at most [`MAX_CHUNK_LINE`], and a body read whole
 //! is refused on its declared length before a byte of it is read. A call has one deadline for
 //! the whole exchange: each socket read and write gets the time left as its timeout.
-//!
-//! A connection goes back to its client's pool (one idle connection) only when its body was
-//! read to its end and both sides allow keep-alive; a reused connection that fails before any
-//! byte of the answer arrives is retried once on a fresh one (the server may have closed it
-//! while it sat idle).
 
 use std::io::{self, Write};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod body;
@@ -24,9 +19,7 @@ mod fuzz;
 
 pub use body::Response;
 use body::{head, Head};
-pub use connect::{
-    split_authority, split_http_base, Connector, Tcp, Tls, TlsStream, Transport, Unix,
-};
+pub use connect::{split_http_base, Connector, Tcp, Transport, Unix};
 pub use fuzz::fuzz_response;
 
 /// The response head (status line and headers), and the connection's read buffer.
@@ -44,8 +37,6 @@ pub enum Error {
     Connect(String),
     /// No complete answer before the call's deadline.
     Timeout,
-    /// The TLS handshake failed: a server certificate not trusted, a client certificate refused.
-    Tls(String),
     /// A body over the limit, declared or read.
     TooLarge,
     /// The connection broke mid-way.
@@ -57,7 +48,7 @@ pub enum Error {
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Error::Connect(m) | Error::Tls(m) | Error::Protocol(m) => f.write_str(m),
+            Error::Connect(m) | Error::Protocol(m) => f.write_str(m),
             Error::Timeout => f.write_str("timed out"),
             Error::TooLarge => f.write_str("answer over the size limit"),
             Error::Io(e) => write!(f, "connection broke: {e}"),
@@ -73,15 +64,10 @@ impl From<io::Error> for Error {
         ) {
             return Error::Timeout;
         }
-        let tls = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
-        match tls {
-            Some(rustls::Error::InvalidCertificate(c)) => {
-                Error::Tls(format!("TLS: server certificate not trusted ({c:?})"))
-            }
-            Some(t) => Error::Tls(format!("TLS: {t}")),
-            None if e.kind() == io::ErrorKind::InvalidData => Error::Protocol(e.to_string()),
-            None => Error::Io(e),
+        if e.kind() == io::ErrorKind::InvalidData {
+            return Error::Protocol(e.to_string());
         }
+        Error::Io(e)
     }
 }
 
@@ -98,30 +84,21 @@ pub struct Request<'a> {
     pub body: Option<&'a [u8]>,
 }
 
-/// A client of one server.
+/// A client of one server: a fresh connection each call.
 pub struct Client<C: Connector> {
     connector: C,
     connect_timeout: Duration,
     limit: Option<Duration>,
-    pool: Option<Pool<C::Stream>>,
 }
-
-type Pool<S> = Arc<Mutex<Option<Conn<S>>>>;
 
 impl<C: Connector> Client<C> {
     /// Each exchange, body included, must end within `limit` (None: only the connect is
-    /// bounded). `pooled`: one idle connection is kept for the next call.
-    pub fn new(
-        connector: C,
-        connect_timeout: Duration,
-        limit: Option<Duration>,
-        pooled: bool,
-    ) -> Client<C> {
+    /// bounded).
+    pub fn new(connector: C, connect_timeout: Duration, limit: Option<Duration>) -> Client<C> {
         Client {
             connector,
             connect_timeout,
             limit,
-            pool: pooled.then(Pool::default),
         }
     }
 
@@ -132,24 +109,6 @@ impl<C: Connector> Client<C> {
             return Err(Error::Protocol("a line break in the request's head".into()));
         }
         let deadline = self.limit.map(|d| Instant::now() + d);
-        let idle = self
-            .pool
-            .as_ref()
-            .and_then(|p| p.lock().unwrap_or_else(|e| e.into_inner()).take());
-        if let Some(conn) = idle {
-            match conn.exchange(self.connector.host(), req, deadline) {
-                Ok(r) => return Ok(r.pooled(self.pool.clone())),
-                // Closed by the server while idle: once more on a fresh connection, when the
-                // server cannot have acted on the request (see `exchange`).
-                Err((e, false)) if !matches!(e, Error::Timeout) => {
-                    log::debug!(
-                        "idle connection to {} failed ({e}); reconnecting",
-                        self.connector.host()
-                    );
-                }
-                Err((e, _)) => return Err(e),
-            }
-        }
         let connect = match deadline {
             Some(d) => self
                 .connect_timeout
@@ -160,10 +119,7 @@ impl<C: Connector> Client<C> {
             return Err(Error::Timeout);
         }
         let conn = Conn::new(self.connector.connect(connect)?);
-        match conn.exchange(self.connector.host(), req, deadline) {
-            Ok(r) => Ok(r.pooled(self.pool.clone())),
-            Err((e, _)) => Err(e),
-        }
+        conn.exchange(self.connector.host(), req, deadline)
     }
 }
 
@@ -176,8 +132,6 @@ pub struct Conn<S> {
     deadline: Option<Instant>,
     /// Some byte of the current answer arrived.
     received: bool,
-    /// The current request was written whole.
-    written: bool,
 }
 
 impl<S: Transport> Conn<S> {
@@ -189,7 +143,6 @@ impl<S: Transport> Conn<S> {
             end: 0,
             deadline: None,
             received: false,
-            written: false,
         }
     }
 
@@ -205,38 +158,23 @@ impl<S: Transport> Conn<S> {
         Ok(())
     }
 
-    /// Writes the request and reads the head. On failure, whether the server may have acted on
-    /// the request: some byte of an answer came, or a request that changes something (not
-    /// GET or HEAD, RFC 9110 9.2.2) was written whole. A DELETE or a Lease write that may have
-    /// reached the server is never sent twice.
+    /// Writes the request and reads the head.
     pub fn exchange(
         mut self,
         host: &str,
         req: &Request,
         deadline: Option<Instant>,
-    ) -> Result<Response<S>, (Error, bool)> {
+    ) -> Result<Response<S>, Error> {
         self.deadline = deadline;
         self.received = false;
-        self.written = false;
-        if self.deadline.is_none() {
-            // A pooled connection may carry a call's timeouts.
-            let _ = self.s.set_timeouts(None);
-        }
-        let sent = self.write_request(host, req);
-        match sent.and_then(|()| self.read_head(req.method)) {
-            Ok((status, headers, framing, keep)) => Ok(Response {
-                status,
-                headers,
-                conn: Some(self),
-                framing,
-                keep,
-                pool: None,
-            }),
-            Err(e) => {
-                let changes = !matches!(req.method, "GET" | "HEAD");
-                Err((e, self.received || (changes && self.written)))
-            }
-        }
+        self.write_request(host, req)?;
+        let (status, headers, framing) = self.read_head(req.method)?;
+        Ok(Response {
+            status,
+            headers,
+            conn: Some(self),
+            framing,
+        })
     }
 
     fn write_request(&mut self, host: &str, req: &Request) -> Result<(), Error> {
@@ -263,7 +201,6 @@ impl<S: Transport> Conn<S> {
         self.arm()?;
         self.s.write_all(&out)?;
         self.s.flush()?;
-        self.written = true;
         Ok(())
     }
 
@@ -293,9 +230,8 @@ impl<S: Transport> Conn<S> {
                         continue;
                     }
                     let headers = crate::http::owned_headers(parsed.headers);
-                    let minor = parsed.version.unwrap_or(0);
                     self.pos = len;
-                    return head(method, status, minor, headers);
+                    return head(method, status, headers);
                 }
                 Ok(httparse::Status::Partial) => {}
                 Err(httparse::Error::TooManyHeaders) => {

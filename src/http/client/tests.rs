@@ -63,12 +63,12 @@ fn read_request(s: &mut TcpStream) -> String {
     head + &String::from_utf8_lossy(&body)
 }
 
-fn client(addr: &str, pooled: bool, limit: u64) -> Client<Tcp> {
+fn client(addr: &str, limit: u64) -> Client<Tcp> {
     let tcp = Tcp {
         authority: addr.to_owned(),
     };
     let limit = Duration::from_millis(limit);
-    Client::new(tcp, limit, Some(limit), pooled)
+    Client::new(tcp, limit, Some(limit))
 }
 
 const GET: Request = Request {
@@ -93,57 +93,25 @@ fn err(c: &Client<Tcp>) -> String {
 }
 
 #[test]
-fn chunked_with_extensions_and_trailers_split_across_reads_then_reused() {
-    let (addr, h) = server(vec![vec![
-        Req,
-        send("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;name=\"x\"\r\nhe"),
-        Pause(50),
-        send("llo\r\n6 \r\n world\r"),
-        Pause(50),
-        send("\n0\r\nX-Checksum: 1\r\nX-More: 2\r\n\r\n"),
-        Req,
-        send("HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok"),
-    ]]);
-    let c = client(&addr, true, 2000);
+fn chunked_with_extensions_and_trailers_split_across_reads() {
+    let (addr, h) = server(vec![
+        vec![
+            Req,
+            send("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;name=\"x\"\r\nhe"),
+            Pause(50),
+            send("llo\r\n6 \r\n world\r"),
+            Pause(50),
+            send("\n0\r\nX-Checksum: 1\r\nX-More: 2\r\n\r\n"),
+        ],
+        vec![
+            Req,
+            send("HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok"),
+        ],
+    ]);
+    let c = client(&addr, 2000);
     assert_eq!(get(&c).unwrap(), (200, b"hello world".to_vec()));
     assert_eq!(get(&c).unwrap(), (201, b"ok".to_vec()));
-    assert_eq!(h.join().unwrap().len(), 1, "one connection for both");
-}
-
-#[test]
-fn a_dead_reused_connection_is_retried_once_on_a_fresh_one() {
-    let ok = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na";
-    // The first connection closes after its answer (as a server's idle timeout would).
-    let (addr, h) = server(vec![
-        vec![Req, send(ok)],
-        vec![Req, send(ok), Req, send(ok)],
-    ]);
-    let c = client(&addr, true, 2000);
-    assert_eq!(get(&c).unwrap().1, b"a");
-    std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(get(&c).unwrap().1, b"a");
-    assert_eq!(get(&c).unwrap().1, b"a");
-    let seen = h.join().unwrap();
-    assert_eq!(seen.iter().map(Vec::len).collect::<Vec<_>>(), [1, 2]);
-}
-
-#[test]
-fn a_delete_written_on_a_dead_reused_connection_is_not_sent_twice() {
-    let ok = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na";
-    let (addr, h) = server(vec![vec![Req, send(ok)], vec![Req, send(ok)]]);
-    let c = client(&addr, true, 2000);
-    assert_eq!(get(&c).unwrap().1, b"a");
-    std::thread::sleep(Duration::from_millis(50));
-    let delete = Request {
-        method: "DELETE",
-        ..GET
-    };
-    // The server may have deleted before the connection died: the caller learns it failed.
-    assert!(c.send(&delete).is_err());
-    // The next call gets a fresh connection; the DELETE never reached a second one.
-    assert_eq!(get(&c).unwrap().1, b"a");
-    let seen = h.join().unwrap();
-    assert!(seen[1][0].starts_with("GET "), "{seen:?}");
+    assert_eq!(h.join().unwrap().len(), 2, "a fresh connection each call");
 }
 
 #[test]
@@ -152,8 +120,8 @@ fn a_connection_that_failed_mid_answer_is_not_retried() {
         vec![Req, send("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")],
         vec![Req, send("HTTP/1.1 200 OK\r\nContent-Le")],
     ]);
-    // Unpooled: each call a fresh connection, nothing retried.
-    let c = client(&addr, false, 2000);
+    // Each call a fresh connection, nothing retried.
+    let c = client(&addr, 2000);
     assert_eq!(get(&c).unwrap().1, b"a");
     let e = err(&c);
     assert!(e.contains("closed in the answer's head"), "{e}");
@@ -161,7 +129,7 @@ fn a_connection_that_failed_mid_answer_is_not_retried() {
 }
 
 #[test]
-fn unread_or_close_delimited_bodies_do_not_go_back_to_the_pool() {
+fn close_delimited_unread_http_1_0_and_empty_bodies() {
     let (addr, h) = server(vec![
         vec![Req, send("HTTP/1.1 200 OK\r\n\r\nto the end")],
         vec![Req, send("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc")],
@@ -172,7 +140,7 @@ fn unread_or_close_delimited_bodies_do_not_go_back_to_the_pool() {
         ],
         vec![Req, send("HTTP/1.1 204 No Content\r\n\r\n")],
     ]);
-    let c = client(&addr, true, 2000);
+    let c = client(&addr, 2000);
     assert_eq!(get(&c).unwrap().1, b"to the end");
     // Dropped with its body unread.
     assert_eq!(c.send(&GET).unwrap().status, 200);
@@ -198,7 +166,7 @@ fn bad_chunks_are_errors() {
     ];
     for (body, want) in cases {
         let (addr, _h) = server(vec![vec![Req, Send(format!("{head}{body}").into_bytes())]]);
-        let e = err(&client(&addr, false, 2000));
+        let e = err(&client(&addr, 2000));
         assert!(e.contains(want), "{body:?}: {e}");
     }
 }
@@ -211,14 +179,14 @@ fn bodies_over_the_limit_declared_or_not() {
         send("HTTP/1.1 200 OK\r\nContent-Length: 1025\r\n\r\n"),
         Pause(4000),
     ]]);
-    assert!(err(&client(&addr, false, 2000)).contains("TooLarge"));
+    assert!(err(&client(&addr, 2000)).contains("TooLarge"));
     let big = "x".repeat(1025);
     for head in [
         "HTTP/1.1 200 OK\r\n\r\n".to_owned(),
         format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n401\r\n{big}\r\n0\r\n\r\n"),
     ] {
         let (addr, _h) = server(vec![vec![Req, Send(format!("{head}{big}").into_bytes())]]);
-        assert!(err(&client(&addr, false, 2000)).contains("TooLarge"));
+        assert!(err(&client(&addr, 2000)).contains("TooLarge"));
     }
     // At the limit exactly: fine.
     let (addr, _h) = server(vec![vec![
@@ -231,7 +199,7 @@ fn bodies_over_the_limit_declared_or_not() {
             .into_bytes(),
         ),
     ]]);
-    assert_eq!(get(&client(&addr, false, 2000)).unwrap().1.len(), 1024);
+    assert_eq!(get(&client(&addr, 2000)).unwrap().1.len(), 1024);
 }
 
 #[test]
@@ -264,7 +232,7 @@ fn bad_heads_are_clear_errors() {
     ];
     for (answer, want) in cases {
         let (addr, _h) = server(vec![vec![Req, Send(answer.clone().into_bytes())]]);
-        let e = err(&client(&addr, false, 2000));
+        let e = err(&client(&addr, 2000));
         assert!(e.contains(want), "{answer:.40?}: {e}");
     }
 }
@@ -273,20 +241,14 @@ fn bad_heads_are_clear_errors() {
 fn the_whole_call_is_bounded_by_its_deadline() {
     // No answer at all; then an answer whose body stalls half-way.
     let (addr, _h) = server(vec![vec![Req, Pause(1500)]]);
-    assert!(matches!(
-        get(&client(&addr, false, 300)),
-        Err(Error::Timeout)
-    ));
+    assert!(matches!(get(&client(&addr, 300)), Err(Error::Timeout)));
     let (addr, _h) = server(vec![vec![
         Req,
         send("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"),
         Pause(1500),
     ]]);
     let t = Instant::now();
-    assert!(matches!(
-        get(&client(&addr, false, 300)),
-        Err(Error::Timeout)
-    ));
+    assert!(matches!(get(&client(&addr, 300)), Err(Error::Timeout)));
     assert!(
         t.elapsed() < Duration::from_millis(1200),
         "{:?}",
@@ -296,13 +258,14 @@ fn the_whole_call_is_bounded_by_its_deadline() {
 
 #[test]
 fn requests_carry_host_agent_and_length_and_nothing_is_followed() {
-    let (addr, h) = server(vec![vec![
-        Req,
-        send("HTTP/1.1 302 Found\r\nLocation: http://elsewhere/\r\nContent-Length: 0\r\n\r\n"),
-        Req,
-        send("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
-    ]]);
-    let c = client(&addr, true, 2000);
+    let (addr, h) = server(vec![
+        vec![
+            Req,
+            send("HTTP/1.1 302 Found\r\nLocation: http://elsewhere/\r\nContent-Length: 0\r\n\r\n"),
+        ],
+        vec![Req, send("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")],
+    ]);
+    let c = client(&addr, 2000);
     let post = Request {
         method: "POST",
         target: "/x",
@@ -316,7 +279,7 @@ fn requests_carry_host_agent_and_length_and_nothing_is_followed() {
         ..post
     };
     assert_eq!(c.send(&put).unwrap().status, 200);
-    let seen = h.join().unwrap().remove(0);
+    let seen: Vec<String> = h.join().unwrap().into_iter().flatten().collect();
     let agent = concat!("User-Agent: yurt-ota/", env!("CARGO_PKG_VERSION"));
     assert!(seen[0].starts_with(&format!("POST /x HTTP/1.1\r\nHost: {addr}\r\n{agent}\r\n")));
     assert!(seen[0].contains("Authorization: Bearer t\r\nContent-Length: 0\r\n\r\n"));
@@ -340,7 +303,7 @@ fn refused_and_streamed() {
         .local_addr()
         .unwrap();
     assert!(matches!(
-        get(&client(&port.to_string(), false, 500)),
+        get(&client(&port.to_string(), 500)),
         Err(Error::Connect(_))
     ));
     // A watch-like stream read line by line as it arrives.
@@ -350,19 +313,22 @@ fn refused_and_streamed() {
         Pause(50),
         send("2\r\nc\n\r\n0\r\n\r\n"),
     ]]);
-    let mut r = client(&addr, false, 2000).send(&GET).unwrap();
+    let mut r = client(&addr, 2000).send(&GET).unwrap();
     let lines: Vec<String> = (&mut r).lines().map(Result::unwrap).collect();
     assert_eq!(lines, ["a", "b", "c"]);
 }
 
 #[test]
 fn authorities() {
-    assert_eq!(split_authority("h:1", 80), Some(("h", 1)));
-    assert_eq!(split_authority("h", 443), Some(("h", 443)));
-    assert_eq!(split_authority("[::1]:6443", 443), Some(("::1", 6443)));
-    assert_eq!(split_authority("[::1]", 443), Some(("::1", 443)));
-    assert_eq!(split_authority("h:x", 80), None);
-    assert_eq!(split_authority(":1", 80), None);
+    assert_eq!(connect::split_authority("h:1", 80), Some(("h", 1)));
+    assert_eq!(connect::split_authority("h", 443), Some(("h", 443)));
+    assert_eq!(
+        connect::split_authority("[::1]:6443", 443),
+        Some(("::1", 6443))
+    );
+    assert_eq!(connect::split_authority("[::1]", 443), Some(("::1", 443)));
+    assert_eq!(connect::split_authority("h:x", 80), None);
+    assert_eq!(connect::split_authority(":1", 80), None);
     assert_eq!(
         split_http_base("http://127.0.0.1:10267"),
         ("127.0.0.1:10267", "")
@@ -396,6 +362,8 @@ fn interim_1xx_answers_before_the_final_one_are_not_a_failure() {
             send("HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\nHTTP/1.1 20"),
             Pause(30),
             send("0 OK\r\nContent-Length: 2\r\n\r\nok"),
+        ],
+        vec![
             Req,
             send("HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 1\r\n\r\nx"),
         ],
@@ -405,29 +373,25 @@ fn interim_1xx_answers_before_the_final_one_are_not_a_failure() {
             send("HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 27\r\n\r\nStart updating pod ns/pod-1"),
         ],
     ]);
-    let c = client(&addr, true, 2000);
+    let c = client(&addr, 2000);
     assert_eq!(get(&c).unwrap(), (200, b"ok".to_vec()));
-    assert_eq!(
-        get(&c).unwrap(),
-        (201, b"x".to_vec()),
-        "reused after interims"
-    );
+    assert_eq!(get(&c).unwrap(), (201, b"x".to_vec()));
     let post = Request {
         method: "POST",
         target: "/openyurt.io/v1/namespaces/ns/pods/pod-1/upgrade",
         headers: &[],
         body: None,
     };
-    let mut r = client(&addr, false, 2000).send(&post).unwrap();
+    let mut r = client(&addr, 2000).send(&post).unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.read_to_vec(100).unwrap(), b"Start updating pod ns/pod-1");
-    assert_eq!(h.join().unwrap().len(), 2);
+    assert_eq!(h.join().unwrap().len(), 3);
 }
 
 #[test]
 fn endless_interim_answers_are_bounded() {
     let many = "HTTP/1.1 100 Continue\r\n\r\n".repeat(MAX_INTERIM + 1);
     let (addr, _h) = server(vec![vec![Req, Send(many.into_bytes())]]);
-    let e = err(&client(&addr, false, 2000));
+    let e = err(&client(&addr, 2000));
     assert!(e.contains("interim (1xx) answers"), "{e}");
 }

@@ -4,10 +4,15 @@
 use std::sync::{Arc, MutexGuard};
 
 use super::{Inner, Shared};
-use crate::http::client::{Client, Request, Response, Tls, TlsStream};
+use crate::upstream::http::{self, Response};
 use crate::upstream::{UpstreamError, MAX_BODY};
 
-pub(super) type Https = Client<Tls>;
+/// A ureq agent to the apiserver (`upstream::http`: our rustls configuration, no proxy, no
+/// redirects, one idle connection), and the server's `https://host:port`.
+pub(super) struct Https {
+    pub(super) agent: ureq::Agent,
+    pub(super) server: String,
+}
 
 /// One request over the calls client, for `fleet::kube`.
 pub(super) struct Calls(pub(super) Arc<Inner>);
@@ -52,7 +57,7 @@ impl Inner {
         method: &str,
         path: &str,
         body: Option<(&str, Vec<u8>)>,
-    ) -> Result<Response<TlsStream>, UpstreamError> {
+    ) -> Result<Response, UpstreamError> {
         self.lock().watch.requests += 1;
         let auth = self.credential.header().map_err(UpstreamError::Connect)?;
         let mut headers = vec![("Accept", "application/json")];
@@ -62,16 +67,18 @@ impl Inner {
         if let Some((ct, _)) = &body {
             headers.push(("Content-Type", ct));
         }
-        let req = Request {
+        let url = format!("{}{path}", client.server);
+        http::send(
+            &client.agent,
             method,
-            target: path,
-            headers: &headers,
-            body: body.as_ref().map(|(_, b)| &b[..]),
-        };
-        client.send(&req).map_err(map_error)
+            &url,
+            &headers,
+            body.as_ref().map(|(_, b)| &b[..]),
+        )
+        .map_err(map_error)
     }
 
-    pub(super) fn read_all(mut resp: Response<TlsStream>) -> Result<(u16, Vec<u8>), UpstreamError> {
+    pub(super) fn read_all(mut resp: Response) -> Result<(u16, Vec<u8>), UpstreamError> {
         let body = resp.read_to_vec(MAX_BODY).map_err(map_error)?;
         Ok((resp.status, body))
     }
@@ -85,7 +92,59 @@ impl Inner {
     }
 }
 
-pub(super) fn map_error(e: crate::http::client::Error) -> UpstreamError {
-    // A certificate the CA does not vouch for, a refused client certificate: no connection.
-    crate::upstream::from_http(e, UpstreamError::Connect)
+pub(super) fn map_error(e: ureq::Error) -> UpstreamError {
+    // A certificate the CA does not vouch for, a refused client certificate: no connection
+    // (`from_http`). An answer that is not HTTP came after the request went out: it may have
+    // been carried out, so not `Connect` ("disconnected").
+    crate::upstream::from_http(e, UpstreamError::Io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A server that reads one request and answers something that is not HTTP.
+    fn garbage_server() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut got = Vec::new();
+            let mut b = [0u8; 1];
+            while !got.ends_with(b"\r\n\r\n{}") && s.read(&mut b).unwrap_or(0) == 1 {
+                got.push(b[0]);
+            }
+            let _ = s.write_all(b"this is not HTTP\r\n\r\n");
+        });
+        url
+    }
+
+    /// The apiserver read the DELETE: an answer it garbled is not "not connected", which the
+    /// upgrade would answer as YurtHub's 503 "disconnected" (the DELETE not sent).
+    #[test]
+    fn a_delete_answered_with_garbage_may_have_been_carried_out() {
+        let url = garbage_server();
+        let t = std::time::Duration::from_secs(2);
+        let agent = http::agent(
+            None,
+            http::Timeouts {
+                connect: t,
+                call: t,
+                per_read: None,
+                keep_idle: true,
+            },
+        );
+        let e = http::send(
+            &agent,
+            "DELETE",
+            &format!("{url}/api/v1/namespaces/ns/pods/p"),
+            &[],
+            Some(b"{}"),
+        )
+        .err()
+        .unwrap();
+        let e = map_error(e);
+        assert!(!matches!(e, UpstreamError::Connect(_)), "{e:?}");
+    }
 }

@@ -230,19 +230,33 @@ impl Apiserver {
         let credential = Credential::new(&settings.target.auth);
         let inner = Arc::new(Inner {
             url: settings.target.server.clone(),
-            calls: Https::new(
-                tls.connector(&settings.target.server)?,
-                settings.timeout,
-                Some(settings.timeout),
-                true,
-            ),
+            calls: Https {
+                agent: crate::upstream::http::agent(
+                    Some(tls.connector(&settings.target.server)?),
+                    crate::upstream::http::Timeouts {
+                        connect: settings.timeout,
+                        call: settings.timeout,
+                        per_read: None,
+                        // A TLS handshake is costly on a device.
+                        keep_idle: true,
+                    },
+                ),
+                server: settings.target.server.clone(),
+            },
             // A watch ends when the server ends it; one silent past that and a margin is dead.
-            streams: Https::new(
-                tls.connector(&settings.target.server)?,
-                settings.timeout,
-                Some(Duration::from_secs(WATCH_SECONDS + 30)),
-                false,
-            ),
+            streams: Https {
+                agent: crate::upstream::http::agent(
+                    Some(tls.connector(&settings.target.server)?),
+                    crate::upstream::http::Timeouts {
+                        connect: settings.timeout,
+                        call: Duration::from_secs(WATCH_SECONDS + 30),
+                        per_read: Some(Duration::from_secs(WATCH_SECONDS + 30)),
+                        // A connection each: a watch holds its own while it lasts.
+                        keep_idle: false,
+                    },
+                ),
+                server: settings.target.server.clone(),
+            },
             credential,
             settings,
             shared: Mutex::new(Shared {

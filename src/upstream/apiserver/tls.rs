@@ -10,7 +10,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use super::kubeconfig::{Auth, Source};
-use crate::http::client;
+use crate::upstream::http::TlsConnector;
 
 /// TLS material, checked once at start so a bad file is a clear error, not a panic mid-call.
 pub struct Tls {
@@ -60,16 +60,18 @@ impl Tls {
     }
 
     /// How to reach `server` (`https://host[:port]`), verified by its host name or IP address.
-    pub fn connector(&self, server: &str) -> Result<client::Tls, String> {
+    pub fn connector(&self, server: &str) -> Result<TlsConnector, String> {
         let authority = server.strip_prefix("https://").unwrap_or(server);
-        let (host, _) = client::split_authority(authority, 443)
-            .ok_or_else(|| format!("{server}: not https://host[:port]"))?;
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split_once(']').map(|(h, _)| h),
+            None => authority
+                .rsplit_once(':')
+                .map_or(Some(authority), |(h, _)| Some(h)),
+        }
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| format!("{server}: not https://host[:port]"))?;
         let name = ServerName::try_from(host.to_owned()).map_err(|e| format!("{server}: {e}"))?;
-        Ok(client::Tls {
-            authority: authority.to_owned(),
-            name,
-            config: self.config.clone(),
-        })
+        Ok(TlsConnector::new(self.config.clone(), name))
     }
 }
 
@@ -313,7 +315,6 @@ mod tests {
 
     #[test]
     fn servers_are_verified_by_name_or_address_and_calls_share_one_handshake() {
-        use crate::http::client::{Client, Error, Request};
         let a = creds();
         let config = yurt_ota_apisim::apiserver::tls::server_config(&a)
             .unwrap()
@@ -341,37 +342,32 @@ mod tests {
             }
             handshakes
         });
-        let get = Request {
-            method: "GET",
-            target: "/",
-            headers: &[],
-            body: None,
-        };
+        use crate::upstream::http::{agent, send, Timeouts};
         let t = std::time::Duration::from_secs(5);
-        // Another CA: refused, no request sent.
+        let t = Timeouts {
+            connect: t,
+            call: t,
+            per_read: None,
+            keep_idle: true,
+        };
+        let url = format!("https://127.0.0.1:{port}/");
+        // Another CA: refused before a request is sent ("not connected").
         let other = Tls::new(&Source::Data(creds().ca_pem.into_bytes()), None).unwrap();
-        let c = Client::new(
-            other
-                .connector(&format!("https://127.0.0.1:{port}"))
-                .unwrap(),
-            t,
-            Some(t),
-            true,
-        );
-        match c.send(&get) {
-            Err(Error::Tls(m)) => assert!(m.contains("certificate not trusted"), "{m}"),
-            Err(e) => panic!("{e:?}"),
+        let c = agent(Some(other.connector(&url).unwrap()), t);
+        match send(&c, "GET", &url, &[], None) {
+            Err(e) => match crate::upstream::from_http(e, crate::upstream::UpstreamError::Io) {
+                crate::upstream::UpstreamError::Connect(m) => {
+                    assert!(m.contains("certificate not trusted"), "{m}")
+                }
+                e => panic!("{e:?}"),
+            },
             Ok(r) => panic!("answered {}", r.status),
         }
         let tls = Tls::new(&Source::Data(a.ca_pem.into_bytes()), None).unwrap();
-        let c = Client::new(
-            tls.connector(&format!("https://127.0.0.1:{port}")).unwrap(),
-            t,
-            Some(t),
-            true,
-        );
+        let c = agent(Some(tls.connector(&url).unwrap()), t);
         for _ in 0..3 {
-            assert_eq!(c.send(&get).unwrap().read_to_vec(10).unwrap(), b"ok");
+            let mut r = send(&c, "GET", &url, &[], None).unwrap();
+            assert_eq!(r.read_to_vec(10).unwrap(), b"ok");
         }
         drop(c);
         assert_eq!(
