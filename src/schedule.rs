@@ -4,6 +4,10 @@
 //! The check converts "now" to wall-clock time in the zone and compares, so a window means the
 //! same hours in winter and in summer. On the night clocks jump forward, hours that do not exist
 //! are simply not inside; on the night they fall back, the repeated hour is inside twice.
+//!
+//! The time-zone arithmetic is jiff's; the window grammar (SPEC 4) and the range test are ours,
+//! for a need no library meets: cron crates (`cron`, `croner`) describe instants at which to
+//! fire, not spans of hours that an instant is inside or not.
 
 use std::fmt;
 

@@ -1,6 +1,12 @@
 //! The pure part of a CAN gate: where a signal sits in a frame (DBC bit numbering), which frames
 //! carry it (an exact id, or a J1939 PGN), its physical value, and whether that value opens the
 //! gate. No sockets here: the live gate, `yurt-ota replay` and the tests all decode through it.
+//!
+//! Ours for needs no library meets: `can-dbc` parses DBC files only, and `can_decode` (0.7, the
+//! crate that decodes frames by a DBC) decodes whole messages of a parsed DBC by exact id. A
+//! gate also takes its layout inline (`start_bit`, `length`, ..., no DBC file), matches J1939
+//! frames by PGN whatever their priority and source, and needs the mask of its signal's bits for
+//! the broadcast manager's content filter (`gate::can::bus`): none of these is offered.
 
 use std::fmt;
 

@@ -1,4 +1,8 @@
 //! `yurt-ota status`: the agent's `/v1/status` (the data), and its rendering for a terminal.
+//!
+//! `table` (kubectl-style columns: padded by `format!`, no borders) is ours for no defect of a
+//! crate (history). `comfy-table` with its `NOTHING` preset would do it and measure East Asian
+//! wide characters, which we count as one column; not a dependency.
 
 use serde_json::Value;
 

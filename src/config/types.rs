@@ -106,6 +106,8 @@ pub(super) fn parse_url(s: &str) -> Result<String, String> {
 }
 
 /// The `host[:port]` after the scheme of URL `s`; a port must be in 1..=65535.
+/// Ours: these are the file's rules. `http::Uri` (built for ureq) splits a URL but accepts
+/// what they refuse, a userinfo (`user@host`) and port 0 (http 1.5, `uri/authority.rs`).
 pub(super) fn check_authority(s: &str, rest: &str) -> Result<(), String> {
     let authority = rest.split('/').next().unwrap_or_default();
     if authority.is_empty() || authority.contains(['?', '#', '@', ' ']) {
@@ -160,6 +162,8 @@ impl fmt::Display for Listen {
 
 /// A `namespace/name-prefix*` pattern of `policy.include`/`exclude`: each side exact, or a
 /// prefix when it ends in `*`. `Display` gives the text back.
+/// A prefix compare, not a glob: a glob crate (`globset`, `wildmatch`) would read `?`, `[..]`
+/// and a `*` inside a name, which this pattern does not have.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pattern {
     namespace: String,
@@ -204,6 +208,12 @@ impl fmt::Display for Pattern {
 
 /// A duration as the file writes it: `"250ms"`, `"30s"`, `"5m"`, `"1h"`, `"7d"` and sums such
 /// as `"1m30s"`. `Display` is the inverse, in the largest unit that is exact.
+///
+/// Ours for a need the libraries do not meet: jiff's friendly format (already a dependency)
+/// refuses days when parsing a `SignedDuration` ("parsing calendar units (days in this case) in
+/// this context is not supported", jiff 1.0 docs), and `"7d"` is a common `policy.max_defer`;
+/// parsed as a `Span` it passes, but jiff (and `humantime`) also read other forms (spaces, unit
+/// words; in jiff fractions and signs), which would widen what a file may say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct HumanDuration(pub Duration);
 

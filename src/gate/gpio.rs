@@ -3,6 +3,11 @@
 //!
 //! Lines are only ever read: the character device requests the line as an input, and the sysfs
 //! gate reads `value` and never writes `export`, `direction` or `value`.
+//!
+//! The character device is `gpiocdev`'s. The sysfs side (a read of `value`, `poll(2)` on it
+//! through rustix) is ours for a need `sysfs_gpio` (0.6) does not meet: the gate's tree is
+//! `sysfs_root` (a BSP's other path, the tests' plain files), and `sysfs_gpio` addresses a line
+//! by number under `/sys/class/gpio` or by a path that must resolve there.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};

@@ -1,5 +1,9 @@
 //! The pod JSON the model edits: YurtHub's status pre-check, conditions, readiness, the image
 //! a pod asked for, the rendered list; and Kubernetes-looking names and dates.
+//!
+//! `Names` draws from a seeded xorshift64 of ours, for no defect of a crate (history): the
+//! simulator needs names that repeat from a seed, which `fastrand::Rng::with_seed` would give;
+//! fastrand is not a dependency of the agent (only of tests, through tempfile).
 
 use std::time::SystemTime;
 

@@ -1,5 +1,10 @@
 //! The file operations under the state: a capped read, a durable replace, and setting an
 //! unusable file aside under a name of its own.
+//!
+//! `replace` (temp file, fsync, rename, fsync of the directory) is ours for no measured defect
+//! (history). `tempfile`'s `persist` renames but syncs neither the file nor the directory;
+//! `atomic-write-file` would do all of it (not a dependency). A candidate for replacement. The
+//! capped read and the set-aside name are the state's own rules (SPEC 6), no library's job.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

@@ -2,6 +2,11 @@
 //! read by `crate::yaml` (yaml-rust2, nesting and aliases bounded) as kubectl reads them:
 //! `tokenFile` over `token` and `*-data` over the file, as client-go does.
 //!
+//! The reader is ours over the YAML and base64 libraries: kube-rs's `Kubeconfig` is part of a
+//! Kubernetes client library (`kube-client`), which SPEC 9 excludes, and the standalone readers
+//! found (`kube-conf` 0.1, `kubeclient` 0.1) are unmaintained and read YAML with `serde_yaml`
+//! (unmaintained, aliases unbounded; SPEC 2b asks for a bound).
+//!
 //! Only what a node agent needs: an `https://` server, the CA (file or data), and one credential
 //! (token, token file, or client certificate and key, file or data). Anything else that would
 //! change how the agent authenticates (`exec`, `auth-provider`, `username`/`password`, proxies,

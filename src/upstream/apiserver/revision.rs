@@ -1,5 +1,7 @@
 //! detect = "revision": whether a DaemonSet pod is at its DaemonSet's current template, by the
 //! DaemonSet controller's own rule (`IsPodUpdated`). Pure: the caller reads the objects.
+//! Ours: the rule lives in kube-controller-manager, and no Rust crate carries it (SPEC 9
+//! excludes Kubernetes client libraries in any case).
 
 use std::fmt;
 

@@ -1,5 +1,10 @@
 //! The node's pods kept from a list and a watch: event parsing, the in-memory store, the
 //! rendered `v1.PodList`, and the reconnect backoff.
+//!
+//! Each event is parsed by serde_json; the line reader around it is ours for a need no library
+//! meets: a cap per event (`MAX_EVENT`), the over-long line skipped to its newline and the stream
+//! kept. `BufRead::read_until` and serde_json's `StreamDeserializer` read a line or a value of any
+//! size into memory; kube-runtime's watcher is a Kubernetes client on tokio (SPEC 9: neither).
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -371,10 +376,14 @@ pub fn read_line(
 
 /// Reconnect delays: 1 s doubling to 60 s, each drawn between half and all of it, so that a
 /// fleet whose apiserver comes back does not reconnect in step.
+///
+/// The draw is std's: a `RandomState` is SipHash under keys the standard library seeds from the
+/// OS, so no generator of ours. The doubling and its cap (two lines) stay ours for no defect of
+/// a crate: `backoff` is unmaintained (RUSTSEC-2025-0012), and `backon`, its successor, would
+/// serve through its delay iterator but is not a dependency.
 #[derive(Debug)]
 pub struct Backoff {
     next: Duration,
-    seed: u64,
 }
 
 impl Default for Backoff {
@@ -388,13 +397,7 @@ impl Backoff {
     pub const CAP: Duration = Duration::from_secs(60);
 
     pub fn new() -> Backoff {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u32(std::process::id());
-        Backoff {
-            next: Self::FIRST,
-            seed: h.finish() | 1,
-        }
+        Backoff { next: Self::FIRST }
     }
 
     pub fn reset(&mut self) {
@@ -402,14 +405,12 @@ impl Backoff {
     }
 
     pub fn next_delay(&mut self) -> Duration {
-        // xorshift64
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
+        use std::hash::BuildHasher;
+        let draw = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
         let full = self.next;
         self.next = (self.next * 2).min(Self::CAP);
         let half = full / 2;
-        half + Duration::from_millis(self.seed % (half.as_millis() as u64 + 1))
+        half + Duration::from_millis(draw % (half.as_millis() as u64 + 1))
     }
 }
 
