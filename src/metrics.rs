@@ -1,10 +1,15 @@
 //! Counters for `/metrics`, in Prometheus text format. Label sets are small and fixed (route
 //! templates, status codes, error kinds), never raw paths or pod names.
 //!
-//! The text exposition is written by hand for no measured defect or unmet need (history: it
-//! predates the rule on libraries). `prometheus-client`, the Prometheus project's own crate,
-//! would serve (counter and gauge families with labels, gauges read at encode time through a
-//! collector, the text format); it is not a dependency yet. To be replaced.
+//! The text exposition is ours for an unmet need: the Prometheus text format (0.0.4) of SPEC 3,
+//! served as `text/plain; version=0.0.4`. `prometheus-client` (0.26.0, the Prometheus project's
+//! crate; its source checked 2026-12-06) writes only OpenMetrics text: a counter's `# TYPE`
+//! line drops `_total` (`# TYPE yurt_ota_polls counter` above `yurt_ota_polls_total{..}`),
+//! which in 0.0.4, where a sample's name is its family's, leaves those samples without their
+//! type; the exposition ends in `# EOF`; help registered in its `Registry` gets a `.` appended
+//! (ours end in one); its content type is `application/openmetrics-text`. A gauge absent until it has a
+//! value (`yurt_ota_snapshot_age_seconds` before the first poll) would also need a collector
+//! of ours. Escaping and the fixed label sets are small (`label` below).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;

@@ -192,7 +192,7 @@ impl Model {
             pods: Vec::new(),
             due: VecDeque::new(),
             resource_version: 1000,
-            names: super::pod::Names(seed),
+            names: super::pod::Names::with_seed(seed),
             rendered: None,
         };
         let now = rfc3339(SystemTime::now());

@@ -1,9 +1,7 @@
 //! The pod JSON the model edits: YurtHub's status pre-check, conditions, readiness, the image
 //! a pod asked for, the rendered list; and Kubernetes-looking names and dates.
 //!
-//! `Names` draws from a seeded xorshift64 of ours, for no defect of a crate (history): the
-//! simulator needs names that repeat from a seed, which `fastrand::Rng::with_seed` would give;
-//! fastrand is not a dependency of the agent (only of tests, through tempfile).
+//! `Names` draws from `fastrand`'s seeded generator (wyrand): names that repeat from a seed.
 
 use std::time::SystemTime;
 
@@ -129,22 +127,20 @@ pub fn encode(mut n: u64, len: usize) -> String {
         .collect()
 }
 
-/// Random-looking names and uids for simulated objects, from a seed (xorshift64: they only
+/// Random-looking names and uids for simulated objects, from a seed (fastrand: they only
 /// need to look random, not be unpredictable). Both simulated wires draw from one.
 #[derive(Debug, Clone)]
-pub struct Names(pub u64);
+pub struct Names(fastrand::Rng);
 
 impl Names {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+    /// The names this seed gives, the same each time.
+    pub fn with_seed(seed: u64) -> Names {
+        Names(fastrand::Rng::with_seed(seed))
     }
 
     /// A version-4-shaped uid.
     pub fn uid(&mut self) -> String {
-        let (a, b) = (self.next(), self.next());
+        let (a, b) = (self.0.u64(..), self.0.u64(..));
         format!(
             "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
             a >> 32,
@@ -157,7 +153,48 @@ impl Names {
 
     /// A five-character generated-name suffix, as the apiserver makes them.
     pub fn suffix(&mut self) -> String {
-        let n = self.next();
-        encode(n, 5)
+        encode(self.0.u64(..), 5)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Names;
+
+    #[test]
+    fn names_repeat_from_a_seed_and_look_like_the_apiservers() {
+        let (mut a, mut b) = (Names::with_seed(42), Names::with_seed(42));
+        let drawn: Vec<String> = (0..50).map(|_| a.suffix()).collect();
+        assert_eq!(drawn, (0..50).map(|_| b.suffix()).collect::<Vec<_>>());
+        assert_eq!(a.uid(), b.uid());
+        for s in &drawn {
+            assert_eq!(s.len(), 5, "{s}");
+            assert!(
+                s.chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)),
+                "{s}"
+            );
+        }
+        let mut distinct = drawn.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert!(distinct.len() > 45, "{drawn:?}");
+        assert_ne!(
+            Names::with_seed(43).suffix(),
+            drawn[0],
+            "another seed, other names"
+        );
+        // 8-4-4-4-12 hex, version 4, RFC 4122 variant, as in the recorded fixtures.
+        let uid = a.uid();
+        let parts: Vec<&str> = uid.split('-').collect();
+        let lens: Vec<usize> = parts.iter().map(|p| p.len()).collect();
+        assert_eq!(lens, [8, 4, 4, 4, 12], "{uid}");
+        assert!(
+            uid.chars().all(|c| c == '-' || c.is_ascii_hexdigit()),
+            "{uid}"
+        );
+        assert!(
+            parts[2].starts_with('4') && "89ab".contains(&parts[3][..1]),
+            "{uid}"
+        );
     }
 }

@@ -1,9 +1,14 @@
 //! The file operations under the state: a capped read, a durable replace, and setting an
 //! unusable file aside under a name of its own.
 //!
-//! `replace` (temp file, fsync, rename, fsync of the directory) is ours for no measured defect
-//! (history). `tempfile`'s `persist` renames but syncs neither the file nor the directory;
-//! `atomic-write-file` would do all of it (not a dependency). A candidate for replacement. The
+//! `replace` (temp file, fsync, rename, fsync of the directory) is ours for a measured defect:
+//! `atomic-write-file` 0.3.1 syncs the file and the directory as this does, but marks its temp
+//! file finished before the fsync and the rename, so each commit that fails there leaves a
+//! `.state.json.XXXXXX` of a new random name behind (three after
+//! `a_full_disk_loses_nothing_acknowledged_and_recovers_by_itself`'s failed writes and retries,
+//! checked 2026-12-06 by swapping it in). A disk that fails for hours would fill with them; ours
+//! removes its one fixed-name temp file on failure, and a crash leaves at most that one, reused
+//! by the next write. `tempfile`'s `persist` syncs neither the file nor the directory. The
 //! capped read and the set-aside name are the state's own rules (SPEC 6), no library's job.
 
 use std::io::{Read, Write};

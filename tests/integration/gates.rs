@@ -669,3 +669,30 @@ fn upstream_errors_back_off_and_a_refusal_parks_the_pod() {
     thread::sleep(Duration::from_millis(1500));
     assert_eq!(node.upgraded().len(), n, "parked pods are not called");
 }
+
+/// Command gates wait for their checks with `wait-timeout`, whose SIGCHLD handler lives beside
+/// signal-hook's SIGTERM handler: with checks ending and timing out around it, SIGTERM still
+/// stops the agent cleanly and at once.
+#[test]
+fn command_gates_time_out_and_sigterm_still_stops_the_agent() {
+    let node = Node::start(Duration::from_millis(100), true);
+    let gates = "[[gate]]\nname = \"quick\"\nkind = \"command\"\nargv = [\"/bin/true\"]\n\
+                 interval = \"100ms\"\ntimeout = \"5s\"\n\
+                 [[gate]]\nname = \"hung\"\nkind = \"command\"\nargv = [\"/bin/sleep\", \"30\"]\n\
+                 interval = \"100ms\"\ntimeout = \"200ms\"\n";
+    let mut agent = Agent::start(&auto(&node, "", gates));
+    wait_for("both checks run", Duration::from_secs(10), || {
+        let st = get(&agent.url("/v1/status")).json();
+        let g = &st["gates"];
+        g[0]["open"] == true && g[1]["open"] == false && g[1].to_string().contains("killed")
+    });
+    let started = Instant::now();
+    let code = agent.terminate();
+    assert!(code.success(), "{code:?}\n{}", agent.log());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(agent.log().contains("stopped"), "{}", agent.log());
+}

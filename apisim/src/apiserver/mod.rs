@@ -315,7 +315,7 @@ impl Cluster {
                 store: Store::new(1000, opts.history.max(1)),
                 dss: Vec::new(),
                 due: Vec::new(),
-                names: yurt_ota::sim::pod::Names(seed),
+                names: yurt_ota::sim::pod::Names::with_seed(seed),
                 history: Default::default(),
                 next_seq: 0,
             }),
