@@ -35,7 +35,7 @@ impl Actor {
         let t0 = Instant::now();
         let leases = self.upstream.leases();
         if let Some(ds) = slot {
-            if let Err(e) = c.fleet.take(leases, ds, started) {
+            if let Err(e) = c.fleet.take(leases, ds, pod.revision.as_deref(), started) {
                 if !down {
                     log::debug!("not upgrading {key} yet: fleet budget: {e}");
                     return;
@@ -501,6 +501,8 @@ mod tests {
             duration: Duration::from_secs(60),
             margin: Duration::from_secs(5),
             observed: &crate::fleet::Observed::default(),
+            label: None,
+            revision: None,
         }
         .acquire("yurt-ota", "fleet.gw", 1, SystemTime::now())
         .unwrap();
@@ -625,7 +627,7 @@ mod tests {
         r.control.fleet.age_held();
         r.actor.fleet_tick();
         assert_eq!(
-            r.leases.leases.lock().unwrap().1[LEASE].failed.as_deref(),
+            r.leases.leases.lock().unwrap().get("yurt-ota", LEASE).unwrap().failed.as_deref(),
             Some("rev-2")
         );
         let leases = r.leases.clone();

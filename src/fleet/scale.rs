@@ -10,11 +10,13 @@
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashSet};
-use std::sync::OnceLock;
+use std::collections::{BTreeMap, BinaryHeap, HashSet, VecDeque};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::cache::{Change, SlotCache};
 use super::lease::{Lease, LeaseError, Leases};
+use super::store::Versioned;
 use super::run::Fleet;
 use super::view::{DaemonSetInfo, SlotView};
 
@@ -64,22 +66,36 @@ impl Rng {
     }
 }
 
-/// The apiserver's Lease store in memory: compare-and-swap as the apiserver does it, and a
-/// count of every request by virtual second.
+/// The apiserver in memory: the Lease store of `fleet::store` with its compare-and-swap, a
+/// count of every request by virtual second, and the slot watch: each watching node's cache is
+/// sent every change of a slot Lease after a modelled delay. Nodes are dealt round robin into
+/// `DELAYS.len()` delay classes; the nodes of one class see the same stream at the same moments,
+/// so they share one cache (what a node keeps of its own, its rank and its held slot, is its
+/// own `Fleet`'s). A watch started counts as a request (a LIST and a WATCH: two), and so does
+/// each renewal of it after `kube::WATCH_SECONDS`; the events it carries do not.
 #[derive(Default)]
 pub struct Model {
-    leases: RefCell<(u64, BTreeMap<String, Lease>)>,
+    store: RefCell<Versioned>,
     /// Requests by virtual second.
     pub per_second: RefCell<BTreeMap<u64, u64>>,
     pub lists: Cell<u64>,
     pub gets: Cell<u64>,
     pub writes: Cell<u64>,
     pub conflicts: Cell<u64>,
-    /// How old a LIST's answer may be when the node writes (request latency, in virtual ms):
-    /// a LIST is answered from a copy taken at most this long ago, so two nodes that read
-    /// within it race for the same free slot and one gets a 409, as on a real apiserver.
-    pub latency_ms: u64,
-    snapshot: RefCell<Option<(u64, Vec<Lease>)>>,
+    /// Watches started or renewed.
+    pub watches: Cell<u64>,
+    /// One cache per delay class, with the changes on their way to it (due time, Lease).
+    #[allow(clippy::type_complexity)]
+    classes: RefCell<Vec<(Arc<SlotCache>, VecDeque<(u64, Lease)>)>>,
+    dealt: Cell<usize>,
+}
+
+/// The watch delivery delays of the classes, in virtual ms: what a change takes from the
+/// apiserver's answer to the writer to a watching node's cache.
+pub const DELAYS: [u64; 8] = [40, 60, 80, 100, 130, 160, 200, 250];
+
+fn now_ms() -> u64 {
+    NOW.with(Cell::get).as_millis() as u64
 }
 
 impl Model {
@@ -94,61 +110,82 @@ impl Model {
     }
     /// The Leases held now, by holder.
     pub fn holders(&self) -> Vec<String> {
-        let g = self.leases.borrow();
-        g.1.values().filter_map(|l| l.holder.clone()).collect()
+        let g = self.store.borrow();
+        g.leases.values().filter_map(|l| l.holder.clone()).collect()
+    }
+    /// A watch renewed after its timeout: one request.
+    pub fn renew_watch(&self) {
+        self.count(&self.watches);
+    }
+    /// Sends a stored Lease on its way to every class.
+    fn changed(&self, l: &Lease) {
+        let now = now_ms();
+        for (i, (_, q)) in self.classes.borrow_mut().iter_mut().enumerate() {
+            q.push_back((now + DELAYS[i], l.clone()));
+        }
+    }
+    /// Delivers every change due by now.
+    pub fn deliver(&self) {
+        let now = now_ms();
+        for (cache, q) in self.classes.borrow_mut().iter_mut() {
+            while q.front().is_some_and(|(at, _)| *at <= now) {
+                let (_, l) = q.pop_front().expect("just seen");
+                cache.apply(Change::Upsert(l));
+            }
+        }
     }
 }
 
 impl Leases for Model {
     fn list(&self, ns: &str) -> Result<Vec<Lease>, LeaseError> {
         self.count(&self.lists);
-        let now = NOW.with(Cell::get).as_millis() as u64;
-        let mut snap = self.snapshot.borrow_mut();
-        if snap
-            .as_ref()
-            .is_none_or(|(at, _)| now >= at + self.latency_ms)
-        {
-            let g = self.leases.borrow();
-            *snap = Some((now, g.1.values().cloned().collect()));
-        }
-        let (_, all) = snap.as_ref().expect("just taken");
-        Ok(all.iter().filter(|l| l.namespace == ns).cloned().collect())
+        Ok(self.store.borrow().list(ns, None))
     }
-    fn get(&self, _ns: &str, name: &str) -> Result<Option<Lease>, LeaseError> {
+    fn get(&self, ns: &str, name: &str) -> Result<Option<Lease>, LeaseError> {
         self.count(&self.gets);
-        Ok(self.leases.borrow().1.get(name).cloned())
+        Ok(self.store.borrow().get(ns, name))
     }
     fn create(&self, lease: &Lease) -> Result<Lease, LeaseError> {
         self.count(&self.writes);
-        let mut g = self.leases.borrow_mut();
-        if g.1.contains_key(&lease.name) {
-            return Err(self.conflict());
-        }
-        g.0 += 1;
-        let stored = Lease {
-            resource_version: g.0.to_string(),
-            ..lease.clone()
-        };
-        g.1.insert(lease.name.clone(), stored.clone());
+        let stored = self
+            .store
+            .borrow_mut()
+            .create(lease)
+            .map_err(|_| self.conflict())?;
+        self.changed(&stored);
         Ok(stored)
     }
     fn update(&self, lease: &Lease) -> Result<Lease, LeaseError> {
         self.count(&self.writes);
-        let mut g = self.leases.borrow_mut();
-        let rv = g.0 + 1;
-        match g.1.get_mut(&lease.name) {
-            Some(cur) if cur.resource_version == lease.resource_version => {
-                *cur = Lease {
-                    resource_version: rv.to_string(),
-                    ..lease.clone()
-                };
-                let out = cur.clone();
-                g.0 = rv;
-                Ok(out)
+        let stored = self
+            .store
+            .borrow_mut()
+            .update(lease)
+            .map_err(|_| self.conflict())?;
+        self.changed(&stored);
+        Ok(stored)
+    }
+    fn watch_slots(
+        &self,
+        ns: &str,
+        label: &str,
+        clock: fn() -> Instant,
+    ) -> Result<Arc<SlotCache>, LeaseError> {
+        self.count(&self.lists);
+        self.count(&self.watches);
+        let mut classes = self.classes.borrow_mut();
+        if classes.is_empty() {
+            // The simulation has one DaemonSet: one stream, delivered at each class's pace.
+            let g = self.store.borrow();
+            for _ in DELAYS {
+                let c = Arc::new(SlotCache::new(clock));
+                c.replace(g.list(ns, Some(label)), g.rv.to_string());
+                classes.push((c, VecDeque::new()));
             }
-            Some(_) => Err(self.conflict()),
-            None => Err(LeaseError::Unavailable("404".into())),
         }
+        let i = self.dealt.get() % DELAYS.len();
+        self.dealt.set(self.dealt.get() + 1);
+        Ok(classes[i].0.clone())
     }
 }
 
@@ -221,6 +258,8 @@ pub struct Report {
     pub bound: Duration,
     pub requests: u64,
     pub lists: u64,
+    /// Slot watches started or renewed.
+    pub watches: u64,
     pub peak_rps: u64,
     pub mean_rps: f64,
     pub conflicts: u64,
@@ -263,6 +302,8 @@ struct Node {
 }
 
 const UID: &str = "ds-uid";
+/// The revision being rolled out.
+const REVISION: &str = "rev-2";
 const NAMESPACE: &str = "yurt-ota";
 /// The wall clock at the simulation's start (2026-12-06).
 const EPOCH_S: u64 = 1_796_515_200;
@@ -276,10 +317,7 @@ fn wall(t_ms: u64, skew_ms: i64) -> SystemTime {
 pub fn run(s: &Scenario) -> Report {
     set_now(0);
     let mut rng = Rng::new(s.seed);
-    let model = Model {
-        latency_ms: 50,
-        ..Model::default()
-    };
+    let model = Model::default();
     let info = DaemonSetInfo {
         uid: UID.into(),
         namespace: "edge".into(),
@@ -344,6 +382,9 @@ pub fn run(s: &Scenario) -> Report {
     let empty = HashSet::new();
     let needed: HashSet<String> = [UID.to_owned()].into();
     let mut resumed = vec![false; nodes.len()];
+    let mut renewals: BinaryHeap<Reverse<(u64, u32)>> = BinaryHeap::new();
+    let mut renewing = vec![false; nodes.len()];
+    let renew_ms = super::kube::WATCH_SECONDS * 1000;
     while let Some(Reverse((t, i))) = queue.pop() {
         let i = i as usize;
         if t != wake[i] {
@@ -353,6 +394,17 @@ pub fn run(s: &Scenario) -> Report {
             break;
         }
         set_now(t);
+        model.deliver();
+        // Each watch is renewed after its timeout while the node still waits on it.
+        while renewals.peek().is_some_and(|Reverse((at, _))| *at <= t) {
+            let Reverse((at, j)) = renewals.pop().expect("just seen");
+            if nodes[j as usize].fleet.watching(UID) {
+                model.renew_watch();
+                renewals.push(Reverse((at + renew_ms, j)));
+            } else {
+                renewing[j as usize] = false;
+            }
+        }
         let n = &mut nodes[i];
         let now = wall(t, n.skew_ms);
         let io = Some((&model as &dyn Leases, n.name.as_str()));
@@ -363,7 +415,7 @@ pub fn run(s: &Scenario) -> Report {
                     resumed[i] = true;
                     n.fleet.maintain(io, Some(&empty), now);
                 }
-                match n.fleet.take(io, UID, now) {
+                match n.fleet.take(io, UID, Some(REVISION), now) {
                     Ok(()) => {
                         report.started += 1;
                         report.taken += 1;
@@ -418,6 +470,10 @@ pub fn run(s: &Scenario) -> Report {
             }
             Phase::NotReady | Phase::Dead | Phase::Done => None,
         };
+        if !renewing[i] && n.fleet.watching(UID) {
+            renewing[i] = true;
+            renewals.push(Reverse((t + renew_ms, i as u32)));
+        }
         if let Some(next) = next {
             wake[i] = next;
             queue.push(Reverse((next, i as u32)));
@@ -460,6 +516,7 @@ pub fn run(s: &Scenario) -> Report {
     report.peak_rps = secs.values().copied().max().unwrap_or(0);
     report.mean_rps = report.requests as f64 / report.rollout.as_secs_f64().max(1.0);
     report.lists = model.lists.get();
+    report.watches = model.watches.get();
     report.conflicts = model.conflicts.get();
     report
 }
