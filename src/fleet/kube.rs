@@ -330,7 +330,10 @@ mod tests {
             lease_transitions: 0,
             failed: None,
             daemonset: Some("fleet.gw".into()),
-            takes: Some(("rev-2".into(), 3)),
+            takes: Some(super::super::lease::Takes {
+                revision: "rev-2".into(),
+                count: 3,
+            }),
         };
         let body = lease.to_json().to_string();
         let api = LeaseApi(Arc::new(Scripted(Mutex::new((

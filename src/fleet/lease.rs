@@ -38,9 +38,16 @@ pub struct Lease {
     /// `None` on a slot an older agent wrote; the next write by this one labels it.
     pub daemonset: Option<String>,
     /// The annotation `yurt-ota.io/takes`, `<revision> <n>`: how many times this slot was taken
-    /// for that revision. Summed over the slots, how far the rollout of a revision is (the rank
-    /// delay of `fleet::cache`).
-    pub takes: Option<(String, u32)>,
+    /// for that revision. Summed over the slots, how far the rollout of a revision is
+    /// (`run::turn`).
+    pub takes: Option<Takes>,
+}
+
+/// What a slot's `yurt-ota.io/takes` annotation says.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Takes {
+    pub revision: String,
+    pub count: u32,
 }
 
 /// The label every slot Lease carries: its DaemonSet (`daemonset_label`).
@@ -366,9 +373,11 @@ impl<L: Leases + ?Sized> Slots<'_, L> {
         now: SystemTime,
     ) -> Result<Lease, LeaseError> {
         let rev = self.revision.unwrap_or("?").to_owned();
-        let takes = |old: Option<&(String, u32)>| match old {
-            Some((r, n)) if *r == rev => Some((rev.clone(), n + 1)),
-            _ => Some((rev.clone(), 1)),
+        let takes = |old: Option<&Takes>| {
+            Some(Takes {
+                count: old.filter(|t| t.revision == rev).map_or(0, |t| t.count) + 1,
+                revision: rev.clone(),
+            })
         };
         match lease {
             None => self.leases.create(&Lease {
@@ -564,8 +573,11 @@ impl Lease {
         let spec = raw.spec.unwrap_or_default();
         let mut annotations = raw.metadata.annotations.unwrap_or_default();
         let takes = annotations.remove(TAKES_ANNOTATION).and_then(|t| {
-            let (rev, n) = t.rsplit_once(' ')?;
-            Some((rev.to_owned(), n.parse().ok()?))
+            let mut w = t.split(' ');
+            Some(Takes {
+                revision: w.next()?.to_owned(),
+                count: w.next()?.parse().ok()?,
+            })
         });
         Lease {
             namespace: raw.metadata.namespace.unwrap_or_default(),
@@ -595,8 +607,11 @@ impl Lease {
         if let Some(r) = &self.failed {
             annotations.insert(FAILED_ANNOTATION.into(), json!(r));
         }
-        if let Some((rev, n)) = &self.takes {
-            annotations.insert(TAKES_ANNOTATION.into(), json!(format!("{rev} {n}")));
+        if let Some(t) = &self.takes {
+            annotations.insert(
+                TAKES_ANNOTATION.into(),
+                json!(format!("{} {}", t.revision, t.count)),
+            );
         }
         if !annotations.is_empty() {
             metadata["annotations"] = Value::Object(annotations);
@@ -967,7 +982,10 @@ mod tests {
             lease_transitions: 2,
             failed: Some("7f9c8d6b5".into()),
             daemonset: Some("edge.gw".into()),
-            takes: Some(("7f9c8d6b5".into(), 4)),
+            takes: Some(Takes {
+                revision: "7f9c8d6b5".into(),
+                count: 4,
+            }),
         };
         let v = lease.to_json();
         assert_eq!(v["metadata"]["labels"][DAEMONSET_LABEL], "edge.gw");

@@ -16,7 +16,7 @@ pub mod strategy;
 pub mod testing;
 pub mod view;
 
-pub use lease::{Lease, LeaseError, Leases, Observed, Slot, SlotOutcome, Slots};
+pub use lease::{Lease, LeaseError, Leases, Observed, Slot, SlotOutcome, Slots, Takes};
 pub use run::Fleet;
 pub use strategy::{budget, Budget, Strategy};
 pub use view::{DaemonSetInfo, DaemonSetView, FleetView, SlotView};

@@ -42,26 +42,34 @@ pub fn rank(node: &str, daemonset: &str, revision: &str) -> f64 {
     (std::hash::Hasher::finish(&h) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Which of `free` slots a node of `rank` tries, and how long after it saw it free: `started`
-/// of `nodes` have started this revision, so about `(rank - started/nodes) * nodes` nodes are
-/// ahead of it in line; it waits that many `TURN_STEP`s (at most `MAX_TURN`) and tries the
-/// slot of its place among the free ones. A node already past its place (it lost a race, or
-/// was late) waits less than one step, the lower its rank the less.
+/// Which of the free slots a node of `rank` tries, and how long after it saw them free (issue
+/// 24). Nodes go in rank order: the slots' annotations say how many nodes took a slot for this
+/// revision (`started` of `nodes`), so the front of the line is near rank `started / nodes`
+/// and about `(rank - started / nodes) * nodes` nodes are ahead of this one. With `free` slots
+/// free, the first `free` of the line go within one `TURN_STEP`, each to the slot of its
+/// place; the rest wait one step per `free` nodes ahead of them, and find the slots taken (the
+/// watch told them) before their turn comes. Past `MAX_TURN` the wait grows with the logarithm
+/// of the place: still in order, and bounded for a node far back. A node already behind the
+/// front (it lost a race, or saw the slot late) goes within one step, the lower its rank the
+/// sooner.
 pub fn turn(rank: f64, started: u64, nodes: u32, free: usize) -> (usize, Duration) {
-    let nodes = f64::from(nodes.max(1));
-    let progress = (started as f64 / nodes).min(1.0);
-    let ahead = (rank - progress) * nodes;
+    let n = f64::from(nodes.max(1));
+    let front = (started as f64 / n).min(1.0);
     let free = free.max(1);
-    if ahead >= 0.0 {
-        let place = ahead.floor() as usize;
-        (place % free, TURN_STEP.mul_f64(ahead).min(MAX_TURN))
-    } else {
-        let place = (rank * nodes) as usize;
-        (
-            place % free,
-            TURN_STEP.mul_f64(rank / progress.max(f64::MIN_POSITIVE)),
-        )
+    let ahead = (rank - front) * n;
+    if ahead < 0.0 {
+        let place = (rank * n) as usize;
+        return (place % free, TURN_STEP.mul_f64(rank / front.max(f64::MIN_POSITIVE)));
     }
+    let place = ahead.floor() as usize;
+    let steps = ahead / free as f64;
+    let knee = MAX_TURN.as_secs_f64() / TURN_STEP.as_secs_f64();
+    let steps = if steps <= knee {
+        steps
+    } else {
+        knee * (1.0 + (steps / knee).ln())
+    };
+    (place % free, TURN_STEP.mul_f64(steps))
 }
 
 /// The Lease I/O this node uses: the store and its own name (`holderIdentity`).
@@ -255,14 +263,10 @@ impl Fleet {
             }
             // Held from before (a restart): renewed below, as a take.
             Look::Mine { index, lease } => (index, Some(lease)),
-            Look::Free(free) => {
+            Look::Free { slots: free, count } => {
                 let desired = self.desired(ds_uid).max(budget);
-                let (pick, wait) = turn(
-                    rank(node, &key, rev),
-                    cache.takes(rev),
-                    desired,
-                    free.len(),
-                );
+                let (pick, wait) = turn(rank(node, &key, rev), cache.takes(rev), desired, count);
+                let pick = pick % free.len();
                 let (index, lease, since) = free[pick].clone();
                 let due = since + wait;
                 let left = due.saturating_duration_since(self.now());
