@@ -392,6 +392,63 @@ mod tests {
     }
 
     #[test]
+    fn the_slot_watch_lists_by_label_then_watches_rewatches_and_relists_on_410() {
+        let lease = |rv: &str, holder: Option<&str>| {
+            Lease {
+                namespace: "fleet".into(),
+                name: "edge.gw.0".into(),
+                resource_version: rv.into(),
+                holder: holder.map(Into::into),
+                lease_duration_seconds: 70,
+                daemonset: Some("edge.gw".into()),
+                ..Lease::default()
+            }
+            .to_json()
+        };
+        let ev = |t: &str, obj: Value| format!("{}\n", serde_json::json!({"type": t, "object": obj}));
+        let list = |rv: &str, l: Value| {
+            format!("{{\"kind\":\"LeaseList\",\"metadata\":{{\"resourceVersion\":\"{rv}\"}},\"items\":[{l}]}}")
+        };
+        let bookmark = serde_json::json!({"kind": "Lease", "metadata": {"resourceVersion": "12"}});
+        let gone = serde_json::json!({"kind": "Status", "code": 410, "message": "too old"});
+        let script = vec![
+            (200, list("10", lease("10", Some("node-a")))),
+            // A watch: the holder renews, a bookmark, then a garbage line, then the server ends it.
+            (
+                200,
+                ev("MODIFIED", lease("11", Some("node-a"))) + &ev("BOOKMARK", bookmark) + "not json\n",
+            ),
+            // Watched again from 12: expired.
+            (200, ev("ERROR", gone)),
+            // Listed again: released meanwhile.
+            (200, list("20", lease("20", None))),
+            // Watched from 20: ended at once, with nothing in it (backed off, then tried again).
+            (200, String::new()),
+        ];
+        let api = LeaseApi(Arc::new(Scripted(Mutex::new((script, Vec::new())))));
+        let cache = api.watch_slots("fleet", "edge.gw", Instant::now).unwrap();
+        // Until the watch from the re-list's resourceVersion was made (its answer is empty:
+        // the thread then backs off before trying again).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while api.0 .0.lock().unwrap().1.len() < 5 {
+            assert!(Instant::now() < deadline, "{:?}", api.0 .0.lock().unwrap().1);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let look = cache.look("edge.gw", 1, "node-b", Duration::ZERO);
+        assert!(matches!(look, super::super::cache::Look::Free { .. }), "{look:?}");
+        let seen = api.0 .0.lock().unwrap().1.clone();
+        let base = "/apis/coordination.k8s.io/v1/namespaces/fleet/leases?labelSelector=yurt-ota.io%2Fdaemonset%3Dedge.gw";
+        let watch = |rv: &str| format!("WATCH {base}&resourceVersion={rv}&watch=1&allowWatchBookmarks=true&timeoutSeconds={WATCH_SECONDS}");
+        assert_eq!(
+            seen[..5],
+            [format!("GET {base}"), watch("10"), watch("12"), format!("GET {base}"), watch("20")]
+        );
+        assert_eq!(cache.rv(), "20");
+        // Dropped by the fleet: the thread ends at its next look (here: the script ran out).
+        drop(cache);
+    }
+
+    #[test]
     fn daemonset_facts_are_read_from_the_object() {
         let ds = serde_json::json!({
             "metadata": {"name": "gw", "namespace": "fleet", "uid": "u1",

@@ -598,6 +598,18 @@ mod tests {
         }
     }
 
+    /// Issue 24: waiting costs no request per second; a take costs few 409s.
+    #[test]
+    fn waiting_costs_a_handful_of_requests_per_upgrade_not_one_per_second() {
+        for seed in 1..=3 {
+            let r = run(&Scenario::faulty(100, seed));
+            assert!(r.per_upgraded() <= 10.0, "{r:?}");
+            // A LIST for each node's watch and one after its start: none per second of waiting.
+            assert!(r.lists <= 2 * u64::from(r.nodes), "{r:?}");
+            assert!(r.conflicts_per_take() <= 1.0, "{r:?}");
+        }
+    }
+
     #[test]
     fn a_broken_release_stops_at_the_budget() {
         let s = Scenario {
