@@ -70,9 +70,15 @@ enum End {
     /// 410 Gone: list again.
     Expired,
     Failed(String),
+    /// 403 on the watch: the identity may list the Leases but not watch them (a manifest
+    /// from before the watch).
+    Forbidden,
     /// The node stopped waiting: nobody reads the cache any more.
     Unwanted,
 }
+
+/// Without the `watch` grant, the slots are listed again this often instead.
+pub const LIST_EVERY: Duration = Duration::from_secs(2);
 
 impl<K: Kube + Clone + 'static> LeaseApi<K> {
     /// LIST with the selector, then WATCH from its resourceVersion, until the cache is
@@ -83,6 +89,7 @@ impl<K: Kube + Clone + 'static> LeaseApi<K> {
         let mut backoff = Backoff::new();
         let mut need_list = true;
         let unwanted = |c: &Arc<SlotCache>| Arc::strong_count(c) == 1;
+        let mut warned = false;
         while !unwanted(cache) {
             if need_list {
                 let what = format!("GET {base}?labelSelector={sel}");
@@ -116,6 +123,14 @@ impl<K: Kube + Clone + 'static> LeaseApi<K> {
                 }
                 End::Closed { .. } => std::thread::sleep(backoff.next_delay()),
                 End::Expired => need_list = true,
+                End::Forbidden => {
+                    if !warned {
+                        log::warn!("fleet slot watch: the apiserver refused to watch leases (403): waiting by listing the slots every {}s instead; grant `watch` on leases (packaging/kubernetes/rbac.yaml)", LIST_EVERY.as_secs());
+                        warned = true;
+                    }
+                    std::thread::sleep(LIST_EVERY);
+                    need_list = true;
+                }
                 End::Failed(e) => {
                     log::warn!("fleet slot watch: {e}; no slot is taken until it is back");
                     cache.set_error(Some(e));
@@ -135,6 +150,7 @@ impl<K: Kube + Clone + 'static> LeaseApi<K> {
         match status {
             200 => {}
             410 => return End::Expired,
+            403 => return End::Forbidden,
             s => return End::Failed(format!("GET {p} answered {s}")),
         }
         let mut buf = Vec::new();
