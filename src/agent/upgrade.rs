@@ -627,7 +627,14 @@ mod tests {
         r.control.fleet.age_held();
         r.actor.fleet_tick();
         assert_eq!(
-            r.leases.leases.lock().unwrap().get("yurt-ota", LEASE).unwrap().failed.as_deref(),
+            r.leases
+                .leases
+                .lock()
+                .unwrap()
+                .get("yurt-ota", LEASE)
+                .unwrap()
+                .failed
+                .as_deref(),
             Some("rev-2")
         );
         let leases = r.leases.clone();

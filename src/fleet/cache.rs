@@ -227,7 +227,9 @@ impl SlotCache {
         }
         // Expired by local observation, oldest first.
         for (changed, name) in &s.held {
-            let Some(e) = s.leases.get(name) else { continue };
+            let Some(e) = s.leases.get(name) else {
+                continue;
+            };
             let ttl = Duration::from_secs(u64::from(e.lease.lease_duration_seconds)) + grace;
             let Some(expiry) = changed.checked_add(ttl) else {
                 continue;
@@ -240,13 +242,11 @@ impl SlotCache {
             }
         }
         if free.is_empty() {
-            return Look::Full {
-                holders: s.named(),
-            };
+            return Look::Full { holders: s.named() };
         }
         free.sort_by_key(|(i, _, _)| *i);
-        let count = (s.free.len() + (budget as usize).saturating_sub(s.leases.len()))
-            .max(free.len());
+        let count =
+            (s.free.len() + (budget as usize).saturating_sub(s.leases.len())).max(free.len());
         Look::Free { slots: free, count }
     }
 }
@@ -376,9 +376,8 @@ mod tests {
                 Ok(()) => return Some(t),
                 Err(_) => {
                     let retry = match f.view()[DS].slots.clone() {
-                        SlotView::Full { retry_ms, .. } | SlotView::Unavailable { retry_ms, .. } => {
-                            retry_ms
-                        }
+                        SlotView::Full { retry_ms, .. }
+                        | SlotView::Unavailable { retry_ms, .. } => retry_ms,
                         other => panic!("{other:?}"),
                     };
                     let now = crate::state::unix_ms(at(t));
@@ -404,7 +403,12 @@ mod tests {
             "one watch, one write: no LIST of the namespace"
         );
         assert!(!a.watching(DS), "holding, it watches no more");
-        let held = store.leases.lock().unwrap().get("fleet", "edge.gw.0").unwrap();
+        let held = store
+            .leases
+            .lock()
+            .unwrap()
+            .get("fleet", "edge.gw.0")
+            .unwrap();
         assert_eq!(held.daemonset.as_deref(), Some(label.as_str()));
         assert_eq!(held.takes.as_ref().map(|t| t.count), Some(1));
         let b = fleet(10, "1");
@@ -416,7 +420,9 @@ mod tests {
             [format!("watch fleet {label}")]
         );
         assert!(b.watching(DS));
-        assert!(matches!(&b.view()[DS].slots, SlotView::Full { holders, .. } if holders == &["node-a"]));
+        assert!(
+            matches!(&b.view()[DS].slots, SlotView::Full { holders, .. } if holders == &["node-a"])
+        );
         // Released: the watch shows it, and b takes it with one write.
         a.release(Some((&store, "node-a")), DS, "done");
         let before = store.ops.lock().unwrap().len();
@@ -426,7 +432,12 @@ mod tests {
             store.ops.lock().unwrap()[before..],
             ["update edge.gw.0 node-b"]
         );
-        let l = store.leases.lock().unwrap().get("fleet", "edge.gw.0").unwrap();
+        let l = store
+            .leases
+            .lock()
+            .unwrap()
+            .get("fleet", "edge.gw.0")
+            .unwrap();
         assert_eq!(l.takes.map(|t| t.count), Some(2), "two takes of rev-2");
     }
 
@@ -454,7 +465,10 @@ mod tests {
         take_by(&a, &store, "node-a", 0, 10_000).expect("taken");
         // node-a dies holding it; its renewTime, written by a clock an hour ahead, is ignored.
         let b = fleet(10, "1");
-        assert_eq!(take_by(&b, &store, "node-b", 1_000, 70_000 + 5_000 - 1), None);
+        assert_eq!(
+            take_by(&b, &store, "node-b", 1_000, 70_000 + 5_000 - 1),
+            None
+        );
         let took = take_by(&b, &store, "node-b", 75_000, 200_000).expect("expired");
         // 60 s ready_timeout + 10 s margin = 70 s lease, + 5 s: from when b first saw it.
         assert!((76_000..76_000 + 31_000).contains(&took), "{took}");
@@ -477,10 +491,21 @@ mod tests {
         let b = fleet(10, "1");
         assert_eq!(take_by(&b, &store, "node-b", 0, 10_000), None);
         let ops = store.ops.lock().unwrap().clone();
-        assert_eq!(ops[2..], ["create edge.gw.0 node-b", "get edge.gw.0"], "{ops:?}");
-        assert!(matches!(&b.view()[DS].slots, SlotView::Full { holders, .. } if holders == &["old-node"]));
+        assert_eq!(
+            ops[2..],
+            ["create edge.gw.0 node-b", "get edge.gw.0"],
+            "{ops:?}"
+        );
+        assert!(
+            matches!(&b.view()[DS].slots, SlotView::Full { holders, .. } if holders == &["old-node"])
+        );
         // The old agent gives it back (still unlabelled): b reads it afresh, then takes it.
-        let cur = store.leases.lock().unwrap().get("fleet", "edge.gw.0").unwrap();
+        let cur = store
+            .leases
+            .lock()
+            .unwrap()
+            .get("fleet", "edge.gw.0")
+            .unwrap();
         store
             .update(&Lease {
                 holder: None,
@@ -489,7 +514,12 @@ mod tests {
             .unwrap();
         let took = take_by(&b, &store, "node-b", 80_000, 200_000);
         assert!(took.is_some());
-        let l = store.leases.lock().unwrap().get("fleet", "edge.gw.0").unwrap();
+        let l = store
+            .leases
+            .lock()
+            .unwrap()
+            .get("fleet", "edge.gw.0")
+            .unwrap();
         assert_eq!(l.holder.as_deref(), Some("node-b"));
         assert_eq!(
             l.daemonset.as_deref(),
@@ -514,16 +544,23 @@ mod tests {
         // Half started: a node at the front waits less than one still far back.
         let (_, near) = turn(0.51, 50, 100, 1);
         let (_, far) = turn(0.99, 50, 100, 1);
-        assert!(near < TURN_STEP * 2 && far > TURN_STEP * 40, "{near:?} {far:?}");
+        assert!(
+            near < TURN_STEP * 2 && far > TURN_STEP * 40,
+            "{near:?} {far:?}"
+        );
         // Far back the wait stays bounded, and still grows.
         let (_, a) = turn(0.5, 0, 10_000, 1);
         let (_, b) = turn(0.9, 0, 10_000, 1);
         assert!(a < b && b < Duration::from_secs(180), "{a:?} {b:?}");
         // A new revision deals a new order.
-        assert_ne!(rank("node-1", "edge.gw", "rev-2"), rank("node-1", "edge.gw", "rev-3"));
+        assert_ne!(
+            rank("node-1", "edge.gw", "rev-2"),
+            rank("node-1", "edge.gw", "rev-3")
+        );
         // With ten slots free, the first ten go at once, each to its own slot.
-        let picks: std::collections::BTreeSet<usize> =
-            (0..10).map(|k| turn(f64::from(k) / 100.0, 0, 100, 10).0).collect();
+        let picks: std::collections::BTreeSet<usize> = (0..10)
+            .map(|k| turn(f64::from(k) / 100.0, 0, 100, 10).0)
+            .collect();
         assert_eq!(picks.len(), 10);
     }
 }

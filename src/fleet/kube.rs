@@ -14,9 +14,9 @@ use serde_json::Value;
 
 use super::cache::{Change, SlotCache};
 use super::lease::{Lease, LeaseError, Leases, DAEMONSET_LABEL};
-use crate::upstream::apiserver::watch::{self, Backoff, Envelope};
 use super::strategy::{MAX_UNAVAILABLE_ANNOTATION, STRATEGY_ANNOTATION};
 use super::view::DaemonSetInfo;
+use crate::upstream::apiserver::watch::{self, Backoff, Envelope};
 
 /// One request: method, path (from `/apis/…`), JSON body; the status and body answered, or
 /// why there was no answer.
@@ -66,7 +66,9 @@ pub fn selector(label: &str) -> String {
 enum End {
     /// The server ended it (timeoutSeconds), or the connection dropped: watch again from
     /// the last resourceVersion.
-    Closed { got: bool },
+    Closed {
+        got: bool,
+    },
     /// 410 Gone: list again.
     Expired,
     Failed(String),
@@ -93,11 +95,17 @@ impl<K: Kube + Clone + 'static> LeaseApi<K> {
         while !unwanted(cache) {
             if need_list {
                 let what = format!("GET {base}?labelSelector={sel}");
-                let listed = match self.0.request("GET", &format!("{base}?labelSelector={sel}"), None) {
-                    Ok((200, body)) => Lease::list_with_version(&body).map_err(|e| format!("{what}: {e}")),
-                    Ok((status, body)) => Err(unexpected(&what, status, &body).to_string()),
-                    Err(e) => Err(format!("{what}: {e}")),
-                };
+                let listed =
+                    match self
+                        .0
+                        .request("GET", &format!("{base}?labelSelector={sel}"), None)
+                    {
+                        Ok((200, body)) => {
+                            Lease::list_with_version(&body).map_err(|e| format!("{what}: {e}"))
+                        }
+                        Ok((status, body)) => Err(unexpected(&what, status, &body).to_string()),
+                        Err(e) => Err(format!("{what}: {e}")),
+                    };
                 match listed {
                     Ok((leases, rv)) => {
                         cache.replace(leases, rv);
@@ -421,7 +429,8 @@ mod tests {
             }
             .to_json()
         };
-        let ev = |t: &str, obj: Value| format!("{}\n", serde_json::json!({"type": t, "object": obj}));
+        let ev =
+            |t: &str, obj: Value| format!("{}\n", serde_json::json!({"type": t, "object": obj}));
         let list = |rv: &str, l: Value| {
             format!("{{\"kind\":\"LeaseList\",\"metadata\":{{\"resourceVersion\":\"{rv}\"}},\"items\":[{l}]}}")
         };
@@ -432,7 +441,9 @@ mod tests {
             // A watch: the holder renews, a bookmark, then a garbage line, then the server ends it.
             (
                 200,
-                ev("MODIFIED", lease("11", Some("node-a"))) + &ev("BOOKMARK", bookmark) + "not json\n",
+                ev("MODIFIED", lease("11", Some("node-a")))
+                    + &ev("BOOKMARK", bookmark)
+                    + "not json\n",
             ),
             // Watched again from 12: expired.
             (200, ev("ERROR", gone)),
@@ -447,17 +458,32 @@ mod tests {
         // the thread then backs off before trying again).
         let deadline = Instant::now() + Duration::from_secs(10);
         while api.0 .0.lock().unwrap().1.len() < 5 {
-            assert!(Instant::now() < deadline, "{:?}", api.0 .0.lock().unwrap().1);
+            assert!(
+                Instant::now() < deadline,
+                "{:?}",
+                api.0 .0.lock().unwrap().1
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
         let look = cache.look("edge.gw", 1, "node-b", Duration::ZERO);
-        assert!(matches!(look, super::super::cache::Look::Free { .. }), "{look:?}");
+        assert!(
+            matches!(look, super::super::cache::Look::Free { .. }),
+            "{look:?}"
+        );
         let seen = api.0 .0.lock().unwrap().1.clone();
         let base = "/apis/coordination.k8s.io/v1/namespaces/fleet/leases?labelSelector=yurt-ota.io%2Fdaemonset%3Dedge.gw";
-        let watch = |rv: &str| format!("WATCH {base}&resourceVersion={rv}&watch=1&allowWatchBookmarks=true&timeoutSeconds={WATCH_SECONDS}");
+        let watch = |rv: &str| {
+            format!("WATCH {base}&resourceVersion={rv}&watch=1&allowWatchBookmarks=true&timeoutSeconds={WATCH_SECONDS}")
+        };
         assert_eq!(
             seen[..5],
-            [format!("GET {base}"), watch("10"), watch("12"), format!("GET {base}"), watch("20")]
+            [
+                format!("GET {base}"),
+                watch("10"),
+                watch("12"),
+                format!("GET {base}"),
+                watch("20")
+            ]
         );
         assert_eq!(cache.rv(), "20");
         // Dropped by the fleet: the thread ends at its next look (here: the script ran out).

@@ -85,8 +85,7 @@ pub fn valid_label_value(v: &str) -> bool {
     b.len() <= 63
         && b.first().is_some_and(edge)
         && b.last().is_some_and(edge)
-        && b
-            .iter()
+        && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))
 }
 
@@ -415,7 +414,10 @@ impl<L: Leases + ?Sized> Slots<'_, L> {
                 holder: Some(self.holder.to_owned()),
                 lease_duration_seconds: self.duration_seconds(),
                 renew_time: Some(now),
-                daemonset: self.label.map(str::to_owned).or(slot.lease.daemonset.clone()),
+                daemonset: self
+                    .label
+                    .map(str::to_owned)
+                    .or(slot.lease.daemonset.clone()),
                 ..slot.lease.clone()
             };
             match self.leases.update(&want) {
@@ -989,7 +991,10 @@ mod tests {
         };
         let v = lease.to_json();
         assert_eq!(v["metadata"]["labels"][DAEMONSET_LABEL], "edge.gw");
-        assert_eq!(v["metadata"]["annotations"][TAKES_ANNOTATION], "7f9c8d6b5 4");
+        assert_eq!(
+            v["metadata"]["annotations"][TAKES_ANNOTATION],
+            "7f9c8d6b5 4"
+        );
         assert_eq!(v["spec"]["acquireTime"], "2027-01-15T08:00:00.123456Z");
         assert_eq!(v["spec"]["renewTime"], "2027-01-15T08:00:05.000000Z");
         assert_eq!(v["metadata"]["resourceVersion"], "42");

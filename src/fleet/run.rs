@@ -59,7 +59,10 @@ pub fn turn(rank: f64, started: u64, nodes: u32, free: usize) -> (usize, Duratio
     let ahead = (rank - front) * n;
     if ahead < 0.0 {
         let place = (rank * n) as usize;
-        return (place % free, TURN_STEP.mul_f64(rank / front.max(f64::MIN_POSITIVE)));
+        return (
+            place % free,
+            TURN_STEP.mul_f64(rank / front.max(f64::MIN_POSITIVE)),
+        );
     }
     let place = ahead.floor() as usize;
     let steps = ahead / free as f64;

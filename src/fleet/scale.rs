@@ -16,8 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::cache::{Change, SlotCache};
 use super::lease::{Lease, LeaseError, Leases};
-use super::store::Versioned;
 use super::run::Fleet;
+use super::store::Versioned;
 use super::view::{DaemonSetInfo, SlotView};
 
 thread_local! {
