@@ -293,8 +293,9 @@ mod tests {
     const DS: &str = "ds-uid";
     const LEASE: &str = "fleet.gw.0";
 
-    /// An apiserver-like upstream: one DaemonSet `fleet/gw` with a budget of 1 and the Lease
-    /// store; upgrade calls go into the store's log, so the order of everything is one list.
+    /// An apiserver-like upstream: one DaemonSet `fleet/gw` of one node (so that it is first in
+    /// line for a slot, `fleet::run::turn`) with a budget of 1 and the Lease store; upgrade
+    /// calls go into the store's log, so the order of everything is one list.
     fn fake(leases: &Arc<Leases>, status: u16) -> Arc<Fake> {
         Arc::new(Fake {
             status,
@@ -304,7 +305,7 @@ mod tests {
                 name: "gw".into(),
                 strategy: Some("AdvancedRollingUpdate".into()),
                 max_unavailable: Some("1".into()),
-                desired_number_scheduled: 5,
+                desired_number_scheduled: 1,
                 min_ready_seconds: 0,
             }],
             leases: Some((leases.clone(), "node-a")),
@@ -428,7 +429,7 @@ mod tests {
         assert_eq!(
             r.ops(),
             vec![
-                "list yurt-ota".to_owned(),
+                "watch yurt-ota fleet.gw".to_owned(),
                 format!("create {LEASE} node-a"),
                 "upgrade fleet/gw-abcde".into()
             ]
@@ -480,7 +481,7 @@ mod tests {
         assert_eq!(
             r.ops(),
             vec![
-                "list yurt-ota".to_owned(),
+                "watch yurt-ota fleet.gw".to_owned(),
                 format!("create {LEASE} node-a"),
                 format!("update {LEASE} -"),
             ],
@@ -501,7 +502,7 @@ mod tests {
             duration: Duration::from_secs(60),
             margin: Duration::from_secs(5),
             observed: &crate::fleet::Observed::default(),
-            label: None,
+            label: Some("fleet.gw"),
             revision: None,
         }
         .acquire("yurt-ota", "fleet.gw", 1, SystemTime::now())
@@ -511,9 +512,12 @@ mod tests {
         r.actor.act(&upgrade(), None);
         assert_eq!(
             r.ops(),
-            vec!["list yurt-ota".to_owned()],
-            "no write, no call"
+            vec!["watch yurt-ota fleet.gw".to_owned()],
+            "no write, no call: the watch shows the slot held"
         );
+        // Again: the watch is kept, nothing is sent.
+        r.actor.act(&upgrade(), None);
+        assert_eq!(r.ops(), Vec::<String>::new());
         assert_eq!(r.in_flight(), 0);
         assert_eq!(
             r.control.fleet.view()[DS].slots,

@@ -49,7 +49,8 @@ pub fn rank(node: &str, daemonset: &str, revision: &str) -> f64 {
 /// free, the first `free` of the line go within one `TURN_STEP`, each to the slot of its
 /// place; the rest wait one step per `free` nodes ahead of them, and find the slots taken (the
 /// watch told them) before their turn comes. Past `MAX_TURN` the wait grows with the logarithm
-/// of the place: still in order, and bounded for a node far back. A node already behind the
+/// of the place: still in order, and bounded for a node far back. The first in line goes at
+/// once. A node already behind the
 /// front (it lost a race, or saw the slot late) goes within one step, the lower its rank the
 /// sooner.
 pub fn turn(rank: f64, started: u64, nodes: u32, free: usize) -> (usize, Duration) {
@@ -65,6 +66,10 @@ pub fn turn(rank: f64, started: u64, nodes: u32, free: usize) -> (usize, Duratio
         );
     }
     let place = ahead.floor() as usize;
+    // First in line: no one to wait for.
+    if ahead < 1.0 {
+        return (0, Duration::ZERO);
+    }
     let steps = ahead / free as f64;
     let knee = MAX_TURN.as_secs_f64() / TURN_STEP.as_secs_f64();
     let steps = if steps <= knee {
@@ -243,6 +248,27 @@ impl Fleet {
         let key = slot_key(&ns, &name);
         let label = daemonset_label(&ns, &name);
         let rev = revision.unwrap_or("?");
+        // Held already (an earlier attempt whose call was not made): renewed, no watch.
+        let held = self.lock().held.get(ds_uid).map(|(s, _)| s.clone());
+        if let Some(mut slot) = held {
+            let slots = self.slots(leases, node, Some(&label), revision);
+            return match slots.renew(&mut slot, now) {
+                Ok(()) => {
+                    let index = slot.index;
+                    self.lock()
+                        .held
+                        .insert(ds_uid.to_owned(), (slot, Some(self.now())));
+                    self.set_slots(ds_uid, SlotView::Held { index });
+                    Ok(())
+                }
+                Err(e) => {
+                    if matches!(e, LeaseError::Lost { .. }) {
+                        self.lock().held.remove(ds_uid);
+                    }
+                    Err(self.lease_error(ds_uid, &ns, &name, &e, now))
+                }
+            };
+        }
         let cache = match self.cache(leases, ds_uid, &label) {
             Ok(c) => c,
             Err(e) => {
