@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::lease::{slot_index, slot_name, Lease};
+use super::lease::{holder_word, slot_index, slot_name, Lease};
 
 /// What a watch brought.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,14 +248,6 @@ impl SlotCache {
         let count =
             (s.free.len() + (budget as usize).saturating_sub(s.leases.len())).max(free.len());
         Look::Free { slots: free, count }
-    }
-}
-
-fn holder_word(l: &Lease) -> String {
-    let h = l.holder.clone().unwrap_or_default();
-    match &l.failed {
-        Some(r) => format!("{h} (failed revision {r})"),
-        None => h,
     }
 }
 

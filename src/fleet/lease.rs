@@ -476,7 +476,7 @@ impl<L: Leases + ?Sized> Slots<'_, L> {
 }
 
 /// A holder as a waiting node names it: `node-a`, or `node-a (failed revision X)`.
-fn holder_word(l: &Lease) -> String {
+pub(crate) fn holder_word(l: &Lease) -> String {
     let h = l.holder.clone().unwrap_or_default();
     match &l.failed {
         Some(r) => format!("{h} (failed revision {r})"),
