@@ -523,6 +523,7 @@ mod tests {
             r.control.fleet.view()[DS].slots,
             crate::fleet::SlotView::Full {
                 holders: vec!["node-x".into()],
+                held: 1,
                 retry_ms: match &r.control.fleet.view()[DS].slots {
                     crate::fleet::SlotView::Full { retry_ms, .. } => *retry_ms,
                     other => panic!("{other:?}"),

@@ -177,9 +177,16 @@ impl SlotCache {
         self.lock().leases.get(name).map(|e| e.lease.clone())
     }
 
-    /// The holders, at most ten named, in Lease-name order, then how many more.
-    pub fn holders(&self) -> Vec<String> {
-        self.lock().named()
+    /// The holders, at most ten named, in Lease-name order, then how many more; and how many
+    /// slots of `daemonset` of `budget` are held.
+    pub fn holders(&self, daemonset: &str, budget: u32) -> (Vec<String>, u32) {
+        let s = self.lock();
+        let held = s
+            .held
+            .iter()
+            .filter(|(_, n)| slot_index(daemonset, n, budget).is_some())
+            .count();
+        (s.named(), u32::try_from(held).unwrap_or(u32::MAX))
     }
 
     /// What `me` may do about slots `daemonset` (its `slot_key`) of `budget`, `grace` being

@@ -287,7 +287,7 @@ impl Fleet {
             }
             Look::Full { holders } => {
                 let e = format!("{budget}/{budget} slots held by {}", holders.join(", "));
-                self.full(ds_uid, holders, Self::retry_ms(now));
+                self.full(ds_uid, (holders, budget), Self::retry_ms(now));
                 return Err(e);
             }
             // Held from before (a restart): renewed below, as a take.
@@ -301,7 +301,7 @@ impl Fleet {
                 let left = due.saturating_duration_since(self.now());
                 if !left.is_zero() {
                     let retry = crate::state::unix_ms(now + left);
-                    self.full(ds_uid, cache.holders(), retry);
+                    self.full(ds_uid, cache.holders(&key, budget), retry);
                     return Err(format!(
                         "slot {index} of {ns}/{name} is free; this node's turn in line comes in {:.1}s",
                         left.as_secs_f64()
@@ -313,7 +313,7 @@ impl Fleet {
                     match leases.get(&l.namespace, &l.name) {
                         Ok(Some(fresh)) if fresh.resource_version != l.resource_version => {
                             cache.apply(Change::Upsert(fresh));
-                            self.full(ds_uid, cache.holders(), Self::retry_ms(now));
+                            self.full(ds_uid, cache.holders(&key, budget), Self::retry_ms(now));
                             return Err(format!("slot {index} of {ns}/{name} was renewed"));
                         }
                         Ok(_) => {}
@@ -361,7 +361,7 @@ impl Fleet {
                         Err(e) => return Err(self.lease_error(ds_uid, &ns, &name, &e, now)),
                     }
                 }
-                self.full(ds_uid, cache.holders(), Self::retry_ms(now));
+                self.full(ds_uid, cache.holders(&key, budget), Self::retry_ms(now));
                 Err(format!(
                     "slot {index} of {ns}/{name} was taken by another node first (409)"
                 ))
@@ -394,8 +394,15 @@ impl Fleet {
         );
     }
 
-    fn full(&self, ds_uid: &str, holders: Vec<String>, retry_ms: u64) {
-        self.set_slots(ds_uid, SlotView::Full { holders, retry_ms });
+    fn full(&self, ds_uid: &str, (holders, held): (Vec<String>, u32), retry_ms: u64) {
+        self.set_slots(
+            ds_uid,
+            SlotView::Full {
+                holders,
+                held,
+                retry_ms,
+            },
+        );
     }
 
     /// `status.desiredNumberScheduled` of `ds_uid`: the nodes in line.
