@@ -10,6 +10,9 @@
 //! monotonic time at which it last saw the Lease change (`Observed`), never from the writer's
 //! `renewTime`, so a wall clock behind or ahead on any node cannot free a live slot. A Lease
 //! first seen held is waited on for its full `leaseDurationSeconds` (plus `margin`).
+//!
+//! The agent takes slots through `fleet::run` from the watch's copy (`fleet::cache`, issue 24);
+//! `Slots::acquire`, one LIST then the writes, is the same rule without a watch.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

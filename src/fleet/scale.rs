@@ -1,6 +1,7 @@
 //! The fleet budget at scale, simulated (issue 24): N copies of the real `Fleet` (its budget
-//! resolution, `take`, `maintain`, renewals, releases and the local expiry of `Observed`)
-//! against an in-memory apiserver with real compare-and-swap, on a virtual clock. No
+//! resolution, the slot watch's copy, turns in line, `take`, `maintain`, renewals, releases and
+//! expiry by local observation) against an in-memory apiserver with real compare-and-swap and
+//! delayed watch delivery (`Model`), on a virtual clock. No
 //! processes, no sockets, no sleeping: one thread steps the nodes in the order of their next
 //! wake-up. What a node does between the fleet's calls (its upgrade taking a while, failing,
 //! the node dying) is the scenario's; what it asks of the apiserver is the real code's.
