@@ -56,7 +56,9 @@ struct Entry {
 /// What the cache shows a node that wants a slot of `budget`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Look {
-    /// Not listed yet, or the watch is down: nothing is taken on a stale picture.
+    /// Not listed yet: looked at again shortly.
+    Listing,
+    /// The watch is down: nothing is taken on a stale picture.
     Unknown(String),
     /// This node holds slot `index` (after a restart, or its own write).
     Mine { index: u32, lease: Lease },
@@ -195,7 +197,7 @@ impl SlotCache {
         let now = (self.clock)();
         let s = self.lock();
         if !s.synced {
-            return Look::Unknown("the slot Leases are not listed yet".into());
+            return Look::Listing;
         }
         if let Some(e) = &s.error {
             return Look::Unknown(e.clone());

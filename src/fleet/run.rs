@@ -27,6 +27,8 @@ pub const RETRY: Duration = Duration::from_secs(2);
 pub const TURN_STEP: Duration = Duration::from_millis(250);
 /// The longest a node waits for its turn once it sees a slot free.
 pub const MAX_TURN: Duration = Duration::from_secs(30);
+/// While a new slot watch's first LIST is under way, the copy is looked at again after this.
+pub const LISTING_RETRY: Duration = Duration::from_millis(100);
 /// A slot watch no take asked for this long is stopped (the node has nothing outdated left).
 pub const WATCH_IDLE: Duration = Duration::from_secs(60);
 
@@ -280,6 +282,18 @@ impl Fleet {
         };
         let slots = self.slots(leases, node, Some(&label), revision);
         let (index, lease) = match cache.look(&key, budget, node, SKEW) {
+            Look::Listing => {
+                let e = format!("the slots of {ns}/{name} are being listed");
+                let soon = crate::state::unix_ms(now + LISTING_RETRY);
+                self.set_slots(
+                    ds_uid,
+                    SlotView::Unavailable {
+                        error: e.clone(),
+                        retry_ms: soon,
+                    },
+                );
+                return Err(e);
+            }
             Look::Unknown(e) => {
                 let e = format!("the slots of {ns}/{name} are not known yet: {e}");
                 self.unavailable(ds_uid, &e, now);
@@ -361,7 +375,9 @@ impl Fleet {
                         Err(e) => return Err(self.lease_error(ds_uid, &ns, &name, &e, now)),
                     }
                 }
-                self.full(ds_uid, cache.holders(&key, budget), Self::retry_ms(now));
+                // Another slot may be free: looked at again once the watch has told who won.
+                let soon = crate::state::unix_ms(now + TURN_STEP);
+                self.full(ds_uid, cache.holders(&key, budget), soon);
                 Err(format!(
                     "slot {index} of {ns}/{name} was taken by another node first (409)"
                 ))
