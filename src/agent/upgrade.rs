@@ -36,7 +36,7 @@ impl Actor {
         let t0 = Instant::now();
         let leases = self.upstream.leases();
         if let Some(ds) = slot {
-            if let Err(e) = c.fleet.take(leases, ds, started) {
+            if let Err(e) = c.fleet.take(leases, ds, pod.revision.as_deref(), started) {
                 if !down {
                     log::debug!("not upgrading {key} yet: fleet budget: {e}");
                     return;
@@ -295,8 +295,9 @@ mod tests {
     const DS: &str = "ds-uid";
     const LEASE: &str = "fleet.gw.0";
 
-    /// An apiserver-like upstream: one DaemonSet `fleet/gw` with a budget of 1 and the Lease
-    /// store; upgrade calls go into the store's log, so the order of everything is one list.
+    /// An apiserver-like upstream: one DaemonSet `fleet/gw` of one node (so that it is first in
+    /// line for a slot, `fleet::run::turn`) with a budget of 1 and the Lease store; upgrade
+    /// calls go into the store's log, so the order of everything is one list.
     fn fake(leases: &Arc<Leases>, status: u16) -> Arc<Fake> {
         Arc::new(Fake {
             status,
@@ -306,7 +307,7 @@ mod tests {
                 name: "gw".into(),
                 strategy: Some("AdvancedRollingUpdate".into()),
                 max_unavailable: Some("1".into()),
-                desired_number_scheduled: 5,
+                desired_number_scheduled: 1,
                 min_ready_seconds: 0,
             }],
             leases: Some((leases.clone(), "node-a")),
@@ -430,7 +431,7 @@ mod tests {
         assert_eq!(
             r.ops(),
             vec![
-                "list yurt-ota".to_owned(),
+                "watch yurt-ota fleet.gw".to_owned(),
                 format!("create {LEASE} node-a"),
                 "upgrade fleet/gw-abcde".into()
             ]
@@ -482,7 +483,7 @@ mod tests {
         assert_eq!(
             r.ops(),
             vec![
-                "list yurt-ota".to_owned(),
+                "watch yurt-ota fleet.gw".to_owned(),
                 format!("create {LEASE} node-a"),
                 format!("update {LEASE} -"),
             ],
@@ -503,6 +504,8 @@ mod tests {
             duration: Duration::from_secs(60),
             margin: Duration::from_secs(5),
             observed: &crate::fleet::Observed::default(),
+            label: Some("fleet.gw"),
+            revision: None,
         }
         .acquire("yurt-ota", "fleet.gw", 1, SystemTime::now())
         .unwrap();
@@ -511,14 +514,18 @@ mod tests {
         r.actor.act(&upgrade(), None);
         assert_eq!(
             r.ops(),
-            vec!["list yurt-ota".to_owned()],
-            "no write, no call"
+            vec!["watch yurt-ota fleet.gw".to_owned()],
+            "no write, no call: the watch shows the slot held"
         );
+        // Again: the watch is kept, nothing is sent.
+        r.actor.act(&upgrade(), None);
+        assert_eq!(r.ops(), Vec::<String>::new());
         assert_eq!(r.in_flight(), 0);
         assert_eq!(
             r.control.fleet.view()[DS].slots,
             crate::fleet::SlotView::Full {
                 holders: vec!["node-x".into()],
+                held: 1,
                 retry_ms: match &r.control.fleet.view()[DS].slots {
                     crate::fleet::SlotView::Full { retry_ms, .. } => *retry_ms,
                     other => panic!("{other:?}"),
@@ -627,7 +634,14 @@ mod tests {
         r.control.fleet.age_held();
         r.actor.fleet_tick();
         assert_eq!(
-            r.leases.leases.lock().unwrap().1[LEASE].failed.as_deref(),
+            r.leases
+                .leases
+                .lock()
+                .unwrap()
+                .get("yurt-ota", LEASE)
+                .unwrap()
+                .failed
+                .as_deref(),
             Some("rev-2")
         );
         let leases = r.leases.clone();

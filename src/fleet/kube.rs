@@ -6,11 +6,17 @@
 //! collection lists the namespace's Leases); a 409 is
 //! `Conflict` (another node wrote first); a 404 on an update too (the Lease moved on: gone).
 
+use std::io::BufRead;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use serde_json::Value;
 
-use super::lease::{Lease, LeaseError, Leases};
+use super::cache::{Change, SlotCache};
+use super::lease::{Lease, LeaseError, Leases, DAEMONSET_LABEL};
 use super::strategy::{MAX_UNAVAILABLE_ANNOTATION, STRATEGY_ANNOTATION};
 use super::view::DaemonSetInfo;
+use crate::upstream::apiserver::watch::{self, Backoff, Envelope};
 
 /// One request: method, path (from `/apis/…`), JSON body; the status and body answered, or
 /// why there was no answer.
@@ -21,10 +27,188 @@ pub trait Kube: Send + Sync {
         path: &str,
         body: Option<&[u8]>,
     ) -> Result<(u16, Vec<u8>), String>;
+
+    /// A GET whose answer is read as it comes (a watch): the status and the body's reader.
+    /// A client that cannot stream says so; the slot watch then fails and no slot is taken
+    /// (fail closed).
+    fn watch(&self, path: &str) -> Result<(u16, Box<dyn BufRead + Send>), String> {
+        Err(format!("GET {path}: this client cannot watch"))
+    }
+}
+
+impl<K: Kube + ?Sized> Kube for Arc<K> {
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<(u16, Vec<u8>), String> {
+        (**self).request(method, path, body)
+    }
+    fn watch(&self, path: &str) -> Result<(u16, Box<dyn BufRead + Send>), String> {
+        (**self).watch(path)
+    }
 }
 
 /// `Leases` over the Kubernetes API.
 pub struct LeaseApi<K>(pub K);
+
+/// A slot watch lasts this long before the server ends it and it is started again from the
+/// last resourceVersion (one request per node per this, while it waits).
+pub const WATCH_SECONDS: u64 = 300;
+
+/// The label selector of a DaemonSet's slots, percent-encoded for a query.
+pub fn selector(label: &str) -> String {
+    crate::upstream::apiserver::query(&format!("{DAEMONSET_LABEL}={label}"))
+}
+
+/// How a slot watch ended.
+enum End {
+    /// The server ended it (timeoutSeconds), or the connection dropped: watch again from
+    /// the last resourceVersion.
+    Closed {
+        got: bool,
+    },
+    /// 410 Gone: list again.
+    Expired,
+    Failed(String),
+    /// 403 on the watch: the identity may list the Leases but not watch them (a manifest
+    /// from before the watch).
+    Forbidden,
+    /// The node stopped waiting: nobody reads the cache any more.
+    Unwanted,
+}
+
+/// Without the `watch` grant, the slots are listed again this often instead.
+pub const LIST_EVERY: Duration = Duration::from_secs(2);
+
+impl<K: Kube + Clone + 'static> LeaseApi<K> {
+    /// LIST with the selector, then WATCH from its resourceVersion, until the cache is
+    /// dropped by the fleet (checked at each event, bookmark and watch end).
+    fn keep(&self, ns: &str, label: &str, cache: &Arc<SlotCache>) {
+        let base = path(ns, None);
+        let sel = selector(label);
+        let mut backoff = Backoff::new();
+        let mut need_list = true;
+        let unwanted = |c: &Arc<SlotCache>| Arc::strong_count(c) == 1;
+        let mut warned = false;
+        while !unwanted(cache) {
+            if need_list {
+                let what = format!("GET {base}?labelSelector={sel}");
+                let listed =
+                    match self
+                        .0
+                        .request("GET", &format!("{base}?labelSelector={sel}"), None)
+                    {
+                        Ok((200, body)) => {
+                            Lease::list_with_version(&body).map_err(|e| format!("{what}: {e}"))
+                        }
+                        Ok((status, body)) => Err(unexpected(&what, status, &body).to_string()),
+                        Err(e) => Err(format!("{what}: {e}")),
+                    };
+                match listed {
+                    Ok((leases, rv)) => {
+                        cache.replace(leases, rv);
+                        need_list = false;
+                    }
+                    Err(e) => {
+                        log::warn!("fleet slot watch: {e}; no slot is taken until it answers");
+                        cache.set_error(Some(e));
+                        std::thread::sleep(backoff.next_delay());
+                        continue;
+                    }
+                }
+            }
+            let p = format!(
+                "{base}?labelSelector={sel}&resourceVersion={}&watch=1&allowWatchBookmarks=true&timeoutSeconds={WATCH_SECONDS}",
+                crate::upstream::apiserver::query(&cache.rv())
+            );
+            let began = Instant::now();
+            match self.stream(&p, cache) {
+                End::Unwanted => return,
+                End::Closed { got } if got || began.elapsed() >= Duration::from_secs(5) => {
+                    backoff.reset();
+                }
+                End::Closed { .. } => std::thread::sleep(backoff.next_delay()),
+                End::Expired => need_list = true,
+                End::Forbidden => {
+                    if !warned {
+                        log::warn!("fleet slot watch: the apiserver refused to watch leases (403): waiting by listing the slots every {}s instead; grant `watch` on leases (packaging/kubernetes/rbac.yaml)", LIST_EVERY.as_secs());
+                        warned = true;
+                    }
+                    std::thread::sleep(LIST_EVERY);
+                    need_list = true;
+                }
+                End::Failed(e) => {
+                    log::warn!("fleet slot watch: {e}; no slot is taken until it is back");
+                    cache.set_error(Some(e));
+                    std::thread::sleep(backoff.next_delay());
+                    // What was missed while it was down: listed again.
+                    need_list = true;
+                }
+            }
+        }
+    }
+
+    fn stream(&self, p: &str, cache: &Arc<SlotCache>) -> End {
+        let (status, mut r) = match self.0.watch(p) {
+            Ok(x) => x,
+            Err(e) => return End::Failed(format!("GET {p}: {e}")),
+        };
+        match status {
+            200 => {}
+            410 => return End::Expired,
+            403 => return End::Forbidden,
+            s => return End::Failed(format!("GET {p} answered {s}")),
+        }
+        let mut buf = Vec::new();
+        let mut got = false;
+        loop {
+            if Arc::strong_count(cache) == 1 {
+                return End::Unwanted;
+            }
+            match watch::read_line(&mut r, &mut buf) {
+                Ok(Some(Ok(()))) => {}
+                Ok(Some(Err(n))) => {
+                    log::warn!("fleet slot watch: skipped an event of {n} bytes");
+                    continue;
+                }
+                Ok(None) => return End::Closed { got },
+                Err(e) => {
+                    log::info!("fleet slot watch: the connection ended ({e}); watching again");
+                    return End::Closed { got };
+                }
+            }
+            if buf.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let lease = |obj: &serde_json::value::RawValue| Lease::from_json(obj.get().as_bytes());
+            let change = match watch::parse_envelope(&buf) {
+                Ok(Envelope::Upsert(obj)) => lease(obj).map(Change::Upsert),
+                Ok(Envelope::Delete(obj)) => lease(obj).map(Change::Delete),
+                Ok(Envelope::Bookmark(rv)) => {
+                    cache.bookmark(rv);
+                    got = true;
+                    continue;
+                }
+                Ok(Envelope::Expired) => return End::Expired,
+                Ok(Envelope::Error(m)) => return End::Failed(format!("ERROR event: {m}")),
+                Err(e) => Err(e),
+            };
+            match change {
+                Ok(c) => {
+                    got = true;
+                    cache.set_error(None);
+                    cache.apply(c);
+                }
+                Err(e) => log::warn!(
+                    "fleet slot watch: bad event ({e}): {}; keeping the last good state",
+                    crate::upstream::excerpt(&buf)
+                ),
+            }
+        }
+    }
+}
 
 fn path(ns: &str, name: Option<&str>) -> String {
     let base = format!("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases");
@@ -45,7 +229,24 @@ fn parse(what: &str, body: &[u8]) -> Result<Lease, LeaseError> {
     Lease::from_json(body).map_err(|e| LeaseError::Unavailable(format!("{what}: {e}")))
 }
 
-impl<K: Kube> Leases for LeaseApi<K> {
+impl<K: Kube + Clone + 'static> Leases for LeaseApi<K> {
+    fn watch_slots(
+        &self,
+        namespace: &str,
+        label: &str,
+        clock: fn() -> Instant,
+    ) -> Result<Arc<SlotCache>, LeaseError> {
+        let cache = Arc::new(SlotCache::new(clock));
+        let kept = cache.clone();
+        let api = LeaseApi(self.0.clone());
+        let (ns, label) = (namespace.to_owned(), label.to_owned());
+        std::thread::Builder::new()
+            .name("fleet-slot-watch".into())
+            .spawn(move || api.keep(&ns, &label, &kept))
+            .map_err(|e| LeaseError::Unavailable(format!("cannot start the slot watch: {e}")))?;
+        Ok(cache)
+    }
+
     fn list(&self, namespace: &str) -> Result<Vec<Lease>, LeaseError> {
         let p = path(namespace, None);
         let what = format!("GET {p}");
@@ -134,6 +335,10 @@ mod tests {
             let (s, b) = g.0.remove(0);
             Ok((s, b.into_bytes()))
         }
+        fn watch(&self, p: &str) -> Result<(u16, Box<dyn BufRead + Send>), String> {
+            let (s, b) = self.request("WATCH", p, None)?;
+            Ok((s, Box::new(std::io::Cursor::new(b))))
+        }
     }
 
     #[test]
@@ -148,9 +353,14 @@ mod tests {
             renew_time: None,
             lease_transitions: 0,
             failed: None,
+            daemonset: Some("fleet.gw".into()),
+            takes: Some(super::super::lease::Takes {
+                revision: "rev-2".into(),
+                count: 3,
+            }),
         };
         let body = lease.to_json().to_string();
-        let api = LeaseApi(Scripted(Mutex::new((
+        let api = LeaseApi(Arc::new(Scripted(Mutex::new((
             vec![
                 (200, body.clone()),
                 (404, String::new()),
@@ -160,7 +370,7 @@ mod tests {
                 (200, "not json".into()),
             ],
             Vec::new(),
-        ))));
+        )))));
         assert_eq!(api.get("fleet", "fleet.gw.0").unwrap(), Some(lease.clone()));
         assert_eq!(api.get("fleet", "fleet.gw.0").unwrap(), None);
         assert_eq!(api.create(&lease), Err(LeaseError::Conflict));
@@ -177,7 +387,7 @@ mod tests {
         assert!(
             matches!(api.get("fleet", "x"), Err(LeaseError::Unavailable(e)) if e.contains("refused"))
         );
-        let list = LeaseApi(Scripted(Mutex::new((
+        let list = LeaseApi(Arc::new(Scripted(Mutex::new((
             vec![
                 (
                     200,
@@ -186,7 +396,7 @@ mod tests {
                 (403, String::new()),
             ],
             Vec::new(),
-        ))));
+        )))));
         assert_eq!(list.list("fleet").unwrap(), vec![lease.clone()]);
         assert!(matches!(list.list("fleet"), Err(LeaseError::Unavailable(e)) if e.contains("403")));
         assert_eq!(
@@ -203,6 +413,81 @@ mod tests {
                 "PUT /apis/coordination.k8s.io/v1/namespaces/fleet/leases/fleet.gw.0",
             ]
         );
+    }
+
+    #[test]
+    fn the_slot_watch_lists_by_label_then_watches_rewatches_and_relists_on_410() {
+        let lease = |rv: &str, holder: Option<&str>| {
+            Lease {
+                namespace: "fleet".into(),
+                name: "edge.gw.0".into(),
+                resource_version: rv.into(),
+                holder: holder.map(Into::into),
+                lease_duration_seconds: 70,
+                daemonset: Some("edge.gw".into()),
+                ..Lease::default()
+            }
+            .to_json()
+        };
+        let ev =
+            |t: &str, obj: Value| format!("{}\n", serde_json::json!({"type": t, "object": obj}));
+        let list = |rv: &str, l: Value| {
+            format!("{{\"kind\":\"LeaseList\",\"metadata\":{{\"resourceVersion\":\"{rv}\"}},\"items\":[{l}]}}")
+        };
+        let bookmark = serde_json::json!({"kind": "Lease", "metadata": {"resourceVersion": "12"}});
+        let gone = serde_json::json!({"kind": "Status", "code": 410, "message": "too old"});
+        let script = vec![
+            (200, list("10", lease("10", Some("node-a")))),
+            // A watch: the holder renews, a bookmark, then a garbage line, then the server ends it.
+            (
+                200,
+                ev("MODIFIED", lease("11", Some("node-a")))
+                    + &ev("BOOKMARK", bookmark)
+                    + "not json\n",
+            ),
+            // Watched again from 12: expired.
+            (200, ev("ERROR", gone)),
+            // Listed again: released meanwhile.
+            (200, list("20", lease("20", None))),
+            // Watched from 20: ended at once, with nothing in it (backed off, then tried again).
+            (200, String::new()),
+        ];
+        let api = LeaseApi(Arc::new(Scripted(Mutex::new((script, Vec::new())))));
+        let cache = api.watch_slots("fleet", "edge.gw", Instant::now).unwrap();
+        // Until the watch from the re-list's resourceVersion was made (its answer is empty:
+        // the thread then backs off before trying again).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while api.0 .0.lock().unwrap().1.len() < 5 {
+            assert!(
+                Instant::now() < deadline,
+                "{:?}",
+                api.0 .0.lock().unwrap().1
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let look = cache.look("edge.gw", 1, "node-b", Duration::ZERO);
+        assert!(
+            matches!(look, super::super::cache::Look::Free { .. }),
+            "{look:?}"
+        );
+        let seen = api.0 .0.lock().unwrap().1.clone();
+        let base = "/apis/coordination.k8s.io/v1/namespaces/fleet/leases?labelSelector=yurt-ota.io%2Fdaemonset%3Dedge.gw";
+        let watch = |rv: &str| {
+            format!("WATCH {base}&resourceVersion={rv}&watch=1&allowWatchBookmarks=true&timeoutSeconds={WATCH_SECONDS}")
+        };
+        assert_eq!(
+            seen[..5],
+            [
+                format!("GET {base}"),
+                watch("10"),
+                watch("12"),
+                format!("GET {base}"),
+                watch("20")
+            ]
+        );
+        assert_eq!(cache.rv(), "20");
+        // Dropped by the fleet: the thread ends at its next look (here: the script ran out).
+        drop(cache);
     }
 
     #[test]

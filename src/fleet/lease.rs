@@ -10,6 +10,9 @@
 //! monotonic time at which it last saw the Lease change (`Observed`), never from the writer's
 //! `renewTime`, so a wall clock behind or ahead on any node cannot free a live slot. A Lease
 //! first seen held is waited on for its full `leaseDurationSeconds` (plus `margin`).
+//!
+//! The agent takes slots through `fleet::run` from the watch's copy (`fleet::cache`, issue 24);
+//! `Slots::acquire`, one LIST then the writes, is the same rule without a watch.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,7 +22,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// A Lease as far as slots need it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Lease {
     pub namespace: String,
     pub name: String,
@@ -34,6 +37,59 @@ pub struct Lease {
     /// The holder's upgrade failed (annotation `yurt-ota.io/failed-revision`, the revision):
     /// it holds the slot because its pod is down, which a waiting node says (SPEC 6b).
     pub failed: Option<String>,
+    /// The label `yurt-ota.io/daemonset` (`daemonset_label`): what the slot watch selects.
+    /// `None` on a slot an older agent wrote; the next write by this one labels it.
+    pub daemonset: Option<String>,
+    /// The annotation `yurt-ota.io/takes`, `<revision> <n>`: how many times this slot was taken
+    /// for that revision. Summed over the slots, how far the rollout of a revision is
+    /// (`run::turn`).
+    pub takes: Option<Takes>,
+}
+
+/// What a slot's `yurt-ota.io/takes` annotation says.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Takes {
+    pub revision: String,
+    pub count: u32,
+}
+
+/// The label every slot Lease carries: its DaemonSet (`daemonset_label`).
+pub const DAEMONSET_LABEL: &str = "yurt-ota.io/daemonset";
+/// The annotation counting a slot's takes for a revision (`Lease::takes`).
+pub const TAKES_ANNOTATION: &str = "yurt-ota.io/takes";
+
+/// The value of `DAEMONSET_LABEL` for DaemonSet `ns/name`: `<ns>.<name>` when that is a valid
+/// label value (at most 63 characters; a namespace and a name are lower-case DNS names, so
+/// only the length can fail), else the first 46 characters of it, trimmed to end in an
+/// alphanumeric, then `-` and the 16 hex digits of the FNV-1a 64 hash of `<ns>/<name>`:
+/// stable across nodes, versions and restarts, and distinct for distinct DaemonSets but for
+/// a hash collision between two long names of one fleet.
+pub fn daemonset_label(ns: &str, name: &str) -> String {
+    let plain = format!("{ns}.{name}");
+    if valid_label_value(&plain) {
+        return plain;
+    }
+    let mut h = fnv::FnvHasher::default();
+    std::hash::Hasher::write(&mut h, format!("{ns}/{name}").as_bytes());
+    let hash = std::hash::Hasher::finish(&h);
+    let head: String = plain.chars().take(46).collect();
+    let head = head.trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    if head.is_empty() {
+        format!("h{hash:016x}")
+    } else {
+        format!("{head}-{hash:016x}")
+    }
+}
+
+/// A Kubernetes label value: at most 63 characters, `[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?`.
+pub fn valid_label_value(v: &str) -> bool {
+    let b = v.as_bytes();
+    let edge = |c: &u8| c.is_ascii_alphanumeric();
+    b.len() <= 63
+        && b.first().is_some_and(edge)
+        && b.last().is_some_and(edge)
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))
 }
 
 /// The annotation a holder whose upgrade failed puts on its slot.
@@ -71,6 +127,16 @@ pub trait Leases {
     fn create(&self, lease: &Lease) -> Result<Lease, LeaseError>;
     /// `PUT .../leases/{name}` carrying `resource_version`: `Conflict` when it moved on.
     fn update(&self, lease: &Lease) -> Result<Lease, LeaseError>;
+    /// Keeps the Leases of `namespace` labelled `DAEMONSET_LABEL=label` in a cache: a LIST
+    /// with that label selector, then a watch from its resourceVersion (bookmarks on; watched
+    /// again from the last resourceVersion when it ends, listed again on 410 Gone), for as
+    /// long as the caller keeps the cache (`Arc`). `clock` times what the cache sees change.
+    fn watch_slots(
+        &self,
+        namespace: &str,
+        label: &str,
+        clock: fn() -> Instant,
+    ) -> Result<std::sync::Arc<super::cache::SlotCache>, LeaseError>;
 }
 
 /// The name of slot `index` of a DaemonSet, `daemonset` its `slot_key`:
@@ -182,6 +248,10 @@ pub struct Slots<'a, L: Leases + ?Sized> {
     pub margin: Duration,
     /// This node's observations of the Leases (kept by the caller across attempts).
     pub observed: &'a Observed,
+    /// The `DAEMONSET_LABEL` value every write puts on the slot (`None`: left as it is).
+    pub label: Option<&'a str>,
+    /// The revision a take is for (`Lease::takes`).
+    pub revision: Option<&'a str>,
 }
 
 impl<L: Leases + ?Sized> Slots<'_, L> {
@@ -277,29 +347,7 @@ impl<L: Leases + ?Sized> Slots<'_, L> {
         }
         tries.sort_by_key(|(i, _)| *i);
         for (index, lease) in tries {
-            let name = slot_name(daemonset, index);
-            let taken = match lease {
-                None => self.leases.create(&Lease {
-                    namespace: namespace.to_owned(),
-                    name,
-                    resource_version: String::new(),
-                    holder: Some(self.holder.to_owned()),
-                    lease_duration_seconds: self.duration_seconds(),
-                    acquire_time: Some(now),
-                    renew_time: Some(now),
-                    lease_transitions: 0,
-                    failed: None,
-                }),
-                Some(l) => self.leases.update(&Lease {
-                    holder: Some(self.holder.to_owned()),
-                    lease_duration_seconds: self.duration_seconds(),
-                    acquire_time: Some(now),
-                    renew_time: Some(now),
-                    lease_transitions: l.lease_transitions + u32::from(l.holder.is_some()),
-                    failed: None,
-                    ..l
-                }),
-            };
+            let taken = self.write_take(namespace, daemonset, index, lease, now);
             match taken {
                 Ok(lease) => return Ok(SlotOutcome::Taken(Slot { index, lease })),
                 Err(LeaseError::Conflict) => {
@@ -315,6 +363,52 @@ impl<L: Leases + ?Sized> Slots<'_, L> {
         Ok(SlotOutcome::Full { holders })
     }
 
+    /// One write taking slot `index`: a create when `lease` is `None` (no Lease yet), else an
+    /// update carrying its resourceVersion. The Lease written carries this node's label
+    /// (`label`) and the count of takes for `revision`.
+    pub fn write_take(
+        &self,
+        namespace: &str,
+        daemonset: &str,
+        index: u32,
+        lease: Option<Lease>,
+        now: SystemTime,
+    ) -> Result<Lease, LeaseError> {
+        let rev = self.revision.unwrap_or("?").to_owned();
+        let takes = |old: Option<&Takes>| {
+            Some(Takes {
+                count: old.filter(|t| t.revision == rev).map_or(0, |t| t.count) + 1,
+                revision: rev.clone(),
+            })
+        };
+        match lease {
+            None => self.leases.create(&Lease {
+                namespace: namespace.to_owned(),
+                name: slot_name(daemonset, index),
+                resource_version: String::new(),
+                holder: Some(self.holder.to_owned()),
+                lease_duration_seconds: self.duration_seconds(),
+                acquire_time: Some(now),
+                renew_time: Some(now),
+                lease_transitions: 0,
+                failed: None,
+                daemonset: self.label.map(str::to_owned),
+                takes: takes(None),
+            }),
+            Some(l) => self.leases.update(&Lease {
+                holder: Some(self.holder.to_owned()),
+                lease_duration_seconds: self.duration_seconds(),
+                acquire_time: Some(now),
+                renew_time: Some(now),
+                lease_transitions: l.lease_transitions + u32::from(l.holder.is_some()),
+                failed: None,
+                daemonset: self.label.map(str::to_owned).or(l.daemonset.clone()),
+                takes: takes(l.takes.as_ref()),
+                ..l
+            }),
+        }
+    }
+
     /// Push the slot's expiry out. A 409 re-reads it: still ours, renew again; another
     /// node's, `Lost`.
     pub fn renew(&self, slot: &mut Slot, now: SystemTime) -> Result<(), LeaseError> {
@@ -323,6 +417,10 @@ impl<L: Leases + ?Sized> Slots<'_, L> {
                 holder: Some(self.holder.to_owned()),
                 lease_duration_seconds: self.duration_seconds(),
                 renew_time: Some(now),
+                daemonset: self
+                    .label
+                    .map(str::to_owned)
+                    .or(slot.lease.daemonset.clone()),
                 ..slot.lease.clone()
             };
             match self.leases.update(&want) {
@@ -381,7 +479,7 @@ impl<L: Leases + ?Sized> Slots<'_, L> {
 }
 
 /// A holder as a waiting node names it: `node-a`, or `node-a (failed revision X)`.
-fn holder_word(l: &Lease) -> String {
+pub(crate) fn holder_word(l: &Lease) -> String {
     let h = l.holder.clone().unwrap_or_default();
     match &l.failed {
         Some(r) => format!("{h} (failed revision {r})"),
@@ -421,6 +519,8 @@ struct RawMeta {
     resource_version: Option<String>,
     #[serde(default)]
     annotations: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    labels: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -441,6 +541,28 @@ impl Lease {
         Ok(Lease::from_raw(raw))
     }
 
+    /// The items of a `LeaseList` and its `metadata.resourceVersion` (to watch from).
+    pub fn list_with_version(body: &[u8]) -> Result<(Vec<Lease>, String), String> {
+        #[derive(Deserialize)]
+        struct ListMeta {
+            #[serde(default, rename = "resourceVersion")]
+            resource_version: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct RawList {
+            #[serde(default)]
+            metadata: Option<ListMeta>,
+            items: Vec<RawLease>,
+        }
+        let raw: RawList =
+            serde_json::from_slice(body).map_err(|e| format!("not a LeaseList: {e}"))?;
+        let rv = raw
+            .metadata
+            .and_then(|m| m.resource_version)
+            .unwrap_or_default();
+        Ok((raw.items.into_iter().map(Lease::from_raw).collect(), rv))
+    }
+
     /// The items of a `LeaseList` (which carry no `kind` of their own).
     pub fn list_from_json(body: &[u8]) -> Result<Vec<Lease>, String> {
         #[derive(Deserialize)]
@@ -454,6 +576,14 @@ impl Lease {
 
     fn from_raw(raw: RawLease) -> Lease {
         let spec = raw.spec.unwrap_or_default();
+        let mut annotations = raw.metadata.annotations.unwrap_or_default();
+        let takes = annotations.remove(TAKES_ANNOTATION).and_then(|t| {
+            let mut w = t.split(' ');
+            Some(Takes {
+                revision: w.next()?.to_owned(),
+                count: w.next()?.parse().ok()?,
+            })
+        });
         Lease {
             namespace: raw.metadata.namespace.unwrap_or_default(),
             name: raw.metadata.name,
@@ -463,10 +593,12 @@ impl Lease {
             acquire_time: spec.acquire_time.as_deref().and_then(parse_time),
             renew_time: spec.renew_time.as_deref().and_then(parse_time),
             lease_transitions: spec.lease_transitions.unwrap_or(0),
-            failed: raw
+            failed: annotations.remove(FAILED_ANNOTATION),
+            daemonset: raw
                 .metadata
-                .annotations
-                .and_then(|mut a| a.remove(FAILED_ANNOTATION)),
+                .labels
+                .and_then(|mut l| l.remove(DAEMONSET_LABEL)),
+            takes,
         }
     }
 
@@ -476,8 +608,21 @@ impl Lease {
         if !self.resource_version.is_empty() {
             metadata["resourceVersion"] = json!(self.resource_version);
         }
+        let mut annotations = serde_json::Map::new();
         if let Some(r) = &self.failed {
-            metadata["annotations"] = json!({ FAILED_ANNOTATION: r });
+            annotations.insert(FAILED_ANNOTATION.into(), json!(r));
+        }
+        if let Some(t) = &self.takes {
+            annotations.insert(
+                TAKES_ANNOTATION.into(),
+                json!(format!("{} {}", t.revision, t.count)),
+            );
+        }
+        if !annotations.is_empty() {
+            metadata["annotations"] = Value::Object(annotations);
+        }
+        if let Some(d) = &self.daemonset {
+            metadata["labels"] = json!({ DAEMONSET_LABEL: d });
         }
         json!({
             "apiVersion": "coordination.k8s.io/v1",
@@ -532,6 +677,8 @@ mod tests {
             duration: Duration::from_secs(60),
             margin: Duration::from_secs(5),
             observed,
+            label: None,
+            revision: None,
         }
     }
 
@@ -839,8 +986,18 @@ mod tests {
             renew_time: Some(at(5)),
             lease_transitions: 2,
             failed: Some("7f9c8d6b5".into()),
+            daemonset: Some("edge.gw".into()),
+            takes: Some(Takes {
+                revision: "7f9c8d6b5".into(),
+                count: 4,
+            }),
         };
         let v = lease.to_json();
+        assert_eq!(v["metadata"]["labels"][DAEMONSET_LABEL], "edge.gw");
+        assert_eq!(
+            v["metadata"]["annotations"][TAKES_ANNOTATION],
+            "7f9c8d6b5 4"
+        );
         assert_eq!(v["spec"]["acquireTime"], "2027-01-15T08:00:00.123456Z");
         assert_eq!(v["spec"]["renewTime"], "2027-01-15T08:00:05.000000Z");
         assert_eq!(v["metadata"]["resourceVersion"], "42");
@@ -858,5 +1015,25 @@ mod tests {
         assert!(v["metadata"].get("resourceVersion").is_none());
         assert!(v["spec"]["holderIdentity"].is_null());
         assert!(Lease::from_json(b"{\"kind\":\"Status\"}").is_err());
+    }
+
+    #[test]
+    fn the_daemonset_label_is_a_valid_label_value_whatever_the_names() {
+        assert_eq!(daemonset_label("edge", "gw"), "edge.gw");
+        let long = "a".repeat(63);
+        for (ns, name) in [
+            ("edge", long.as_str()),
+            ("kube-system", "x".repeat(253).as_str()),
+            ("a-b", "c.d-e".repeat(20).as_str()),
+        ] {
+            let l = daemonset_label(ns, name);
+            assert!(valid_label_value(&l), "{l}");
+            assert_eq!(l, daemonset_label(ns, name), "stable");
+            assert_ne!(l, daemonset_label(ns, &format!("{name}x")), "distinct");
+        }
+        assert!(!valid_label_value(&"a".repeat(64)));
+        assert!(!valid_label_value("-a"));
+        assert!(!valid_label_value("a."));
+        assert!(valid_label_value("a_b.c-d"));
     }
 }

@@ -1,20 +1,28 @@
-//! Test support: an apiserver's Lease store in memory, with real compare-and-swap.
+//! Test support: the in-memory Lease store of `fleet::store` behind a lock, with a request
+//! log, an apiserver that can be down, a hook before writes, and watches delivered at once.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
 
+use super::cache::{Change, SlotCache};
 use super::lease::{Lease, LeaseError, Leases};
+use super::store::Versioned;
+
+type Watcher = (String, String, Weak<SlotCache>);
 
 /// An apiserver's Lease store in memory, with its compare-and-swap.
 #[derive(Default)]
 pub struct Store {
-    pub leases: Mutex<(u64, BTreeMap<String, Lease>)>,
+    pub leases: Mutex<Versioned>,
     pub down: std::sync::atomic::AtomicBool,
-    /// Every call, in order: `list NS`, `get NAME`, `create NAME HOLDER`, `update NAME HOLDER`.
+    /// Every call, in order: `list NS`, `get NAME`, `create NAME HOLDER`, `update NAME HOLDER`,
+    /// `watch NS LABEL`.
     pub ops: Mutex<Vec<String>>,
     /// Run before each create or update (a test closes a gate there).
     #[allow(clippy::type_complexity)]
     pub on_write: Mutex<Option<Box<dyn Fn() + Send>>>,
+    /// The watches (namespace, label, cache), each sent every change at once.
+    watchers: Mutex<Vec<Watcher>>,
 }
 
 impl Store {
@@ -35,13 +43,34 @@ impl Store {
         }
     }
 
+    /// Sends a stored Lease to the watches that select it.
+    fn notify(&self, l: &Lease) {
+        let mut w = self.watchers.lock().unwrap();
+        w.retain(|(_, _, c)| c.strong_count() > 0);
+        for (ns, label, cache) in w.iter() {
+            if *ns == l.namespace && l.daemonset.as_deref() == Some(label) {
+                if let Some(c) = cache.upgrade() {
+                    c.apply(Change::Upsert(l.clone()));
+                }
+            }
+        }
+    }
+
+    /// Finds a Lease by name in any namespace (the tests use one).
     pub fn holder(&self, name: &str) -> Option<String> {
-        self.leases
-            .lock()
-            .unwrap()
-            .1
-            .get(name)
+        let g = self.leases.lock().unwrap();
+        g.leases
+            .values()
+            .find(|l| l.name == name)
             .and_then(|l| l.holder.clone())
+    }
+
+    /// The requests made, by their first word.
+    pub fn count(&self, op: &str) -> usize {
+        let ops = self.ops.lock().unwrap();
+        ops.iter()
+            .filter(|o| o.split(' ').next() == Some(op))
+            .count()
     }
 }
 
@@ -49,45 +78,45 @@ impl Leases for Store {
     fn list(&self, ns: &str) -> Result<Vec<Lease>, LeaseError> {
         self.ops.lock().unwrap().push(format!("list {ns}"));
         self.check()?;
-        Ok(self.leases.lock().unwrap().1.values().cloned().collect())
+        Ok(self.leases.lock().unwrap().list(ns, None))
     }
-    fn get(&self, _ns: &str, name: &str) -> Result<Option<Lease>, LeaseError> {
+    fn get(&self, ns: &str, name: &str) -> Result<Option<Lease>, LeaseError> {
         self.ops.lock().unwrap().push(format!("get {name}"));
         self.check()?;
-        Ok(self.leases.lock().unwrap().1.get(name).cloned())
+        let g = self.leases.lock().unwrap();
+        // Tests written before namespaces mattered look a slot up in any.
+        Ok(g.get(ns, name)
+            .or_else(|| g.leases.values().find(|l| l.name == name).cloned()))
     }
     fn create(&self, lease: &Lease) -> Result<Lease, LeaseError> {
         self.wrote("create", lease);
         self.check()?;
-        let mut g = self.leases.lock().unwrap();
-        if g.1.contains_key(&lease.name) {
-            return Err(LeaseError::Conflict);
-        }
-        g.0 += 1;
-        let stored = Lease {
-            resource_version: g.0.to_string(),
-            ..lease.clone()
-        };
-        g.1.insert(lease.name.clone(), stored.clone());
+        let stored = self.leases.lock().unwrap().create(lease)?;
+        self.notify(&stored);
         Ok(stored)
     }
     fn update(&self, lease: &Lease) -> Result<Lease, LeaseError> {
         self.wrote("update", lease);
         self.check()?;
-        let mut g = self.leases.lock().unwrap();
-        let rv = g.0 + 1;
-        match g.1.get_mut(&lease.name) {
-            Some(cur) if cur.resource_version == lease.resource_version => {
-                *cur = Lease {
-                    resource_version: rv.to_string(),
-                    ..lease.clone()
-                };
-                let out = cur.clone();
-                g.0 = rv;
-                Ok(out)
-            }
-            Some(_) => Err(LeaseError::Conflict),
-            None => Err(LeaseError::Unavailable("404".into())),
-        }
+        let stored = self.leases.lock().unwrap().update(lease)?;
+        self.notify(&stored);
+        Ok(stored)
+    }
+    fn watch_slots(
+        &self,
+        ns: &str,
+        label: &str,
+        clock: fn() -> Instant,
+    ) -> Result<Arc<SlotCache>, LeaseError> {
+        self.ops.lock().unwrap().push(format!("watch {ns} {label}"));
+        self.check()?;
+        let cache = Arc::new(SlotCache::new(clock));
+        let g = self.leases.lock().unwrap();
+        cache.replace(g.list(ns, Some(label)), g.rv.to_string());
+        self.watchers
+            .lock()
+            .unwrap()
+            .push((ns.into(), label.into(), Arc::downgrade(&cache)));
+        Ok(cache)
     }
 }

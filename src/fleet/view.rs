@@ -30,8 +30,14 @@ pub enum SlotView {
     Unknown,
     /// This node holds slot `index`.
     Held { index: u32 },
-    /// Every slot held by others, named in slot order; tried again at `retry_ms`.
-    Full { holders: Vec<String>, retry_ms: u64 },
+    /// No slot to take now: `held` slots held by others, at most ten of them named (then
+    /// "N more"); fewer than the budget while this node waits its turn in line for a free one
+    /// (`fleet::run::turn`). Tried again at `retry_ms`.
+    Full {
+        holders: Vec<String>,
+        held: u32,
+        retry_ms: u64,
+    },
     /// The Leases could not be read or written; tried again at `retry_ms`. Fail closed.
     Unavailable { error: String, retry_ms: u64 },
 }

@@ -343,9 +343,14 @@ pub(super) fn decide_now(i: &Inputs) -> Decision {
                 use crate::fleet::SlotView;
                 match &ds.slots {
                     _ if down => p.owner().map(|o| o.uid.clone()),
-                    SlotView::Full { holders, retry_ms } if *retry_ms > i.now_ms => {
+                    SlotView::Full {
+                        holders,
+                        held,
+                        retry_ms,
+                    } if *retry_ms > i.now_ms => {
                         wait(Why::FleetBudget {
                             budget: ds.budget.unwrap_or_default(),
+                            held: *held,
                             holders: holders.clone(),
                         });
                         continue;

@@ -41,6 +41,8 @@ pub enum Why {
     /// Every slot of the fleet budget is held by other nodes, named here.
     FleetBudget {
         budget: u32,
+        /// Slots held by others (`SlotView::Full`).
+        held: u32,
         holders: Vec<String>,
     },
     /// The fleet's slots cannot be read or taken (fail closed).
@@ -107,12 +109,20 @@ impl fmt::Display for Why {
                 "its DaemonSet's {} is {v:?}, no strategy OpenYurt knows; left alone",
                 crate::fleet::strategy::STRATEGY_ANNOTATION
             ),
-            Why::FleetBudget { budget, holders } => write!(
-                f,
-                "fleet budget: {}/{budget} slots held by {}",
-                holders.len(),
-                holders.join(", ")
-            ),
+            Why::FleetBudget {
+                budget,
+                held,
+                holders,
+            } => {
+                write!(f, "fleet budget: {held}/{budget} slots held")?;
+                if !holders.is_empty() {
+                    write!(f, " by {}", holders.join(", "))?;
+                }
+                if held < budget {
+                    f.write_str("; a slot is free, and this node waits its turn in line")?;
+                }
+                Ok(())
+            }
             Why::FleetUnavailable(e) => write!(f, "fleet budget: {e}"),
         }
     }

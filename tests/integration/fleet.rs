@@ -53,7 +53,7 @@ fn five_nodes_racing_over_https_never_hold_more_than_the_budget() {
             let (h, active, most, rounds) = (&h, &active, &most, &rounds);
             s.spawn(move || {
                 let node = format!("edge-node-{i}");
-                let api = LeaseApi(Https::new(h));
+                let api = LeaseApi(std::sync::Arc::new(Https::new(h)));
                 let observed = Observed::default();
                 let slots = Slots {
                     leases: &api,
@@ -61,6 +61,8 @@ fn five_nodes_racing_over_https_never_hold_more_than_the_budget() {
                     duration: Duration::from_secs(30),
                     margin: Duration::from_secs(1),
                     observed: &observed,
+                    label: None,
+                    revision: None,
                 };
                 for _ in 0..2 {
                     let deadline = Instant::now() + Duration::from_secs(30);
@@ -95,7 +97,7 @@ fn five_nodes_racing_over_https_never_hold_more_than_the_budget() {
     assert!(most <= 2, "{most} nodes held a slot at once");
     assert_eq!(most, 2, "the budget was used, not serialized");
     // All released: nobody holds a slot now.
-    let api = LeaseApi(Https::new(&h));
+    let api = LeaseApi(std::sync::Arc::new(Https::new(&h)));
     use yurt_ota::fleet::Leases;
     for i in 0..2 {
         let l = api
@@ -109,7 +111,7 @@ fn five_nodes_racing_over_https_never_hold_more_than_the_budget() {
 #[test]
 fn a_holder_that_dies_frees_its_slot_at_lease_expiry_plus_margin() {
     let (h, _d) = start();
-    let api = LeaseApi(Https::new(&h));
+    let api = LeaseApi(std::sync::Arc::new(Https::new(&h)));
     let (seen_1, seen_2) = (Observed::default(), Observed::default());
     let slots = |node| Slots {
         leases: &api,
@@ -121,6 +123,8 @@ fn a_holder_that_dies_frees_its_slot_at_lease_expiry_plus_margin() {
         } else {
             &seen_2
         },
+        label: None,
+        revision: None,
     };
     let taken = Instant::now();
     assert!(matches!(

@@ -95,16 +95,28 @@ fn strategies_and_the_fleet_budget() {
     c.max_concurrent = 2;
     let full = SlotView::Full {
         holders: vec!["node-a".into(), "node-b".into()],
+        held: 2,
         retry_ms: NOW_MS + 1500,
     };
     let c = with_ds(c, ars.clone(), Some(2), full);
     let want = Why::FleetBudget {
         budget: 2,
+        held: 2,
         holders: vec!["node-a".into(), "node-b".into()],
     };
     assert_eq!(
         want.to_string(),
         "fleet budget: 2/2 slots held by node-a, node-b"
+    );
+    // A thousand slots: ten named; one free, this node waiting its turn for it (issue 24).
+    let many = Why::FleetBudget {
+        budget: 1000,
+        held: 999,
+        holders: vec!["node-a".into(), "998 more".into()],
+    };
+    assert_eq!(
+        many.to_string(),
+        "fleet budget: 999/1000 slots held by node-a, 998 more; a slot is free, and this node waits its turn in line"
     );
     cases.push((c, vec![(KN, false)], Some(want)));
 
@@ -112,6 +124,7 @@ fn strategies_and_the_fleet_budget() {
     c.max_concurrent = 2;
     let full = SlotView::Full {
         holders: vec!["node-a".into()],
+        held: 1,
         retry_ms: NOW_MS,
     };
     let c = with_ds(c, ars.clone(), Some(1), full);
@@ -137,6 +150,7 @@ fn strategies_and_the_fleet_budget() {
     c.gates = vec![gate("stopped", true, None, now)];
     let full = SlotView::Full {
         holders: vec!["node-a".into()],
+        held: 1,
         retry_ms: NOW_MS + 1500,
     };
     let c = with_ds(c, ars.clone(), Some(1), full);
@@ -253,6 +267,7 @@ fn an_unavailable_pod_is_replaced_without_a_free_slot() {
     let now = Instant::now();
     let full = SlotView::Full {
         holders: vec!["node-a (failed revision 6e8b7c5a4)".into()],
+        held: 1,
         retry_ms: NOW_MS + 1500,
     };
     for ready in [true, false] {

@@ -15,6 +15,7 @@ pub(super) struct Https {
 }
 
 /// One request over the calls client, for `fleet::kube`.
+#[derive(Clone)]
 pub(super) struct Calls(pub(super) Arc<Inner>);
 
 impl crate::fleet::kube::Kube for Calls {
@@ -30,6 +31,15 @@ impl crate::fleet::kube::Kube for Calls {
             .request(&i.calls, method, path, body)
             .map_err(|e| e.to_string())?;
         Inner::read_all(resp).map_err(|e| e.to_string())
+    }
+
+    /// A watch over the streams client (no read limit but the watch's own timeout).
+    fn watch(&self, path: &str) -> Result<(u16, Box<dyn std::io::BufRead + Send>), String> {
+        let i = &self.0;
+        let resp = i
+            .request(&i.streams, "GET", path, None)
+            .map_err(|e| e.to_string())?;
+        Ok((resp.status, Box::new(resp)))
     }
 }
 

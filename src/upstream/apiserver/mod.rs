@@ -220,6 +220,11 @@ fn tls_of(settings: &Settings) -> Result<Tls, String> {
     Tls::new(ca, client)
 }
 
+/// Percent-encoding for a query value (a label selector, a resourceVersion).
+pub fn query(s: &str) -> String {
+    client::q(s)
+}
+
 /// Watches last this long before the server ends them (the kubelet draws 5 to 10 minutes).
 const WATCH_SECONDS: u64 = 300;
 

@@ -119,7 +119,22 @@ pub enum Event {
     Error(String),
 }
 
-pub fn parse_event(line: &[u8]) -> Result<Event, String> {
+/// One watch event line of any kind of object, the object left as text: the pod watch and the
+/// fleet's slot Lease watch (`fleet::kube`) read their lines through this one parser.
+#[derive(Debug)]
+pub enum Envelope<'a> {
+    /// ADDED or MODIFIED.
+    Upsert(&'a RawValue),
+    Delete(&'a RawValue),
+    /// The resourceVersion a BOOKMARK carries.
+    Bookmark(String),
+    /// 410 Gone/Expired: the resourceVersion is too old; relist.
+    Expired,
+    Error(String),
+}
+
+/// Reads one event line's type and object.
+pub fn parse_envelope(line: &[u8]) -> Result<Envelope<'_>, String> {
     #[derive(serde::Deserialize)]
     struct Line<'a> {
         #[serde(rename = "type")]
@@ -130,17 +145,11 @@ pub fn parse_event(line: &[u8]) -> Result<Event, String> {
     let v: Line = serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
     let obj = v.object.ok_or("event without object")?;
     match v.kind.as_deref().unwrap_or_default() {
-        "ADDED" | "MODIFIED" => {
-            let (k, e, rv) = entry(obj)?;
-            Ok(Event::Upsert(k, Box::new(e), rv))
-        }
-        "DELETED" => {
-            let (k, _, rv) = entry(obj)?;
-            Ok(Event::Delete(k, rv))
-        }
+        "ADDED" | "MODIFIED" => Ok(Envelope::Upsert(obj)),
+        "DELETED" => Ok(Envelope::Delete(obj)),
         "BOOKMARK" => {
             let head: Head = serde_json::from_str(obj.get()).map_err(|e| e.to_string())?;
-            Ok(Event::Bookmark(
+            Ok(Envelope::Bookmark(
                 head.metadata
                     .and_then(|m| m.resource_version)
                     .unwrap_or_default(),
@@ -149,13 +158,29 @@ pub fn parse_event(line: &[u8]) -> Result<Event, String> {
         "ERROR" => {
             let obj: Value = serde_json::from_str(obj.get()).map_err(|e| e.to_string())?;
             if obj["code"] == 410 {
-                Ok(Event::Expired)
+                Ok(Envelope::Expired)
             } else {
-                Ok(Event::Error(status_message(&obj)))
+                Ok(Envelope::Error(status_message(&obj)))
             }
         }
         other => Err(format!("unknown event type {other:?}")),
     }
+}
+
+pub fn parse_event(line: &[u8]) -> Result<Event, String> {
+    Ok(match parse_envelope(line)? {
+        Envelope::Upsert(obj) => {
+            let (k, e, rv) = entry(obj)?;
+            Event::Upsert(k, Box::new(e), rv)
+        }
+        Envelope::Delete(obj) => {
+            let (k, _, rv) = entry(obj)?;
+            Event::Delete(k, rv)
+        }
+        Envelope::Bookmark(rv) => Event::Bookmark(rv),
+        Envelope::Expired => Event::Expired,
+        Envelope::Error(m) => Event::Error(m),
+    })
 }
 
 /// A `Status` object's message (or its code).
