@@ -646,4 +646,17 @@ mod tests {
         let t = table(&["A", "LONGER"], &[vec!["xyz".into(), "1".into()]]);
         assert_eq!(t, "A    LONGER\nxyz  1\n");
     }
+
+    #[test]
+    fn tables_measure_wide_characters_in_columns_and_escape_controls() {
+        // "停車" is two characters, four columns wide on a terminal.
+        let t = table(
+            &["GATE", "STATE"],
+            &[
+                vec!["停車".into(), "open".into()],
+                vec!["a\nb".into(), "closed".into()],
+            ],
+        );
+        assert_eq!(t, "GATE  STATE\n停車  open\na\\nb  closed\n");
+    }
 }

@@ -1,8 +1,6 @@
 //! `yurt-ota status`: the agent's `/v1/status` (the data), and its rendering for a terminal.
 //!
-//! `table` (kubectl-style columns: padded by `format!`, no borders) is ours for no defect of a
-//! crate (history). `comfy-table` with its `NOTHING` preset would do it and measure East Asian
-//! wide characters, which we count as one column; not a dependency.
+//! Tables are kubectl-style columns laid out by comfy-table (`table`).
 
 use serde_json::Value;
 
@@ -220,35 +218,20 @@ fn pods(v: &Value) -> String {
     out
 }
 
-/// Left-aligned columns, two spaces apart.
+/// Left-aligned columns, two spaces apart, measured in display width (comfy-table's NOTHING
+/// preset: no borders, no wrapping).
 ///
 /// Cells come from the agent and, through it, from apps and the upstream: control characters
 /// are escaped, so no cell can break the layout or drive the terminal.
 pub(super) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let rows: &Vec<Vec<String>> = &rows
-        .iter()
-        .map(|r| r.iter().map(|c| escape_controls(c).into_owned()).collect())
-        .collect();
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    use comfy_table::{presets::NOTHING, Table};
+    let mut t = Table::new();
+    t.load_preset(NOTHING).set_header(header.to_vec());
     for r in rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
+        t.add_row(r.iter().map(|c| escape_controls(c).into_owned()));
     }
-    let line = |cells: Vec<&str>| {
-        let mut s = String::new();
-        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{c:<w$}  "));
-            }
-        }
-        s.trim_end().to_owned() + "\n"
-    };
-    let mut out = line(header.to_vec());
-    for r in rows {
-        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    for column in t.column_iter_mut() {
+        column.set_padding((0, 2));
     }
-    out
+    t.lines().map(|l| l.trim_end().to_owned() + "\n").collect()
 }

@@ -402,13 +402,17 @@ pub fn read_line(
 /// Reconnect delays: 1 s doubling to 60 s, each drawn between half and all of it, so that a
 /// fleet whose apiserver comes back does not reconnect in step.
 ///
-/// The draw is std's: a `RandomState` is SipHash under keys the standard library seeds from the
-/// OS, so no generator of ours. The doubling and its cap (two lines) stay ours for no defect of
-/// a crate: `backoff` is unmaintained (RUSTSEC-2025-0012), and `backon`, its successor, would
-/// serve through its delay iterator but is not a dependency.
-#[derive(Debug)]
+/// backon's delay iterator: its jitter adds up to the delay itself, so half the nominal delay,
+/// doubled and capped at half the cap, then jittered, draws from [d/2, d) ("equal jitter").
+/// Each agent's generator is seeded from the OS (fastrand under backon's `std`).
 pub struct Backoff {
-    next: Duration,
+    delays: backon::ExponentialBackoff,
+}
+
+impl std::fmt::Debug for Backoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Backoff")
+    }
 }
 
 impl Default for Backoff {
@@ -422,20 +426,24 @@ impl Backoff {
     pub const CAP: Duration = Duration::from_secs(60);
 
     pub fn new() -> Backoff {
-        Backoff { next: Self::FIRST }
+        use backon::BackoffBuilder;
+        let delays = backon::ExponentialBuilder::new()
+            .with_min_delay(Self::FIRST / 2)
+            .with_max_delay(Self::CAP / 2)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times()
+            .build();
+        Backoff { delays }
     }
 
     pub fn reset(&mut self) {
-        self.next = Self::FIRST;
+        *self = Self::new();
     }
 
     pub fn next_delay(&mut self) -> Duration {
-        use std::hash::BuildHasher;
-        let draw = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
-        let full = self.next;
-        self.next = (self.next * 2).min(Self::CAP);
-        let half = full / 2;
-        half + Duration::from_millis(draw % (half.as_millis() as u64 + 1))
+        // Without a limit of times the iterator does not end; the cap if it ever did.
+        self.delays.next().unwrap_or(Self::CAP).min(Self::CAP)
     }
 }
 
@@ -642,5 +650,13 @@ mod tests {
         }
         b.reset();
         assert!(b.next_delay() <= Backoff::FIRST);
+        // Agents started together do not reconnect in step: each draws its own.
+        let fifth: std::collections::BTreeSet<Duration> = (0..20)
+            .map(|_| {
+                let mut b = Backoff::new();
+                (0..5).map(|_| b.next_delay()).last().expect("five")
+            })
+            .collect();
+        assert!(fifth.len() > 10, "{fifth:?}");
     }
 }
