@@ -196,11 +196,13 @@ impl SlotCache {
     pub fn look(&self, daemonset: &str, budget: u32, me: &str, grace: Duration) -> Look {
         let now = (self.clock)();
         let s = self.lock();
-        if !s.synced {
-            return Look::Listing;
-        }
+        // A first LIST that failed is its error (looked at again after a retry), not a list
+        // under way (looked at again every 100 ms for as long as it keeps failing).
         if let Some(e) = &s.error {
             return Look::Unknown(e.clone());
+        }
+        if !s.synced {
+            return Look::Listing;
         }
         let index = |name: &str| slot_index(daemonset, name, budget);
         if let Some(name) = s.by_holder.get(me) {
@@ -387,6 +389,21 @@ mod tests {
             }
         }
         None
+    }
+
+    #[test]
+    fn a_first_list_that_failed_reads_as_its_error_not_as_a_list_under_way() {
+        let c = SlotCache::new(mono);
+        let look = || c.look("edge.gw", 1, "node-a", Duration::ZERO);
+        assert_eq!(look(), Look::Listing);
+        c.set_error(Some("the slot Leases cannot be listed: 500".into()));
+        assert!(matches!(look(), Look::Unknown(e) if e.contains("500")));
+        c.replace(Vec::new(), "7".into());
+        assert!(
+            !matches!(look(), Look::Unknown(_) | Look::Listing),
+            "{:?}",
+            look()
+        );
     }
 
     #[test]
