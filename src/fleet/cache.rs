@@ -460,6 +460,51 @@ mod tests {
     }
 
     #[test]
+    fn a_node_far_back_in_line_keeps_its_watch_through_a_turn_longer_than_the_idle_limit() {
+        use crate::fleet::run::{rank, turn, WATCH_IDLE};
+        use std::collections::HashSet;
+        let store = Store::default();
+        // 10,000 nodes, one slot: the node whose place makes it wait longest.
+        let nodes = 10_000;
+        let node = (0..200)
+            .map(|i| format!("node-{i}"))
+            .max_by_key(|n| turn(rank(n, "edge.gw", "rev-2"), 0, nodes, 1).1)
+            .unwrap();
+        let wait = turn(rank(&node, "edge.gw", "rev-2"), 0, nodes, 1).1;
+        assert!(wait > WATCH_IDLE * 2, "{wait:?}");
+        let f = fleet(nodes, "1");
+        let needed: HashSet<String> = [DS.to_owned()].into();
+        let io = Some((&store as &dyn Leases, node.as_str()));
+        // As the agent's loop does: the fleet's tick at every wake (at least every 20 s: a
+        // gate, a pod list), a take only once the view's retry is due (the decision waits).
+        let (mut t, mut take_at) = (0, 0);
+        let took = loop {
+            assert!(t < wait.as_millis() as u64 + 10_000, "not taken by {t} ms");
+            f.maintain(io, Some(&needed), at(t));
+            if t >= take_at {
+                if f.take(io, DS, Some("rev-2"), at(t)).is_ok() {
+                    break t;
+                }
+                take_at = match f.view()[DS].slots.clone() {
+                    SlotView::Full { retry_ms, .. } | SlotView::Unavailable { retry_ms, .. } => {
+                        t + retry_ms.saturating_sub(crate::state::unix_ms(at(t))).max(1)
+                    }
+                    other => panic!("{other:?}"),
+                };
+            }
+            t = take_at.min(t + 20_000);
+        };
+        assert!(took >= wait.as_millis() as u64, "{took} before its turn");
+        let watches = (store.ops.lock().unwrap().iter())
+            .filter(|op| op.starts_with("watch"))
+            .count();
+        assert_eq!(
+            watches, 1,
+            "one watch through the wait, not one per idle limit"
+        );
+    }
+
+    #[test]
     fn a_node_stops_watching_once_it_no_longer_asks() {
         let store = Store::default();
         let a = fleet(10, "1");

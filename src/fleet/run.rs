@@ -314,6 +314,12 @@ impl Fleet {
                 let due = since + wait;
                 let left = due.saturating_duration_since(self.now());
                 if !left.is_zero() {
+                    // Waiting its turn is asking: the watch is kept until the turn comes (a
+                    // node far back waits past WATCH_IDLE, and a new watch would start its
+                    // copy, and the wait, again).
+                    if let Some((_, at)) = self.lock().watches.get_mut(ds_uid) {
+                        *at = (*at).max(due);
+                    }
                     let retry = crate::state::unix_ms(now + left);
                     self.full(ds_uid, cache.holders(&key, budget), retry);
                     return Err(format!(
