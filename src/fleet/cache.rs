@@ -37,8 +37,8 @@ struct State {
     leases: BTreeMap<String, Entry>,
     /// Names of the Leases without a holder.
     free: BTreeSet<String>,
-    /// The held ones by when this node saw them change, oldest first (expiry).
-    held: BTreeSet<(Instant, String)>,
+    /// The held ones by when they expire (`expiry`), soonest first.
+    held: BTreeSet<(Expiry, String)>,
     /// Holder to Lease name.
     by_holder: HashMap<String, String>,
     /// Takes per revision summed over the slots (`Lease::takes`).
@@ -101,6 +101,7 @@ impl SlotCache {
     pub fn replace(&self, leases: Vec<Lease>, rv: String) {
         let now = (self.clock)();
         let mut s = self.lock();
+        let relist = s.synced;
         let old = std::mem::take(&mut s.leases);
         s.free.clear();
         s.held.clear();
@@ -114,14 +115,30 @@ impl SlotCache {
                 .map_or(now, |e| e.changed);
             s.insert(l, changed);
         }
+        // A slot missing since before a re-list is missing for as long (a re-list every 2 s
+        // without the watch grant must not restart the turns); one that went missing in
+        // between, since now.
+        if !relist || old.keys().any(|n| !s.leases.contains_key(n)) {
+            s.missing_since = Some(now);
+        }
         s.rv = rv;
         s.synced = true;
         s.error = None;
-        s.missing_since = Some(now);
     }
 
-    /// One watch event (or this node's own write, applied before its echo arrives).
+    /// One watch event.
     pub fn apply(&self, change: Change) {
+        self.change(change, true);
+    }
+
+    /// A Lease read or written outside the watch (this node's own write, before its echo; a
+    /// GET after a 409): kept, but the watch's resourceVersion stays the stream's, so that a
+    /// watch started again misses none of the events before it.
+    pub fn learn(&self, lease: Lease) {
+        self.change(Change::Upsert(lease), false);
+    }
+
+    fn change(&self, change: Change, from_watch: bool) {
         let now = (self.clock)();
         let mut s = self.lock();
         match change {
@@ -132,7 +149,7 @@ impl SlotCache {
                         return;
                     }
                 }
-                if !l.resource_version.is_empty() {
+                if from_watch && !l.resource_version.is_empty() {
                     s.rv.clone_from(&l.resource_version);
                 }
                 let changed = match s.leases.get(&l.name) {
@@ -143,7 +160,7 @@ impl SlotCache {
                 s.insert(l, changed);
             }
             Change::Delete(l) => {
-                if !l.resource_version.is_empty() {
+                if from_watch && !l.resource_version.is_empty() {
                     s.rv.clone_from(&l.resource_version);
                 }
                 s.remove(&l.name);
@@ -236,14 +253,15 @@ impl SlotCache {
                 }
             }
         }
-        // Expired by local observation, oldest first.
-        for (changed, name) in &s.held {
+        // Expired by local observation, soonest first: ordered by when each expires (each has
+        // its own duration), so the first one not expired ends the scan.
+        for (at, name) in &s.held {
+            let Expiry::At(at) = at else { break };
             let Some(e) = s.leases.get(name) else {
                 continue;
             };
-            let ttl = Duration::from_secs(u64::from(e.lease.lease_duration_seconds)) + grace;
-            let Some(expiry) = changed.checked_add(ttl) else {
-                continue;
+            let Some(expiry) = at.checked_add(grace) else {
+                break;
             };
             if expiry >= now || free.len() >= MAX_FREE {
                 break;
@@ -271,6 +289,20 @@ fn older(a: &str, b: &str) -> bool {
     }
 }
 
+/// When a held Lease expires by this node's clock: `leaseDurationSeconds` after this node saw
+/// it change. `Never` past what an `Instant` holds (sorted after every `At`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Expiry {
+    At(Instant),
+    Never,
+}
+
+fn expiry(changed: Instant, l: &Lease) -> Expiry {
+    changed
+        .checked_add(Duration::from_secs(u64::from(l.lease_duration_seconds)))
+        .map_or(Expiry::Never, Expiry::At)
+}
+
 impl State {
     fn named(&self) -> Vec<String> {
         let mut holders: Vec<String> = self
@@ -294,7 +326,7 @@ impl State {
                 self.free.insert(name.clone());
             }
             Some(h) => {
-                self.held.insert((changed, name.clone()));
+                self.held.insert((expiry(changed, &l), name.clone()));
                 self.by_holder.insert(h.to_owned(), name.clone());
             }
         }
@@ -309,7 +341,8 @@ impl State {
             return;
         };
         self.free.remove(name);
-        self.held.remove(&(e.changed, name.to_owned()));
+        self.held
+            .remove(&(expiry(e.changed, &e.lease), name.to_owned()));
         if let Some(h) = &e.lease.holder {
             if self.by_holder.get(h).is_some_and(|n| n == name) {
                 self.by_holder.remove(h);
@@ -389,6 +422,59 @@ mod tests {
             }
         }
         None
+    }
+
+    #[test]
+    fn an_expired_slot_behind_a_longer_lease_seen_earlier_is_free() {
+        let lease = |i: u32, secs: u32, holder: &str, rv: &str| Lease {
+            namespace: "fleet".into(),
+            name: format!("edge.gw.{i}"),
+            resource_version: rv.into(),
+            holder: Some(holder.into()),
+            lease_duration_seconds: secs,
+            daemonset: Some("edge.gw".into()),
+            ..Lease::default()
+        };
+        let c = SlotCache::new(mono);
+        at(0);
+        c.replace(vec![lease(0, 1000, "node-x", "1")], "1".into());
+        at(10_000);
+        c.apply(Change::Upsert(lease(1, 10, "node-y", "2")));
+        at(30_000);
+        let look = c.look("edge.gw", 2, "node-b", Duration::ZERO);
+        assert!(
+            matches!(&look, Look::Free { slots, .. } if slots.len() == 1 && slots[0].0 == 1),
+            "{look:?}"
+        );
+    }
+
+    #[test]
+    fn a_lease_read_outside_the_watch_does_not_move_the_watchs_version() {
+        let c = SlotCache::new(mono);
+        c.replace(Vec::new(), "10".into());
+        let read = Lease {
+            namespace: "fleet".into(),
+            name: "edge.gw.0".into(),
+            resource_version: "15".into(),
+            holder: Some("node-x".into()),
+            lease_duration_seconds: 60,
+            ..Lease::default()
+        };
+        c.learn(read.clone());
+        assert_eq!(
+            c.rv(),
+            "10",
+            "events 11-14 would be missed by a watch from 15"
+        );
+        assert_eq!(
+            c.get("edge.gw.0").map(|l| l.resource_version),
+            Some("15".into())
+        );
+        c.apply(Change::Upsert(Lease {
+            resource_version: "16".into(),
+            ..read
+        }));
+        assert_eq!(c.rv(), "16");
     }
 
     #[test]

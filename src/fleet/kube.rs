@@ -79,7 +79,8 @@ enum End {
     Unwanted,
 }
 
-/// Without the `watch` grant, the slots are listed again this often instead.
+/// Without the `watch` grant, the slots are listed again this often instead; the watch is
+/// asked for again every `WATCH_SECONDS`.
 pub const LIST_EVERY: Duration = Duration::from_secs(2);
 
 impl<K: Kube + Clone + 'static> LeaseApi<K> {
@@ -92,6 +93,10 @@ impl<K: Kube + Clone + 'static> LeaseApi<K> {
         let mut need_list = true;
         let unwanted = |c: &Arc<SlotCache>| Arc::strong_count(c) == 1;
         let mut warned = false;
+        // Refused the watch (403): listing every LIST_EVERY, the watch asked again only after
+        // this (not at each list: a refused WATCH is a request too).
+        let mut listing_until: Option<Instant> = None;
+        let mut listed_at = Instant::now();
         while !unwanted(cache) {
             if need_list {
                 let what = format!("GET {base}?labelSelector={sel}");
@@ -110,6 +115,7 @@ impl<K: Kube + Clone + 'static> LeaseApi<K> {
                     Ok((leases, rv)) => {
                         cache.replace(leases, rv);
                         need_list = false;
+                        listed_at = Instant::now();
                     }
                     Err(e) => {
                         log::warn!("fleet slot watch: {e}; no slot is taken until it answers");
@@ -118,6 +124,11 @@ impl<K: Kube + Clone + 'static> LeaseApi<K> {
                         continue;
                     }
                 }
+            }
+            if listing_until.is_some_and(|until| Instant::now() < until) {
+                std::thread::sleep(LIST_EVERY);
+                need_list = true;
+                continue;
             }
             let p = format!(
                 "{base}?labelSelector={sel}&resourceVersion={}&watch=1&allowWatchBookmarks=true&timeoutSeconds={WATCH_SECONDS}",
@@ -130,8 +141,16 @@ impl<K: Kube + Clone + 'static> LeaseApi<K> {
                     backoff.reset();
                 }
                 End::Closed { .. } => std::thread::sleep(backoff.next_delay()),
-                End::Expired => need_list = true,
+                End::Expired => {
+                    // Gone again straight after a list (a proxy or an apiserver whose watch
+                    // cache lags): listed again after a backoff, not at once in a loop.
+                    if listed_at.elapsed() < Duration::from_secs(5) {
+                        std::thread::sleep(backoff.next_delay());
+                    }
+                    need_list = true;
+                }
                 End::Forbidden => {
+                    listing_until = Some(Instant::now() + Duration::from_secs(WATCH_SECONDS));
                     if !warned {
                         log::warn!("fleet slot watch: the apiserver refused to watch leases (403): waiting by listing the slots every {}s instead; grant `watch` on leases (packaging/kubernetes/rbac.yaml)", LIST_EVERY.as_secs());
                         warned = true;
@@ -487,6 +506,49 @@ mod tests {
         );
         assert_eq!(cache.rv(), "20");
         // Dropped by the fleet: the thread ends at its next look (here: the script ran out).
+        drop(cache);
+    }
+
+    #[test]
+    fn a_refused_watch_is_not_asked_again_at_each_list() {
+        let list =
+            "{\"kind\":\"LeaseList\",\"metadata\":{\"resourceVersion\":\"10\"},\"items\":[]}";
+        let script = vec![
+            (200, list.to_owned()),
+            (403, "{\"reason\":\"Forbidden\"}".to_owned()),
+            (200, list.to_owned()),
+            (200, list.to_owned()),
+        ];
+        let api = LeaseApi(Arc::new(Scripted(Mutex::new((script, Vec::new())))));
+        let cache = api.watch_slots("fleet", "edge.gw", Instant::now).unwrap();
+        // Two lists, LIST_EVERY apart, after the refusal.
+        let deadline = Instant::now() + LIST_EVERY * 2 + Duration::from_secs(10);
+        while api.0 .0.lock().unwrap().1.len() < 4 {
+            assert!(
+                Instant::now() < deadline,
+                "{:?}",
+                api.0 .0.lock().unwrap().1
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let seen: Vec<String> = (api.0 .0.lock().unwrap().1.iter())
+            .map(|r| {
+                r.split_once('?')
+                    .map_or(r.as_str(), |(verb, _)| verb)
+                    .to_owned()
+            })
+            .collect();
+        let get = "GET /apis/coordination.k8s.io/v1/namespaces/fleet/leases";
+        let watch = "WATCH /apis/coordination.k8s.io/v1/namespaces/fleet/leases";
+        assert_eq!(
+            seen[..4],
+            [get, watch, get, get],
+            "no WATCH between the lists"
+        );
+        assert!(matches!(
+            cache.look("edge.gw", 1, "node-b", Duration::ZERO),
+            super::super::cache::Look::Free { .. }
+        ));
         drop(cache);
     }
 

@@ -377,7 +377,10 @@ impl<L: Leases + ?Sized> Slots<'_, L> {
         let rev = self.revision.unwrap_or("?").to_owned();
         let takes = |old: Option<&Takes>| {
             Some(Takes {
-                count: old.filter(|t| t.revision == rev).map_or(0, |t| t.count) + 1,
+                count: old
+                    .filter(|t| t.revision == rev)
+                    .map_or(0, |t| t.count)
+                    .saturating_add(1),
                 revision: rev.clone(),
             })
         };

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::cache::{Change, Look, SlotCache};
+use super::cache::{Look, SlotCache};
 use super::lease::{daemonset_label, slot_key, slot_name, LeaseError, Leases, Slot, Slots};
 use super::view::{DaemonSetInfo, DaemonSetView, FleetView, SlotView};
 
@@ -332,7 +332,7 @@ impl Fleet {
                 if let Some(l) = lease.as_ref().filter(|l| l.daemonset.is_none()) {
                     match leases.get(&l.namespace, &l.name) {
                         Ok(Some(fresh)) if fresh.resource_version != l.resource_version => {
-                            cache.apply(Change::Upsert(fresh));
+                            cache.learn(fresh);
                             self.full(ds_uid, cache.holders(&key, budget), Self::retry_ms(now));
                             return Err(format!("slot {index} of {ns}/{name} was renewed"));
                         }
@@ -343,6 +343,9 @@ impl Fleet {
                 (index, lease)
             }
         };
+        // The version the write is conditioned on: a 409 with the copy still at it means the
+        // copy is stale.
+        let lease_sent = lease.as_ref().map(|l| l.resource_version.clone());
         let written = match lease {
             Some(l) if l.holder.as_deref() == Some(node) => {
                 let mut slot = Slot { index, lease: l };
@@ -356,7 +359,7 @@ impl Fleet {
                     "fleet budget of {ns}/{name}: took slot {index} of {budget} ({})",
                     lease.name
                 );
-                cache.apply(Change::Upsert(lease.clone()));
+                cache.learn(lease.clone());
                 {
                     let mut g = self.lock();
                     g.last_error = None;
@@ -372,11 +375,17 @@ impl Fleet {
             }
             Err(LeaseError::Conflict) => {
                 let slot = slot_name(&key, index);
-                // A Lease the watch does not show (no label: an older agent's): read, so that
-                // it is known from now on, and labelled by the next write to it.
-                if cache.get(&slot).is_none() {
+                // A Lease the watch does not show (no label: an older agent's), or whose copy
+                // the write found stale: read, so that the next look is on what the apiserver
+                // holds (an unlabelled one is labelled by the next write to it).
+                let stale = cache.get(&slot).is_none_or(|l| {
+                    lease_sent
+                        .as_deref()
+                        .is_some_and(|rv| rv == l.resource_version)
+                });
+                if stale {
                     match leases.get(&self.namespace, &slot) {
-                        Ok(Some(l)) => cache.apply(Change::Upsert(l)),
+                        Ok(Some(l)) => cache.learn(l),
                         Ok(None) => {}
                         Err(e) => return Err(self.lease_error(ds_uid, &ns, &name, &e, now)),
                     }
