@@ -540,6 +540,11 @@ pub fn run(s: &Scenario) -> Report {
                     c.ready = true;
                 }
                 n.pod_change = u64::MAX;
+                // Ready after the policy found the upgrade failed (longer than
+                // `ready_timeout`): up again, its slot released at this tick.
+                if n.state.in_flight.is_empty() {
+                    down -= 1;
+                }
             }
         }
         // The agent's tick: the slots kept or released, then the decision.
