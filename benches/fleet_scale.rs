@@ -27,9 +27,10 @@ fn main() {
         let started = Instant::now();
         let r = run(&Scenario::faulty(n, 1));
         eprintln!(
-            "N={n}: simulated in {:.1} s; {} upgraded, {} died, {} NotReady, {} LISTs, peak held {}",
+            "N={n}: simulated in {:.1} s; {} upgraded, {} failed (longer than ready_timeout), {} died, {} NotReady, {} LISTs, peak held {}",
             started.elapsed().as_secs_f64(),
             r.upgraded,
+            r.failed,
             r.died,
             r.nodes - r.live,
             r.lists,

@@ -1,10 +1,14 @@
 //! The fleet budget at scale, simulated (issue 24): N copies of the real `Fleet` (its budget
 //! resolution, the slot watch's copy, turns in line, `take`, `maintain`, renewals, releases and
-//! expiry by local observation) against an in-memory apiserver with real compare-and-swap and
-//! delayed watch delivery (`Model`), on a virtual clock. No
-//! processes, no sockets, no sleeping: one thread steps the nodes in the order of their next
-//! wake-up. What a node does between the fleet's calls (its upgrade taking a while, failing,
-//! the node dying) is the scenario's; what it asks of the apiserver is the real code's.
+//! expiry by local observation) and of the real policy (`policy::decide` and
+//! `policy::slots_needed`) against an in-memory apiserver with real compare-and-swap and
+//! delayed watch delivery (`Model`), on a virtual clock. No processes, no sockets, no
+//! sleeping: one thread steps the nodes in the order of their next wake-up, each wake-up a
+//! tick of the agent's decision loop on the node's one-pod snapshot, its state and its fleet
+//! view, the decision's actions carried out as `agent::act` does. What happens to a node
+//! between its ticks (its pod replaced and Ready after the upgrade's time, or never in a broken
+//! release; the node NotReady, dying, or its clock off) is the scenario's; what the node
+//! decides and what it asks of the apiserver is the real code's.
 //!
 //! Used by the tests below (small fleets, asserting the budget) and by
 //! `cargo bench --bench fleet_scale` (the table of docs/performance.md).
@@ -20,6 +24,12 @@ use super::lease::{Lease, LeaseError, Leases};
 use super::run::Fleet;
 use super::store::Versioned;
 use super::view::{DaemonSetInfo, SlotView};
+use crate::config::Mode;
+use crate::pod::Pod;
+use crate::policy::{self, Action, Inputs};
+use crate::state::{Blocked, InFlight, State};
+use crate::upstream::apiserver::watch;
+use serde_json::Value;
 
 thread_local! {
     /// The virtual time elapsed since the simulation's start, on this thread.
@@ -251,6 +261,8 @@ pub struct Report {
     pub upgraded: u32,
     /// Upgrades started (a slot taken).
     pub started: u32,
+    /// Upgrades the policy found failed (no Ready replacement within `ready_timeout`).
+    pub failed: u32,
     pub died: u32,
     /// The most nodes down at once through the rollout: upgrading, failed, or dead mid-upgrade
     /// while its slot was not yet expired to the others.
@@ -291,21 +303,31 @@ impl Report {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Phase {
+    /// Its agent does not run.
     NotReady,
-    Waiting,
-    Upgrading {
-        done_ms: u64,
-    },
-    Failed,
+    Running,
     /// Died holding a slot; the slot is held in the store until others see it expire.
     Dead,
-    Done,
 }
 
+/// One node: its agent's own part (the `Fleet`, the state, what it learnt of the upstream) and
+/// what the scenario does to it (its pod, its clock, its death, how long its upgrade takes).
 struct Node {
     name: String,
     fleet: Fleet,
     phase: Phase,
+    /// The agent's persisted state (`state.json`): in-flight upgrades, blocked revisions.
+    state: State,
+    /// The node's pod snapshot: its one pod of the DaemonSet.
+    pod: Pod,
+    /// When the scenario next changes the pod (virtual ms; `u64::MAX`: never): the deleted pod
+    /// replaced, then the replacement Ready.
+    pod_change: u64,
+    /// When the replacement turns Ready (virtual ms): the upgrade's start plus its time.
+    ready_at: u64,
+    /// False once the upstream answered 404 to an imagepull (`Decider::imagepull_supported`).
+    imagepull_supported: bool,
+    upgraded: bool,
     /// This node's wall clock minus true time, in ms.
     skew_ms: i64,
     dies: bool,
@@ -313,18 +335,85 @@ struct Node {
 }
 
 const UID: &str = "ds-uid";
-/// The revision being rolled out.
+/// The revision being rolled out, and the one the pods run before it.
 const REVISION: &str = "rev-2";
+const OLD_REVISION: &str = "rev-1";
 const NAMESPACE: &str = "yurt-ota";
 /// The wall clock at the simulation's start (2026-12-06).
 const EPOCH_S: u64 = 1_796_515_200;
+/// From the upgrade call (the pod deleted) until its replacement is in the node's snapshot.
+const RECREATE_MS: u64 = 1000;
+/// The recorded pod list of a kind cluster (tests/fixtures/README.md): the shape of each
+/// simulated node's pod.
+const POD_LIST: &str = include_str!("../../tests/fixtures/kind-v1.36-kube-system-podlist.json");
 
 fn wall(t_ms: u64, skew_ms: i64) -> SystemTime {
     let ms = (EPOCH_S * 1000 + t_ms) as i64 + skew_ms;
     UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
 }
 
+/// A pod of the simulated DaemonSet (`edge/app`, uid `UID`) at `revision`, as the agent reads
+/// it: the recorded list's DaemonSet pod (kindnet) given this owner and its
+/// `controller-revision-hash` label, Ready or not, with `PodNeedUpgrade` set as the apiserver
+/// upstream sets it when it compares revisions itself (`watch::set_condition`): True with
+/// `controllerrevision: rev-2` below `REVISION`, False at it.
+fn template(revision: &str, ready: bool) -> Pod {
+    let list: Value = serde_json::from_str(POD_LIST).expect("the recorded pod list");
+    let mut pod = (list["items"].as_array().into_iter().flatten())
+        .find(|p| p["metadata"]["ownerReferences"][0]["kind"] == "DaemonSet")
+        .cloned()
+        .expect("a DaemonSet pod in the recorded list");
+    let m = &mut pod["metadata"];
+    m["namespace"] = "edge".into();
+    m["ownerReferences"][0]["name"] = "app".into();
+    m["ownerReferences"][0]["uid"] = UID.into();
+    m["labels"]["controller-revision-hash"] = revision.into();
+    if !ready {
+        not_ready(&mut pod);
+    }
+    watch::set_condition(&mut pod, revision != REVISION, REVISION);
+    serde_json::from_value(pod).expect("a pod")
+}
+
+/// The Ready and ContainersReady conditions False, and the containers not ready, as the
+/// kubelet writes them for a pod just started.
+fn not_ready(pod: &mut Value) {
+    for c in pod["status"]["conditions"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
+        if c["type"] == "Ready" || c["type"] == "ContainersReady" {
+            c["status"] = "False".into();
+            c["reason"] = "ContainersNotReady".into();
+        }
+    }
+    for c in pod["status"]["containerStatuses"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
+        c["ready"] = false.into();
+    }
+}
+
+/// `template` as node `i`'s pod: its own name and uid, on its node.
+fn pod_of(template: &Pod, i: usize, generation: u32, node: &str) -> Pod {
+    let mut p = template.clone();
+    p.metadata.name = format!("app-{i:05}-{generation}");
+    p.metadata.uid = format!("pod-{i:05}-{generation}");
+    node.clone_into(&mut p.spec.node_name);
+    p
+}
+
 /// Runs `s` to its end: every live node upgraded, or the horizon.
+///
+/// Each wake-up of a node is a tick of its agent's decision loop (`agent::Autopilot::tick`):
+/// `Fleet::maintain` with `policy::slots_needed`, then `policy::decide` on the node's pod,
+/// state and fleet view, then its actions carried out as `agent::act` does (a slot taken as
+/// `agent::upgrade` takes it, before the upgrade call), then asleep until the loop's next
+/// deadline: the decision's `next_look`, the held slot's renewal, `gate_check_interval` after
+/// acting, or the pod's next change (a new snapshot rings the loop's bell).
 pub fn run(s: &Scenario) -> Report {
     set_now(0);
     let mut rng = Rng::new(s.seed);
@@ -338,7 +427,12 @@ pub fn run(s: &Scenario) -> Report {
         desired_number_scheduled: s.nodes,
         min_ready_seconds: 0,
     };
-    let mut nodes: Vec<Node> = (0..s.nodes)
+    let mut settings = crate::config::Settings::default().policy;
+    settings.mode = Mode::Auto;
+    settings.ready_timeout = s.ready_timeout;
+    let old_pod = template(OLD_REVISION, true);
+    let new_pod = template(REVISION, false);
+    let mut nodes: Vec<Node> = (0..s.nodes as usize)
         .map(|i| {
             let fleet = Fleet::new(s.ready_timeout)
                 .in_namespace(NAMESPACE)
@@ -346,14 +440,21 @@ pub fn run(s: &Scenario) -> Report {
             fleet.refresh(vec![info.clone()]);
             let not_ready = rng.unit() < s.not_ready;
             let skew = s.skew.as_millis() as i64;
+            let name = format!("node-{i:05}");
             Node {
-                name: format!("node-{i:05}"),
                 fleet,
                 phase: if not_ready {
                     Phase::NotReady
                 } else {
-                    Phase::Waiting
+                    Phase::Running
                 },
+                state: State::default(),
+                pod: pod_of(&old_pod, i, 1, &name),
+                pod_change: u64::MAX,
+                ready_at: u64::MAX,
+                imagepull_supported: true,
+                upgraded: false,
+                name,
                 skew_ms: if skew == 0 {
                     0
                 } else {
@@ -375,7 +476,7 @@ pub fn run(s: &Scenario) -> Report {
     let mut wake: Vec<u64> = vec![u64::MAX; nodes.len()];
     let mut queue: BinaryHeap<Reverse<(u64, u32)>> = BinaryHeap::new();
     for (i, n) in nodes.iter().enumerate() {
-        if n.phase == Phase::Waiting {
+        if n.phase == Phase::Running {
             wake[i] = rng.next_u64() % 10_000;
             queue.push(Reverse((wake[i], i as u32)));
         }
@@ -390,9 +491,6 @@ pub fn run(s: &Scenario) -> Report {
     let mut down: u32 = 0;
     let mut dead_holding: Vec<(u64, String)> = Vec::new();
     let mut last_done = 0u64;
-    let empty = HashSet::new();
-    let needed: HashSet<String> = [UID.to_owned()].into();
-    let mut resumed = vec![false; nodes.len()];
     let mut renewals: BinaryHeap<Reverse<(u64, u32)>> = BinaryHeap::new();
     let mut renewing = vec![false; nodes.len()];
     let renew_ms = super::kube::WATCH_SECONDS * 1000;
@@ -417,79 +515,178 @@ pub fn run(s: &Scenario) -> Report {
             }
         }
         let n = &mut nodes[i];
+        if n.phase != Phase::Running {
+            wake[i] = u64::MAX;
+            continue;
+        }
         let now = wall(t, n.skew_ms);
-        let io = Some((&model as &dyn Leases, n.name.as_str()));
-        let next = match n.phase {
-            Phase::Waiting => {
-                if !resumed[i] {
-                    // The first tick after a start looks for a slot held from before.
-                    resumed[i] = true;
-                    n.fleet.maintain(io, Some(&empty), now);
+        let now_ms = crate::state::unix_ms(now);
+        // The scenario's part: the deleted pod replaced at the new revision, not Ready; then
+        // Ready after the upgrade's time (never, in a broken release).
+        if n.pod_change <= t {
+            if n.pod.is_deleting() {
+                n.pod = pod_of(&new_pod, i, 2, &n.name);
+                n.pod_change = if s.broken { u64::MAX } else { n.ready_at };
+            } else {
+                let since = crate::state::rfc3339(now);
+                for c in n.pod.status.conditions.iter_mut() {
+                    if c.kind == "Ready" || c.kind == "ContainersReady" {
+                        c.status = "True".into();
+                        c.reason.clear();
+                        c.last_transition_time.clone_from(&since);
+                    }
                 }
-                match n.fleet.take(io, UID, Some(REVISION), now) {
-                    Ok(()) => {
-                        report.started += 1;
-                        report.taken += 1;
-                        down += 1;
-                        if n.dies {
-                            n.phase = Phase::Dead;
-                            report.died += 1;
-                            // Down for good; counted as down while its slot still stands.
-                            let ttl = n.fleet.lease_duration() + super::run::SKEW;
-                            dead_holding.push((t + ttl.as_millis() as u64, n.name.clone()));
-                            None
-                        } else {
-                            n.phase = Phase::Upgrading {
-                                done_ms: t + n.upgrade.as_millis() as u64,
-                            };
-                            Some(t + 1000)
+                for c in n.pod.status.container_statuses.iter_mut() {
+                    c.ready = true;
+                }
+                n.pod_change = u64::MAX;
+                // Ready after the policy found the upgrade failed (longer than
+                // `ready_timeout`): up again, its slot released at this tick.
+                if n.state.in_flight.is_empty() {
+                    down -= 1;
+                }
+            }
+        }
+        // The agent's tick: the slots kept or released, then the decision.
+        let io = Some((&model as &dyn Leases, n.name.as_str()));
+        let pods = std::slice::from_ref(&n.pod);
+        let needed = policy::slots_needed(pods, &n.state, &n.fleet.view(), now_ms);
+        n.fleet.maintain(io, Some(&needed), now);
+        let view = n.fleet.view();
+        let decision = policy::decide(&Inputs {
+            pods: Some(pods),
+            gates: &[],
+            state: &n.state,
+            now: virtual_now(),
+            now_ms,
+            settings: &settings,
+            imagepull_supported: n.imagepull_supported,
+            pulls_requested: &[],
+            state_unavailable: None,
+            fleet: &view,
+        });
+        for action in &decision.actions {
+            match action {
+                Action::Upgrade {
+                    pod,
+                    slot,
+                    down: unavailable,
+                    ..
+                } => {
+                    // As `agent::upgrade`: no upgrade without a slot, unless the pod is down.
+                    if let Some(ds) = slot {
+                        match n.fleet.take(io, ds, pod.revision.as_deref(), now) {
+                            Ok(()) => report.taken += 1,
+                            Err(_) if !unavailable => continue,
+                            Err(_) => {}
                         }
                     }
-                    Err(_) => {
-                        let retry = match n.fleet.view().get(UID).map(|v| v.slots.clone()) {
-                            Some(SlotView::Full { retry_ms, .. })
-                            | Some(SlotView::Unavailable { retry_ms, .. }) => retry_ms,
-                            _ => crate::state::unix_ms(now) + 2000,
-                        };
-                        let wait = retry.saturating_sub(crate::state::unix_ms(now)).max(1);
-                        Some(t + wait)
+                    report.started += 1;
+                    down += 1;
+                    if n.dies {
+                        n.phase = Phase::Dead;
+                        report.died += 1;
+                        // Down for good; counted as down while its slot still stands.
+                        let ttl = n.fleet.lease_duration() + super::run::SKEW;
+                        dead_holding.push((t + ttl.as_millis() as u64, n.name.clone()));
+                        break;
                     }
+                    // The intent, then the call, accepted: the pod is deleted, and its
+                    // DaemonSet controller creates the replacement.
+                    n.state.in_flight.push(InFlight {
+                        namespace: pod.namespace.clone(),
+                        name: pod.name.clone(),
+                        uid: pod.uid.clone(),
+                        owner_uid: pod.owner_uid.clone(),
+                        started_ms: now_ms,
+                        accepted: true,
+                        revision: pod.revision.clone(),
+                        uncertain: false,
+                    });
+                    n.pod.metadata.deletion_timestamp = Some(crate::state::rfc3339(now));
+                    n.pod_change = t + RECREATE_MS;
+                    n.ready_at = t + (n.upgrade.as_millis() as u64).max(RECREATE_MS + 1);
                 }
+                Action::Finished { uid, replacement } => {
+                    let Some(k) = n.state.in_flight.iter().position(|f| &f.uid == uid) else {
+                        continue;
+                    };
+                    let f = n.state.in_flight.remove(k);
+                    let why = format!("{replacement} is Ready");
+                    n.fleet.release(io, &f.owner_uid, &why);
+                    n.upgraded = true;
+                    report.upgraded += 1;
+                    down -= 1;
+                    last_done = t;
+                }
+                Action::Failed { uid, reason } => {
+                    let Some(k) = n.state.in_flight.iter().position(|f| &f.uid == uid) else {
+                        continue;
+                    };
+                    let f = n.state.in_flight.remove(k);
+                    n.state.blocked.retain(|b| b.owner_uid != f.owner_uid);
+                    n.state.blocked.push(Blocked {
+                        owner_uid: f.owner_uid.clone(),
+                        daemonset: "edge/app".into(),
+                        revision: f.revision.clone(),
+                        pod: format!("{}/{}", f.namespace, f.name),
+                        uid: f.uid.clone(),
+                        tripped_ms: now_ms,
+                        reason: reason.clone(),
+                    });
+                    report.failed += 1;
+                    // The slot is kept: this node is down (SPEC 6b).
+                    n.fleet.note_failed(&f.owner_uid, f.revision.as_deref());
+                }
+                // The apiserver upstream has no pre-pull when it compares revisions itself: it
+                // answers 404 without a request, and the agent upgrades without one.
+                Action::Pull { .. } => n.imagepull_supported = false,
+                other => unreachable!("no {other:?} in the simulation"),
             }
-            Phase::Upgrading { done_ms } if t >= done_ms && !s.broken => {
-                // Ready: the next tick releases the slot (the pod is available).
-                n.fleet.maintain(io, Some(&empty), now);
-                n.phase = Phase::Done;
-                report.upgraded += 1;
-                down -= 1;
-                last_done = t;
-                None
-            }
-            Phase::Upgrading { done_ms } if t >= done_ms => {
-                n.fleet.note_failed(UID, Some("broken"));
-                n.phase = Phase::Failed;
-                n.fleet.maintain(io, Some(&needed), now);
-                Some(t + renewal_ms(&n.fleet))
-            }
-            Phase::Upgrading { done_ms } => {
-                n.fleet.maintain(io, Some(&needed), now);
-                Some(done_ms.min(t + renewal_ms(&n.fleet)))
-            }
-            Phase::Failed => {
-                n.fleet.maintain(io, Some(&needed), now);
-                Some(t + renewal_ms(&n.fleet))
-            }
-            Phase::NotReady | Phase::Dead | Phase::Done => None,
-        };
-        if !renewing[i] && n.fleet.watching(UID) {
-            renewing[i] = true;
-            renewals.push(Reverse((t + renew_ms, i as u32)));
         }
-        if let Some(next) = next {
+        // Asleep until the loop's next deadline. (An idle agent also wakes for its gates' slow
+        // re-read; with no gate and no slot that tick changes nothing, and is left out.)
+        let next = [
+            (!decision.actions.is_empty()).then_some(settings.gate_check_interval),
+            decision.next_look,
+            n.fleet.next_renewal(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|d| t + (d.as_millis() as u64).max(1));
+        // The look `gate_check_interval` after a take that found no slot would only decide to
+        // wait for the slot view's retry, and do nothing else (no slot held, no upgrade in
+        // flight, the pod unchanged, the watch just used): skipped, the node wakes at the retry.
+        let acted_idle = !decision.actions.is_empty()
+            && n.phase == Phase::Running
+            && n.state.in_flight.is_empty()
+            && n.pod_change == u64::MAX
+            && !n.fleet.holds(UID);
+        let retry = acted_idle
+            .then(|| n.fleet.view())
+            .and_then(|v| match v.get(UID)?.slots {
+                SlotView::Full { retry_ms, .. } | SlotView::Unavailable { retry_ms, .. } => {
+                    Some(retry_ms)
+                }
+                _ => None,
+            });
+        let next = match retry {
+            Some(r) if r > now_ms + settings.gate_check_interval.as_millis() as u64 => {
+                Some(t + (r - now_ms))
+            }
+            _ => next,
+        };
+        let next = next.unwrap_or(u64::MAX).min(n.pod_change);
+        if n.phase == Phase::Running && next != u64::MAX {
             wake[i] = next;
             queue.push(Reverse((next, i as u32)));
         } else {
             wake[i] = u64::MAX;
+        }
+        if !renewing[i] && n.fleet.watching(UID) {
+            renewing[i] = true;
+            renewals.push(Reverse((t + renew_ms, i as u32)));
         }
         // A dead node's slot stops counting once it has been free to take for long enough
         // (others see it expired); it is then its DaemonSet controller's unavailable node.
@@ -519,7 +716,7 @@ pub fn run(s: &Scenario) -> Report {
     report.ideal = s.median_upgrade * todo.div_ceil(budget);
     let work: Vec<Duration> = nodes
         .iter()
-        .filter(|n| n.phase == Phase::Done)
+        .filter(|n| n.upgraded)
         .map(|n| n.upgrade)
         .collect();
     let sum: Duration = work.iter().sum();
@@ -546,13 +743,6 @@ fn greedy(work: &[Duration], slots: u32) -> Duration {
         free.push(Reverse(at + *w));
     }
     end
-}
-
-fn renewal_ms(f: &Fleet) -> u64 {
-    f.next_renewal()
-        .unwrap_or(f.lease_duration() / 3)
-        .as_millis()
-        .max(1) as u64
 }
 
 /// The table's header and one row per report, as docs/performance.md shows them.
@@ -622,6 +812,8 @@ mod tests {
         assert_eq!(r.upgraded, 0, "{r:?}");
         // A node that died holding a slot frees it once expired: one more may start for it.
         assert_eq!(r.started, r.budget + r.died, "{r:?}");
+        // Each found failed by the policy, past `ready_timeout`, and its slot kept.
+        assert_eq!(r.failed, r.started - r.died, "{r:?}");
         assert_eq!(r.peak_held, r.budget, "{r:?}");
     }
 
