@@ -10,10 +10,12 @@ use super::{Detect, Inner, WATCH_SECONDS};
 use crate::upstream::{excerpt, UpstreamError};
 
 enum WatchEnd {
-    /// The server closed the stream (timeoutSeconds), or the connection under it ended without
-    /// its TLS close or was reset (a proxy's idle timeout, an apiserver restarting: routine):
-    /// re-watch from the last resourceVersion.
+    /// The server closed the stream (timeoutSeconds): re-watch from the last resourceVersion.
     Closed,
+    /// The connection under it ended without its TLS close or was reset (a proxy's idle
+    /// timeout, an apiserver restarting: routine): re-watch from the last resourceVersion,
+    /// counted as a reconnect.
+    Dropped,
     Expired,
     Failed(UpstreamError),
     /// An event would take the pods kept past `watch::MAX_KEPT`; the last good state is kept.
@@ -103,13 +105,18 @@ impl Inner {
             );
             let began = std::time::Instant::now();
             match self.watch(&path) {
-                // Ended by the server after a while: re-watch at once from the last version.
-                (WatchEnd::Closed, got) if got || began.elapsed() >= Duration::from_secs(5) => {
+                // Ended after a while: re-watch at once from the last version.
+                (end @ (WatchEnd::Closed | WatchEnd::Dropped), got)
+                    if got || began.elapsed() >= Duration::from_secs(5) =>
+                {
+                    if matches!(end, WatchEnd::Dropped) {
+                        self.lock().watch.reconnects += 1;
+                    }
                     backoff.reset();
                 }
                 // Closed at once with nothing in it (a proxy, a restarting apiserver): back off,
                 // or the loop would spin.
-                (WatchEnd::Closed, _) => {
+                (WatchEnd::Closed | WatchEnd::Dropped, _) => {
                     std::thread::sleep(backoff.next_delay());
                     self.lock().watch.reconnects += 1;
                 }
@@ -194,7 +201,7 @@ impl Inner {
                         e.kind(),
                         self.lock().store.rv
                     );
-                    return (WatchEnd::Closed, got);
+                    return (WatchEnd::Dropped, got);
                 }
                 Err(e) => {
                     let e = UpstreamError::Io(format!("pod watch: stream broke: {e}"));
