@@ -405,14 +405,9 @@ pub fn read_line(
 /// backon's delay iterator: its jitter adds up to the delay itself, so half the nominal delay,
 /// doubled and capped at half the cap, then jittered, draws from [d/2, d) ("equal jitter").
 /// Each agent's generator is seeded from the OS (fastrand under backon's `std`).
+#[derive(Debug)]
 pub struct Backoff {
     delays: backon::ExponentialBackoff,
-}
-
-impl std::fmt::Debug for Backoff {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Backoff")
-    }
 }
 
 impl Default for Backoff {
