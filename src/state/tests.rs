@@ -21,12 +21,7 @@ fn changes_persist_and_reload() {
     assert_eq!(again, store.get());
     assert_eq!(again.holds[0].name, "nav");
     // No temp file is left behind.
-    let mut names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert_eq!(names, vec!["intent", "state.json"]);
+    assert_eq!(names(dir.path()), vec!["intent", "state.json"]);
 }
 
 #[test]
@@ -50,9 +45,7 @@ fn a_corrupt_file_is_set_aside_not_fatal() {
     let s = store.get();
     assert!(s.in_flight.is_empty());
     assert_eq!(s.events[0].kind, "state_corrupt");
-    let aside: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+    let aside: Vec<_> = (names(dir.path()).into_iter())
         .filter(|n| n.starts_with("state.json.corrupt-"))
         .collect();
     assert_eq!(aside.len(), 1);
@@ -85,6 +78,16 @@ fn a_dir_that_cannot_be_created_makes_the_store_unavailable_not_fatal() {
     std::fs::remove_file(&file).unwrap();
     assert!(store.recover(Instant::now()));
     assert!(file.join("state.json").exists());
+}
+
+/// The names of the files in `dir`, sorted.
+fn names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 fn hold(name: &str) -> Hold {
@@ -130,12 +133,7 @@ fn a_full_disk_loses_nothing_acknowledged_and_recovers_by_itself() {
         "the record kept in memory was written"
     );
     // No temp file, of any name, is left behind after the failures.
-    let mut names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert_eq!(names, vec!["intent", "state.json"]);
+    assert_eq!(names(dir.path()), vec!["intent", "state.json"]);
 }
 
 #[test]
@@ -185,13 +183,14 @@ fn a_state_file_over_the_cap_is_set_aside_without_reading_it() {
         "{}",
         s.events[0].message
     );
-    let aside: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().contains(".corrupt-"))
+    let aside: Vec<_> = (names(dir.path()).into_iter())
+        .filter(|n| n.contains(".corrupt-"))
         .collect();
     assert_eq!(aside.len(), 1);
-    assert_eq!(std::fs::metadata(&aside[0]).unwrap().len(), MAX_FILE + 1);
+    assert_eq!(
+        std::fs::metadata(dir.path().join(&aside[0])).unwrap().len(),
+        MAX_FILE + 1
+    );
 }
 
 #[test]
@@ -217,11 +216,9 @@ fn corrupt_files_set_aside_at_once_keep_distinct_names() {
         Store::open(dir.path());
         // The fresh state written by `open` is what the next round corrupts.
     }
-    let mut kept: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().contains(".corrupt-"))
-        .map(|p| std::fs::read_to_string(p).unwrap())
+    let mut kept: Vec<String> = (names(dir.path()).into_iter())
+        .filter(|n| n.contains(".corrupt-"))
+        .map(|n| std::fs::read_to_string(dir.path().join(n)).unwrap())
         .collect();
     kept.sort();
     assert_eq!(kept, vec!["corrupt 0", "corrupt 1", "corrupt 2"]);
@@ -328,9 +325,7 @@ fn a_torn_intent_record_is_set_aside_and_trips_the_breaker() {
     let reason = &s.breaker.as_ref().expect("tripped").reason;
     assert!(reason.contains("intent record was unusable"), "{reason}");
     assert!(store.unavailable().is_none(), "not fatal");
-    let aside: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+    let aside: Vec<_> = (names(dir.path()).into_iter())
         .filter(|n| n.starts_with("intent.corrupt-"))
         .collect();
     assert_eq!(aside.len(), 1);
