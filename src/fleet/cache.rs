@@ -507,12 +507,7 @@ mod tests {
             "one watch, one write: no LIST of the namespace"
         );
         assert!(!a.watching(DS), "holding, it watches no more");
-        let held = store
-            .leases
-            .lock()
-            .unwrap()
-            .get("fleet", "edge.gw.0")
-            .unwrap();
+        let held = store.lease("edge.gw.0").unwrap();
         assert_eq!(held.daemonset.as_deref(), Some(label.as_str()));
         assert_eq!(held.takes.as_ref().map(|t| t.count), Some(1));
         let b = fleet(10, "1");
@@ -536,12 +531,7 @@ mod tests {
             store.ops.lock().unwrap()[before..],
             ["update edge.gw.0 node-b"]
         );
-        let l = store
-            .leases
-            .lock()
-            .unwrap()
-            .get("fleet", "edge.gw.0")
-            .unwrap();
+        let l = store.lease("edge.gw.0").unwrap();
         assert_eq!(l.takes.map(|t| t.count), Some(2), "two takes of rev-2");
     }
 
@@ -649,12 +639,7 @@ mod tests {
             matches!(&b.view()[DS].slots, SlotView::Full { holders, .. } if holders == &["old-node"])
         );
         // The old agent gives it back (still unlabelled): b reads it afresh, then takes it.
-        let cur = store
-            .leases
-            .lock()
-            .unwrap()
-            .get("fleet", "edge.gw.0")
-            .unwrap();
+        let cur = store.lease("edge.gw.0").unwrap();
         store
             .update(&Lease {
                 holder: None,
@@ -663,12 +648,7 @@ mod tests {
             .unwrap();
         let took = take_by(&b, &store, "node-b", 80_000, 200_000);
         assert!(took.is_some());
-        let l = store
-            .leases
-            .lock()
-            .unwrap()
-            .get("fleet", "edge.gw.0")
-            .unwrap();
+        let l = store.lease("edge.gw.0").unwrap();
         assert_eq!(l.holder.as_deref(), Some("node-b"));
         assert_eq!(
             l.daemonset.as_deref(),

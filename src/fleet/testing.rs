@@ -57,12 +57,14 @@ impl Store {
     }
 
     /// Finds a Lease by name in any namespace (the tests use one).
-    pub fn holder(&self, name: &str) -> Option<String> {
+    pub fn lease(&self, name: &str) -> Option<Lease> {
         let g = self.leases.lock().unwrap();
-        g.leases
-            .values()
-            .find(|l| l.name == name)
-            .and_then(|l| l.holder.clone())
+        g.leases.values().find(|l| l.name == name).cloned()
+    }
+
+    /// The holder of the Lease `name` (`lease`).
+    pub fn holder(&self, name: &str) -> Option<String> {
+        self.lease(name).and_then(|l| l.holder)
     }
 
     /// The requests made, by their first word.
