@@ -89,6 +89,7 @@ impl<K: Kube + Clone + 'static> LeaseApi<K> {
     fn keep(&self, ns: &str, label: &str, cache: &Arc<SlotCache>) {
         let base = path(ns, None);
         let sel = selector(label);
+        let list = format!("{base}?labelSelector={sel}");
         let mut backoff = Backoff::new();
         let mut need_list = true;
         let unwanted = |c: &Arc<SlotCache>| Arc::strong_count(c) == 1;
@@ -99,18 +100,14 @@ impl<K: Kube + Clone + 'static> LeaseApi<K> {
         let mut listed_at = Instant::now();
         while !unwanted(cache) {
             if need_list {
-                let what = format!("GET {base}?labelSelector={sel}");
-                let listed =
-                    match self
-                        .0
-                        .request("GET", &format!("{base}?labelSelector={sel}"), None)
-                    {
-                        Ok((200, body)) => {
-                            Lease::list_with_version(&body).map_err(|e| format!("{what}: {e}"))
-                        }
-                        Ok((status, body)) => Err(unexpected(&what, status, &body).to_string()),
-                        Err(e) => Err(format!("{what}: {e}")),
-                    };
+                let what = format!("GET {list}");
+                let listed = match self.0.request("GET", &list, None) {
+                    Ok((200, body)) => {
+                        Lease::list_with_version(&body).map_err(|e| format!("{what}: {e}"))
+                    }
+                    Ok((status, body)) => Err(unexpected(&what, status, &body).to_string()),
+                    Err(e) => Err(format!("{what}: {e}")),
+                };
                 match listed {
                     Ok((leases, rv)) => {
                         cache.replace(leases, rv);
@@ -131,7 +128,7 @@ impl<K: Kube + Clone + 'static> LeaseApi<K> {
                 continue;
             }
             let p = format!(
-                "{base}?labelSelector={sel}&resourceVersion={}&watch=1&allowWatchBookmarks=true&timeoutSeconds={WATCH_SECONDS}",
+                "{list}&resourceVersion={}&watch=1&allowWatchBookmarks=true&timeoutSeconds={WATCH_SECONDS}",
                 crate::upstream::apiserver::query(&cache.rv())
             );
             let began = Instant::now();
@@ -150,13 +147,12 @@ impl<K: Kube + Clone + 'static> LeaseApi<K> {
                     need_list = true;
                 }
                 End::Forbidden => {
+                    // Listed every LIST_EVERY from here on (above), until the watch is asked again.
                     listing_until = Some(Instant::now() + Duration::from_secs(WATCH_SECONDS));
                     if !warned {
                         log::warn!("fleet slot watch: the apiserver refused to watch leases (403): waiting by listing the slots every {}s instead; grant `watch` on leases (packaging/kubernetes/rbac.yaml)", LIST_EVERY.as_secs());
                         warned = true;
                     }
-                    std::thread::sleep(LIST_EVERY);
-                    need_list = true;
                 }
                 End::Failed(e) => {
                     log::warn!("fleet slot watch: {e}; no slot is taken until it is back");
